@@ -1,0 +1,1 @@
+"""Bilingual email newsletter pipeline."""

@@ -1,0 +1,65 @@
+"""Command line: the only place that chains the stages. Errors become one-line messages here."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .config import Settings, load_settings
+from .errors import NewsletterError
+
+EXIT_BAD_INPUT = 2
+
+
+@dataclass
+class AppContext:
+    env_file: Path
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.env_file)
+        return self._settings
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+class _Group(click.Group):
+    """Turns NewsletterError into `error: file:line: message`, exit status 2, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".env"),
+    show_default=True,
+    help="Settings file read before the environment (the environment wins).",
+)
+@click.pass_context
+def main(ctx: click.Context, env_file: Path) -> None:
+    """Bilingual newsletter: compose briefs, build editions, preview, keep subscribers, send."""
+    ctx.obj = AppContext(env_file=env_file)
+
+
+def run() -> None:
+    main(prog_name="newsletter")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

@@ -1,0 +1,221 @@
+"""Settings: read once from the environment and `.env`, checked once, then frozen.
+
+Every name is prefixed ``NEWSLETTER_``; the environment wins over `.env`. Defaults live
+here and nowhere else, chosen so that the demo builds and sends (to a local outbox) with
+no `.env` at all. `.env.example` lists and explains each name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from .errors import SettingsError
+
+PREFIX = "NEWSLETTER_"
+LANGUAGES = ("en", "fr")
+SUBSCRIBER_LANGUAGES = ("en", "fr", "both")
+
+DEFAULTS: dict[str, str] = {
+    "BASE_URL": "https://news.example.org",
+    "TITLE_EN": "News",
+    "TITLE_FR": "Brèves",
+    "ORG_EN": "Committee for the Republic of Canada",
+    "ORG_FR": "Comité pour la République du Canada",
+    "FROM_NAME_EN": "Committee News",
+    "FROM_NAME_FR": "Brèves du Comité",
+    "FROM_EN": "news@example.org",
+    "FROM_FR": "breves@example.org",
+    "REPLY_TO": "",
+    "POSTAL_ADDRESS": "PO Box 1234, Station B, Ottawa ON  K1P 0A1, Canada",
+    "LIST_ID": "",
+    "DB": "newsletter.db",
+    "SECRET": "",
+    "DEFAULT_LANGUAGE": "both",
+    "OUTBOX": "outbox",
+    "SMTP_HOST": "",
+    "SMTP_PORT": "",
+    "SMTP_SECURITY": "starttls",
+    "SMTP_USER": "",
+    "SMTP_PASSWORD": "",
+    "SMTP_TIMEOUT": "30",
+    "SMTP_VERIFY": "true",
+    "SMTP_CA_FILE": "",
+    "CONCURRENCY": "4",
+    "RATE": "0",
+    "HOURLY_CAP": "0",
+    "DKIM_KEY": "",
+    "DKIM_SELECTOR": "",
+    "DKIM_DOMAIN": "",
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the newsletter is from: what the templates and message headers show."""
+
+    base_url: str
+    title: Mapping[str, str]
+    org: Mapping[str, str]
+    from_name: Mapping[str, str]
+    from_addr: Mapping[str, str]
+    reply_to: str
+    postal_address: str
+    list_id: str
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str  # starttls | ssl | none
+    user: str
+    password: str = field(repr=False)
+    timeout: float
+    verify: bool
+    ca_file: str
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    key_path: str
+    selector: str
+    domain: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key_path and self.selector and self.domain)
+
+
+@dataclass(frozen=True)
+class Settings:
+    identity: Identity
+    smtp: SmtpSettings
+    dkim: DkimSettings
+    db_path: Path
+    secret: str = field(repr=False)
+    default_language: str
+    outbox: Path
+    concurrency: int
+    rate: float
+    hourly_cap: int
+    source: str  # where the settings came from, for messages: ".env" or "environment"
+
+
+def load_settings(
+    env_file: Path | str | None = ".env", environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings from `env_file` (if it exists) and the environment, the environment winning."""
+    environ = os.environ if environ is None else environ
+    file_values: dict[str, str] = {}
+    env_path = Path(env_file) if env_file else None
+    if env_path is not None and env_path.is_file():
+        try:
+            raw = dotenv_values(env_path, encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SettingsError("not valid UTF-8; save it as UTF-8", env_path) from None
+        file_values = {k: v or "" for k, v in raw.items() if k.startswith(PREFIX)}
+
+    def get(name: str) -> str:
+        key = PREFIX + name
+        if key in environ:
+            return environ[key].strip()
+        if key in file_values:
+            return file_values[key].strip()
+        return DEFAULTS[name]
+
+    def where(name: str) -> tuple[Path | None, int | None]:
+        key = PREFIX + name
+        if key in environ or env_path is None or key not in file_values:
+            return None, None
+        for number, line in enumerate(env_path.read_text("utf-8").splitlines(), 1):
+            if line.lstrip().removeprefix("export ").lstrip().startswith(key):
+                return env_path, number
+        return env_path, None
+
+    def fail(name: str, problem: str) -> SettingsError:
+        path, line = where(name)
+        return SettingsError(f"{PREFIX}{name}={get(name)!r}: {problem}", path, line)
+
+    def integer(name: str, low: int = 0) -> int:
+        try:
+            value = int(get(name))
+        except ValueError:
+            raise fail(name, "must be a whole number") from None
+        if value < low:
+            raise fail(name, f"must be at least {low}")
+        return value
+
+    def number(name: str) -> float:
+        try:
+            value = float(get(name))
+        except ValueError:
+            raise fail(name, "must be a number, e.g. 10 or 0.5") from None
+        if value < 0:
+            raise fail(name, "must not be negative")
+        return value
+
+    base_url = get("BASE_URL").rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise fail("BASE_URL", "must be an absolute http(s) URL, e.g. https://news.example.org")
+
+    default_language = get("DEFAULT_LANGUAGE").lower()
+    if default_language not in SUBSCRIBER_LANGUAGES:
+        raise fail("DEFAULT_LANGUAGE", "must be en, fr or both")
+
+    security = get("SMTP_SECURITY").lower()
+    if security not in ("starttls", "ssl", "none"):
+        raise fail("SMTP_SECURITY", "must be starttls, ssl or none")
+    if get("SMTP_PORT"):
+        port = integer("SMTP_PORT", 1)
+    else:
+        port = {"starttls": 587, "ssl": 465, "none": 25}[security]
+    verify = get("SMTP_VERIFY").lower()
+    if verify not in ("true", "false", "1", "0", "yes", "no"):
+        raise fail("SMTP_VERIFY", "must be true or false")
+
+    for lang in LANGUAGES:
+        address = get(f"FROM_{lang.upper()}")
+        if "@" not in address or any(c in address for c in "\r\n<> "):
+            raise fail(f"FROM_{lang.upper()}", "must be a plain address, e.g. news@example.org")
+
+    identity = Identity(
+        base_url=base_url,
+        title={lang: get(f"TITLE_{lang.upper()}") for lang in LANGUAGES},
+        org={lang: get(f"ORG_{lang.upper()}") for lang in LANGUAGES},
+        from_name={lang: get(f"FROM_NAME_{lang.upper()}") for lang in LANGUAGES},
+        from_addr={lang: get(f"FROM_{lang.upper()}") for lang in LANGUAGES},
+        reply_to=get("REPLY_TO"),
+        postal_address=get("POSTAL_ADDRESS"),
+        list_id=get("LIST_ID") or (parts.hostname or "newsletter.example.org"),
+    )
+    return Settings(
+        identity=identity,
+        smtp=SmtpSettings(
+            host=get("SMTP_HOST"),
+            port=port,
+            security=security,
+            user=get("SMTP_USER"),
+            password=get("SMTP_PASSWORD"),
+            timeout=number("SMTP_TIMEOUT") or 30.0,
+            verify=verify in ("true", "1", "yes"),
+            ca_file=get("SMTP_CA_FILE"),
+        ),
+        dkim=DkimSettings(
+            key_path=get("DKIM_KEY"), selector=get("DKIM_SELECTOR"), domain=get("DKIM_DOMAIN")
+        ),
+        db_path=Path(get("DB")),
+        secret=get("SECRET"),
+        default_language=default_language,
+        outbox=Path(get("OUTBOX")),
+        concurrency=integer("CONCURRENCY", 1),
+        rate=number("RATE"),
+        hourly_cap=integer("HOURLY_CAP"),
+        source=str(env_path) if file_values else "environment",
+    )
