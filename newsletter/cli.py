@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from .config import Settings, load_settings
+from .cli_context import AppContext
 from .errors import NewsletterError
 
 EXIT_BAD_INPUT = 2
-
-
-@dataclass
-class AppContext:
-    env_file: Path
-    _settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self.env_file)
-        return self._settings
-
-
-pass_app = click.make_pass_decorator(AppContext)
 
 
 class _Group(click.Group):
@@ -60,6 +44,9 @@ def main(ctx: click.Context, env_file: Path) -> None:
 def run() -> None:
     main(prog_name="newsletter")
 
+
+# Command modules register themselves on `main`; keep this list in pipeline order.
+# (imported here, at the bottom, because they import `main` from this module)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(run())

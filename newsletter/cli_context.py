@@ -1,0 +1,25 @@
+"""What every command receives: the settings file, settings loaded on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .config import Settings, load_settings
+
+
+@dataclass
+class AppContext:
+    env_file: Path
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.env_file)
+        return self._settings
+
+
+pass_app = click.make_pass_decorator(AppContext)
