@@ -1,0 +1,92 @@
+"""The SQLite file shared by the subscriber store and the delivery ledger: connect, migrate."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from .errors import StoreError
+from .schema import MIGRATIONS
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open (creating if needed) the database at `path`, WAL mode, migrated to the latest schema.
+
+    The connection is in autocommit mode (`isolation_level=None`): callers open transactions
+    explicitly with `BEGIN IMMEDIATE`, so that a writer takes the lock before it reads and two
+    processes never both decide on stale data.
+    """
+    path = Path(path)
+    conn: sqlite3.Connection | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: the web app may open a store in one worker thread and use
+        # it in another. A connection must still not be used by two threads at once.
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":  # pragma: no cover - e.g. a network file system
+            raise StoreError(
+                f"cannot use WAL journal mode (got {mode}); put it on a local disk", path
+            )
+        conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a commit survives a crash
+        migrate(conn, path)
+        return conn
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.DatabaseError):  # e.g. "file is not a database"
+            raise StoreError(
+                f"cannot open the database: {exc}; check the path in NEWSLETTER_DB", path
+            ) from None
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot create the database: {exc.strerror}", path) from None
+        raise
+
+
+def migrate(conn: sqlite3.Connection, path: Path | str | None = None) -> int:
+    """Bring the schema to the latest version, one transaction per migration; return the version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"database schema is version {version}, newer than this program knows "
+            f"({len(MIGRATIONS)}); upgrade newsletter",
+            path,
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # Not executescript(): it commits before running, which would split the schema change
+        # from the version bump. BEGIN IMMEDIATE plus the re-check below makes two processes
+        # opening a new file at the same moment safe: the second finds the work done.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                conn.execute("COMMIT")
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(version, len(MIGRATIONS))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into complete statements (sqlite3 runs one per execute())."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current)
+            current = ""
+    if current.strip():
+        statements.append(current)
+    return statements

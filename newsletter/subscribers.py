@@ -1,0 +1,460 @@
+"""The subscriber store: who receives which edition, and the proof of how they joined and left.
+
+`SubscriberStore` is the interface the rest of the program uses; `SqliteStore` is the embedded
+implementation. A PostgreSQL store would implement the same protocol.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal, Protocol
+
+from email_validator import EmailNotValidError, validate_email
+
+from . import db
+from .config import SUBSCRIBER_LANGUAGES, Settings
+from .errors import StoreError
+
+Edition = Literal["en", "fr", "bilingual"]
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    language: str  # en | fr | both
+    status: Status
+    joined_at: str  # ISO 8601, UTC
+    join_source: str
+    consent_note: str
+    left_at: str | None
+    left_how: str | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One person to import. None for name or language means: keep what the store has
+    (a new subscriber gets no name and the default language)."""
+
+    email: str
+    name: str | None = None
+    language: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Kept:
+    """An import row left alone because the person left the list (or bounced, or complained)."""
+
+    row: Row
+    status: Status
+    left_at: str | None
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    resubscribed: int = 0
+    kept: list[Kept] = field(default_factory=list)
+
+
+def edition_for(subscriber: Subscriber) -> Edition:
+    """Which edition a subscriber receives, from their language preference."""
+    return {"en": "en", "fr": "fr", "both": "bilingual"}[subscriber.language]  # type: ignore[return-value]
+
+
+def email_key(email: str) -> str:
+    """What makes two addresses the same person: the domain is case-insensitive, the local part
+    is not (RFC 5321), though almost every server treats it so; we keep to the standard."""
+    local, _, domain = email.strip().rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def check_email(text: str) -> str:
+    """The address, stripped, if its syntax is valid; ValueError saying why not. No DNS lookups."""
+    email = text.strip()
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{email!r} is not a valid address: {exc}") from None
+    return email
+
+
+_LANGUAGE_WORDS = {
+    "en": {"en", "eng", "english", "anglais", "e"},
+    "fr": {"fr", "fra", "fre", "french", "francais", "f"},
+    "both": {"both", "bilingual", "bilingue", "en+fr", "fr+en", "en/fr", "fr/en", "en,fr",
+             "fr,en", "en-fr", "fr-en", "en fr", "fr en", "les deux", "tous"},
+}  # fmt: skip
+
+
+def parse_language(text: str | None) -> str | None:
+    """`fr`, `FR`, `fr-CA`, `français`, `English`... -> en | fr | both; None when blank.
+    ValueError for anything else."""
+    if text is None or not text.strip():
+        return None
+    word = unicodedata.normalize("NFKD", text.strip().casefold())
+    word = "".join(c for c in word if not unicodedata.combining(c)).replace("_", "-")
+    for language, words in _LANGUAGE_WORDS.items():
+        if word in words:
+            return language
+    base, dash, _region = word.partition("-")
+    if dash and base in ("en", "fr"):  # en-CA, fr-BE...
+        return base
+    raise ValueError(f"unknown language {text.strip()!r}; use en, fr or both")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class SubscriberStore(Protocol):
+    """What the rest of the program may ask of a subscriber store."""
+
+    def add(
+        self,
+        email: str,
+        *,
+        name: str = "",
+        language: str,
+        source: str,
+        consent_note: str = "",
+        resubscribe: bool = False,
+    ) -> Subscriber: ...
+
+    def get(self, subscriber_id: int) -> Subscriber | None: ...
+
+    def find(self, email: str) -> Subscriber | None: ...
+
+    def iter(
+        self, status: Status | str | None = None, language: str | None = None
+    ) -> Iterator[Subscriber]: ...
+
+    def unsubscribe(self, subscriber_id: int, how: str) -> bool: ...
+
+    def set_status(self, subscriber_id: int, status: Status, how: str) -> bool: ...
+
+    def set_language(self, subscriber_id: int, language: str, how: str) -> bool: ...
+
+    def set_name(self, subscriber_id: int, name: str, how: str) -> bool: ...
+
+    def remove(self, email: str, how: str = "cli") -> bool: ...
+
+    def counts(self) -> dict[tuple[str, Status], int]: ...
+
+    def import_rows(
+        self,
+        rows: Iterable[Row],
+        *,
+        source: str,
+        default_language: str,
+        consent_note: str = "",
+        resubscribe: bool = False,
+        dry_run: bool = False,
+    ) -> ImportResult: ...
+
+    def close(self) -> None: ...
+
+
+# Which statuses each leaving status may replace. A complaint outranks everything; an
+# unsubscribe outranks a bounce (the person acted); a bounce only stops an active address.
+_LEAVE_FROM: dict[Status, tuple[str, ...]] = {
+    Status.UNSUBSCRIBED: ("active", "bounced"),
+    Status.BOUNCED: ("active",),
+    Status.COMPLAINED: ("active", "bounced", "unsubscribed"),
+}
+
+_COLUMNS = (
+    "id, email, name, language, status, joined_at, join_source, consent_note, left_at, left_how"
+)
+
+
+def _subscriber(row: sqlite3.Row) -> Subscriber:
+    values = dict(row)
+    values["status"] = Status(values["status"])
+    return Subscriber(**values)
+
+
+class SqliteStore:
+    """The subscriber store in a SQLite file. Every change is one `BEGIN IMMEDIATE`
+    transaction, so concurrent processes (the web app, an import, a send) serialise cleanly."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.conn = db.connect(self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, subscriber_id: int) -> Subscriber | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)
+        ).fetchone()
+        return _subscriber(row) if row else None
+
+    def find(self, email: str) -> Subscriber | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM subscribers WHERE email_key = ?", (email_key(email),)
+        ).fetchone()
+        return _subscriber(row) if row else None
+
+    def iter(
+        self, status: Status | str | None = None, language: str | None = None
+    ) -> Iterator[Subscriber]:
+        """Subscribers in id order (the order they joined), optionally filtered."""
+        query, params = f"SELECT {_COLUMNS} FROM subscribers WHERE 1 = 1", []
+        if status is not None:
+            query += " AND status = ?"
+            params.append(str(Status(status)))
+        if language is not None:
+            query += " AND language = ?"
+            params.append(language)
+        for row in self.conn.execute(query + " ORDER BY id", params):
+            yield _subscriber(row)
+
+    def counts(self) -> dict[tuple[str, Status], int]:
+        """Number of subscribers per (language, status); absent pairs are zero."""
+        rows = self.conn.execute(
+            "SELECT language, status, count(*) FROM subscribers GROUP BY language, status"
+        )
+        return {(language, Status(status)): n for language, status, n in rows}
+
+    # -- changing ------------------------------------------------------------------------
+
+    def add(
+        self,
+        email: str,
+        *,
+        name: str = "",
+        language: str,
+        source: str,
+        consent_note: str = "",
+        resubscribe: bool = False,
+    ) -> Subscriber:
+        """Add one person; StoreError if already on the list (and, for someone who left,
+        unless `resubscribe`: re-adding needs their new consent)."""
+        try:
+            email = check_email(email)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        if language not in SUBSCRIBER_LANGUAGES:
+            raise StoreError(f"unknown language {language!r}; use en, fr or both")
+        with self._transaction():
+            existing = self.find(email)
+            if existing is None:
+                subscriber_id = self._insert(
+                    Row(email, name, language), language, source, consent_note
+                )
+            elif existing.status is Status.ACTIVE:
+                raise StoreError(f"{existing.email} is already subscribed")
+            elif not resubscribe:
+                raise StoreError(
+                    f"{existing.email} is {existing.status} (since {existing.left_at}); "
+                    "add --resubscribe only if they asked to come back"
+                )
+            else:
+                subscriber_id = existing.id
+                self._resubscribe(existing, source, consent_note)
+                self._update(existing, Row(email, name or None, language), source)
+        subscriber = self.get(subscriber_id)
+        assert subscriber is not None
+        return subscriber
+
+    def set_status(self, subscriber_id: int, status: Status, how: str) -> bool:
+        """Take someone off the mailing (`unsubscribed`, `bounced`, `complained`); True if this
+        call changed their status. Safe to repeat and to race: the UPDATE's WHERE decides."""
+        if status is Status.ACTIVE:
+            raise ValueError("use add(..., resubscribe=True) to make someone active again")
+        before = _LEAVE_FROM[status]
+        with self._transaction():
+            now = _now()
+            changed = self.conn.execute(
+                "UPDATE subscribers SET status = ?, left_at = coalesce(left_at, ?),"
+                " left_how = coalesce(left_how, ?), updated_at = ?"
+                f" WHERE id = ? AND status IN ({', '.join('?' * len(before))})",
+                (str(status), now, how, now, subscriber_id, *before),
+            ).rowcount
+            if changed:
+                kind = "unsubscribe" if status is Status.UNSUBSCRIBED else "status"
+                self._event(subscriber_id, kind, how, str(status))
+        return bool(changed)
+
+    def unsubscribe(self, subscriber_id: int, how: str) -> bool:
+        """Unsubscribe at once; True if this call did it, False if already done (or unknown)."""
+        return self.set_status(subscriber_id, Status.UNSUBSCRIBED, how)
+
+    def set_language(self, subscriber_id: int, language: str, how: str) -> bool:
+        if language not in SUBSCRIBER_LANGUAGES:
+            raise StoreError(f"unknown language {language!r}; use en, fr or both")
+        return self._set(subscriber_id, "language", language, how)
+
+    def set_name(self, subscriber_id: int, name: str, how: str) -> bool:
+        return self._set(subscriber_id, "name", name.strip(), how)
+
+    def remove(self, email: str, how: str = "cli") -> bool:
+        """Delete someone's row (e.g. on request to erase their data). The audit trail keeps
+        that they were removed, and when, but not their name or language."""
+        with self._transaction():
+            existing = self.find(email)
+            if existing is None:
+                return False
+            self.conn.execute("DELETE FROM subscribers WHERE id = ?", (existing.id,))
+            self._event(existing.id, "remove", how, "", email=existing.email)
+        return True
+
+    def import_rows(
+        self,
+        rows: Iterable[Row],
+        *,
+        source: str,
+        default_language: str,
+        consent_note: str = "",
+        resubscribe: bool = False,
+        dry_run: bool = False,
+    ) -> ImportResult:
+        """Add or update each row, all in one transaction (rolled back for a dry run)."""
+        added = updated = unchanged = resubscribed = 0
+        kept: list[Kept] = []
+        with self._transaction(commit=not dry_run):
+            for row in rows:
+                existing = self.find(row.email)
+                if existing is None:
+                    self._insert(row, default_language, source, consent_note)
+                    added += 1
+                    continue
+                if existing.status is not Status.ACTIVE:
+                    if not resubscribe:
+                        kept.append(Kept(row, existing.status, existing.left_at))
+                        continue
+                    self._resubscribe(existing, source, consent_note)
+                    resubscribed += 1
+                if self._update(existing, row, source):
+                    updated += 1
+                elif existing.status is Status.ACTIVE:
+                    unchanged += 1
+        return ImportResult(added, updated, unchanged, resubscribed, kept)
+
+    # -- inside a transaction ------------------------------------------------------------
+
+    def _transaction(self, commit: bool = True) -> _Transaction:
+        return _Transaction(self.conn, commit)
+
+    def _insert(self, row: Row, default_language: str, source: str, consent_note: str) -> int:
+        now = _now()
+        cursor = self.conn.execute(
+            "INSERT INTO subscribers (email, email_key, name, language, status, joined_at,"
+            " join_source, consent_note, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+            (
+                row.email,
+                email_key(row.email),
+                (row.name or "").strip(),
+                row.language or default_language,
+                now,
+                source,
+                consent_note,
+                now,
+            ),
+        )
+        subscriber_id = cursor.lastrowid
+        assert subscriber_id is not None
+        self._event(subscriber_id, "join", source, consent_note, email=row.email)
+        return subscriber_id
+
+    def _resubscribe(self, existing: Subscriber, source: str, consent_note: str) -> None:
+        self.conn.execute(
+            "UPDATE subscribers SET status = 'active', left_at = NULL, left_how = NULL,"
+            " joined_at = ?, join_source = ?, consent_note = ?, updated_at = ? WHERE id = ?",
+            (_now(), source, consent_note, _now(), existing.id),
+        )
+        self._event(existing.id, "resubscribe", source, consent_note)
+
+    def _update(self, existing: Subscriber, row: Row, how: str) -> bool:
+        changed = False
+        if row.name is not None and row.name.strip() != existing.name:
+            changed |= self._set(existing.id, "name", row.name.strip(), how, in_transaction=True)
+        if row.language is not None and row.language != existing.language:
+            changed |= self._set(existing.id, "language", row.language, how, in_transaction=True)
+        return changed
+
+    def _set(
+        self, subscriber_id: int, column: str, value: str, how: str, in_transaction: bool = False
+    ) -> bool:
+        assert column in ("name", "language")  # never user input: it is spliced into SQL
+        if not in_transaction:
+            with self._transaction():
+                return self._set(subscriber_id, column, value, how, in_transaction=True)
+        changed = self.conn.execute(
+            f"UPDATE subscribers SET {column} = ?, updated_at = ? WHERE id = ? AND {column} != ?",
+            (value, _now(), subscriber_id, value),
+        ).rowcount
+        if changed:
+            self._event(subscriber_id, column, how, value if column == "language" else "")
+        return bool(changed)
+
+    def _event(
+        self, subscriber_id: int, kind: str, route: str, detail: str, email: str | None = None
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO subscriber_events (subscriber_id, email, at, kind, route, detail)"
+            " VALUES (?, coalesce(?, (SELECT email FROM subscribers WHERE id = ?)), ?, ?, ?, ?)",
+            (subscriber_id, email, subscriber_id, _now(), kind, route, detail),
+        )
+
+    def events(self, subscriber_id: int) -> list[dict[str, str]]:
+        """The audit trail of one subscriber, oldest first (for proof of consent)."""
+        rows = self.conn.execute(
+            "SELECT at, kind, route, detail FROM subscriber_events"
+            " WHERE subscriber_id = ? ORDER BY id",
+            (subscriber_id,),
+        )
+        return [dict(row) for row in rows]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error or when `commit` is false); nests by
+    joining the outer transaction, so helpers can be called inside a larger change."""
+
+    def __init__(self, conn: sqlite3.Connection, commit: bool):
+        self.conn, self.commit, self.outer = conn, commit, False
+
+    def __enter__(self) -> None:
+        self.outer = not self.conn.in_transaction
+        if self.outer:
+            self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if not self.outer:
+            return
+        if exc_type is None and self.commit:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def open_store(settings: Settings) -> SqliteStore:
+    """The store named by the settings (NEWSLETTER_DB), created and migrated if needed."""
+    return SqliteStore(settings.db_path)
