@@ -1,0 +1,170 @@
+"""Read a subscriber CSV (as spreadsheets export it) into rows to import and rows rejected.
+
+The file is read and checked whole before anything touches the store: a file that cannot be
+read at all raises StoreError and nothing is imported; a bad row is rejected with its line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import StoreError
+from .subscribers import Row, check_email, email_key, parse_language
+
+HEADER_HINT = "the first row must name the columns: email,name,language"
+
+# Header names people actually use, in both languages, mapped to ours.
+_COLUMN_NAMES = {
+    "email": "email", "e-mail": "email", "mail": "email", "email address": "email",
+    "courriel": "email", "adresse courriel": "email", "adresse": "email",
+    "name": "name", "nom": "name", "full name": "name", "nom complet": "name",
+    "language": "language", "lang": "language", "langue": "language",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rejected:
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    line: int
+    earlier_line: int
+    email: str
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    path: Path
+    rows: list[Row] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+
+
+def read_csv(path: Path) -> ParsedFile:
+    """Parse `path`; StoreError (naming the file, and the line when there is one) when the
+    file as a whole is unusable: unreadable, not UTF-8, empty, no email column."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot read: {exc.strerror}", path) from None
+    try:
+        text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise StoreError(
+            f"not UTF-8 (byte 0x{data[exc.start]:02X}); save it as 'CSV UTF-8' and try again",
+            path,
+            line,
+        ) from None
+    if not text.strip():
+        raise StoreError(f"the file is empty; {HEADER_HINT}", path)
+    return _parse(path, text)
+
+
+def _separator(header_line: str) -> str:
+    """`;` where the spreadsheet's locale uses decimal commas (French), else `,` (or a tab)."""
+    counts = {sep: header_line.count(sep) for sep in (",", ";", "\t")}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
+def _parse(path: Path, text: str) -> ParsedFile:
+    first_line = next(line for line in text.splitlines() if line.strip())
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter=_separator(first_line), strict=True
+    )
+    parsed = ParsedFile(path)
+    columns: dict[str, int] | None = None
+    width = 0
+    by_key: dict[str, int] = {}  # email key -> index in parsed.rows
+    line = 1
+    while True:
+        start = reader.line_num + 1  # a quoted field may span lines: report where a row begins
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if "end of data" in str(exc):  # an opening quote never closed: the rest is lost
+                raise StoreError(
+                    "a quote opened on this line is never closed; close it or remove it",
+                    path,
+                    start,
+                ) from None
+            parsed.rejected.append(
+                Rejected(
+                    start, f"malformed CSV ({exc}); quote whole values, doubling any quote inside"
+                )
+            )
+            continue
+        line = start
+        if not any(value.strip() for value in record):
+            continue
+        if columns is None:
+            columns = _header(path, line, record)
+            width = len(record)
+            continue
+        if len(record) > width and any(value.strip() for value in record[width:]):
+            parsed.rejected.append(
+                Rejected(
+                    line,
+                    f"{len(record)} fields but the header has {width}; "
+                    "quote values that contain the separator",
+                )
+            )
+            continue
+        row = _row(record, columns, line)
+        if isinstance(row, Rejected):
+            parsed.rejected.append(row)
+            continue
+        key = email_key(row.email)
+        if key in by_key:  # last one wins: the later row is the newer intention
+            earlier = parsed.rows[by_key[key]]
+            assert earlier.line is not None
+            parsed.duplicates.append(Duplicate(line, earlier.line, row.email))
+            parsed.rows[by_key[key]] = row
+        else:
+            by_key[key] = len(parsed.rows)
+            parsed.rows.append(row)
+    if not (parsed.rows or parsed.rejected):
+        raise StoreError("the file has a header but no subscribers; add one per line", path)
+    parsed.rows.sort(key=lambda row: row.line or 0)
+    return parsed
+
+
+def _header(path: Path, line: int, record: list[str]) -> dict[str, int]:
+    columns: dict[str, int] = {}
+    for index, value in enumerate(record):
+        name = _COLUMN_NAMES.get(" ".join(value.strip().casefold().split()))
+        if name is None:
+            continue  # other columns (status, joined_at... from an export) are ignored
+        if name in columns:
+            raise StoreError(f"two columns mean {name!r}; keep one", path, line)
+        columns[name] = index
+    if "email" not in columns:
+        found = ", ".join(repr(value.strip()) for value in record)
+        raise StoreError(f"no email column (found {found}); {HEADER_HINT}", path, line)
+    return columns
+
+
+def _row(record: list[str], columns: dict[str, int], line: int) -> Row | Rejected:
+    def value(name: str) -> str | None:
+        index = columns.get(name)
+        return record[index].strip() if index is not None and index < len(record) else None
+
+    address = value("email") or ""
+    if not address:
+        return Rejected(line, "no e-mail address")
+    try:
+        email = check_email(address)
+        language = parse_language(value("language"))
+    except ValueError as exc:
+        return Rejected(line, str(exc))
+    name = value("name")
+    return Row(email=email, name=name or None, language=language, line=line)
