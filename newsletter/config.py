@@ -52,6 +52,7 @@ DEFAULTS: dict[str, str] = {
     "DKIM_KEY": "",
     "DKIM_SELECTOR": "",
     "DKIM_DOMAIN": "",
+    "TEMPLATES": "",
 }
 
 
@@ -104,6 +105,7 @@ class Settings:
     concurrency: int
     rate: float
     hourly_cap: int
+    templates_dir: Path | None  # None: the templates/ folder shipped with the package
     source: str  # where the settings came from, for messages: ".env" or "environment"
 
 
@@ -217,5 +219,6 @@ def load_settings(
         concurrency=integer("CONCURRENCY", 1),
         rate=number("RATE"),
         hourly_cap=integer("HOURLY_CAP"),
+        templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
         source=str(env_path) if file_values else "environment",
     )

@@ -1,0 +1,131 @@
+"""The build pipeline in one place: read -> render -> sample messages -> checks -> files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checks import Finding, Level, check_edition
+from .config import Identity
+from .content import Issue, read_issue
+from .errors import ContentError
+from .message import (
+    Recipient,
+    build_message,
+    html_part_size,
+    personalise_html,
+    personalise_text,
+    sample_recipient,
+)
+from .render import RenderedEdition, RenderedIssue, Templates, render_issue
+
+LANG_NAMES = {"en": "English", "fr": "French"}
+
+
+@dataclass(frozen=True)
+class EditionBuild:
+    rendered: RenderedEdition
+    html: str  # personalised for the sample recipient
+    text: str
+    eml: bytes
+    html_part_bytes: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def name(self) -> str:
+        return self.rendered.name
+
+
+@dataclass(frozen=True)
+class Build:
+    issue: Issue
+    rendered: RenderedIssue
+    editions: tuple[EditionBuild, ...]
+    timings: dict[str, float]
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for e in self.editions for f in e.findings)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.level is Level.ERROR for f in self.findings)
+
+
+def _strict_check(issue: Issue) -> None:
+    for brief in issue.briefs:
+        for lang in ("en", "fr"):
+            if brief.text(lang) is None:
+                (other,) = brief.languages
+                have = brief.text(other)
+                assert have is not None
+                missing = have.path.with_name(f"{brief.slug}.{lang}.md")
+                raise ContentError(
+                    f"brief '{brief.slug}' has no {LANG_NAMES[lang]} version (--strict); "
+                    f"write it, or build without --strict",
+                    missing,
+                )
+
+
+def build_issue(
+    issue_dir: Path,
+    identity: Identity,
+    templates: Templates,
+    *,
+    strict: bool = False,
+    recipient: Recipient | None = None,
+) -> Build:
+    """Build every edition of the issue in `issue_dir`, in memory."""
+    t0 = time.perf_counter()
+    issue = read_issue(issue_dir)
+    if strict:
+        _strict_check(issue)
+    t1 = time.perf_counter()
+    rendered = render_issue(issue, identity, templates)
+    t2 = time.perf_counter()
+    recipient = recipient or sample_recipient(identity)
+    editions = []
+    for edition in rendered.editions:
+        msg = build_message(edition, recipient, identity)
+        size = html_part_size(msg)
+        editions.append(
+            EditionBuild(
+                rendered=edition,
+                html=personalise_html(edition.html, recipient),
+                text=personalise_text(edition.text, recipient),
+                eml=msg.as_bytes(),
+                html_part_bytes=size,
+                findings=tuple(check_edition(edition, size)),
+            )
+        )
+    t3 = time.perf_counter()
+    timings = {"parse": t1 - t0, **rendered.timings, "mime": t3 - t2, "total": t3 - t0}
+    return Build(issue=issue, rendered=rendered, editions=tuple(editions), timings=timings)
+
+
+def write_build(build: Build, out_dir: Path) -> Path:
+    """Write `<edition>.html/.txt/.eml` into `out_dir`, all or nothing."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for edition in build.editions:
+            (staging / f"{edition.name}.html").write_text(edition.html, "utf-8")
+            (staging / f"{edition.name}.txt").write_text(edition.text, "utf-8")
+            (staging / f"{edition.name}.eml").write_bytes(edition.eml)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(staging, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,82 @@
+"""What an editor should know before sending: sizes against Gmail's clipping, alt text,
+links, preheaders, missing translations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from .render import RenderedEdition
+
+CLIP_LIMIT = 102 * 1024  # Gmail hides the rest of a message's HTML past about 102 KB
+CLIP_WARNING = 90 * 1024
+PREHEADER_MAX = 150
+LINK_SCHEMES = ("https", "http", "mailto")
+
+
+class Level(StrEnum):
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    edition: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.edition}: {self.message}"
+
+
+def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Finding]:
+    view = edition.view
+    found: list[Finding] = []
+
+    def add(level: Level, message: str) -> None:
+        found.append(Finding(level, view.name, message))
+
+    kb = html_part_bytes / 1024
+    if html_part_bytes > CLIP_LIMIT:
+        add(
+            Level.ERROR,
+            f"HTML part is {kb:.1f} KB encoded: Gmail clips past 102 KB, "
+            "hiding the unsubscribe link; drop a brief or shorten them",
+        )
+    elif html_part_bytes > CLIP_WARNING:
+        add(Level.WARNING, f"HTML part is {kb:.1f} KB encoded, close to Gmail's 102 KB clipping")
+    if not view.preheader.strip():
+        add(Level.WARNING, "preheader is empty; inboxes will show the first text instead")
+    elif len(view.preheader) > PREHEADER_MAX:
+        add(
+            Level.WARNING,
+            f"preheader is {len(view.preheader)} characters; keep it under {PREHEADER_MAX}",
+        )
+    seen: set[str] = set()
+    for section in view.sections:
+        for block in section.blocks:
+            if block.note:
+                add(
+                    Level.WARNING,
+                    f"brief '{block.slug}' has no {section.lang} version ({block.note})",
+                )
+            if block.stub_href or block.slug + block.html_lang in seen:
+                continue
+            seen.add(block.slug + block.html_lang)
+            for src, alt in block.images:
+                if not alt.strip():
+                    add(Level.WARNING, f"brief '{block.slug}': image {src} has no alt text")
+            for href in block.links:
+                if urlsplit(href).scheme not in LINK_SCHEMES or not _absolute(href):
+                    add(
+                        Level.WARNING,
+                        f"brief '{block.slug}': link '{href}' is not an absolute "
+                        "https:, http: or mailto: URL; readers cannot follow it",
+                    )
+    return found
+
+
+def _absolute(href: str) -> bool:
+    parts = urlsplit(href)
+    return parts.scheme == "mailto" or bool(parts.netloc)

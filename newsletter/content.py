@@ -1,0 +1,322 @@
+"""Read briefs (front matter + Markdown) and issue manifests into frozen values.
+
+Everything is validated here, once: downstream code trusts a `Brief` and an `Issue`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ContentError
+
+LANGS = ("en", "fr")
+BRIEFS_DIR = "briefs"
+MANIFEST = "issue.toml"
+SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+FRONT_MATTER_KEYS = {"title", "date", "source", "link", "image", "tags"}
+
+
+@dataclass(frozen=True)
+class Image:
+    src: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class BriefText:
+    """One brief in one language."""
+
+    lang: str
+    title: str
+    date: dt.date
+    source: str
+    link: str | None
+    image: Image | None
+    tags: tuple[str, ...]
+    body: str  # Markdown
+    path: Path
+    body_line: int  # line of the file where the body starts, for messages
+
+
+@dataclass(frozen=True)
+class Brief:
+    slug: str
+    en: BriefText | None
+    fr: BriefText | None
+
+    def text(self, lang: str) -> BriefText | None:
+        return self.en if lang == "en" else self.fr
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(lang for lang in LANGS if self.text(lang) is not None)
+
+    @property
+    def date(self) -> dt.date:
+        return min(t.date for t in (self.en, self.fr) if t is not None)
+
+
+@dataclass(frozen=True)
+class IssueText:
+    """What an issue says in one language."""
+
+    subject: str
+    preheader: str
+    intro: str  # Markdown, may be empty
+
+
+@dataclass(frozen=True)
+class Issue:
+    id: str
+    path: Path  # the issue's folder
+    number: int
+    date: dt.date
+    text: dict[str, IssueText]  # "en", "fr"
+    briefs: tuple[Brief, ...]
+    bilingual_subject: str | None  # optional [bilingual] overrides; else both joined
+    bilingual_preheader: str | None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ContentError(f"cannot read file ({exc.strerror})", path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ContentError("not valid UTF-8; save the file as UTF-8", path, line) from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+
+
+def split_brief_name(path: Path) -> tuple[str, str]:
+    """`slug.en.md` -> ("slug", "en"), or a ContentError saying what name is expected."""
+    parts = path.name.split(".")
+    if len(parts) != 3 or parts[2] != "md":
+        raise ContentError(
+            "a brief file is named SLUG.LANG.md, e.g. syria-ceasefire.fr.md; rename it", path
+        )
+    slug, lang = parts[0], parts[1]
+    if lang not in LANGS:
+        raise ContentError(f"unknown language suffix '.{lang}'; use .en.md or .fr.md", path)
+    if not SLUG_RE.match(slug):
+        raise ContentError(
+            f"slug '{slug}' must be lowercase letters, digits and hyphens; rename the file", path
+        )
+    return slug, lang
+
+
+def read_brief_text(path: Path) -> BriefText:
+    _, lang = split_brief_name(path)
+    text = _read_text(path)
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        raise ContentError("no front matter: start the file with a line '---'", path, 1)
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() in ("---", "..."))
+    except StopIteration:
+        raise ContentError(
+            "front matter is not closed: add a line '---' after it", path, 1
+        ) from None
+    try:
+        meta = yaml.safe_load("\n".join(lines[1:end])) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ContentError(
+            f"broken front matter: {problem}; quote values that contain ':' or '#'", path, line
+        ) from None
+    if not isinstance(meta, dict):
+        raise ContentError("front matter must be 'key: value' lines", path, 2)
+
+    def line_of(key: str) -> int:
+        for i in range(1, end):
+            if lines[i].startswith(f"{key}:"):
+                return i + 1
+        return 1
+
+    unknown = sorted(set(map(str, meta)) - FRONT_MATTER_KEYS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], FRONT_MATTER_KEYS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ContentError(
+            f"unknown front matter key '{unknown[0]}'{hint}; allowed: "
+            + ", ".join(sorted(FRONT_MATTER_KEYS)),
+            path,
+            line_of(unknown[0]),
+        )
+    for key in ("title", "date", "source"):
+        if meta.get(key) in (None, ""):
+            raise ContentError(f"missing '{key}' in the front matter; add '{key}: ...'", path, 2)
+    date = meta["date"]
+    if isinstance(date, dt.datetime):
+        date = date.date()
+    if not isinstance(date, dt.date):
+        try:
+            date = dt.date.fromisoformat(str(date))
+        except ValueError:
+            raise ContentError(
+                f"invalid date '{meta['date']}'; write it as YYYY-MM-DD, e.g. 2017-11-11",
+                path,
+                line_of("date"),
+            ) from None
+    link = meta.get("link")
+    if link is not None and not isinstance(link, str):
+        raise ContentError("'link' must be a URL", path, line_of("link"))
+    image = None
+    if meta.get("image") is not None:
+        img = meta["image"]
+        if not isinstance(img, dict) or not img.get("src"):
+            raise ContentError("'image' needs 'src' and 'alt' keys", path, line_of("image"))
+        if not str(img.get("alt") or "").strip():
+            raise ContentError(
+                "image has no 'alt' text; describe the picture for readers who cannot see it",
+                path,
+                line_of("image"),
+            )
+        image = Image(src=str(img["src"]), alt=str(img["alt"]))
+    tags = meta.get("tags") or []
+    if isinstance(tags, str):
+        tags = [t.strip() for t in tags.split(",") if t.strip()]
+    if not isinstance(tags, list):
+        raise ContentError("'tags' must be a list, e.g. [syria, diplomacy]", path, line_of("tags"))
+    return BriefText(
+        lang=lang,
+        title=str(meta["title"]).strip(),
+        date=date,
+        source=str(meta["source"]).strip(),
+        link=link,
+        image=image,
+        tags=tuple(str(t) for t in tags),
+        body="\n".join(lines[end + 1 :]).strip("\n"),
+        path=path,
+        body_line=end + 2,
+    )
+
+
+def read_briefs(briefs_dir: Path) -> dict[str, Brief]:
+    """Every brief under `briefs_dir`, by slug."""
+    texts: dict[str, dict[str, BriefText]] = {}
+    if not briefs_dir.is_dir():
+        return {}
+    for path in sorted(briefs_dir.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        slug, _ = split_brief_name(path)
+        bt = read_brief_text(path)
+        texts.setdefault(slug, {})[bt.lang] = bt
+    return {slug: Brief(slug, t.get("en"), t.get("fr")) for slug, t in texts.items()}
+
+
+def briefs_dir_for(issue_dir: Path) -> Path:
+    """Briefs live beside the issue folders: issues/briefs/."""
+    return issue_dir.parent / BRIEFS_DIR
+
+
+def _manifest_line(text: str, needle: str) -> int | None:
+    for number, line in enumerate(text.split("\n"), 1):
+        if needle in line:
+            return number
+    return None
+
+
+def read_issue(issue_dir: Path) -> Issue:
+    """Read `issue_dir/issue.toml` and the briefs it selects."""
+    issue_dir = Path(issue_dir)
+    path = issue_dir / MANIFEST
+    if not path.is_file():
+        raise ContentError(f"no {MANIFEST} here; create one with 'newsletter new issue'", issue_dir)
+    text = _read_text(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(match.group(1)) if match else None
+        reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
+        raise ContentError(f"invalid TOML: {reason}", path, line) from None
+
+    def need(table: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
+        value = table.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+            label = f"{where}{key}"
+            raise ContentError(
+                f"'{label}' is missing or not a {kind.__name__}",
+                path,
+                _manifest_line(text, f"{key} =") or _manifest_line(text, f"[{where.rstrip('.')}]"),
+            )
+        return value
+
+    number = need(data, "number", int)
+    date = data.get("date")
+    if not isinstance(date, dt.date) or isinstance(date, dt.datetime):
+        raise ContentError(
+            "'date' is missing or not a date; write date = 2017-11-13 (no quotes)",
+            path,
+            _manifest_line(text, "date ="),
+        )
+    texts: dict[str, IssueText] = {}
+    for lang in LANGS:
+        table = data.get(lang)
+        if not isinstance(table, dict):
+            raise ContentError(
+                f"missing [{lang}] table with subject, preheader and intro", path, None
+            )
+        texts[lang] = IssueText(
+            subject=need(table, "subject", str, f"{lang}.").strip(),
+            preheader=str(table.get("preheader", "")).strip(),
+            intro=str(table.get("intro", "")).strip(),
+        )
+    bilingual = data.get("bilingual", {})
+    slugs = need(data, "briefs", list)
+    available = read_briefs(briefs_dir_for(issue_dir))
+    seen: set[str] = set()
+    briefs = []
+    for slug in slugs:
+        line = _manifest_line(text, f'"{slug}"') or _manifest_line(text, f"'{slug}'")
+        if not isinstance(slug, str):
+            raise ContentError("every entry of 'briefs' must be a quoted slug", path, line)
+        if slug in seen:
+            raise ContentError(
+                f"brief '{slug}' is listed twice; remove one of the entries",
+                path,
+                _second_line(text, slug),
+            )
+        seen.add(slug)
+        if slug not in available:
+            close = difflib.get_close_matches(slug, list(available), n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ContentError(
+                f"brief '{slug}' not found in {briefs_dir_for(issue_dir)}/{hint}", path, line
+            )
+        briefs.append(available[slug])
+    if not briefs:
+        raise ContentError("the issue selects no briefs; list slugs in briefs = [...]", path)
+    return Issue(
+        id=issue_dir.resolve().name,
+        path=issue_dir,
+        number=number,
+        date=date,
+        text=texts,
+        briefs=tuple(briefs),
+        bilingual_subject=str(bilingual["subject"]) if bilingual.get("subject") else None,
+        bilingual_preheader=str(bilingual["preheader"]) if bilingual.get("preheader") else None,
+    )
+
+
+def _second_line(text: str, slug: str) -> int | None:
+    hits = [
+        n
+        for n, line in enumerate(text.split("\n"), 1)
+        if f'"{slug}"' in line or f"'{slug}'" in line
+    ]
+    return hits[1] if len(hits) > 1 else (hits[0] if hits else None)

@@ -1,0 +1,171 @@
+"""Brief bodies: CommonMark in, typographically correct HTML or wrapped plain text out.
+
+Raw HTML is never passed through (markdown-it's `html` option is off, so it arrives as
+text), and markdown-it refuses `javascript:`-style link targets. Typography is applied to
+text tokens only, so URLs and markup are never touched.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from .typography import smarten
+
+_md = MarkdownIt("commonmark", {"html": False, "typographer": False})
+
+
+@dataclass(frozen=True)
+class Html:
+    html: str
+    links: tuple[str, ...]
+    images: tuple[tuple[str, str], ...]  # (src, alt)
+
+
+def _smarten_tokens(tokens: list[Token], lang: str) -> None:
+    for token in tokens:
+        if token.children:
+            _smarten_tokens(token.children, lang)
+        elif token.type == "text":
+            token.content = smarten(token.content, lang)
+
+
+def to_html(source: str, lang: str) -> Html:
+    tokens = _md.parse(source)
+    _smarten_tokens(tokens, lang)
+    links: list[str] = []
+    images: list[tuple[str, str]] = []
+    for token in tokens:
+        for child in token.children or ():
+            if child.type == "link_open":
+                links.append(str(child.attrGet("href") or ""))
+            elif child.type == "image":
+                alt = "".join(c.content for c in child.children or ())
+                images.append((str(child.attrGet("src") or ""), alt))
+    html = _md.renderer.render(tokens, _md.options, {})
+    return Html(html=html.strip(), links=tuple(links), images=tuple(images))
+
+
+def inline_html(source: str, lang: str) -> str:
+    """A one-line Markdown string (a title, an intro line) as inline HTML."""
+    tokens = _md.parseInline(source)
+    _smarten_tokens(tokens, lang)
+    return _md.renderer.render(tokens, _md.options, {})
+
+
+class _TextWriter:
+    """Walks markdown-it block tokens and writes wrapped plain text with numbered links."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.blocks: list[str] = []
+        self.notes: list[str] = []
+        self.prefixes: list[str] = []  # "> " for quotes, list markers for items
+        self.list_stack: list[list[int | None]] = []  # [counter or None]
+        self.pending_marker = ""
+        self.hidden = False  # the paragraph being written belongs to a tight list
+        self.last_hidden = False
+
+    def inline(self, token: Token) -> str:
+        out: list[str] = []
+        href_stack: list[str] = []
+        for child in token.children or ():
+            kind = child.type
+            if kind in ("text", "code_inline"):
+                out.append(child.content)
+            elif kind == "softbreak":
+                out.append(" ")
+            elif kind == "hardbreak":
+                out.append("\n")
+            elif kind == "link_open":
+                href_stack.append(str(child.attrGet("href") or ""))
+                out.append("\x00")  # where the link text starts
+            elif kind == "link_close":
+                href = href_stack.pop()
+                start = len(out) - 1 - out[::-1].index("\x00")
+                label = "".join(out[start + 1 :])
+                del out[start:]
+                if label.strip() in (href, href.removeprefix("mailto:")):
+                    out.append(href)
+                else:
+                    self.notes.append(href)
+                    out.append(f"{label} [{len(self.notes)}]")
+            elif kind == "image":
+                alt = "".join(c.content for c in child.children or ())
+                out.append(f"[{alt}]")
+        return "".join(out)
+
+    def emit(self, text: str) -> None:
+        quote = "".join(p for p in self.prefixes if p.startswith(">"))
+        indent = " " * sum(len(p) for p in self.prefixes if not p.startswith(">"))
+        first = quote + indent[: -len(self.pending_marker) or None] + self.pending_marker
+        if not self.pending_marker:
+            first = quote + indent
+        rest = quote + indent
+        self.pending_marker = ""
+        lines: list[str] = []
+        for i, piece in enumerate(text.split("\n")):
+            lines.extend(
+                textwrap.wrap(
+                    piece,
+                    width=self.width,
+                    initial_indent=first if i == 0 else rest,
+                    subsequent_indent=rest,
+                    break_long_words=False,
+                    break_on_hyphens=False,
+                )
+                or [first.rstrip()]
+            )
+        joined = "\n".join(lines)
+        if self.blocks and self.hidden and self.last_hidden:
+            self.blocks[-1] += "\n" + joined
+        else:
+            self.blocks.append(joined)
+        self.last_hidden = self.hidden
+
+    def write(self, tokens: list[Token]) -> str:
+        for token in tokens:
+            kind = token.type
+            if kind == "blockquote_open":
+                self.prefixes.append("> ")
+            elif kind == "blockquote_close":
+                self.prefixes.pop()
+            elif kind in ("bullet_list_open", "ordered_list_open"):
+                start = int(token.attrGet("start") or 1) if kind == "ordered_list_open" else None
+                self.list_stack.append([start])
+            elif kind in ("bullet_list_close", "ordered_list_close"):
+                self.list_stack.pop()
+                self.last_hidden = False
+            elif kind == "list_item_open":
+                counter = self.list_stack[-1]
+                if counter[0] is None:
+                    marker = "- "
+                else:
+                    marker = f"{counter[0]}. "
+                    counter[0] += 1
+                self.prefixes.append(" " * len(marker))
+                self.pending_marker = marker
+            elif kind == "list_item_close":
+                self.prefixes.pop()
+            elif kind == "paragraph_open":
+                self.hidden = bool(token.hidden)
+            elif kind == "inline":
+                self.emit(self.inline(token))
+            elif kind in ("fence", "code_block"):
+                self.blocks.append(textwrap.indent(token.content.rstrip("\n"), "    "))
+                self.last_hidden = False
+            elif kind == "hr":
+                self.blocks.append("-" * 20)
+        body = "\n\n".join(self.blocks)
+        if self.notes:
+            body += "\n\n" + "\n".join(f"[{n}] {href}" for n, href in enumerate(self.notes, 1))
+        return body
+
+
+def to_text(source: str, lang: str, width: int = 72) -> str:
+    tokens = _md.parse(source)
+    _smarten_tokens(tokens, lang)
+    return _TextWriter(width).write(tokens)

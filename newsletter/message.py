@@ -1,0 +1,110 @@
+"""RenderedEdition + Recipient -> email.message.EmailMessage (stdlib, policy.SMTP).
+
+This is the straightforward construction; sending uses a faster path (fastmime.py)
+that is tested to produce the same message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from .config import Identity
+from .render import RenderedEdition
+from .views import PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
+
+SAMPLE_EMAIL = "reader@example.org"
+SAMPLE_NAME = "Sample Reader"
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]+")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str
+    unsubscribe_url: str
+    preferences_url: str
+
+
+def sample_recipient(identity: Identity) -> Recipient:
+    return Recipient(
+        email=SAMPLE_EMAIL,
+        name=SAMPLE_NAME,
+        unsubscribe_url=f"{identity.base_url}/unsubscribe/SAMPLE-TOKEN",
+        preferences_url=f"{identity.base_url}/preferences/SAMPLE-TOKEN",
+    )
+
+
+def one_line(value: str) -> str:
+    """Header text from content: a CR or LF must never start a new header."""
+    return _LINE_BREAKS.sub(" ", value).strip()
+
+
+def html_escape_url(url: str) -> str:
+    return url.replace("&", "&amp;").replace('"', "&quot;")
+
+
+def personalise_html(html: str, recipient: Recipient) -> str:
+    return html.replace(UNSUBSCRIBE_SENTINEL, html_escape_url(recipient.unsubscribe_url)).replace(
+        PREFERENCES_SENTINEL, html_escape_url(recipient.preferences_url)
+    )
+
+
+def personalise_text(text: str, recipient: Recipient) -> str:
+    return text.replace(UNSUBSCRIBE_SENTINEL, recipient.unsubscribe_url).replace(
+        PREFERENCES_SENTINEL, recipient.preferences_url
+    )
+
+
+def message_domain(identity: Identity, edition: RenderedEdition) -> str:
+    return edition.view.from_addr.rpartition("@")[2]
+
+
+def list_unsubscribe(edition: RenderedEdition, recipient: Recipient) -> str:
+    return f"<{recipient.unsubscribe_url}>, <mailto:{edition.view.from_addr}?subject=unsubscribe>"
+
+
+def build_message(
+    edition: RenderedEdition,
+    recipient: Recipient,
+    identity: Identity,
+    *,
+    message_id: str | None = None,
+    date: dt.datetime | None = None,
+    subject_prefix: str = "",
+) -> EmailMessage:
+    """The complete message for one recipient: multipart/alternative, text then HTML."""
+    view = edition.view
+    msg = EmailMessage(policy=policy.SMTP)
+    local, _, domain = view.from_addr.partition("@")
+    msg["From"] = Address(one_line(view.from_name), local, domain)
+    to_local, _, to_domain = recipient.email.partition("@")
+    msg["To"] = Address(one_line(recipient.name), to_local, to_domain)
+    if identity.reply_to:
+        msg["Reply-To"] = identity.reply_to
+    msg["Subject"] = one_line(subject_prefix + view.subject)
+    msg["Date"] = format_datetime(date or dt.datetime.now(dt.UTC))
+    msg["Message-ID"] = message_id or make_msgid(domain=domain)
+    msg["List-Id"] = f"{one_line(view.from_name)} <{identity.list_id}>"
+    msg["List-Unsubscribe"] = list_unsubscribe(edition, recipient)
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Content-Language"] = "en-CA, fr-CA" if view.name == "bilingual" else view.html_lang
+    msg.set_content(personalise_text(edition.text, recipient), cte="quoted-printable")
+    msg.add_alternative(
+        personalise_html(edition.html, recipient), subtype="html", cte="quoted-printable"
+    )
+    return msg
+
+
+def html_part_size(msg: EmailMessage) -> int:
+    """Bytes of the HTML part's body as it travels (quoted-printable, CRLF line ends)."""
+    part = msg.get_body(("html",))
+    assert part is not None
+    payload = part.get_payload()
+    assert isinstance(payload, str)
+    return len(payload.replace("\r\n", "\n").replace("\n", "\r\n").encode("ascii"))

@@ -1,0 +1,165 @@
+"""Issue -> RenderedIssue: Jinja2 -> MJML (mjml-python) -> HTML -> premailer; plain text.
+
+Rendering runs once per edition. The per-recipient parts are sentinels (see views.py)
+that sending substitutes; nothing here knows about recipients.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import mjml
+from premailer import Premailer
+
+from .config import Identity
+from .content import Issue
+from .errors import TemplateError
+from .views import EDITIONS, EditionView, edition_view, wrap72
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+HTML_TEMPLATE = "email.mjml.j2"
+TEXT_TEMPLATE = "email.txt.j2"
+CSS_FILE = "email.css"
+LABELS_FILE = "labels.toml"
+
+
+@dataclass(frozen=True)
+class RenderedEdition:
+    view: EditionView
+    html: str  # complete, inlined; contains the sentinels
+    text: str
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    issue: Issue
+    editions: tuple[RenderedEdition, ...]
+    timings: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds
+
+    def edition(self, name: str) -> RenderedEdition:
+        return next(e for e in self.editions if e.name == name)
+
+
+class Templates:
+    """The templates folder, loaded once: Jinja environment, CSS, labels."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = Path(folder or DEFAULT_TEMPLATES)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.folder),
+            autoescape=lambda name: name is None or not name.endswith(".txt.j2"),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self.env.filters["wrap72"] = wrap72
+        self.css = self._read(CSS_FILE)
+        try:
+            self.labels = tomllib.loads(self._read(LABELS_FILE))
+        except tomllib.TOMLDecodeError as exc:
+            raise TemplateError(f"invalid TOML: {exc}", self.folder / LABELS_FILE) from None
+
+    def _read(self, name: str) -> str:
+        path = self.folder / name
+        try:
+            return path.read_text("utf-8")
+        except FileNotFoundError:
+            raise TemplateError("template file missing; restore it from git", path) from None
+        except UnicodeDecodeError:
+            raise TemplateError("not valid UTF-8; save it as UTF-8", path) from None
+
+    def render(self, name: str, view: EditionView) -> str:
+        try:
+            return self.env.get_template(name).render(e=view)
+        except jinja2.TemplateSyntaxError as exc:
+            path = self.folder / (exc.name or name)
+            raise TemplateError(f"template syntax: {exc.message}", path, exc.lineno) from None
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"template uses {exc.message}", self.folder / name) from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"includes missing template '{exc.name}'", self.folder / name)
+
+
+def _compile_mjml(source: str, template: Path) -> str:
+    try:
+        return mjml.mjml2html(source, disable_comments=True, fonts={})
+    except ValueError as exc:
+        line = _mjml_error_line(source, str(exc))
+        where = f" (near line {line} of the rendered MJML)" if line else ""
+        raise TemplateError(
+            f"MJML does not compile{where}: {exc}; check the tags in this template", template
+        ) from None
+
+
+def _mjml_error_line(source: str, message: str) -> int | None:
+    match = re.search(r"position (\d+)", message)
+    if not match:
+        return None
+    offset = int(match.group(1))  # a UTF-8 byte offset, often past the real mistake
+    return source.encode("utf-8")[:offset].count(b"\n") + 1
+
+
+_DOCTYPE = re.compile(r"^<!doctype html>", re.IGNORECASE)
+_STYLE_TAG = re.compile(r"<style(?=[\s>])")
+cssutils_quiet = False
+
+
+def inline_css(html: str, css: str) -> str:
+    """premailer with the settings that keep MJML's output intact (EMAIL-FACTS.md)."""
+    global cssutils_quiet
+    # MJML's reset and responsive rules stay as they are, in their <style> blocks;
+    # only our own CSS is inlined.
+    html = _STYLE_TAG.sub('<style data-premailer="ignore"', html)
+    html = _DOCTYPE.sub("<!DOCTYPE html>", html)
+    premailer = Premailer(
+        html,
+        css_text=css,
+        strip_important=False,
+        allow_network=False,
+        preserve_internal_links=True,
+        keep_style_tags=False,
+        disable_basic_attributes=["width", "height", "align", "bgcolor", "valign"],
+        cssutils_logging_level=None if cssutils_quiet else logging.CRITICAL,
+        remove_unset_properties=True,
+    )
+    cssutils_quiet = True
+    out = premailer.transform(pretty_print=False)
+    return out.replace(' data-premailer="ignore"', "")
+
+
+def render_issue(issue: Issue, identity: Identity, templates: Templates) -> RenderedIssue:
+    """Render every edition of `issue`: HTML (inlined) and plain text, once each."""
+    timings = {"jinja": 0.0, "mjml": 0.0, "premailer": 0.0, "text": 0.0, "views": 0.0}
+    editions = []
+    for name in EDITIONS:
+        t0 = time.perf_counter()
+        view = edition_view(issue, name, identity, templates.labels)
+        t1 = time.perf_counter()
+        source = templates.render(HTML_TEMPLATE, view)
+        t2 = time.perf_counter()
+        html = _compile_mjml(source, templates.folder / HTML_TEMPLATE)
+        t3 = time.perf_counter()
+        html = inline_css(html, templates.css)
+        t4 = time.perf_counter()
+        text = templates.render(TEXT_TEMPLATE, view)
+        t5 = time.perf_counter()
+        text = re.sub(r"\n{4,}", "\n\n\n", text).strip("\n") + "\n"
+        editions.append(RenderedEdition(view=view, html=html, text=text))
+        timings["views"] += t1 - t0
+        timings["jinja"] += t2 - t1
+        timings["mjml"] += t3 - t2
+        timings["premailer"] += t4 - t3
+        timings["text"] += t5 - t4
+    return RenderedIssue(issue=issue, editions=tuple(editions), timings=timings)

@@ -1,0 +1,244 @@
+"""Issue -> what the templates see for one edition: plain frozen values, text already
+localised and typographically corrected, Markdown already turned into safe HTML."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from markupsafe import Markup
+
+from .config import Identity
+from .content import LANGS, Brief, Image, Issue
+from .markup import inline_html, to_html, to_text
+from .typography import HTML_LANG, colon, long_date, smarten
+
+EDITIONS = ("en", "fr", "bilingual")
+# Per-recipient parts are plain ASCII sentinels: premailer and libxml2 leave them alone,
+# and sending replaces them (see message.py).
+UNSUBSCRIBE_SENTINEL = "https://sentinel.invalid/nl-unsubscribe-0000"
+PREFERENCES_SENTINEL = "https://sentinel.invalid/nl-preferences-0000"
+
+
+@dataclass(frozen=True)
+class BlockView:
+    slug: str
+    anchor: str
+    html_lang: str
+    foreign: bool  # written in another language than its section
+    title: str
+    title_html: Markup
+    date: str
+    source: str
+    link: str | None
+    image: Image | None
+    body_html: Markup
+    body_text: str
+    links: tuple[str, ...]
+    images: tuple[tuple[str, str], ...]
+    note: str | None  # "English only", in the section's language
+    stub_href: str | None  # bilingual edition: the full text is in the other section
+
+
+@dataclass(frozen=True)
+class Jump:
+    anchor: str
+    html_lang: str
+    label: str
+
+
+@dataclass(frozen=True)
+class SectionView:
+    lang: str
+    html_lang: str
+    anchor: str
+    foreign: bool
+    labels: Mapping[str, str]
+    intro_html: Markup
+    intro_text: str
+    jump: Jump | None
+    blocks: tuple[BlockView, ...]
+
+
+@dataclass(frozen=True)
+class MastheadView:
+    html_lang: str
+    foreign: bool
+    title: str
+    line1: str
+    line2: str
+
+
+@dataclass(frozen=True)
+class FooterView:
+    colon: str
+    html_lang: str
+    foreign: bool
+    why: str
+    unsubscribe: str
+    preferences: str
+
+
+@dataclass(frozen=True)
+class EditionView:
+    name: str  # en | fr | bilingual
+    lang: str  # the language of <html>
+    html_lang: str
+    subject: str
+    preheader: str
+    from_name: str
+    from_addr: str
+    masthead: tuple[MastheadView, ...]
+    sections: tuple[SectionView, ...]
+    footer: tuple[FooterView, ...]
+    org: str
+    postal_address: str
+    base_url: str
+    base_url_label: str
+    unsubscribe_url: str
+    preferences_url: str
+    missing: tuple[str, ...]  # slugs shown in a language other than the section's
+
+
+def localised_labels(labels: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    out = {lang: {k: smarten(v, lang) for k, v in labels[lang].items()} for lang in LANGS}
+    for lang in LANGS:
+        out[lang]["colon"] = colon(lang)
+    return out
+
+
+def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockView:
+    text = brief.text(section_lang)
+    note = None
+    stub_href = None
+    if text is None:
+        (other,) = brief.languages
+        text = brief.text(other)
+        assert text is not None
+        note = labels[section_lang][f"only_{other}"]
+        if bilingual:
+            stub_href = f"#{other}-{brief.slug}"
+    lang = text.lang
+    body = to_html(text.body, lang)
+    return BlockView(
+        slug=brief.slug,
+        anchor=f"{section_lang}-{brief.slug}",
+        html_lang=HTML_LANG[lang],
+        foreign=lang != section_lang,
+        title=smarten(text.title, lang),
+        title_html=Markup(inline_html(text.title, lang)),
+        date=long_date(text.date, section_lang),
+        source=text.source,
+        link=text.link,
+        image=text.image,
+        body_html=Markup(body.html),
+        body_text=to_text(text.body, lang),
+        links=body.links + ((text.link,) if text.link else ()),
+        images=body.images + (((text.image.src, text.image.alt),) if text.image else ()),
+        note=note,
+        stub_href=stub_href,
+    )
+
+
+def edition_view(issue: Issue, name: str, identity: Identity, labels) -> EditionView:
+    """The view of one edition (`en`, `fr` or `bilingual`) of `issue`."""
+    if name not in EDITIONS:
+        raise ValueError(name)
+    bilingual = name == "bilingual"
+    langs = LANGS if bilingual else (name,)
+    primary = langs[0]
+    labels = localised_labels(labels)
+    sections = []
+    for i, lang in enumerate(langs):
+        intro = issue.text[lang].intro
+        jump = None
+        if bilingual:
+            other = langs[1 - i]
+            jump = Jump(anchor=other, html_lang=HTML_LANG[other], label=labels[lang]["jump"])
+        sections.append(
+            SectionView(
+                lang=lang,
+                html_lang=HTML_LANG[lang],
+                anchor=lang,
+                foreign=lang != primary,
+                labels=labels[lang],
+                intro_html=Markup(to_html(intro, lang).html) if intro else Markup(""),
+                intro_text=to_text(intro, lang) if intro else "",
+                jump=jump,
+                blocks=tuple(_block(b, lang, labels, bilingual) for b in issue.briefs),
+            )
+        )
+    if bilingual:
+        masthead = tuple(
+            MastheadView(
+                html_lang=HTML_LANG[lang],
+                foreign=lang != primary,
+                title=identity.title[lang],
+                line1=identity.org[lang],
+                line2=f"{labels[lang]['issue']} {issue.number} · {long_date(issue.date, lang)}",
+            )
+            for lang in langs
+        )
+    else:
+        masthead = (
+            MastheadView(
+                HTML_LANG[primary], False, identity.title[primary], identity.org[primary], ""
+            ),
+            MastheadView(
+                HTML_LANG[primary],
+                False,
+                f"{labels[primary]['issue']} {issue.number}",
+                long_date(issue.date, primary),
+                "",
+            ),
+        )
+    footer = tuple(
+        FooterView(
+            colon=colon(lang),
+            html_lang=HTML_LANG[lang],
+            foreign=lang != primary,
+            why=labels[lang]["why"],
+            unsubscribe=labels[lang]["unsubscribe"],
+            preferences=labels[lang]["preferences"],
+        )
+        for lang in langs
+    )
+    if bilingual:
+        subject = issue.bilingual_subject or " / ".join(
+            smarten(issue.text[lang].subject, lang) for lang in langs
+        )
+        preheader = issue.bilingual_preheader or " / ".join(
+            smarten(issue.text[lang].preheader, lang) for lang in langs
+        )
+        from_name = " / ".join(dict.fromkeys(identity.from_name[lang] for lang in langs))
+        org = " / ".join(dict.fromkeys(identity.org[lang] for lang in langs))
+    else:
+        subject = smarten(issue.text[primary].subject, primary)
+        preheader = smarten(issue.text[primary].preheader, primary)
+        from_name = identity.from_name[primary]
+        org = identity.org[primary]
+    missing = tuple(b.slug for s in sections for b in s.blocks if b.note)
+    return EditionView(
+        name=name,
+        lang=primary,
+        html_lang=HTML_LANG[primary],
+        subject=subject,
+        preheader=preheader,
+        from_name=from_name,
+        from_addr=identity.from_addr[primary],
+        masthead=masthead,
+        sections=tuple(sections),
+        footer=footer,
+        org=org,
+        postal_address=identity.postal_address,
+        base_url=identity.base_url,
+        base_url_label=identity.base_url.split("://", 1)[1],
+        unsubscribe_url=UNSUBSCRIBE_SENTINEL,
+        preferences_url=PREFERENCES_SENTINEL,
+        missing=missing,
+    )
+
+
+def wrap72(text: str) -> str:
+    return "\n".join(textwrap.wrap(text, 72, break_long_words=False, break_on_hyphens=False))
