@@ -89,7 +89,9 @@ class Templates:
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"template uses {exc.message}", self.folder / name) from None
         except jinja2.TemplateNotFound as exc:
-            raise TemplateError(f"includes missing template '{exc.name}'", self.folder / name)
+            raise TemplateError(
+                f"includes missing template '{exc.name}'", self.folder / name
+            ) from None
 
 
 def _compile_mjml(source: str, template: Path) -> str:
