@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
+from .cli_build import build, check
+from .cli_compose import compose, new
 from .cli_context import AppContext
+from .cli_subscribers import serve, subscribers
 from .errors import NewsletterError
 
 EXIT_BAD_INPUT = 2
@@ -41,12 +44,20 @@ def main(ctx: click.Context, env_file: Path) -> None:
     ctx.obj = AppContext(env_file=env_file)
 
 
+main.add_command(new)
+main.add_command(compose)
+main.add_command(build)
+main.add_command(check)
+
+
 def run() -> None:
     main(prog_name="newsletter")
 
 
 # Command modules register themselves on `main`; keep this list in pipeline order.
 # (imported here, at the bottom, because they import `main` from this module)
+main.add_command(subscribers)
+main.add_command(serve)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(run())

@@ -1,0 +1,230 @@
+"""`newsletter subscribers ...` and `newsletter serve`: the list and the web app, thin on top
+of subscribers.py, csvimport.py and web.py."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+import click
+
+from .cli_context import AppContext, pass_app
+from .config import SUBSCRIBER_LANGUAGES
+from .csvimport import read_csv
+from .errors import StoreError
+from .subscribers import Status, Subscriber, open_store, parse_language
+
+STATUSES = [status.value for status in Status]
+EXPORT_COLUMNS = (
+    "email", "name", "language", "status", "joined_at", "join_source", "consent_note",
+    "left_at", "left_how",
+)  # fmt: skip
+
+
+def _language(value: str | None) -> str | None:
+    try:
+        return parse_language(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group()
+def subscribers() -> None:
+    """Keep the list: import, add, unsubscribe, list, export, count."""
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--resubscribe",
+    is_flag=True,
+    help="Make people who left active again (only with their new consent).",
+)
+@click.option("--consent", default="", help="How these people consented, kept as proof (CASL).")
+@click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
+@pass_app
+def import_(app: AppContext, file: Path, resubscribe: bool, consent: str, dry_run: bool) -> None:
+    """Add or update subscribers from FILE.csv (columns email, name, language).
+
+    Accepts , or ; separators and a UTF-8 BOM. A blank name or language keeps what an existing
+    subscriber has (a new one gets the default language). Within the file, the last row for an
+    address wins. The whole import is one transaction.
+    """
+    parsed = read_csv(file)
+    with open_store(app.settings) as store:
+        result = store.import_rows(
+            parsed.rows,
+            source=f"import:{file.name}",
+            default_language=app.settings.default_language,
+            consent_note=consent,
+            resubscribe=resubscribe,
+            dry_run=dry_run,
+        )
+    verb = "would import" if dry_run else "imported"
+    click.echo(
+        f"{verb} {file}: {result.added} added, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {len(parsed.rejected)} rejected"
+    )
+    if result.resubscribed:
+        click.echo(f"{result.resubscribed} resubscribed (--resubscribe)")
+    notes = [(r.line, r.reason) for r in parsed.rejected]
+    notes += [
+        (d.line, f"{d.email} also on line {d.earlier_line}; this later row wins")
+        for d in parsed.duplicates
+    ]
+    notes += [
+        (
+            k.row.line or 0,
+            f"{k.row.email} is {k.status}{f' since {k.left_at}' if k.left_at else ''}; "
+            "not resubscribed (use --resubscribe only if they asked to come back)",
+        )
+        for k in result.kept
+    ]
+    for line, note in sorted(notes, key=lambda note: note[0]):
+        click.echo(f"{file}:{line}: {note}")
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--name", default="", help="Name as the subscriber gave it.")
+@click.option(
+    "--language", default=None, help="en, fr or both (default: NEWSLETTER_DEFAULT_LANGUAGE)."
+)
+@click.option("--consent", default="added by hand", show_default=True, help="How they consented.")
+@click.option("--resubscribe", is_flag=True, help="Re-add someone who left (with their consent).")
+@pass_app
+def add(
+    app: AppContext, email: str, name: str, language: str | None, consent: str, resubscribe: bool
+) -> None:
+    """Add one subscriber."""
+    language = _language(language) or app.settings.default_language
+    with open_store(app.settings) as store:
+        subscriber = store.add(
+            email,
+            name=name,
+            language=language,
+            source="cli",
+            consent_note=consent,
+            resubscribe=resubscribe,
+        )
+    click.echo(f"added {subscriber.email} ({subscriber.language})")
+
+
+@subscribers.command()
+@click.argument("email")
+@pass_app
+def remove(app: AppContext, email: str) -> None:
+    """Delete a subscriber's record entirely (e.g. on a request to erase their data)."""
+    with open_store(app.settings) as store:
+        if not store.remove(email, how="cli"):
+            raise StoreError(f"{email} is not on the list; check the spelling with `list`")
+    click.echo(f"removed {email}")
+
+
+@subscribers.command()
+@click.argument("email")
+@pass_app
+def unsubscribe(app: AppContext, email: str) -> None:
+    """Unsubscribe someone (keeps the record, as proof they are not to be mailed)."""
+    with open_store(app.settings) as store:
+        subscriber = store.find(email)
+        if subscriber is None:
+            raise StoreError(f"{email} is not on the list; check the spelling with `list`")
+        if store.unsubscribe(subscriber.id, "cli"):
+            click.echo(f"unsubscribed {subscriber.email}")
+        else:
+            click.echo(f"{subscriber.email} was already {store.get(subscriber.id).status}")
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--language", type=click.Choice(SUBSCRIBER_LANGUAGES), default=None)
+@pass_app
+def list_(app: AppContext, status: str | None, language: str | None) -> None:
+    """Print subscribers, one a line: email, language, status, name (tab-separated)."""
+    with open_store(app.settings) as store:
+        for subscriber in store.iter(status=status, language=language):
+            click.echo(
+                f"{subscriber.email}\t{subscriber.language}\t{subscriber.status}\t{subscriber.name}"
+            )
+
+
+@subscribers.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@pass_app
+def export(app: AppContext, file: Path | None, status: str | None) -> None:
+    """Write subscribers, with how they joined and left, as CSV to FILE (or standard output).
+
+    The file can be imported again: import reads email, name and language and ignores the rest.
+    """
+    with open_store(app.settings) as store:
+        people = list(store.iter(status=status))
+    if file is None:
+        _write_csv(sys.stdout, people)
+        return
+    try:
+        with file.open("w", encoding="utf-8", newline="") as out:
+            _write_csv(out, people)
+    except OSError as exc:
+        raise StoreError(f"cannot write: {exc.strerror}", file) from None
+    click.echo(f"exported {len(people)} subscribers to {file}", err=True)
+
+
+def _write_csv(out: TextIO, people: Iterable[Subscriber]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for person in people:
+        writer.writerow(["" if (v := getattr(person, c)) is None else v for c in EXPORT_COLUMNS])
+
+
+@subscribers.command()
+@pass_app
+def count(app: AppContext) -> None:
+    """Number of subscribers by language and status."""
+    with open_store(app.settings) as store:
+        counts = store.counts()
+    width = max(len(status) for status in STATUSES)
+    click.echo(f"{'':<{width}}  {'en':>6} {'fr':>6} {'both':>6} {'total':>6}")
+    for status in Status:
+        numbers = [counts.get((language, status), 0) for language in SUBSCRIBER_LANGUAGES]
+        cells = " ".join(f"{n:>6}" for n in [*numbers, sum(numbers)])
+        click.echo(f"{status.value:<{width}}  {cells}")
+    totals = [
+        sum(n for (lang, _), n in counts.items() if lang == language)
+        for language in SUBSCRIBER_LANGUAGES
+    ]
+    cells = " ".join(f"{n:>6}" for n in [*totals, sum(totals)])
+    click.echo(f"{'total':<{width}}  {cells}")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="Proxies trusted for X-Forwarded-For/-Proto (comma-separated, or '*').",
+)
+@pass_app
+def serve(app: AppContext, host: str, port: int, forwarded_allow_ips: str) -> None:
+    """Run the unsubscribe and preferences web app (behind a reverse proxy in production)."""
+    import uvicorn  # only this command needs the server
+
+    from .web import create_app
+
+    web_app = create_app(app.settings)
+    click.echo(f"serving on http://{host}:{port}/ (links use {app.settings.identity.base_url})")
+    uvicorn.run(
+        web_app,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        server_header=False,
+        log_level="info",
+    )
