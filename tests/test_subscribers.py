@@ -1,0 +1,357 @@
+"""The subscriber store on a real SQLite file, signed tokens, and the `subscribers` commands."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter import db
+from newsletter.cli import main
+from newsletter.config import load_settings
+from newsletter.errors import StoreError
+from newsletter.schema import MIGRATIONS
+from newsletter.subscribers import Row, SqliteStore, Status, edition_for
+from newsletter.tokens import (
+    make_token,
+    preferences_url,
+    read_token,
+    resolve_secret,
+    unsubscribe_url,
+)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "newsletter.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    with SqliteStore(db_path) as store:
+        yield store
+
+
+def _add(store: SqliteStore, email: str, language: str = "en", name: str = "") -> int:
+    return store.add(email, name=name, language=language, source="test", consent_note="form").id
+
+
+# -- the file and its schema ------------------------------------------------------------
+
+
+def test_connect_creates_a_migrated_wal_database(db_path: Path):
+    conn = db.connect(db_path)
+    assert db_path.is_file()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.migrate(conn) == len(MIGRATIONS)  # a second run finds nothing to do
+    conn.close()
+
+
+def test_a_newer_schema_is_refused(db_path: Path):
+    db.connect(db_path).close()
+    raw = sqlite3.connect(db_path)
+    raw.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    raw.close()
+    with pytest.raises(StoreError, match="newer than this program knows"):
+        db.connect(db_path)
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are not the droids\n" * 100)
+    with pytest.raises(StoreError, match="cannot open the database") as info:
+        db.connect(path)
+    assert info.value.path == path
+
+
+def test_the_schema_enforces_languages_and_statuses(store: SqliteStore):
+    ann = _add(store, "ann@example.org")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.conn.execute("UPDATE subscribers SET language = 'de' WHERE id = ?", (ann,))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.conn.execute("UPDATE subscribers SET status = 'gone' WHERE id = ?", (ann,))
+
+
+# -- subscribers --------------------------------------------------------------------------
+
+
+def test_add_and_find_compare_the_domain_without_case(store: SqliteStore):
+    ann = store.add("Ann@Example.ORG", name="Ann", language="fr", source="cli", consent_note="x")
+    assert ann.email == "Ann@Example.ORG"  # kept as given
+    assert store.find("Ann@example.org") == ann
+    assert store.find("ann@example.org") is None  # the local part is case-sensitive
+    with pytest.raises(StoreError, match="already subscribed"):
+        store.add("Ann@EXAMPLE.org", language="en", source="cli")
+    with pytest.raises(StoreError, match="not a valid address"):
+        store.add("ann@", language="en", source="cli")
+
+
+def test_ids_are_never_reused(store: SqliteStore):
+    first = _add(store, "ann@example.org")
+    store.remove("ann@example.org")
+    assert _add(store, "bob@example.org") > first
+
+
+def test_unsubscribe_is_idempotent_and_recorded(store: SqliteStore):
+    ann = _add(store, "ann@example.org")
+    assert store.unsubscribe(ann, "web:one-click") is True
+    left = store.get(ann)
+    assert left.status is Status.UNSUBSCRIBED
+    assert left.left_how == "web:one-click"
+    assert store.unsubscribe(ann, "cli") is False
+    assert store.get(ann) == left
+    events = store.events(ann)
+    assert [(e["kind"], e["route"]) for e in events] == [
+        ("join", "test"),
+        ("unsubscribe", "web:one-click"),
+    ]
+    assert list(store.iter(status=Status.ACTIVE)) == []
+
+
+def test_a_complaint_outranks_an_unsubscribe_and_a_bounce_does_not(store: SqliteStore):
+    ann = _add(store, "ann@example.org")
+    store.unsubscribe(ann, "cli")
+    assert store.set_status(ann, Status.BOUNCED, "smtp") is False
+    assert store.set_status(ann, Status.COMPLAINED, "fbl") is True
+    assert store.unsubscribe(ann, "web") is False
+    assert store.get(ann).status is Status.COMPLAINED
+
+
+def test_someone_who_left_needs_resubscribe_to_come_back(store: SqliteStore):
+    ann = _add(store, "ann@example.org")
+    store.unsubscribe(ann, "cli")
+    with pytest.raises(StoreError, match="--resubscribe"):
+        store.add("ann@example.org", language="fr", source="cli")
+    back = store.add("ann@example.org", language="fr", source="cli", resubscribe=True)
+    assert (back.id, back.status, back.language, back.left_at) == (ann, Status.ACTIVE, "fr", None)
+
+
+def test_edition_follows_the_language_preference(store: SqliteStore):
+    ann = _add(store, "ann@example.org", "en")
+    assert edition_for(store.get(ann)) == "en"
+    assert store.set_language(ann, "fr", "test") is True
+    assert edition_for(store.get(ann)) == "fr"
+    assert store.set_language(ann, "fr", "test") is False
+    store.set_language(ann, "both", "test")
+    assert edition_for(store.get(ann)) == "bilingual"
+    with pytest.raises(StoreError):
+        store.set_language(ann, "de", "test")
+
+
+def test_iter_filters_and_counts(store: SqliteStore):
+    _add(store, "a@example.org", "en")
+    _add(store, "b@example.org", "fr")
+    c = _add(store, "c@example.org", "fr")
+    store.unsubscribe(c, "cli")
+    assert [s.email for s in store.iter(status="active", language="fr")] == ["b@example.org"]
+    assert [s.email for s in store.iter()] == ["a@example.org", "b@example.org", "c@example.org"]
+    assert store.counts() == {
+        ("en", Status.ACTIVE): 1,
+        ("fr", Status.ACTIVE): 1,
+        ("fr", Status.UNSUBSCRIBED): 1,
+    }
+
+
+def test_import_adds_updates_and_never_resubscribes_by_default(store: SqliteStore):
+    kept = _add(store, "ann@example.org", "en", name="Ann")
+    _add(store, "bob@example.org", "en", name="Bob")
+    _add(store, "cy@example.org", "fr", name="Cy")
+    store.unsubscribe(kept, "web:one-click")
+    rows = [
+        Row("ann@example.org", "Ann", "fr", line=2),
+        Row("bob@example.org", None, None, line=3),  # blanks keep what the store has
+        Row("cy@example.org", "Cy", "both", line=4),
+        Row("dee@example.net", None, None, line=5),  # a new one gets the default
+    ]
+    result = store.import_rows(rows, source="import:x.csv", default_language="both")
+    assert (result.added, result.updated, result.unchanged) == (1, 1, 1)
+    assert [(k.row.line, k.status) for k in result.kept] == [(2, Status.UNSUBSCRIBED)]
+    assert store.find("ann@example.org").status is Status.UNSUBSCRIBED
+    assert store.find("ann@example.org").language == "en"
+    assert store.find("bob@example.org").name == "Bob"
+    assert store.find("cy@example.org").language == "both"
+    dee = store.find("dee@example.net")
+    assert (dee.language, dee.join_source) == ("both", "import:x.csv")
+
+    again = store.import_rows(
+        rows, source="import:x.csv", default_language="both", resubscribe=True
+    )
+    assert again.resubscribed == 1
+    assert store.find("ann@example.org").status is Status.ACTIVE
+    assert store.find("ann@example.org").language == "fr"
+
+
+def test_import_is_one_transaction(store: SqliteStore):
+    rows = [Row("ann@example.org", line=2), Row("bob@example.org", language="de", line=3)]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.import_rows(rows, source="import:x.csv", default_language="en")
+    assert list(store.iter()) == []
+    result = store.import_rows(rows[:1], source="t", default_language="en", dry_run=True)
+    assert result.added == 1
+    assert list(store.iter()) == []
+
+
+def test_data_survives_reopening(db_path: Path):
+    with SqliteStore(db_path) as store:
+        ann = _add(store, "ann@example.org", "fr", name="Ann")
+        store.unsubscribe(ann, "cli")
+    with SqliteStore(db_path) as store:
+        again = store.get(ann)
+    assert (again.email, again.language, again.status) == (
+        "ann@example.org",
+        "fr",
+        Status.UNSUBSCRIBED,
+    )
+
+
+def test_two_connections_unsubscribing_at_once_change_it_once(db_path: Path):
+    with SqliteStore(db_path) as store:
+        people = [_add(store, f"p{i}@example.net") for i in range(20)]
+    stores = [SqliteStore(db_path), SqliteStore(db_path)]
+    results: dict[int, list[bool]] = {person: [] for person in people}
+    barrier = threading.Barrier(2)
+
+    def work(store: SqliteStore) -> None:
+        for person in people:
+            barrier.wait()
+            results[person].append(store.unsubscribe(person, "race"))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for s in stores:
+        s.close()
+    assert all(sorted(changed) == [False, True] for changed in results.values())
+    with SqliteStore(db_path) as store:
+        for person in people:
+            assert [e["kind"] for e in store.events(person)].count("unsubscribe") == 1
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+
+def test_tokens_round_trip_and_refuse_any_change():
+    token = make_token(b"k" * 32, 42)
+    assert len(token) == 32 and "=" not in token
+    assert read_token(b"k" * 32, token) == 42
+    assert read_token(b"j" * 32, token) is None
+    for i in range(len(token)):
+        for c in "AQg_-9":
+            if token[i] != c:
+                assert read_token(b"k" * 32, token[:i] + c + token[i + 1 :]) is None
+    assert read_token(b"k" * 32, token[:-1]) is None
+    assert read_token(b"k" * 32, token + "A") is None
+    assert read_token(b"k" * 32, "é" * 32) is None
+    assert unsubscribe_url("https://news.example.org/", token) == (
+        f"https://news.example.org/unsubscribe/{token}"
+    )
+    assert preferences_url("https://news.example.org", token) == (
+        f"https://news.example.org/preferences/{token}"
+    )
+
+
+def test_a_secret_is_generated_once_beside_the_database(tmp_path: Path, capsys):
+    settings = load_settings(None, environ={"NEWSLETTER_DB": str(tmp_path / "n.db")})
+    secret = resolve_secret(settings)
+    path = tmp_path / "n.db.secret"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert capsys.readouterr().err == (
+        f"generated a signing secret in {path}; keep it with the database "
+        "(or set NEWSLETTER_SECRET)\n"
+    )
+    assert resolve_secret(settings) == secret
+    assert capsys.readouterr().err == ""
+    assert secret.decode() not in capsys.readouterr().out
+    other = load_settings(
+        None, environ={"NEWSLETTER_DB": str(tmp_path / "n.db"), "NEWSLETTER_SECRET": "s" * 40}
+    )
+    assert resolve_secret(other) == b"s" * 40
+
+
+def test_a_damaged_secret_file_is_refused(tmp_path: Path):
+    (tmp_path / "n.db.secret").write_text("\n")
+    settings = load_settings(None, environ={"NEWSLETTER_DB": str(tmp_path / "n.db")})
+    with pytest.raises(StoreError, match="restore it from a backup"):
+        resolve_secret(settings)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def run(db_path: Path, *args: str):
+    runner = CliRunner()
+    return runner.invoke(
+        main,
+        ["--env-file", str(db_path.parent / "absent.env"), "subscribers", *args],
+        env={"NEWSLETTER_DB": str(db_path), "NEWSLETTER_DEFAULT_LANGUAGE": "both"},
+    )
+
+
+def test_cli_add_list_unsubscribe_count(db_path: Path):
+    assert run(db_path, "add", "ann@example.org", "--name", "Ann", "--language", "FR").output == (
+        "added ann@example.org (fr)\n"
+    )
+    assert run(db_path, "add", "bob@example.org").output == "added bob@example.org (both)\n"
+    result = run(db_path, "unsubscribe", "ann@example.org")
+    assert (result.exit_code, result.output) == (0, "unsubscribed ann@example.org\n")
+    result = run(db_path, "unsubscribe", "ann@example.org")
+    assert result.output == "ann@example.org was already unsubscribed\n"
+    assert run(db_path, "list").output == (
+        "ann@example.org\tfr\tunsubscribed\tAnn\nbob@example.org\tboth\tactive\t\n"
+    )
+    assert run(db_path, "list", "--status", "active").output == "bob@example.org\tboth\tactive\t\n"
+    assert run(db_path, "count").output.splitlines() == [
+        "                  en     fr   both  total",
+        "active             0      0      1      1",
+        "unsubscribed       0      1      0      1",
+        "bounced            0      0      0      0",
+        "complained         0      0      0      0",
+        "total              0      1      1      2",
+    ]
+
+
+def test_cli_errors_are_one_line_with_exit_2(db_path: Path):
+    run(db_path, "add", "ann@example.org")
+    cases = {
+        ("add", "ann@"): "error: 'ann@' is not a valid address: "
+        "There must be something after the @-sign.\n",
+        ("add", "ann@example.org"): "error: ann@example.org is already subscribed\n",
+        ("remove", "zed@example.org"): "error: zed@example.org is not on the list; "
+        "check the spelling with `list`\n",
+        ("unsubscribe", "zed@example.org"): "error: zed@example.org is not on the list; "
+        "check the spelling with `list`\n",
+    }
+    for args, message in cases.items():
+        result = run(db_path, *args)
+        assert (result.exit_code, result.output) == (2, message), args
+    assert run(db_path, "add", "x@example.org", "--language", "de").exit_code == 2
+
+
+def test_cli_remove_and_export(db_path: Path, tmp_path: Path):
+    run(db_path, "add", "ann@example.org", "--name", "Ann, Jr", "--language", "en")
+    run(db_path, "add", "bob@example.org", "--language", "fr")
+    assert run(db_path, "remove", "bob@example.org").output == "removed bob@example.org\n"
+    out = tmp_path / "out.csv"
+    result = run(db_path, "export", str(out))
+    assert result.exit_code == 0
+    lines = out.read_text("utf-8").splitlines()
+    assert lines[0] == (
+        "email,name,language,status,joined_at,join_source,consent_note,left_at,left_how"
+    )
+    assert lines[1].startswith('ann@example.org,"Ann, Jr",en,active,')
+    assert lines[1].endswith(",cli,added by hand,,")
+    assert len(lines) == 2
+    # What export writes, import reads back without change.
+    result = run(db_path, "import", str(out))
+    assert result.output.splitlines()[0] == (
+        f"imported {out}: 0 added, 0 updated, 1 unchanged, 0 rejected"
+    )
