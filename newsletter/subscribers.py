@@ -6,6 +6,7 @@ implementation. A PostgreSQL store would implement the same protocol.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -114,9 +115,9 @@ def parse_language(text: str | None) -> str | None:
     for language, words in _LANGUAGE_WORDS.items():
         if word in words:
             return language
-    base, dash, _region = word.partition("-")
-    if dash and base in ("en", "fr"):  # en-CA, fr-BE...
-        return base
+    tag = re.fullmatch(r"(en|fr)(?:-[a-z0-9]{2,8})+", word)  # BCP 47: en-CA, fr-BE...
+    if tag:
+        return tag.group(1)
     raise ValueError(f"unknown language {text.strip()!r}; use en, fr or both")
 
 

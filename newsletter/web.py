@@ -191,4 +191,3 @@ def _clean_name(value: str | None) -> str | None:
     """The name without control characters, or None if too long to be a name."""
     text = "".join(c for c in (value or "") if unicodedata.category(c)[0] != "C").strip()
     return text if len(text) <= MAX_NAME else None
-
