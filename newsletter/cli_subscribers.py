@@ -15,7 +15,8 @@ from .cli_context import AppContext, pass_app
 from .config import SUBSCRIBER_LANGUAGES
 from .csvimport import read_csv
 from .errors import StoreError
-from .subscribers import Status, Subscriber, open_store, parse_language
+from .normalise import parse_language
+from .subscribers import Status, Subscriber, open_store
 
 STATUSES = [status.value for status in Status]
 EXPORT_COLUMNS = (

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import StoreError
-from .subscribers import Row, check_email, email_key, parse_language
+from .normalise import check_email, email_key, parse_language
+from .subscribers import Row
 
 HEADER_HINT = "the first row must name the columns: email,name,language"
 

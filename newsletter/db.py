@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import StoreError
@@ -76,6 +78,26 @@ def migrate(conn: sqlite3.Connection, path: Path | str | None = None) -> int:
             conn.execute("ROLLBACK")
             raise
     return max(version, len(MIGRATIONS))
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, commit: bool = True) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error or when `commit` is false.
+
+    IMMEDIATE takes the write lock at the start, so a read-then-write in the block cannot be
+    overtaken by another process. Inside an open transaction it joins the outer one, so
+    helpers can be called as parts of a larger change.
+    """
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT" if commit else "ROLLBACK")
 
 
 def _statements(script: str) -> list[str]:

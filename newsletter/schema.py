@@ -30,7 +30,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX subscribers_status_language ON subscribers (status, language);
 
     -- CASL: the sender must prove consent and every unsubscribe. Rows outlive the
-    -- subscriber (no foreign key), so a removal keeps its history; email is copied for that.
+    -- subscriber (no foreign key), so a removal keeps its history, and an address that
+    -- unsubscribed and was then removed is still not re-added by an import. email holds the
+    -- email_key for that lookup.
     CREATE TABLE subscriber_events (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,
         subscriber_id INTEGER NOT NULL,
@@ -43,5 +45,6 @@ MIGRATIONS: list[str] = [
         detail        TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX subscriber_events_subscriber ON subscriber_events (subscriber_id);
+    CREATE INDEX subscriber_events_email ON subscriber_events (email);
     """,
 ]

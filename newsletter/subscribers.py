@@ -6,9 +6,7 @@ implementation. A PostgreSQL store would implement the same protocol.
 
 from __future__ import annotations
 
-import re
 import sqlite3
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,11 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Protocol
 
-from email_validator import EmailNotValidError, validate_email
-
 from . import db
 from .config import SUBSCRIBER_LANGUAGES, Settings
 from .errors import StoreError
+from .normalise import check_email, email_key
 
 Edition = Literal["en", "fr", "bilingual"]
 
@@ -78,47 +75,6 @@ class ImportResult:
 def edition_for(subscriber: Subscriber) -> Edition:
     """Which edition a subscriber receives, from their language preference."""
     return {"en": "en", "fr": "fr", "both": "bilingual"}[subscriber.language]  # type: ignore[return-value]
-
-
-def email_key(email: str) -> str:
-    """What makes two addresses the same person: the domain is case-insensitive, the local part
-    is not (RFC 5321), though almost every server treats it so; we keep to the standard."""
-    local, _, domain = email.strip().rpartition("@")
-    return f"{local}@{domain.lower()}"
-
-
-def check_email(text: str) -> str:
-    """The address, stripped, if its syntax is valid; ValueError saying why not. No DNS lookups."""
-    email = text.strip()
-    try:
-        validate_email(email, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"{email!r} is not a valid address: {exc}") from None
-    return email
-
-
-_LANGUAGE_WORDS = {
-    "en": {"en", "eng", "english", "anglais", "e"},
-    "fr": {"fr", "fra", "fre", "french", "francais", "f"},
-    "both": {"both", "bilingual", "bilingue", "en+fr", "fr+en", "en/fr", "fr/en", "en,fr",
-             "fr,en", "en-fr", "fr-en", "en fr", "fr en", "les deux", "tous"},
-}  # fmt: skip
-
-
-def parse_language(text: str | None) -> str | None:
-    """`fr`, `FR`, `fr-CA`, `français`, `English`... -> en | fr | both; None when blank.
-    ValueError for anything else."""
-    if text is None or not text.strip():
-        return None
-    word = unicodedata.normalize("NFKD", text.strip().casefold())
-    word = "".join(c for c in word if not unicodedata.combining(c)).replace("_", "-")
-    for language, words in _LANGUAGE_WORDS.items():
-        if word in words:
-            return language
-    tag = re.fullmatch(r"(en|fr)(?:-[a-z0-9]{2,8})+", word)  # BCP 47: en-CA, fr-BE...
-    if tag:
-        return tag.group(1)
-    raise ValueError(f"unknown language {text.strip()!r}; use en, fr or both")
 
 
 def _now() -> str:
@@ -264,8 +220,14 @@ class SqliteStore:
             raise StoreError(str(exc)) from None
         if language not in SUBSCRIBER_LANGUAGES:
             raise StoreError(f"unknown language {language!r}; use en, fr or both")
-        with self._transaction():
+        with db.transaction(self.conn):
             existing = self.find(email)
+            left = self._left_before(email) if existing is None else None
+            if left and not resubscribe:
+                raise StoreError(
+                    f"{email} is {left[0]} (since {left[1]}; record since removed); "
+                    "add --resubscribe only if they asked to come back"
+                )
             if existing is None:
                 subscriber_id = self._insert(
                     Row(email, name, language), language, source, consent_note
@@ -291,7 +253,7 @@ class SqliteStore:
         if status is Status.ACTIVE:
             raise ValueError("use add(..., resubscribe=True) to make someone active again")
         before = _LEAVE_FROM[status]
-        with self._transaction():
+        with db.transaction(self.conn):
             now = _now()
             changed = self.conn.execute(
                 "UPDATE subscribers SET status = ?, left_at = coalesce(left_at, ?),"
@@ -319,7 +281,7 @@ class SqliteStore:
     def remove(self, email: str, how: str = "cli") -> bool:
         """Delete someone's row (e.g. on request to erase their data). The audit trail keeps
         that they were removed, and when, but not their name or language."""
-        with self._transaction():
+        with db.transaction(self.conn):
             existing = self.find(email)
             if existing is None:
                 return False
@@ -340,10 +302,14 @@ class SqliteStore:
         """Add or update each row, all in one transaction (rolled back for a dry run)."""
         added = updated = unchanged = resubscribed = 0
         kept: list[Kept] = []
-        with self._transaction(commit=not dry_run):
+        with db.transaction(self.conn, commit=not dry_run):
             for row in rows:
                 existing = self.find(row.email)
                 if existing is None:
+                    left = self._left_before(row.email)
+                    if left and not resubscribe:
+                        kept.append(Kept(row, *left))
+                        continue
                     self._insert(row, default_language, source, consent_note)
                     added += 1
                     continue
@@ -360,9 +326,6 @@ class SqliteStore:
         return ImportResult(added, updated, unchanged, resubscribed, kept)
 
     # -- inside a transaction ------------------------------------------------------------
-
-    def _transaction(self, commit: bool = True) -> _Transaction:
-        return _Transaction(self.conn, commit)
 
     def _insert(self, row: Row, default_language: str, source: str, consent_note: str) -> int:
         now = _now()
@@ -396,34 +359,56 @@ class SqliteStore:
     def _update(self, existing: Subscriber, row: Row, how: str) -> bool:
         changed = False
         if row.name is not None and row.name.strip() != existing.name:
-            changed |= self._set(existing.id, "name", row.name.strip(), how, in_transaction=True)
+            changed |= self._set(existing.id, "name", row.name.strip(), how)
         if row.language is not None and row.language != existing.language:
-            changed |= self._set(existing.id, "language", row.language, how, in_transaction=True)
+            changed |= self._set(existing.id, "language", row.language, how)
         return changed
 
-    def _set(
-        self, subscriber_id: int, column: str, value: str, how: str, in_transaction: bool = False
-    ) -> bool:
+    def _set(self, subscriber_id: int, column: str, value: str, how: str) -> bool:
         assert column in ("name", "language")  # never user input: it is spliced into SQL
-        if not in_transaction:
-            with self._transaction():
-                return self._set(subscriber_id, column, value, how, in_transaction=True)
-        changed = self.conn.execute(
-            f"UPDATE subscribers SET {column} = ?, updated_at = ? WHERE id = ? AND {column} != ?",
-            (value, _now(), subscriber_id, value),
-        ).rowcount
-        if changed:
-            self._event(subscriber_id, column, how, value if column == "language" else "")
+        with db.transaction(self.conn):
+            changed = self.conn.execute(
+                f"UPDATE subscribers SET {column} = ?, updated_at = ?"
+                f" WHERE id = ? AND {column} != ?",
+                (value, _now(), subscriber_id, value),
+            ).rowcount
+            if changed:
+                self._event(subscriber_id, column, how, value if column == "language" else "")
         return bool(changed)
 
     def _event(
         self, subscriber_id: int, kind: str, route: str, detail: str, email: str | None = None
     ) -> None:
         self.conn.execute(
-            "INSERT INTO subscriber_events (subscriber_id, email, at, kind, route, detail)"
-            " VALUES (?, coalesce(?, (SELECT email FROM subscribers WHERE id = ?)), ?, ?, ?, ?)",
-            (subscriber_id, email, subscriber_id, _now(), kind, route, detail),
+            "INSERT INTO subscriber_events (subscriber_id, email, at, kind, route, detail) VALUES"
+            " (?, coalesce(?, (SELECT email_key FROM subscribers WHERE id = ?)), ?, ?, ?, ?)",
+            (
+                subscriber_id,
+                email_key(email) if email else None,
+                subscriber_id,
+                _now(),
+                kind,
+                route,
+                detail,
+            ),
         )
+
+    def _left_before(self, email: str) -> tuple[Status, str] | None:
+        """For an address with no row (removed, or never here): whether its last word, before
+        the row was removed, was to leave, and when. Such a person is not re-added silently."""
+        last = self.conn.execute(
+            "SELECT kind, detail, at FROM subscriber_events WHERE email = ?"
+            " AND kind IN ('join', 'resubscribe', 'unsubscribe', 'status')"
+            " ORDER BY id DESC LIMIT 1",
+            (email_key(email),),
+        ).fetchone()
+        if last is None or last["kind"] in ("join", "resubscribe"):
+            return None
+        if last["kind"] == "unsubscribe":
+            return Status.UNSUBSCRIBED, last["at"]
+        if last["detail"] == Status.COMPLAINED:
+            return Status.COMPLAINED, last["at"]
+        return None  # a bounce: the address may work again
 
     def events(self, subscriber_id: int) -> list[dict[str, str]]:
         """The audit trail of one subscriber, oldest first (for proof of consent)."""
@@ -433,27 +418,6 @@ class SqliteStore:
             (subscriber_id,),
         )
         return [dict(row) for row in rows]
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error or when `commit` is false); nests by
-    joining the outer transaction, so helpers can be called inside a larger change."""
-
-    def __init__(self, conn: sqlite3.Connection, commit: bool):
-        self.conn, self.commit, self.outer = conn, commit, False
-
-    def __enter__(self) -> None:
-        self.outer = not self.conn.in_transaction
-        if self.outer:
-            self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        if not self.outer:
-            return
-        if exc_type is None and self.commit:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
 
 
 def open_store(settings: Settings) -> SqliteStore:

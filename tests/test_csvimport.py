@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from newsletter.cli import main
 from newsletter.csvimport import Duplicate, Rejected, read_csv
 from newsletter.errors import StoreError
-from newsletter.subscribers import Row, SqliteStore, Status, parse_language
+from newsletter.normalise import parse_language
+from newsletter.subscribers import Row, SqliteStore, Status
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -133,6 +133,23 @@ def test_someone_who_left_needs_resubscribe_to_come_back(store: SqliteStore):
     assert (back.id, back.status, back.language, back.left_at) == (ann, Status.ACTIVE, "fr", None)
 
 
+def test_removing_someone_who_left_does_not_let_an_import_bring_them_back(store: SqliteStore):
+    ann = _add(store, "ann@example.org")
+    store.unsubscribe(ann, "web:one-click")
+    store.remove("ann@example.org")
+    result = store.import_rows(
+        [Row("ann@EXAMPLE.org", line=2)], source="import:x.csv", default_language="en"
+    )
+    assert (result.added, [k.status for k in result.kept]) == (0, [Status.UNSUBSCRIBED])
+    assert store.find("ann@example.org") is None
+    with pytest.raises(StoreError, match="record since removed"):
+        store.add("ann@example.org", language="en", source="cli")
+    # Someone removed while active (say, a typo fixed by hand) may be added again.
+    _add(store, "bob@example.org")
+    store.remove("bob@example.org")
+    assert _add(store, "bob@example.org")
+
+
 def test_edition_follows_the_language_preference(store: SqliteStore):
     ann = _add(store, "ann@example.org", "en")
     assert edition_for(store.get(ann)) == "en"
