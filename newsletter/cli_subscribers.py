@@ -211,8 +211,16 @@ def count(app: AppContext) -> None:
     show_default=True,
     help="Proxies trusted for X-Forwarded-For/-Proto (comma-separated, or '*').",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log each request (paths carry subscribers' tokens).",
+)
 @pass_app
-def serve(app: AppContext, host: str, port: int, forwarded_allow_ips: str) -> None:
+def serve(
+    app: AppContext, host: str, port: int, forwarded_allow_ips: str, access_log: bool
+) -> None:
     """Run the unsubscribe and preferences web app (behind a reverse proxy in production)."""
     import uvicorn  # only this command needs the server
 
@@ -227,5 +235,6 @@ def serve(app: AppContext, host: str, port: int, forwarded_allow_ips: str) -> No
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
+        access_log=access_log,
         log_level="info",
     )
