@@ -85,6 +85,16 @@ class Issue:
     bilingual_preheader: str | None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit timestamps: dates are checked here, with their line."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
@@ -128,7 +138,7 @@ def read_brief_text(path: Path) -> BriefText:
             "front matter is not closed: add a line '---' after it", path, 1
         ) from None
     try:
-        meta = yaml.safe_load("\n".join(lines[1:end])) or {}
+        meta = yaml.load("\n".join(lines[1:end]), Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1

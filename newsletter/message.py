@@ -93,11 +93,12 @@ def build_message(
     msg["List-Id"] = f"{one_line(view.from_name)} <{identity.list_id}>"
     msg["List-Unsubscribe"] = list_unsubscribe(edition, recipient)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Content-Language"] = "en-CA, fr-CA" if view.name == "bilingual" else view.html_lang
     msg.set_content(personalise_text(edition.text, recipient), cte="quoted-printable")
     msg.add_alternative(
         personalise_html(edition.html, recipient), subtype="html", cte="quoted-printable"
     )
+    # after the parts: set_content() drops Content-* headers set before it
+    msg["Content-Language"] = "en-CA, fr-CA" if view.name == "bilingual" else view.html_lang
     return msg
 
 

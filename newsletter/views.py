@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from markupsafe import Markup
 
@@ -25,8 +26,7 @@ PREFERENCES_SENTINEL = "https://sentinel.invalid/nl-preferences-0000"
 class BlockView:
     slug: str
     anchor: str
-    html_lang: str
-    foreign: bool  # written in another language than its section
+    html_lang: str  # always written on the block, so screen readers switch voice
     title: str
     title_html: Markup
     date: str
@@ -108,6 +108,11 @@ def localised_labels(labels: Mapping[str, Mapping[str, str]]) -> dict[str, dict[
     return out
 
 
+def safe_url(url: str | None) -> bool:
+    """Only web and mail links reach the markup; anything else stays out (and is reported)."""
+    return bool(url) and urlsplit(url).scheme in ("https", "http", "mailto")
+
+
 def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockView:
     text = brief.text(section_lang)
     note = None
@@ -125,13 +130,12 @@ def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockVie
         slug=brief.slug,
         anchor=f"{section_lang}-{brief.slug}",
         html_lang=HTML_LANG[lang],
-        foreign=lang != section_lang,
         title=smarten(text.title, lang),
         title_html=Markup(inline_html(text.title, lang)),
         date=long_date(text.date, section_lang),
         source=text.source,
-        link=text.link,
-        image=text.image,
+        link=text.link if safe_url(text.link) else None,
+        image=text.image if text.image and safe_url(text.image.src) else None,
         body_html=Markup(body.html),
         body_text=to_text(text.body, lang),
         links=body.links + ((text.link,) if text.link else ()),

@@ -1,0 +1,129 @@
+"""Scaffold briefs and issues, and compose the next issue from the briefs not yet used."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .content import BRIEFS_DIR, LANGS, MANIFEST, SLUG_RE, Brief, read_briefs
+from .errors import ContentError
+
+BRIEF_TEMPLATE = """---
+title: {title}
+date: {date}
+source: {source}
+# link: https://www.example.org/original-article
+# tags: [topic, other-topic]
+# image:
+#   src: https://news.example.org/images/picture.jpg
+#   alt: What the picture shows, for readers who cannot see it
+---
+{body}
+"""
+
+BODY_HINT = {
+    "en": "Write the brief here in Markdown: paragraphs, > quotations, [links](https://...).",
+    "fr": "Rédigez la brève ici en Markdown : paragraphes, > citations, [liens](https://...).",
+}
+
+
+@dataclass(frozen=True)
+class PastIssue:
+    id: str
+    number: int
+    date: dt.date
+    slugs: tuple[str, ...]
+
+
+def new_brief(issues_dir: Path, slug: str, langs: tuple[str, ...], today: dt.date) -> list[Path]:
+    """Create `issues/briefs/SLUG.LANG.md` for each language; never overwrite."""
+    if not SLUG_RE.match(slug):
+        raise ContentError(
+            f"slug '{slug}' must be lowercase letters, digits and hyphens, e.g. syria-ceasefire"
+        )
+    folder = issues_dir / BRIEFS_DIR
+    paths = [folder / f"{slug}.{lang}.md" for lang in langs]
+    for path in paths:
+        if path.exists():
+            raise ContentError("already exists; edit it, or choose another slug", path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for lang, path in zip(langs, paths, strict=True):
+        title = "Title of the brief" if lang == "en" else "Titre de la brève"
+        path.write_text(
+            BRIEF_TEMPLATE.format(title=title, date=today, source="EIRNS", body=BODY_HINT[lang]),
+            "utf-8",
+        )
+    return paths
+
+
+def past_issues(issues_dir: Path) -> list[PastIssue]:
+    """Every issue manifest under `issues_dir`, oldest first (read leniently: only what
+    composing needs)."""
+    found = []
+    for manifest in sorted(issues_dir.glob(f"*/{MANIFEST}")):
+        try:
+            data = tomllib.loads(manifest.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ContentError(f"cannot read ({exc}); fix it first", manifest) from None
+        date = data.get("date")
+        if not isinstance(date, dt.date):
+            raise ContentError("'date' is missing; write date = YYYY-MM-DD", manifest)
+        found.append(
+            PastIssue(
+                id=manifest.parent.name,
+                number=int(data.get("number", 0)),
+                date=date,
+                slugs=tuple(s for s in data.get("briefs", []) if isinstance(s, str)),
+            )
+        )
+    return sorted(found, key=lambda p: (p.date, p.number))
+
+
+def unused_briefs(issues_dir: Path) -> tuple[list[Brief], PastIssue | None]:
+    """Briefs dated after the last issue that no issue has used yet, oldest first."""
+    issues = past_issues(issues_dir)
+    last = issues[-1] if issues else None
+    used = {slug for p in issues for slug in p.slugs}
+    briefs = read_briefs(issues_dir / BRIEFS_DIR).values()
+    fresh = [b for b in briefs if b.slug not in used and (last is None or b.date > last.date)]
+    return sorted(fresh, key=lambda b: (b.date, b.slug)), last
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_issue(
+    issues_dir: Path, issue_id: str, number: int, date: dt.date, slugs: list[str]
+) -> Path:
+    folder = issues_dir / issue_id
+    manifest = folder / MANIFEST
+    if manifest.exists():
+        raise ContentError("already exists; edit it, or pass another --id", manifest)
+    lines = [
+        f"number = {number}",
+        f"date = {date.isoformat()}",
+        "# Reorder or trim: the order here is the order in the newsletter.",
+        "briefs = [",
+    ]
+    lines += [f"    {_toml_string(s)}," for s in slugs]
+    lines.append("]")
+    texts = {
+        "en": (f"News / Brèves No. {number}", "What this issue is about, in a sentence."),
+        "fr": (f"News / Brèves no {number}", "De quoi parle ce numéro, en une phrase."),
+    }
+    for lang in LANGS:
+        subject, preheader = texts[lang]
+        lines += [
+            "",
+            f"[{lang}]",
+            f"subject = {_toml_string(subject)}",
+            f"preheader = {_toml_string(preheader)}",
+            'intro = """',
+            '"""',
+        ]
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest.write_text("\n".join(lines) + "\n", "utf-8")
+    return manifest

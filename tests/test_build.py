@@ -1,0 +1,320 @@
+"""`newsletter build` / `check` on the demo issue and on hostile or broken content."""
+
+from __future__ import annotations
+
+import email
+import re
+import shutil
+from email import policy
+from pathlib import Path
+
+import lxml.html
+import pytest
+
+from newsletter.checks import CLIP_LIMIT
+from newsletter.typography import NBSP, NNBSP
+
+from .conftest import DEMO_ISSUE, ROOT
+
+
+def parse_html(path: Path):
+    return lxml.html.fromstring(path.read_bytes())
+
+
+def visible_text(tree) -> str:
+    for bad in tree.xpath("//style | //script | //title"):
+        bad.drop_tree()
+    return re.sub(r"[ \t\r\n]+", " ", tree.text_content())  # keeps no-break spaces
+
+
+@pytest.fixture
+def built(cli, workdir: Path) -> Path:
+    result = cli("build", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 0, result.stderr
+    return workdir / "build" / DEMO_ISSUE
+
+
+def test_build_writes_every_edition_and_prints_the_table(cli, workdir: Path) -> None:
+    result = cli("build", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 0, result.stderr
+    out = workdir / "build" / DEMO_ISSUE
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        f"{e}.{x}" for e in ("en", "fr", "bilingual") for x in ("html", "txt", "eml")
+    )
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:5]}
+    for edition in ("en", "fr", "bilingual"):
+        html_bytes = int(rows[edition][1].replace(",", ""))
+        eml_bytes = int(rows[edition][3].replace(",", ""))
+        assert html_bytes == len((out / f"{edition}.html").read_bytes())
+        assert eml_bytes == len((out / f"{edition}.eml").read_bytes())
+    assert "wrote 9 files" in result.stdout
+
+
+def test_html_lang_and_bilingual_blocks(built: Path) -> None:
+    assert parse_html(built / "en.html").get("lang") == "en-CA"
+    assert parse_html(built / "fr.html").get("lang") == "fr-CA"
+    tree = parse_html(built / "bilingual.html")
+    assert tree.get("lang") == "en-CA"
+    french_section = tree.get_element_by_id("fr")
+    assert french_section.get("lang") == "fr-CA"
+    # every French brief block says it is French; the one brief with no French text is
+    # a stub in English pointing to its full text in the English section
+    blocks = [el for el in tree.iter() if (el.get("id") or "").startswith("fr-")]
+    assert len(blocks) == 9
+    for block in blocks:
+        if block.get("id") == "fr-iter-fusion-milestone":
+            assert block.get("lang") == "en-CA"
+            assert block.xpath(".//a[@href='#en-iter-fusion-milestone']")
+        else:
+            assert block.get("lang") == "fr-CA", block.get("id")
+    jump = tree.xpath("//a[@href='#fr']")
+    assert jump and jump[0].get("lang") == "fr-CA"
+
+
+def test_french_typography_and_dates_in_the_french_edition(built: Path) -> None:
+    text = visible_text(parse_html(built / "fr.html"))
+    assert "11 novembre 2017" in text
+    assert f"«{NNBSP}" in text and f"{NNBSP}»" in text
+    assert f"{NBSP}:" in text
+    assert " :" not in text and " ?" not in text and " !" not in text and "« " not in text
+    assert "'" not in text  # every apostrophe typographic
+    english = visible_text(parse_html(built / "en.html"))
+    assert "November 11, 2017" in english
+
+
+def test_missing_translation_is_shown_with_a_note(built: Path) -> None:
+    tree = parse_html(built / "fr.html")
+    block = tree.get_element_by_id("fr-iter-fusion-milestone")
+    assert block.get("lang") == "en-CA"
+    note = block.xpath(".//p[@lang='fr-CA']")[0]
+    assert note.text_content().strip() == "En anglais seulement"
+    assert "ITER" in block.xpath(".//h2")[0].text_content()
+    text = (built / "fr.txt").read_text()
+    assert "[En anglais seulement]" in text
+
+
+def test_strict_refuses_a_missing_translation(cli, workdir: Path) -> None:
+    result = cli("build", f"issues/{DEMO_ISSUE}", "--strict")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: issues/briefs/iter-fusion-milestone.fr.md: brief 'iter-fusion-milestone' has no"
+        " French version (--strict); write it, or build without --strict"
+    ]
+    assert not (workdir / "build").exists()
+
+
+def test_the_eml_is_a_complete_multipart_message(built: Path) -> None:
+    for edition, lang in (("en", "en-CA"), ("fr", "fr-CA"), ("bilingual", "en-CA, fr-CA")):
+        msg = email.message_from_bytes(
+            (built / f"{edition}.eml").read_bytes(), policy=policy.default
+        )
+        assert msg.get_content_type() == "multipart/alternative"
+        assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+        assert msg["To"] == "Sample Reader <reader@example.org>"
+        assert msg["Content-Language"] == lang
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        html = msg.get_body(("html",)).get_content()
+        on_disk = (built / f"{edition}.html").read_text()
+        assert html.replace("\r\n", "\n").rstrip("\n") == on_disk.rstrip("\n")
+        assert "https://news.example.org/unsubscribe/SAMPLE-TOKEN" in html
+        text = msg.get_body(("plain",)).get_content()
+        assert "https://news.example.org/unsubscribe/SAMPLE-TOKEN" in text
+        assert "sentinel.invalid" not in html + text
+    fr = email.message_from_bytes((built / "fr.eml").read_bytes(), policy=policy.default)
+    assert fr["Subject"].startswith("News / Brèves no 1")
+    assert b"=?utf-8?" in (built / "fr.eml").read_bytes().split(b"\r\n\r\n")[0]
+
+
+def test_footer_has_unsubscribe_and_postal_address(built: Path) -> None:
+    for edition in ("en", "fr", "bilingual"):
+        tree = parse_html(built / f"{edition}.html")
+        links = tree.xpath("//a[contains(@href, '/unsubscribe/SAMPLE-TOKEN')]")
+        assert links, edition
+        assert "PO Box 1234" in visible_text(tree)
+    assert "Se désabonner" in visible_text(parse_html(built / "fr.html"))
+
+
+def test_plain_text_is_readable_at_72_columns(built: Path) -> None:
+    text = (built / "en.txt").read_text()
+    for line in text.splitlines():
+        assert len(line) <= 72 or line.split()[-1].startswith("http"), line
+    assert "Putin and Trump Call on All Nations to Help Syria" in text
+    assert "November 11, 2017 · EIRNS" in text
+    assert "Unsubscribe: https://news.example.org/unsubscribe/SAMPLE-TOKEN" in text
+    assert "<p>" not in text and "&amp;" not in text
+
+
+def test_bilingual_fits_under_gmail_clipping(built: Path) -> None:
+    msg = email.message_from_bytes((built / "bilingual.eml").read_bytes(), policy=policy.default)
+    html_part = msg.get_body(("html",))
+    encoded = html_part.get_payload(decode=False).encode()
+    assert len(encoded) < CLIP_LIMIT
+    assert len(html_part.get_content().encode()) > 40_000  # really holds the nine briefs
+
+
+def test_oversized_issue_is_an_error(cli, workdir: Path) -> None:
+    briefs = workdir / "issues" / "briefs"
+    slugs = []
+    for n in range(14):
+        for lang in ("en", "fr"):
+            shutil.copy(briefs / f"da-nang-apec-summit.{lang}.md", briefs / f"copy-{n}.{lang}.md")
+        slugs.append(f"copy-{n}")
+    manifest = workdir / "issues" / DEMO_ISSUE / "issue.toml"
+    text = manifest.read_text()
+    start = text.index("briefs = [")
+    end = text.index("]", start)
+    manifest.write_text(text[:start] + f"briefs = {slugs!r}".replace("'", '"') + text[end + 1 :])
+    result = cli("check", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 1
+    assert "error: bilingual: HTML part is" in result.stderr
+    assert "Gmail clips past 102 KB" in result.stderr
+
+
+def test_check_writes_nothing(cli, workdir: Path) -> None:
+    result = cli("check", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
+    assert not (workdir / "build").exists()
+
+
+HOSTILE = """---
+title: <script>alert('title')</script> Hostile
+date: 2017-11-12
+source: Somewhere
+link: javascript:alert(1)
+---
+Hello <script>alert(1)</script> and <img src=x onerror="alert(2)">.
+
+<style>body{display:none}</style>
+
+<div onclick="alert(3)">click</div>
+
+[a trap](javascript:alert(4)) and [data](data:text/html,hi) and ![](https://news.example.org/x.png)
+"""
+
+
+def test_hostile_brief_content_never_becomes_markup(cli, workdir: Path) -> None:
+    (workdir / "issues/briefs/hostile.en.md").write_text(HOSTILE)
+    manifest = workdir / "issues" / DEMO_ISSUE / "issue.toml"
+    manifest.write_text(manifest.read_text().replace("briefs = [", 'briefs = [\n    "hostile",'))
+    result = cli("build", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 0, result.stderr
+    assert "link 'javascript:alert(1)' is not an absolute" in result.stdout
+    assert "has no alt text" in result.stdout
+    for edition in ("en", "fr", "bilingual"):
+        tree = parse_html(workdir / "build" / DEMO_ISSUE / f"{edition}.html")
+        assert not tree.xpath("//script")
+        assert not tree.xpath("//*[@onerror or @onclick]")
+        assert not [
+            a for a in tree.xpath("//a/@href") if a.lower().startswith(("javascript", "data"))
+        ]
+        assert not [s for s in tree.xpath("//style") if "display:none" in (s.text or "")]
+        block = tree.get_element_by_id(f"{'fr' if edition == 'fr' else 'en'}-hostile")
+        assert "<script>alert(1)</script>" in block.text_content()  # shown as text, harmlessly
+
+
+# --- bad input: one line, exit 2, nothing written ------------------------------------
+
+
+def _write(workdir: Path, rel: str, content: str | bytes) -> None:
+    path = workdir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+
+
+SEED_EN = "issues/briefs/putin-trump-syria-statement.en.md"
+SEED_FR = "issues/briefs/putin-trump-syria-statement.fr.md"
+MANIFEST = f"issues/{DEMO_ISSUE}/issue.toml"
+
+
+def _replace(workdir: Path, rel: str, old: str, new: str) -> None:
+    path = workdir / rel
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+BAD_INPUTS = {
+    "broken yaml": (
+        lambda w: _replace(w, SEED_EN, "source: EIRNS", "source: [EIRNS"),
+        f"{SEED_EN}:5: broken front matter",
+    ),
+    "missing title": (
+        lambda w: _replace(w, SEED_EN, "title: ", "headline: "),
+        f"{SEED_EN}:2: unknown front matter key 'headline'",
+    ),
+    "missing date": (
+        lambda w: _replace(w, SEED_EN, "date: 2017-11-11\n", ""),
+        f"{SEED_EN}:2: missing 'date' in the front matter",
+    ),
+    "invalid date": (
+        lambda w: _replace(w, SEED_EN, "date: 2017-11-11", "date: 2017-13-45"),
+        f"{SEED_EN}:3: invalid date '2017-13-45'; write it as YYYY-MM-DD",
+    ),
+    "unknown language suffix": (
+        lambda w: _write(w, "issues/briefs/syria.de.md", "---\ntitle: x\n---\n"),
+        "issues/briefs/syria.de.md: unknown language suffix '.de'; use .en.md or .fr.md",
+    ),
+    "unknown slug": (
+        lambda w: _replace(w, MANIFEST, '"da-nang-apec-summit"', '"da-nang-apec-sumit"'),
+        f"{MANIFEST}:5: brief 'da-nang-apec-sumit' not found in issues/briefs/ "
+        "(did you mean 'da-nang-apec-summit'?)",
+    ),
+    "slug twice": (
+        lambda w: _replace(
+            w,
+            MANIFEST,
+            '"montreal-375-closing",',
+            '"montreal-375-closing",\n    "da-nang-apec-summit",',
+        ),
+        f"{MANIFEST}:13: brief 'da-nang-apec-summit' is listed twice",
+    ),
+    "invalid toml": (
+        lambda w: _replace(w, MANIFEST, "number = 1", "number = = 1"),
+        f"{MANIFEST}:1: invalid TOML",
+    ),
+    "not utf-8": (
+        lambda w: (w / SEED_FR).write_bytes((w / SEED_FR).read_text().encode("latin-1")),
+        f"{SEED_FR}:2: not valid UTF-8; save the file as UTF-8",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gets_one_line_and_no_output(case: str, cli, workdir: Path) -> None:
+    break_it, expected = BAD_INPUTS[case]
+    break_it(workdir)
+    result = cli("build", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {expected}"), lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "build").exists()
+
+
+def test_broken_template_names_the_template(cli, workdir: Path) -> None:
+    templates = workdir / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    path = templates / "footer.mjml.j2"
+    path.write_text(path.read_text().replace("</mj-column>", "", 1))
+    result = cli("build", f"issues/{DEMO_ISSUE}", NEWSLETTER_TEMPLATES=str(templates))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {templates / 'email.mjml.j2'}: MJML does not compile")
+    assert not (workdir / "build").exists()
+    path.write_text("{% if %}")
+    result = cli("build", f"issues/{DEMO_ISSUE}", NEWSLETTER_TEMPLATES=str(templates))
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}:1: template syntax")
+
+
+def test_a_failed_rebuild_keeps_the_previous_build(cli, built: Path, workdir: Path) -> None:
+    before = (built / "en.html").read_bytes()
+    _replace(workdir, SEED_EN, "title: ", "titl: ")
+    assert cli("build", f"issues/{DEMO_ISSUE}").returncode == 2
+    assert (built / "en.html").read_bytes() == before
