@@ -134,7 +134,9 @@ def _parse(path: Path, text: str) -> ParsedFile:
             by_key[key] = len(parsed.rows)
             parsed.rows.append(row)
     if not (parsed.rows or parsed.rejected):
-        raise StoreError("the file has a header but no subscribers; add one per line", path)
+        raise StoreError(
+            "the file has a header but no subscribers; add one per line below it", path
+        )
     parsed.rows.sort(key=lambda row: row.line or 0)
     return parsed
 
