@@ -103,7 +103,8 @@ def test_header_names_are_case_insensitive_and_other_columns_ignored(tmp_path: P
               "email,name,language"),
         (b"\xef\xbb\xbf\r\n  \n", "people.csv: the file is empty; the first row must name the "
                                  "columns: email,name,language"),
-        (b"email,name\n", "people.csv: the file has a header but no subscribers; add one per line"),
+        (b"email,name\n",
+         "people.csv: the file has a header but no subscribers; add one per line below it"),
         (b"email\nann@example.org\n\xe9ric@example.org\n",
          "people.csv:3: not UTF-8 (byte 0xE9); save it as 'CSV UTF-8' and try again"),
         (b"who,what\nann@example.org,x\n",
