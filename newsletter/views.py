@@ -6,13 +6,14 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from markupsafe import Markup
 
 from .config import Identity
 from .content import LANGS, Brief, Image, Issue
-from .markup import inline_html, to_html, to_text
+from .markup import Html, inline_html, to_html, to_text
 from .typography import HTML_LANG, colon, long_date, smarten
 
 EDITIONS = ("en", "fr", "bilingual")
@@ -113,6 +114,12 @@ def safe_url(url: str | None) -> bool:
     return bool(url) and urlsplit(url).scheme in ("https", "http", "mailto")
 
 
+@lru_cache(maxsize=512)
+def _body(markdown: str, lang: str) -> tuple[Html, str]:
+    """A brief's body as HTML and text; cached, since it appears in two editions."""
+    return to_html(markdown, lang), to_text(markdown, lang)
+
+
 def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockView:
     text = brief.text(section_lang)
     note = None
@@ -125,7 +132,7 @@ def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockVie
         if bilingual:
             stub_href = f"#{other}-{brief.slug}"
     lang = text.lang
-    body = to_html(text.body, lang)
+    body, body_text = _body(text.body, lang)
     return BlockView(
         slug=brief.slug,
         anchor=f"{section_lang}-{brief.slug}",
@@ -137,7 +144,7 @@ def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockVie
         link=text.link if safe_url(text.link) else None,
         image=text.image if text.image and safe_url(text.image.src) else None,
         body_html=Markup(body.html),
-        body_text=to_text(text.body, lang),
+        body_text=body_text,
         links=body.links + ((text.link,) if text.link else ()),
         images=body.images + (((text.image.src, text.image.alt),) if text.image else ()),
         note=note,
