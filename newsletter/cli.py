@@ -10,6 +10,7 @@ import click
 from .cli_build import build, check
 from .cli_compose import compose, new
 from .cli_context import AppContext
+from .cli_preview import preview
 from .cli_send import send, status
 from .cli_subscribers import serve, subscribers
 from .errors import NewsletterError
@@ -49,6 +50,7 @@ main.add_command(new)
 main.add_command(compose)
 main.add_command(build)
 main.add_command(check)
+main.add_command(preview)
 main.add_command(send)
 main.add_command(status)
 

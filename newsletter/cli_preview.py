@@ -1,0 +1,121 @@
+"""`newsletter preview`: serve an issue to a browser on loopback, rebuilt on every save."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+import webbrowser
+from pathlib import Path
+
+import click
+import uvicorn
+
+from .cli_context import AppContext, pass_app
+from .errors import NewsletterError
+from .preview import Preview, Snapshot, create_app
+
+LOOPBACK = "127.0.0.1"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: Ctrl-C also ends the open event streams, which would otherwise keep
+    the graceful shutdown waiting for ever."""
+
+    def __init__(self, config: uvicorn.Config, preview: Preview):
+        super().__init__(config)
+        self.preview = preview
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        if self.loop is not None:
+            # A signal handler interrupts the loop mid-step: hand the stop over, don't do it here.
+            self.loop.call_soon_threadsafe(self.preview.stop)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise NewsletterError(
+                f"port {port} is in use on {host}; pick another with --port, or --port 0 "
+                "for a free one"
+            ) from None
+        raise NewsletterError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _report(snapshot: Snapshot, seconds: float) -> None:
+    if snapshot.error:
+        click.echo(snapshot.error, err=True)
+    else:
+        click.echo(f"built {snapshot.issue_id} in {seconds:.2f} s (build {snapshot.version})")
+
+
+@click.command()
+@click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--host",
+    default=LOOPBACK,
+    show_default=True,
+    help="Address to listen on. Anything but loopback shows the unsent issue to your network.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8025,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one.",
+)
+@click.option("--no-open", is_flag=True, help="Do not open the page in the default browser.")
+@pass_app
+def preview(app: AppContext, issue_dir: Path, host: str, port: int, no_open: bool) -> None:
+    """Preview ISSUE_DIR in a browser: each edition at desktop and phone width, the text part,
+    the inbox headers and the checks. Saving a brief, the manifest, a template or .env
+    updates the open page. A file that breaks the build shows its error on the page."""
+    # Only a missing folder stops here: there is nothing to watch. Any other problem is
+    # shown on the page, and fixing the file brings the preview back.
+    if not issue_dir.is_dir():
+        raise NewsletterError(
+            "no such issue folder; give the path of an issue, e.g. issues/2017-11", issue_dir
+        )
+    state = Preview(issue_dir=issue_dir, env_file=app.env_file, on_rebuild=_report)
+    state.build_now()
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}/"
+    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="on")
+    server = _Server(config, state)
+    if not _is_loopback(host):
+        click.echo(f"warning: listening on {host}: anyone who can reach it sees this issue")
+    click.echo(f"preview at {url} (Ctrl-C to stop)")
+    if not no_open:
+        webbrowser.open(url)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn has shut down gracefully, then re-raises the Ctrl-C it caught: that's the end.
+        pass
+    finally:
+        sock.close()
+    click.echo("preview stopped")
