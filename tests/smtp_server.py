@@ -1,0 +1,120 @@
+"""A real SMTP server on 127.0.0.1 for tests (aiosmtpd), with scripted misbehaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import email
+import socket
+import threading
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Received:
+    rcpt: str
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.data, policy=policy.default)
+
+
+@dataclass
+class Handler:
+    """Records what it accepts. `script[rcpt]` lists what to do on the next RCPT TO of that
+    address, one action per attempt: "421", "451", "550" (answer that), "drop" (close the
+    connection), "hold-discard" / "hold-keep" (at DATA: block until `gate` is set, then
+    discard, or keep the message having stored it first)."""
+
+    pipelining: bool = False
+    script: dict[str, list[str]] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    rcpt_attempts: collections.Counter = field(default_factory=collections.Counter)
+    holding: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def copies(self, rcpt: str) -> int:
+        with self.lock:
+            return sum(1 for r in self.received if r.rcpt == rcpt)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.rcpt_attempts[address] += 1
+        actions = self.script.get(address)
+        action = actions.pop(0) if actions else ""
+        if action in ("421", "451", "550"):
+            text = {
+                "421": "4.7.0 Too many messages, slow down",
+                "451": "4.3.0 Try again later",
+                "550": "5.1.1 No such mailbox",
+            }[action]
+            if action == "421":
+                server.transport.close()
+            return f"{action} {text}"
+        if action == "drop":
+            server.transport.close()
+            return "421 closing"
+        if action.startswith("hold"):
+            envelope.hold = action
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        hold = getattr(envelope, "hold", "")
+        if hold == "hold-keep":
+            self._store(envelope)
+        if hold:
+            self.holding.set()
+            while not self.gate.is_set():
+                await asyncio.sleep(0.01)
+            if hold == "hold-discard":
+                return "451 4.3.0 discarded"
+            return "250 OK"
+        self._store(envelope)
+        return "250 2.0.0 OK queued"
+
+    def _store(self, envelope) -> None:
+        with self.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.received.append(Received(rcpt, envelope.original_content or envelope.content))
+
+
+class Server:
+    def __init__(self, handler: Handler, **kwargs):
+        self.handler = handler
+        self.port = free_port()
+        self.controller = Controller(handler, hostname="127.0.0.1", port=self.port, **kwargs)
+
+    def __enter__(self) -> Server:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handler.gate.set()
+        self.controller.stop()
+
+
+def accept_only(user: str, password: str):
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == user.encode() and auth_data.password == password.encode()
+        return AuthResult(success=ok, handled=False)
+
+    return authenticator

@@ -1,0 +1,454 @@
+"""Sending against a real SMTP server on 127.0.0.1 (aiosmtpd): editions, headers, retries,
+permanent failures, crashes and resume, TLS, login, DKIM."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_settings
+from newsletter.delivery import SendOptions, SendRun
+from newsletter.ledger import Ledger, State
+from newsletter.sending import fix_recipients, prepare
+from newsletter.subscribers import SqliteStore
+from newsletter.tokens import read_token
+
+from .conftest import DEMO_ISSUE, clean_env, run_cli
+from .smtp_server import Handler, Server, accept_only
+
+SECRET = "test-secret-for-links"
+PEOPLE = [
+    ("anne@example.org", "Anne Smith", "en"),
+    ("marie@example.org", "Marie Côté", "fr"),
+    ("alex@example.net", "Alex Tremblay", "both"),
+    ("gone@example.com", "Gone Away", "en"),
+]
+
+
+def env_for(workdir: Path, port: int, **extra: str) -> dict[str, str]:
+    settings = {
+        "NEWSLETTER_DB": str(workdir / "news.db"),
+        "NEWSLETTER_SECRET": SECRET,
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SMTP_SECURITY": "none",
+        "NEWSLETTER_SMTP_TIMEOUT": "10",
+    }
+    return clean_env(**{**settings, **extra})
+
+
+def add_people(workdir: Path, people=PEOPLE) -> dict[str, int]:
+    with SqliteStore(workdir / "news.db") as store:
+        ids = {}
+        for email_, name, language in people:
+            ids[email_] = store.add(email_, name=name, language=language, source="test").id
+        if any(p[0] == "gone@example.com" for p in people):
+            store.unsubscribe(ids["gone@example.com"], "test")
+    return ids
+
+
+def many(n: int) -> list[tuple[str, str, str]]:
+    return [
+        (f"reader{i}@example.org", f"Reader {i}", ("en", "fr", "both")[i % 3]) for i in range(n)
+    ]
+
+
+def send(workdir: Path, port: int, *args: str, **extra: str):
+    return run_cli(
+        "send", f"issues/{DEMO_ISSUE}", *args, cwd=workdir, env=env_for(workdir, port, **extra)
+    )
+
+
+def ledger_states(workdir: Path) -> dict[str, State]:
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:
+        return {d.email: d.state for d in ledger.in_state(*State)}
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_each_subscriber_gets_the_edition_of_their_language(workdir: Path, pipelining) -> None:
+    ids = add_people(workdir)
+    with Server(Handler(pipelining=pipelining)) as server:
+        result = send(workdir, server.port, "--yes")
+        assert result.returncode == 0, result.stderr
+        got = {r.rcpt: r.message for r in server.handler.received}
+        assert sorted(got) == ["alex@example.net", "anne@example.org", "marie@example.org"]
+        expected = {
+            "anne@example.org": ("en-CA", "Committee News", "News / Brèves No. 1:"),
+            "marie@example.org": ("fr-CA", "Brèves du Comité", "News / Brèves no 1\u00a0:"),
+            "alex@example.net": ("en-CA, fr-CA", "Committee News / Brèves du Comité", "News /"),
+        }
+        for rcpt, (lang, sender, subject) in expected.items():
+            msg = got[rcpt]
+            assert msg["Content-Language"] == lang
+            assert msg["From"].addresses[0].display_name == sender
+            assert msg["Subject"].startswith(subject)
+            assert msg["To"].addresses[0].addr_spec == rcpt
+            assert msg["List-Id"] == f"{sender} <news.example.org>"
+            assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            assert msg["Message-ID"].endswith("@example.org>")
+            assert msg.get_content_type() == "multipart/alternative"
+            html = msg.get_body(("html",)).get_content()
+            text = msg.get_body(("plain",)).get_content()
+            # the personal link works against `newsletter serve`: same base URL and secret
+            unsub = msg["List-Unsubscribe"].split(",")[0].strip("<> ")
+            assert unsub.startswith("https://news.example.org/unsubscribe/")
+            token = unsub.rsplit("/", 1)[1]
+            assert read_token(SECRET.encode(), token) == ids[rcpt]
+            assert unsub in html and unsub in text
+            assert f"https://news.example.org/preferences/{token}" in html
+            assert "mailto:" in msg["List-Unsubscribe"]
+        assert got["marie@example.org"]["To"].addresses[0].display_name == "Marie Côté"
+        # a second run sends nothing: the ledger says everyone has it
+        again = send(workdir, server.port, "--yes")
+        assert again.returncode == 0
+        assert "nothing left to send" in again.stdout
+        assert len(server.handler.received) == 3
+    status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+    assert "bilingual            1          0" in status.stdout
+
+
+def test_test_send_and_dry_run_record_nothing(workdir: Path) -> None:
+    add_people(workdir)
+    with Server(Handler()) as server:
+        dry = send(workdir, server.port, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "bilingual         1 subscriber(s)" in dry.stdout
+        assert server.handler.received == []
+        test = send(workdir, server.port, "--test", "editor@example.com")
+        assert test.returncode == 0, test.stderr
+        subjects = sorted(r.message["Subject"] for r in server.handler.received)
+        assert len(subjects) == 3 and all(s.startswith("[TEST] ") for s in subjects)
+    assert ledger_states(workdir) == {}
+
+
+def test_temporary_failures_and_dropped_connections_end_with_everyone_once(workdir) -> None:
+    people = many(24)
+    add_people(workdir, people)
+    handler = Handler(
+        script={
+            "reader1@example.org": ["421"],
+            "reader2@example.org": ["451", "451"],
+            "reader5@example.org": ["drop"],
+            "reader9@example.org": ["drop", "421"],
+            "reader13@example.org": ["451"],
+        }
+    )
+    with Server(handler) as server:
+        settings = load_settings(None, environ=env_for(workdir, server.port))
+        prepared = prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        ledger = Ledger(settings.db_path, DEMO_ISSUE)
+        with SqliteStore(settings.db_path) as store:
+            fix_recipients(store, ledger, prepared)
+        options = SendOptions(concurrency=3, backoff=0.05)
+        result = SendRun(
+            ledger, prepared.transport, prepared.editions, prepared.personalise, options
+        ).run()
+        assert result.paused is None
+        for address, _, _ in people:
+            assert handler.copies(address) == 1, address
+        assert handler.rcpt_attempts["reader2@example.org"] == 3
+        assert result.progress.sent == 24 and result.progress.retried == 7
+        assert set(ledger_states(workdir).values()) == {State.SENT}
+        ledger.close()
+
+
+def test_permanent_failure_is_recorded_once(workdir: Path) -> None:
+    add_people(workdir, many(3))
+    handler = Handler(script={"reader1@example.org": ["550"]})
+    with Server(handler) as server:
+        result = send(workdir, server.port, "--yes")
+        assert result.returncode == 1  # finished, with a failure to look at
+        assert "failed: reader1@example.org: 550 5.1.1 No such mailbox" in result.stderr
+        assert handler.rcpt_attempts["reader1@example.org"] == 1
+        assert handler.copies("reader0@example.org") == 1
+        again = send(workdir, server.port, "--yes")
+        assert handler.rcpt_attempts["reader1@example.org"] == 1
+        assert again.returncode == 0
+    states = ledger_states(workdir)
+    assert states["reader1@example.org"] is State.FAILED
+    status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+    assert "failed     reader1@example.org: 550 5.1.1 No such mailbox" in status.stdout
+
+
+def test_a_send_pauses_after_too_many_failures_and_resumes(workdir: Path) -> None:
+    add_people(workdir, many(30))
+    handler = Handler(script={f"reader{i}@example.org": ["550"] for i in range(25)})
+    with Server(handler) as server:
+        first = send(workdir, server.port, "--yes", "--concurrency", "1")
+        assert first.returncode == 3
+        assert "paused after 20 failures in a row (last: 550 5.1.1" in first.stderr
+        assert "run send again to resume" in first.stderr
+        assert len(handler.received) == 0
+        states = ledger_states(workdir)
+        assert sum(s is State.FAILED for s in states.values()) == 20
+        # resumed: the five other refusals are recorded, then the rest is delivered
+        second = send(workdir, server.port, "--yes", "--concurrency", "1")
+        assert second.returncode == 1, second.stderr
+        assert {handler.copies(f"reader{i}@example.org") for i in range(25, 30)} == {1}
+        assert len(handler.received) == 5
+        assert set(handler.rcpt_attempts.values()) == {1}  # 550s are never retried
+
+
+def _spawn_send(workdir: Path, port: int, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}", "--yes", *args],
+        cwd=workdir,
+        env=env_for(workdir, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("hold", ["hold-discard", "hold-keep"])
+def test_sigkill_mid_send_then_resume_gives_everyone_exactly_one_copy(workdir, hold) -> None:
+    people = many(12)
+    add_people(workdir, people)
+    victim = "reader6@example.org"
+    handler = Handler(script={victim: [hold]})
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1")
+        assert handler.holding.wait(60), "the send never reached the held message"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        handler.gate.set()  # the server finishes with the dead connection
+        time.sleep(0.1)
+        assert handler.copies(victim) == (1 if hold == "hold-keep" else 0)
+        resumed = send(workdir, server.port, "--yes")
+        assert "1 message(s) were in flight when the last send stopped" in resumed.stdout
+        assert victim in resumed.stdout  # reported as uncertain
+        assert ledger_states(workdir)[victim] is State.UNCERTAIN
+        if hold == "hold-discard":
+            # the editor checked: it never arrived; send it again
+            final = send(workdir, server.port, "--yes", "--resend-uncertain")
+            assert final.returncode == 0, final.stderr
+        for address, _, _ in people:
+            assert handler.copies(address) == 1, address
+
+
+def test_sigkill_at_a_random_moment_never_sends_twice(workdir: Path) -> None:
+    people = many(150)
+    add_people(workdir, people)
+    with Server(Handler()) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "4")
+        deadline = time.monotonic() + 60
+        while len(server.handler.received) < 40 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        resumed = send(workdir, server.port, "--yes")
+        assert resumed.returncode in (0, 1), resumed.stderr
+        states = ledger_states(workdir)
+        uncertain = [a for a, s in states.items() if s is State.UNCERTAIN]
+        assert len(uncertain) <= 4
+        for address, _, _ in people:
+            copies = server.handler.copies(address)
+            if address in uncertain:
+                assert copies <= 1
+            else:
+                assert states[address] is State.SENT and copies == 1, address
+
+
+def test_unsubscribing_during_a_send_stops_their_message(workdir: Path) -> None:
+    ids = add_people(workdir, many(10))
+    with Server(Handler()) as server:
+        settings = load_settings(None, environ=env_for(workdir, server.port))
+        prepared = prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        ledger = Ledger(settings.db_path, DEMO_ISSUE)
+        store = SqliteStore(settings.db_path)
+        fix_recipients(store, ledger, prepared)
+        leaver = ids["reader7@example.org"]
+
+        def personalise(delivery):
+            if delivery.email == "reader3@example.org":
+                store.unsubscribe(leaver, "web")  # while the send runs
+            return prepared.personalise(delivery)
+
+        SendRun(
+            ledger, prepared.transport, prepared.editions, personalise, SendOptions(concurrency=1)
+        ).run()
+        assert server.handler.copies("reader7@example.org") == 0
+        assert server.handler.copies("reader8@example.org") == 1
+        assert ledger_states(workdir)["reader7@example.org"] is State.SKIPPED
+        store.close()
+        ledger.close()
+
+
+def test_no_header_can_be_forged_from_content(workdir: Path) -> None:
+    add_people(workdir, [("eve@example.org", "Eve\r\nBcc: victim@example.com", "en")])
+    manifest = workdir / "issues" / DEMO_ISSUE / "issue.toml"
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace(
+            'subject = "News / Brèves No. 1:',
+            'subject = "Hi\\r\\nBcc: victim@example.com\\nX: 1',
+            1,
+        )
+    )
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--yes")
+        assert result.returncode == 0, result.stderr
+        (received,) = server.handler.received
+        msg = received.message
+        assert received.rcpt == "eve@example.org"
+        assert msg["Bcc"] is None and msg["X"] is None
+        # (the stdlib folds this subject right after "Subject:"; unfolded it reads the same)
+        assert msg["Subject"].strip().startswith("Hi Bcc: victim@example.com X: 1")
+        assert msg["To"].addresses[0].addr_spec == "eve@example.org"
+
+
+# --- bad input: one line, non-zero exit, ledger intact --------------------------------
+
+
+def _one_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_no_subscribers(workdir: Path) -> None:
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--yes")
+    assert result.returncode == 2
+    assert _one_line(result).startswith("error: no active subscribers to send to")
+
+
+def test_an_issue_that_does_not_build(workdir: Path) -> None:
+    add_people(workdir)
+    (workdir / "issues/briefs/putin-trump-syria-statement.en.md").write_text("no front matter")
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--yes")
+        assert server.handler.received == []
+    assert result.returncode == 2
+    assert _one_line(result).startswith("error: issues/briefs/putin-trump-syria-statement.en.md:1")
+    assert ledger_states(workdir) == {}
+
+
+def test_wrong_port(workdir: Path) -> None:
+    add_people(workdir)
+    from .smtp_server import free_port
+
+    result = send(workdir, free_port(), "--yes")
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert line.startswith("error: cannot connect to 127.0.0.1:")
+    assert "Connection refused" in line
+    assert ledger_states(workdir) == {}
+
+
+def test_login_refused_says_so_once_without_the_password(workdir: Path) -> None:
+    add_people(workdir)
+    handler = Handler()
+    with Server(handler, authenticator=accept_only("news", "right"), auth_require_tls=False) as s:
+        result = send(
+            workdir,
+            s.port,
+            "--yes",
+            NEWSLETTER_SMTP_USER="news",
+            NEWSLETTER_SMTP_PASSWORD="hunter2-wrong",
+        )
+        assert result.returncode == 2
+        line = _one_line(result)
+        assert "refused the login of user 'news': 535" in line
+        assert "hunter2" not in result.stdout + result.stderr
+        assert ledger_states(workdir) == {}
+        good = send(
+            workdir, s.port, "--yes", NEWSLETTER_SMTP_USER="news", NEWSLETTER_SMTP_PASSWORD="right"
+        )
+        assert good.returncode == 0, good.stderr
+        assert len(handler.received) == 3
+
+
+def test_starttls_with_a_verified_certificate(workdir: Path, tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    add_people(workdir)
+    handler = Handler()
+    with Server(handler, tls_context=server_context, require_starttls=True) as server:
+        refused = send(workdir, server.port, "--yes", NEWSLETTER_SMTP_SECURITY="starttls")
+        assert refused.returncode == 2
+        line = _one_line(refused)
+        assert line.startswith("error: TLS with 127.0.0.1:") and "issuer certificate" in line
+        assert ledger_states(workdir) == {}
+        ok = send(
+            workdir,
+            server.port,
+            "--yes",
+            NEWSLETTER_SMTP_SECURITY="starttls",
+            NEWSLETTER_SMTP_CA_FILE=str(ca_file),
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert len(handler.received) == 3
+
+
+def test_dkim_signature_verifies(workdir: Path, tmp_path: Path) -> None:
+    dkim = pytest.importorskip("dkim")
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    import base64
+
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    add_people(workdir)
+    with Server(Handler()) as server:
+        result = send(
+            workdir,
+            server.port,
+            "--yes",
+            NEWSLETTER_DKIM_KEY=str(key),
+            NEWSLETTER_DKIM_SELECTOR="news2017",
+            NEWSLETTER_DKIM_DOMAIN="example.org",
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(server.handler.received) == 3
+        for received in server.handler.received:
+            assert received.data.startswith(b"DKIM-Signature:")
+            looked_up: list[bytes] = []
+
+            def dns(name, timeout=5, looked_up=looked_up):
+                looked_up.append(name)
+                return record if name == b"news2017._domainkey.example.org." else None
+
+            assert dkim.verify(received.data, dnsfunc=dns)
+            assert looked_up == [b"news2017._domainkey.example.org."]
+            header_changed = received.data.replace(b"Message-ID: <", b"Message-ID: <x", 1)
+            body_changed = received.data.replace(b"Syri", b"Siri", 1)
+            assert header_changed != received.data and body_changed != received.data
+            assert not dkim.verify(header_changed, dnsfunc=dns)
+            assert not dkim.verify(body_changed, dnsfunc=dns)
+
+
+def test_outbox_is_the_default_with_no_smtp_host(workdir: Path) -> None:
+    add_people(workdir)
+    env = clean_env(NEWSLETTER_DB=str(workdir / "news.db"), NEWSLETTER_SECRET=SECRET)
+    result = run_cli("send", f"issues/{DEMO_ISSUE}", "--yes", cwd=workdir, env=env)
+    assert result.returncode == 0, result.stderr
+    files = sorted((workdir / "outbox" / DEMO_ISSUE).glob("*.eml"))
+    assert len(files) == 3
+    import email
+    from email import policy
+
+    langs = sorted(
+        email.message_from_bytes(f.read_bytes(), policy=policy.default)["Content-Language"]
+        for f in files
+    )
+    assert langs == ["en-CA", "en-CA, fr-CA", "fr-CA"]
+    assert not list((workdir / "outbox" / DEMO_ISSUE).glob(".tmp-*"))
