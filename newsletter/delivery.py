@@ -168,6 +168,8 @@ class SendRun:
             options.rate, options.hourly_cap, ledger.sent_since(HOUR) if options.hourly_cap else 0
         )
         self.errors: list[BaseException] = []
+        self.all_done = threading.Event()
+        self.live_workers = 0
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -302,28 +304,35 @@ class SendRun:
             self.errors.append(exc)
             self.stop.set()
         finally:
-            flush()
-            if conn is not None:
-                conn.close()
+            try:
+                flush()
+                if conn is not None:
+                    conn.close()
+            finally:
+                with self.lock:
+                    self.live_workers -= 1
+                    if self.live_workers == 0:
+                        self.all_done.set()
 
     def run(self) -> RunResult:
         workers = [
             threading.Thread(target=self._worker, name=f"send-{n}", daemon=True)
             for n in range(self.options.concurrency)
         ]
+        self.live_workers = len(workers)
         for w in workers:
             w.start()
         interrupted = False
+        # Waiting on an Event, not Thread.join(): a join interrupted by Ctrl-C can leave
+        # CPython (before 3.13) believing the thread has ended while it still sends.
         try:
-            for w in workers:
-                while w.is_alive():
-                    w.join(0.2)
+            while not self.all_done.wait(0.2):
+                pass
         except KeyboardInterrupt:
             # let the messages in flight finish and be recorded, then stop
             interrupted = True
             self.stop.set()
-            for w in workers:
-                w.join()
+            self.all_done.wait()
         for exc in self.errors:
             raise exc
         return RunResult(self.progress, self.paused, interrupted)

@@ -452,3 +452,29 @@ def test_outbox_is_the_default_with_no_smtp_host(workdir: Path) -> None:
     )
     assert langs == ["en-CA", "en-CA, fr-CA", "fr-CA"]
     assert not list((workdir / "outbox" / DEMO_ISSUE).glob(".tmp-*"))
+
+
+def test_ctrl_c_finishes_the_message_in_flight_and_resume_completes(workdir: Path) -> None:
+    people = many(10)
+    add_people(workdir, people)
+    victim = "reader4@example.org"
+    handler = Handler(script={victim: ["hold-keep"]})
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1")
+        assert handler.holding.wait(60)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert proc.poll() is None  # still waiting for the server's reply
+        handler.gate.set()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert b"Run send again to resume" in err
+        assert b"Traceback" not in err
+        states = ledger_states(workdir)
+        assert states[victim] is State.SENT  # finished and recorded, not uncertain
+        assert State.UNCERTAIN not in states.values()
+        assert State.PENDING in states.values()
+        resumed = send(workdir, server.port, "--yes")
+        assert resumed.returncode == 0, resumed.stderr
+        for address, _, _ in people:
+            assert handler.copies(address) == 1, address
