@@ -1,0 +1,346 @@
+"""`newsletter preview` in a real browser: Debian's chromium driven by Playwright, against
+the command run as a subprocess on a copy of the demo content."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTEFACTS = ROOT / "build" / "test-artifacts"
+ISSUE = Path("issues") / "2017-11"  # relative, as an editor types it: error lines name it so
+BRIEF_FR = Path("issues") / "briefs" / "da-nang-apec-summit.fr.md"
+BRIEF_EN = Path("issues") / "briefs" / "da-nang-apec-summit.en.md"
+EDITIONS = {"en": "en-CA", "fr": "fr-CA", "bilingual": "en-CA"}
+STARTUP_SECONDS = 20  # a ceiling for a hung start, not a measurement
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    output: list[str]  # every line printed so far, filled by a reader thread
+    reader: threading.Thread
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return {**env, "PYTHONUNBUFFERED": "1"}
+
+
+def start_preview(workdir: Path) -> Server:
+    args = [sys.executable, "-m", "newsletter", "--env-file", ".env", "preview", str(ISSUE)]
+    process = subprocess.Popen(
+        [*args, "--port", "0", "--no-open"],
+        cwd=workdir,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    urls: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        # A thread, not select(): the pipe's buffer may already hold the line we wait for.
+        for line in process.stdout:
+            output.append(line)
+            if match := re.search(r"preview at (http://\S+)", line):
+                urls.put(match.group(1))
+        urls.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        url = urls.get(timeout=STARTUP_SECONDS)
+    except queue.Empty:
+        url = None
+    if url is None:
+        process.kill()
+        raise AssertionError("preview did not start:\n" + "".join(output))
+    return Server(process, url, output, reader)
+
+
+def stop_preview(server: Server) -> tuple[int, str]:
+    """Ctrl-C, then the exit status and everything the command printed."""
+    server.process.send_signal(signal.SIGINT)
+    status = server.process.wait(timeout=STARTUP_SECONDS)
+    server.reader.join(timeout=STARTUP_SECONDS)
+    return status, "".join(server.output)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo issue and of the templates, with a .env pointing at the copy."""
+    workdir = tmp_path_factory.mktemp("preview")
+    shutil.copytree(ROOT / "issues", workdir / "issues")
+    shutil.copytree(ROOT / "templates", workdir / "templates")
+    (workdir / ".env").write_text(f"NEWSLETTER_TEMPLATES={workdir / 'templates'}\n", "utf-8")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path) -> Iterator[Server]:
+    server = start_preview(workdir)
+    yield server
+    stop_preview(server)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        yield browser
+        browser.close()
+
+
+def _only_loopback(route) -> None:
+    # Nothing leaves the machine: the demo's images point at news.example.org.
+    host = re.match(r"https?://([^/:]+)", route.request.url)
+    if host and host.group(1) == "127.0.0.1":
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture
+def page(browser, server: Server):
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    context.route("**/*", _only_loopback)
+    page = context.new_page()
+    page.goto(server.url)
+    expect(page.locator("#preview")).to_be_visible()
+    yield page
+    context.close()
+
+
+@contextmanager
+def edited(path: Path, old: str, new: str) -> Iterator[None]:
+    """Change one passage of a file on disk, as an editor saving it; put it back afterwards."""
+    original = path.read_text("utf-8")
+    assert old in original, f"{old!r} not in {path}"
+    path.write_text(original.replace(old, new, 1), "utf-8")
+    try:
+        yield
+    finally:
+        path.write_text(original, "utf-8")
+
+
+def show(page, edition: str, width: str = "both") -> None:
+    """Pick an edition and a width on the page; return once the frames show that edition."""
+    page.click(f"[data-edition='{edition}']")
+    page.click(f"[data-width='{width}']")
+    for frame in {"desktop": ["desktop"], "phone": ["phone"]}.get(width, ["desktop", "phone"]):
+        html = page.frame_locator(f"#frame-{frame}").locator("html")
+        expect(html).to_have_attribute("lang", EDITIONS[edition])
+
+
+def test_serves_on_loopback_and_says_where(server: Server) -> None:
+    assert server.url.startswith("http://127.0.0.1:")
+    assert any(line.startswith("built 2017-11 in ") for line in server.output)
+
+
+def test_french_edition_after_switching(page) -> None:
+    page.click("[data-edition='fr']")
+    frame = page.frame_locator("#frame-desktop")
+    expect(frame.locator("html")).to_have_attribute("lang", "fr-CA")
+    expect(frame.locator("body")).to_contain_text("Bienvenue dans le premier numéro")
+    expect(page.locator("#text")).to_contain_text("Bienvenue dans le premier numéro")
+    expect(page.locator("#text")).to_have_attribute("lang", "fr-CA")
+    headers = page.locator("#headers")
+    expect(headers).to_contain_text("Brèves du Comité <breves@example.org>")
+    expect(headers).to_contain_text("Poutine et Trump sur la Syrie")
+    expect(headers).to_contain_text("List-Unsubscribe-Post")
+    expect(headers).to_contain_text("Un appel commun pour la Syrie")  # the preheader
+    checks = page.locator("#checks")
+    expect(checks).to_contain_text("of 102.0 KB before Gmail clips")
+    expect(checks).to_contain_text("brief 'iter-fusion-milestone' has no fr version")
+    assert "edition=fr" in page.url
+
+
+def test_phone_width_renders_at_375_and_stacks_columns(page) -> None:
+    show(page, "bilingual")
+    # The masthead is MJML's two columns: side by side on a desktop, stacked on a phone.
+    desktop = page.frame_locator("#frame-desktop").locator(".mj-column-per-50")
+    phone = page.frame_locator("#frame-phone").locator(".mj-column-per-50")
+    d1, d2 = desktop.nth(0).bounding_box(), desktop.nth(1).bounding_box()
+    p1, p2 = phone.nth(0).bounding_box(), phone.nth(1).bounding_box()
+    assert d1["y"] == d2["y"] and d2["x"] > d1["x"]
+    assert p2["y"] >= p1["y"] + p1["height"] and p1["x"] == p2["x"]
+    assert p1["width"] == 375
+    frame = page.locator("#frame-phone").element_handle().content_frame()
+    assert frame.evaluate("window.innerWidth") == 375
+    desktop_frame = page.locator("#frame-desktop").element_handle().content_frame()
+    assert desktop_frame.evaluate("window.innerWidth") == 640
+
+
+def test_screenshots_of_each_edition_at_both_widths(page) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    for edition in EDITIONS:
+        show(page, edition)
+        for width in ("desktop", "phone"):
+            shot = ARTEFACTS / f"preview-{edition}-{width}.png"
+            page.locator(f"#frame-{width}").screenshot(path=shot)
+            assert shot.stat().st_size > 10_000
+    page.screenshot(path=ARTEFACTS / "preview-page.png")
+
+
+def test_saving_a_brief_updates_the_open_page(page, workdir: Path) -> None:
+    show(page, "fr", "phone")
+    page.evaluate("window.notReloaded = true")
+    frame = page.frame_locator("#frame-phone")
+    with edited(workdir / BRIEF_FR, "Da Nang", "Hoi An, corrigé à chaud"):
+        expect(frame.locator("body")).to_contain_text("Hoi An, corrigé à chaud")
+        expect(page.locator("#text")).to_contain_text("Hoi An, corrigé à chaud")
+        # The page kept its state: same edition and width, no reload.
+        expect(frame.locator("html")).to_have_attribute("lang", "fr-CA")
+        expect(page.locator("#pane-desktop")).to_be_hidden()
+        expect(page.locator("[data-width='phone']")).to_have_attribute("aria-pressed", "true")
+        assert page.evaluate("window.notReloaded") is True
+    expect(frame.locator("body")).not_to_contain_text("Hoi An, corrigé à chaud")
+
+
+def test_saving_env_updates_the_headers(page, workdir: Path) -> None:
+    env = workdir / ".env"
+    with edited(
+        env, "NEWSLETTER_TEMPLATES", "NEWSLETTER_FROM_NAME_EN=Desk Test\nNEWSLETTER_TEMPLATES"
+    ):
+        expect(page.locator("#headers")).to_contain_text("Desk Test <news@example.org>")
+    expect(page.locator("#headers")).to_contain_text("Committee News <news@example.org>")
+
+
+def cli_error(workdir: Path) -> str:
+    """The one line `newsletter check` prints for the same broken input."""
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--env-file", ".env", "check", str(ISSUE)],
+        cwd=workdir,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new"),
+    [
+        (BRIEF_EN, "---\ntitle:", "title:"),  # no front matter
+        (ISSUE / "issue.toml", '"da-nang-apec-summit"', '"da-nang-apec-sumit"'),  # unknown slug
+        (Path("templates") / "email.mjml.j2", "{% for s in e.sections %}", "{% for s in %}"),
+    ],
+    ids=["front-matter", "unknown-slug", "template"],
+)
+def test_a_broken_file_shows_the_cli_error_then_fixing_it_restores(
+    page, workdir: Path, path: Path, old: str, new: str
+) -> None:
+    show(page, "fr", "desktop")
+    with edited(workdir / path, old, new):
+        expected = cli_error(workdir)
+        assert expected.startswith("error: ")
+        expect(page.locator("#error-text")).to_have_text(expected)
+        expect(page.locator("#preview")).to_be_hidden()
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#preview")).to_be_visible()
+    expect(page.frame_locator("#frame-desktop").locator("html")).to_have_attribute("lang", "fr-CA")
+
+
+PAYLOAD = (  # quoted and self-closed, as MJML wants them inside <mj-raw>
+    "<script>window.parent.pwned = 'script'; window.parent.document.title = 'pwned';</script>"
+    '<img src="x" onerror="window.parent.pwned = this.tagName" />'
+)
+
+
+def test_scripts_in_a_brief_or_a_template_do_not_run(page, server: Server, workdir: Path) -> None:
+    show(page, "en", "desktop")
+    title = page.title()
+    # Markdown escapes raw HTML in a brief, but a template passes it through untouched:
+    # with both, the sandbox and the CSP are what must stop it.
+    brief = edited(workdir / BRIEF_EN, "Da Nang", f"Da Nang {PAYLOAD} payload-in-brief")
+    template = edited(
+        workdir / "templates" / "email.mjml.j2",
+        "{% for s in e.sections %}",
+        f"<mj-raw>{PAYLOAD}<p>payload-in-template</p></mj-raw>\n{{% for s in e.sections %}}",
+    )
+    frame_element = page.locator("#frame-desktop")
+    # Remember which document the frame last finished loading: its load event comes after
+    # its images failed and their handlers had their chance.
+    frame_element.evaluate(
+        "el => el.addEventListener('load', () => { window.loaded = el.getAttribute('src'); })"
+    )
+    with brief, template:
+        body = page.frame_locator("#frame-desktop").locator("body")
+        expect(body).to_contain_text("payload-in-template")
+        expect(body).to_contain_text("payload-in-brief")
+        page.wait_for_function(
+            "window.loaded === document.getElementById('frame-desktop').getAttribute('src')"
+        )
+        with urllib.request.urlopen(server.url + "edition/en.html") as response:
+            sent = response.read().decode()
+            csp = response.headers["Content-Security-Policy"]
+        assert "<script>window.parent.pwned" in sent  # the payload is really in the HTML
+        assert page.evaluate("window.pwned") is None
+        assert page.title() == title != "pwned"
+        # Two locks, each enough alone: no scripts in the frame, no scripts in the document.
+        assert frame_element.get_attribute("sandbox") == ""
+        assert "script-src 'none'" in csp
+
+
+def test_ctrl_c_stops_cleanly_with_a_page_open(browser, workdir: Path) -> None:
+    server = start_preview(workdir)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url)
+    expect(page.locator("#status")).to_contain_text("build 1")  # the event stream is open
+    status, output = stop_preview(server)
+    context.close()
+    assert status == 0, output
+    assert "Traceback" not in output
+    assert output.rstrip().endswith("preview stopped")
+
+
+def test_a_missing_issue_folder_is_a_one_line_error(workdir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", "preview", "issues/2099-01", "--no-open"],
+        cwd=workdir,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert (
+        line
+        == "error: issues/2099-01: no such issue folder; give the path of an issue, e.g. "
+        + ("issues/2017-11")
+    )
