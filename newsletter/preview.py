@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from watchfiles import DefaultFilter, awatch
 
-from .build import Build, build_issue
+from .build import Build, EditionBuild, build_issue
 from .checks import CLIP_LIMIT, CLIP_WARNING
 from .config import load_settings
 from .content import briefs_dir_for
@@ -105,7 +105,7 @@ class Snapshot:
         }
 
 
-def _edition_preview(edition) -> EditionPreview:
+def _edition_preview(edition: EditionBuild) -> EditionPreview:
     msg = email.message_from_bytes(edition.eml, policy=email.policy.default)
     headers = tuple(
         (name, str(msg[name])) for name in READER_HEADERS + UNSUBSCRIBE_HEADERS if msg[name]
@@ -226,7 +226,7 @@ class Preview:
         env = targets.env_file
         # `.env` sits beside the whole project (.venv, .git): watch its folder, not recursively,
         # and only that file, which also survives editors that save by renaming.
-        pumps = [pump(list(targets.folders), True, DefaultFilter())]
+        pumps = [pump(list(targets.folders), True, DefaultFilter())] if targets.folders else []
         if env.parent.is_dir():
             only_env = lambda change, path: Path(path).name == env.name  # noqa: E731
             pumps.append(pump([env.parent], False, only_env))
@@ -237,7 +237,13 @@ class Preview:
         finally:
             round_over.set()
             stopper.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            failures = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if r]
+        for failure in failures:
+            log.warning("preview: watching stopped (%s); watching again", failure)
+        if failures or not tasks:
+            # Don't spin on a watcher that keeps failing; try again after a breath.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=1.0)
 
 
 def create_app(preview: Preview) -> Starlette:

@@ -211,7 +211,8 @@ def test_screenshots_of_each_edition_at_both_widths(page) -> None:
             shot = ARTEFACTS / f"preview-{edition}-{width}.png"
             page.locator(f"#frame-{width}").screenshot(path=shot)
             assert shot.stat().st_size > 10_000
-    page.screenshot(path=ARTEFACTS / "preview-page.png")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=ARTEFACTS / "preview-page.png", full_page=True)
 
 
 def test_saving_a_brief_updates_the_open_page(page, workdir: Path) -> None:
