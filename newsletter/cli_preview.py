@@ -14,7 +14,7 @@ import uvicorn
 
 from .cli_context import AppContext, pass_app
 from .errors import NewsletterError
-from .preview import Preview, Snapshot, create_app
+from .preview import Preview, Snapshot, Targets, create_app
 
 LOOPBACK = "127.0.0.1"
 
@@ -72,6 +72,12 @@ def _report(snapshot: Snapshot, seconds: float) -> None:
         click.echo(f"built {snapshot.issue_id} in {seconds:.2f} s (build {snapshot.version})")
 
 
+def _report_watch(targets: Targets) -> None:
+    here = Path.cwd()
+    names = [str(p.relative_to(here)) if p.is_relative_to(here) else str(p) for p in targets.all]
+    click.echo(f"watching {', '.join(names)}")
+
+
 @click.command()
 @click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -99,7 +105,7 @@ def preview(app: AppContext, issue_dir: Path, host: str, port: int, no_open: boo
         raise NewsletterError(
             "no such issue folder; give the path of an issue, e.g. issues/2017-11", issue_dir
         )
-    state = Preview(issue_dir=issue_dir, env_file=app.env_file, on_rebuild=_report)
+    state = Preview(issue_dir, app.env_file, on_rebuild=_report, on_watch=_report_watch)
     state.build_now()
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]

@@ -136,12 +136,17 @@ class Targets:
     folders: tuple[Path, ...]
     env_file: Path
 
+    @property
+    def all(self) -> tuple[Path, ...]:
+        return (*self.folders, self.env_file)
+
 
 @dataclass
 class Preview:
     issue_dir: Path
     env_file: Path
     on_rebuild: Callable[[Snapshot, float], None] = lambda snapshot, seconds: None
+    on_watch: Callable[[Targets], None] = lambda targets: None
     snapshot: Snapshot = field(default_factory=lambda: Snapshot(version=0))
     templates_dir: Path = DEFAULT_TEMPLATES
 
@@ -232,6 +237,8 @@ class Preview:
             pumps.append(pump([env.parent], False, only_env))
         tasks = [asyncio.create_task(p) for p in pumps]
         stopper = asyncio.create_task(self._stop.wait())
+        await asyncio.sleep(0)  # let the watchers start, so that what we announce is true
+        self.on_watch(targets)
         try:
             await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,6 +97,14 @@ def stop_preview(server: Server) -> tuple[int, str]:
     return status, "".join(server.output)
 
 
+def wait_for_output(server: Server, line: str) -> None:
+    """Wait (a condition, not a delay) until the server has printed `line`."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while f"{line}\n" not in server.output:
+        assert time.monotonic() < deadline, f"never printed {line!r}:\n" + "".join(server.output)
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the demo issue and of the templates, with a .env pointing at the copy."""
@@ -167,6 +176,7 @@ def show(page, edition: str, width: str = "both") -> None:
 def test_serves_on_loopback_and_says_where(server: Server) -> None:
     assert server.url.startswith("http://127.0.0.1:")
     assert any(line.startswith("built 2017-11 in ") for line in server.output)
+    wait_for_output(server, "watching issues/2017-11, issues/briefs, templates, .env")
 
 
 def test_french_edition_after_switching(page) -> None:
@@ -237,6 +247,25 @@ def test_saving_env_updates_the_headers(page, workdir: Path) -> None:
     ):
         expect(page.locator("#headers")).to_contain_text("Desk Test <news@example.org>")
     expect(page.locator("#headers")).to_contain_text("Committee News <news@example.org>")
+
+
+def test_pointing_env_at_other_templates_watches_them(page, server: Server, workdir: Path) -> None:
+    other = workdir / "templates-other"
+    shutil.copytree(workdir / "templates", other, dirs_exist_ok=True)
+    setting = f"NEWSLETTER_TEMPLATES={workdir / 'templates'}"
+    body = page.frame_locator("#frame-desktop").locator("body")
+    with edited(workdir / ".env", setting, f"NEWSLETTER_TEMPLATES={other}"):
+        # A save in the new folder before the watcher moves there would be read by the
+        # rebuild for .env anyway, and prove nothing: wait until the server says it moved.
+        wait_for_output(server, f"watching issues/2017-11, issues/briefs, {other.name}, .env")
+        # Only a watcher re-aimed at the new folder can see this save.
+        with edited(
+            other / "email.mjml.j2",
+            "{% for s in e.sections %}",
+            "<mj-raw><p>from-the-other-folder</p></mj-raw>\n{% for s in e.sections %}",
+        ):
+            expect(body).to_contain_text("from-the-other-folder")
+    expect(body).not_to_contain_text("from-the-other-folder")
 
 
 def cli_error(workdir: Path) -> str:
