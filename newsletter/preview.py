@@ -147,8 +147,8 @@ class Preview:
     env_file: Path
     on_rebuild: Callable[[Snapshot, float], None] = lambda snapshot, seconds: None
     on_watch: Callable[[Targets], None] = lambda targets: None
-    snapshot: Snapshot = field(default_factory=lambda: Snapshot(version=0))
-    templates_dir: Path = DEFAULT_TEMPLATES
+    snapshot: Snapshot = field(init=False, default_factory=lambda: Snapshot(version=0))
+    templates_dir: Path = field(init=False, default=DEFAULT_TEMPLATES)  # from the last settings
 
     def __post_init__(self) -> None:
         self._stop = asyncio.Event()
@@ -189,7 +189,7 @@ class Preview:
         return Targets(folders=tuple(unique), env_file=self.env_file.resolve())
 
     def stop(self) -> None:
-        """Wake every waiter and end the watcher; safe to call from a signal handler."""
+        """Wake every waiter and end the watcher. Call it on the event loop's thread."""
         self._stop.set()
 
     @property
