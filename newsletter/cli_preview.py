@@ -105,19 +105,19 @@ def preview(app: AppContext, issue_dir: Path, host: str, port: int, no_open: boo
         raise NewsletterError(
             "no such issue folder; give the path of an issue, e.g. issues/2017-11", issue_dir
         )
-    state = Preview(issue_dir, app.env_file, on_rebuild=_report, on_watch=_report_watch)
-    state.build_now()
-    sock = _bind(host, port)
-    bound_port = sock.getsockname()[1]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}/"
-    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="on")
-    server = _Server(config, state)
-    if not _is_loopback(host):
-        click.echo(f"warning: listening on {host}: anyone who can reach it sees this issue")
-    click.echo(f"preview at {url} (Ctrl-C to stop)")
-    if not no_open:
-        webbrowser.open(url)
+    sock = _bind(host, port)  # before building: a taken port should not wait for a build
     try:
+        state = Preview(issue_dir, app.env_file, on_rebuild=_report, on_watch=_report_watch)
+        state.build_now()
+        app_ = create_app(state)
+        config = uvicorn.Config(app_, log_level="warning", access_log=False, lifespan="on")
+        server = _Server(config, state)
+        url = f"http://{f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]}/"
+        if not _is_loopback(host):
+            click.echo(f"warning: listening on {host}: anyone who can reach it sees this issue")
+        click.echo(f"preview at {url} (Ctrl-C to stop)")
+        if not no_open:
+            webbrowser.open(url)
         server.run(sockets=[sock])
     except KeyboardInterrupt:
         # uvicorn has shut down gracefully, then re-raises the Ctrl-C it caught: that's the end.

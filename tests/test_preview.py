@@ -8,6 +8,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -373,4 +374,24 @@ def test_a_missing_issue_folder_is_a_one_line_error(workdir: Path) -> None:
         line
         == "error: issues/2099-01: no such issue folder; give the path of an issue, e.g. "
         + ("issues/2017-11")
+    )
+
+
+def test_a_port_in_use_is_a_one_line_error(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "newsletter", "preview", str(ISSUE), "--port", str(port)]
+            + ["--no-open"],
+            cwd=workdir,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: port {port} is in use on 127.0.0.1; pick another with --port, or --port 0 "
+        "for a free one"
     )
