@@ -161,6 +161,7 @@ class SendRun:
         self.paused: str | None = None
         self.queue: collections.deque[Delivery] = collections.deque()
         self.queued: set[int] = set()
+        self.cursor = 0  # the last subscriber id taken from the ledger
         self.lock = threading.Lock()
         self.in_flight = 0
         self.failures_in_row = 0
@@ -182,7 +183,13 @@ class SendRun:
         while not self.stop.is_set():
             with self.lock:
                 if not self.queue:
-                    batch = self.ledger.due(256, exclude=self.queued)
+                    batch = self.ledger.due(256, self.queued, self.cursor)
+                    if not batch and self.cursor:
+                        # past the end: what is left behind us are retries now due
+                        self.cursor = 0
+                        batch = self.ledger.due(256, self.queued, 0)
+                    if batch:
+                        self.cursor = batch[-1].subscriber_id
                     self.queue.extend(batch)
                     self.queued.update(d.subscriber_id for d in batch)
                 if self.queue:
