@@ -12,7 +12,7 @@ from pathlib import Path
 from .checks import Finding, Level, check_edition
 from .config import Identity
 from .content import Issue, read_issue
-from .errors import ContentError
+from .errors import ContentError, NewsletterError
 from .message import (
     Recipient,
     build_message,
@@ -22,6 +22,7 @@ from .message import (
     sample_recipient,
 )
 from .render import RenderedEdition, RenderedIssue, Templates, render_issue
+from .views import EDITIONS
 
 LANG_NAMES = {"en": "English", "fr": "French"}
 
@@ -109,7 +110,20 @@ def build_issue(
 
 def write_build(build: Build, out_dir: Path) -> Path:
     """Write `<edition>.html/.txt/.eml` into `out_dir`, all or nothing."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
+    ours = {f"{e}.{x}" for e in EDITIONS for x in ("html", "txt", "eml")}
+    if out_dir.exists():
+        others = (
+            sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
+            if (out_dir.is_dir())
+            else [out_dir.name]
+        )
+        if others:
+            # the folder is replaced whole: never when it holds anything but a build
+            raise NewsletterError(
+                f"holds other files ({others[0]}, ...); build into an empty or new folder",
+                out_dir,
+            )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

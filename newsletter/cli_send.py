@@ -202,6 +202,8 @@ def _send(
         if not pending:
             click.echo(f"nothing left to send for issue {issue_id}.")
             click.echo(_table(counts))
+            if any(s in (State.FAILED, State.UNCERTAIN) for (_, s) in counts):
+                raise SystemExit(EXIT_INCOMPLETE)
             return
         click.echo(
             f"resuming issue {issue_id} via {prepared.transport.description}: "
@@ -241,8 +243,12 @@ def _send(
         click.echo(result.paused, err=True)
         raise SystemExit(EXIT_PAUSED)
     left = {s: sum(n for (_, st), n in counts.items() if st is s) for s in State}
-    if not left[State.PENDING] and not left[State.SENDING]:
-        ledger.finish()
+    if left[State.PENDING] or left[State.SENDING]:
+        click.echo(
+            f"{left[State.PENDING]:,} message(s) still pending; run send again to resume", err=True
+        )
+        raise SystemExit(EXIT_PAUSED)
+    ledger.finish()
     for d in ledger.in_state(State.FAILED)[:20]:
         click.echo(f"failed: {d.email}: {d.last_reply}", err=True)
     if left[State.FAILED] or left[State.UNCERTAIN]:

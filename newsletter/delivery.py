@@ -13,7 +13,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .fastmime import CompiledEdition, dot_stuff
 from .ledger import Delivery, Ledger, Outcome, State
@@ -174,27 +174,40 @@ class SendRun:
 
     # --- dispatch ------------------------------------------------------------------------
 
-    def _take(self, flush: Callable[[], None]) -> Delivery | None:
-        """The next row for a worker; refills from the ledger; None when all is done.
+    def _refill(self) -> Delivery | None:
+        """Under self.lock: the next queued row, fetching a batch from the ledger if needed."""
+        if not self.queue:
+            batch = self.ledger.due(256, self.queued, self.cursor)
+            if not batch and self.cursor:
+                # past the end: what is left behind us are retries now due
+                self.cursor = 0
+                batch = self.ledger.due(256, self.queued, 0)
+            if batch:
+                self.cursor = batch[-1].subscriber_id
+            self.queue.extend(batch)
+            self.queued.update(d.subscriber_id for d in batch)
+        if not self.queue:
+            return None
+        self.in_flight += 1
+        return self.queue.popleft()
 
-        `flush` records the worker's last outcome; it is called before any wait, so an
-        outcome is never held back while nothing is being sent.
+    def _take(self, flush: Callable[[], None]) -> Delivery | None:
+        """The next row for a worker; None when all is done.
+
+        `flush` records the worker's last outcome. It runs before deciding that nothing is
+        left (the outcome may be a retry) and before any wait, so an outcome is never held
+        back while this worker is idle.
         """
         while not self.stop.is_set():
             with self.lock:
-                if not self.queue:
-                    batch = self.ledger.due(256, self.queued, self.cursor)
-                    if not batch and self.cursor:
-                        # past the end: what is left behind us are retries now due
-                        self.cursor = 0
-                        batch = self.ledger.due(256, self.queued, 0)
-                    if batch:
-                        self.cursor = batch[-1].subscriber_id
-                    self.queue.extend(batch)
-                    self.queued.update(d.subscriber_id for d in batch)
-                if self.queue:
-                    self.in_flight += 1
-                    return self.queue.popleft()
+                delivery = self._refill()
+            if delivery is not None:
+                return delivery
+            flush()
+            with self.lock:
+                delivery = self._refill()
+                if delivery is not None:
+                    return delivery
                 if self.in_flight == 0:
                     retry_at = self.ledger.next_retry()
                     if retry_at is None:
@@ -202,7 +215,6 @@ class SendRun:
                     wait = max(0.05, min(retry_at - time.time(), 1.0))
                 else:
                     wait = 0.05
-            flush()
             self.stop.wait(wait)
         return None
 
@@ -236,6 +248,10 @@ class SendRun:
             return Outcome(sid, State.FAILED, exc.reply), not exc.connection_lost
         except Uncertain as exc:
             return Outcome(sid, State.UNCERTAIN, exc.reply), False
+        except (UnicodeError, ValueError) as exc:
+            # nothing usable reached the server (the envelope or message could not be
+            # encoded); the connection may be mid-command, so it is dropped
+            return Outcome(sid, State.FAILED, f"cannot send to this address: {exc}"), False
         except TemporaryFailure as exc:
             if attempts >= self.options.max_attempts:
                 reply = f"{exc.reply} (gave up after {attempts} attempts)"
@@ -343,14 +359,3 @@ class SendRun:
         for exc in self.errors:
             raise exc
         return RunResult(self.progress, self.paused, interrupted)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How many subscribers get each edition."""
-
-    per_edition: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.per_edition.values())

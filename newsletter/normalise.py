@@ -19,7 +19,8 @@ def check_email(text: str) -> str:
     """The address, stripped, if its syntax is valid; ValueError saying why not. No DNS lookups."""
     email = text.strip()
     try:
-        validate_email(email, check_deliverability=False)
+        # no SMTPUTF8: an address with non-ASCII characters cannot go through most servers
+        validate_email(email, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(f"{email!r} is not a valid address: {exc}") from None
     return email

@@ -94,9 +94,15 @@ class Templates:
             ) from None
 
 
+# MRML writes some characters of attribute values as Rust escapes (`\u{a0}`), e.g. the
+# no-break space before a French colon in the aria-label it derives from mj-title.
+_RUST_ESCAPE = re.compile(r"\\u\{([0-9a-fA-F]{1,6})\}")
+
+
 def _compile_mjml(source: str, template: Path) -> str:
     try:
-        return mjml.mjml2html(source, disable_comments=True, fonts={})
+        html = mjml.mjml2html(source, disable_comments=True, fonts={})
+        return _RUST_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), html)
     except ValueError as exc:
         line = _mjml_error_line(source, str(exc))
         where = f" (near line {line} of the rendered MJML)" if line else ""

@@ -51,9 +51,10 @@ def prepare(settings: Settings, issue_dir: Path, *, test: bool = False) -> Prepa
     """Build the issue and compile each edition once; refuse a build with errors."""
     build = build_issue(issue_dir, settings.identity, Templates(settings.templates_dir))
     if build.has_errors:
-        errors = [str(f) for f in build.findings if f.level == "error"]
+        errors = [f for f in build.findings if f.level == "error"]
         raise DeliveryError(
-            f"refusing to send: the build has {len(errors)} error(s), first: {errors[0]}; "
+            f"refusing to send: the build has {len(errors)} error(s), first: "
+            f"{errors[0].edition}: {errors[0].message}; "
             f"fix them (newsletter check {issue_dir})"
         )
     prefix = TEST_PREFIX if test else ""

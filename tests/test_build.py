@@ -318,3 +318,21 @@ def test_a_failed_rebuild_keeps_the_previous_build(cli, built: Path, workdir: Pa
     _replace(workdir, SEED_EN, "title: ", "titl: ")
     assert cli("build", f"issues/{DEMO_ISSUE}").returncode == 2
     assert (built / "en.html").read_bytes() == before
+
+
+def test_build_never_replaces_a_folder_holding_other_files(cli, workdir: Path) -> None:
+    precious = workdir / "precious"
+    precious.mkdir()
+    (precious / "thesis.doc").write_text("years of work")
+    result = cli("build", f"issues/{DEMO_ISSUE}", "--out", "precious")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("holds other files (thesis.doc, ...); build into an"
+                                          " empty or new folder")
+    assert sorted(p.name for p in precious.iterdir()) == ["thesis.doc"]
+
+
+def test_french_accessibility_label_has_real_no_break_spaces(built: Path) -> None:
+    tree = parse_html(built / "fr.html")
+    label = tree.xpath("//div[@role='article']/@aria-label")[0]
+    assert label.startswith(f"News / Brèves no 1{NBSP}: Poutine")
+    assert "\\u{" not in (built / "fr.html").read_text()

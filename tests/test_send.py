@@ -478,3 +478,29 @@ def test_ctrl_c_finishes_the_message_in_flight_and_resume_completes(workdir: Pat
         assert resumed.returncode == 0, resumed.stderr
         for address, _, _ in people:
             assert handler.copies(address) == 1, address
+
+
+def test_a_temporary_refusal_of_the_last_message_is_retried_before_the_run_ends(workdir):
+    add_people(workdir, many(3))
+    handler = Handler(script={"reader2@example.org": ["451"]})
+    with Server(handler) as server:
+        # the CLI's backoff starts at 2 s: this run waits for it rather than giving up
+        result = send(workdir, server.port, "--yes", "--concurrency", "1")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert handler.rcpt_attempts["reader2@example.org"] == 2
+        assert handler.copies("reader2@example.org") == 1
+    assert set(ledger_states(workdir).values()) == {State.SENT}
+
+
+def test_an_address_the_server_cannot_take_fails_alone(workdir: Path) -> None:
+    add_people(workdir, many(2))
+    db_conn = __import__("sqlite3").connect(workdir / "news.db")
+    with db_conn:  # an address stored before addresses were checked for SMTPUTF8
+        db_conn.execute("UPDATE subscribers SET email = 'josé@example.org' WHERE id = 1")
+    db_conn.close()
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--yes", "--concurrency", "1")
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert "failed: josé@example.org: cannot send to this address" in result.stderr
+        assert server.handler.copies("reader1@example.org") == 1
