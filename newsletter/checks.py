@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from .compose import BODY_HINT, PREHEADER_HINT, TITLE_HINT
 from .render import RenderedEdition
 
 CLIP_LIMIT = 102 * 1024  # Gmail hides the rest of a message's HTML past about 102 KB
@@ -46,6 +47,8 @@ def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Findin
         )
     elif html_part_bytes > CLIP_WARNING:
         add(Level.WARNING, f"HTML part is {kb:.1f} KB encoded, close to Gmail's 102 KB clipping")
+    if any(h in view.preheader for h in PREHEADER_HINT.values()):
+        add(Level.WARNING, "preheader is still the placeholder of 'newsletter compose'")
     if not view.preheader.strip():
         add(Level.WARNING, "preheader is empty; inboxes will show the first text instead")
     elif len(view.preheader) > PREHEADER_MAX:
@@ -67,6 +70,20 @@ def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Findin
             for src, alt in block.images:
                 if not alt.strip():
                     add(Level.WARNING, f"brief '{block.slug}': image {src} has no alt text")
+                if urlsplit(src).scheme not in ("https", "http") or not _absolute(src):
+                    add(
+                        Level.WARNING,
+                        f"brief '{block.slug}': image '{src}' is not an absolute "
+                        "https: URL; readers will not see it",
+                    )
+            if block.title in TITLE_HINT.values() or any(
+                h.split(":")[0] in block.body_text for h in BODY_HINT.values()
+            ):
+                add(
+                    Level.WARNING,
+                    f"brief '{block.slug}' still has the placeholder text of "
+                    "'newsletter new brief'",
+                )
             for href in block.links:
                 if urlsplit(href).scheme not in LINK_SCHEMES or not _absolute(href):
                     add(

@@ -36,14 +36,13 @@ class _Group(click.Group):
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path(".env"),
-    show_default=True,
-    help="Settings file read before the environment (the environment wins).",
+    default=None,
+    help="Settings file read before the environment (the environment wins). [default: .env]",
 )
 @click.pass_context
-def main(ctx: click.Context, env_file: Path) -> None:
+def main(ctx: click.Context, env_file: Path | None) -> None:
     """Bilingual newsletter: compose briefs, build editions, preview, keep subscribers, send."""
-    ctx.obj = AppContext(env_file=env_file)
+    ctx.obj = AppContext(env_file=env_file or Path(".env"), env_file_given=env_file is not None)
 
 
 main.add_command(new)
@@ -51,6 +50,8 @@ main.add_command(compose)
 main.add_command(build)
 main.add_command(check)
 main.add_command(preview)
+main.add_command(subscribers)
+main.add_command(serve)
 main.add_command(send)
 main.add_command(status)
 
@@ -58,11 +59,6 @@ main.add_command(status)
 def run() -> None:
     main(prog_name="newsletter")
 
-
-# Command modules register themselves on `main`; keep this list in pipeline order.
-# (imported here, at the bottom, because they import `main` from this module)
-main.add_command(subscribers)
-main.add_command(serve)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(run())

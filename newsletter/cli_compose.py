@@ -9,6 +9,7 @@ import click
 
 from .compose import new_brief as scaffold_brief
 from .compose import past_issues, unused_briefs, write_issue
+from .errors import ContentError
 
 issues_option = click.option(
     "--issues-dir",
@@ -64,8 +65,15 @@ def new_issue(issues_dir: Path, date: dt.datetime | None, issue_id: str | None) 
 @id_option
 def compose(issues_dir: Path, date: dt.datetime | None, issue_id: str | None) -> None:
     """Create the next issue, pre-selecting the briefs no issue has used yet."""
-    fresh, last = unused_briefs(issues_dir)
+    day = date.date() if date else dt.date.today()
+    fresh, last = unused_briefs(issues_dir, until=day)
     since = f"since issue {last.number} ({last.date})" if last else "so far"
+    if not fresh:
+        raise ContentError(
+            f"no brief dated {since} is left for a new issue; write one with "
+            "'newsletter new brief SLUG'",
+            issues_dir / "briefs",
+        )
     manifest = _next_issue(issues_dir, date, issue_id, [b.slug for b in fresh])
     click.echo(f"created {manifest} with {len(fresh)} brief(s) dated {since}:")
     for brief in fresh:

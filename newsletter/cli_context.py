@@ -13,12 +13,13 @@ from .config import Settings, load_settings
 @dataclass
 class AppContext:
     env_file: Path
+    env_file_given: bool = False
     _settings: Settings | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.env_file)
+            self._settings = load_settings(self.env_file, required=self.env_file_given)
         return self._settings
 
 

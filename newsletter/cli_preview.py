@@ -109,7 +109,7 @@ def preview(app: AppContext, issue_dir: Path, host: str, port: int, no_open: boo
     try:
         state = Preview(issue_dir, app.env_file, on_rebuild=_report, on_watch=_report_watch)
         state.build_now()
-        app_ = create_app(state)
+        app_ = create_app(state) if _is_loopback(host) else create_app(state, ("*",))
         config = uvicorn.Config(app_, log_level="warning", access_log=False, lifespan="on")
         server = _Server(config, state)
         url = f"http://{f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]}/"

@@ -12,6 +12,7 @@ from .cli_context import AppContext, pass_app
 from .delivery import Progress, SendOptions, SendRun, outgoing
 from .errors import DeliveryError
 from .ledger import Ledger, State, send_lock
+from .normalise import check_email
 from .sending import Prepared, fix_recipients, plan, prepare, test_message_id
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
@@ -83,6 +84,11 @@ def _dry_run(prepared: Prepared, app: AppContext) -> None:
     click.echo(f"  built {total:,} messages in {elapsed:.2f} s; nothing sent, nothing recorded")
 
 
+def safe_name(address: str) -> str:
+    """An address as part of a file name: no separators, nothing hidden."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in address).lstrip(".")
+
+
 class _Bar:
     """sent/failed, rate and time left on one line of stderr, when it is a terminal."""
 
@@ -143,6 +149,11 @@ def send(
         raise click.UsageError("addresses are for --test: newsletter send ISSUE --test ADDR...")
     if test and not addresses:
         raise click.UsageError("--test needs at least one address")
+    for address in addresses:
+        try:
+            check_email(address)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="ADDRESSES") from None
     settings = app.settings
     prepared = prepare(settings, issue_dir, test=test)
     if test:
@@ -260,6 +271,10 @@ def _send(
 @pass_app
 def status(app: AppContext, issue_dir: Path) -> None:
     """Where the send of an issue stands: sent, pending, failed, uncertain."""
+    if not (issue_dir / "issue.toml").is_file():
+        raise DeliveryError(
+            "no issue.toml here; give an issue folder, e.g. issues/2017-11", issue_dir
+        )
     issue_id = issue_dir.resolve().name
     ledger = Ledger(app.settings.db_path, issue_id)
     try:

@@ -23,6 +23,11 @@ source: {source}
 {body}
 """
 
+TITLE_HINT = {"en": "Title of the brief", "fr": "Titre de la brève"}
+PREHEADER_HINT = {
+    "en": "What this issue is about, in a sentence.",
+    "fr": "De quoi parle ce numéro, en une phrase.",
+}
 BODY_HINT = {
     "en": "Write the brief here in Markdown: paragraphs, > quotations, [links](https://...).",
     "fr": "Rédigez la brève ici en Markdown : paragraphes, > citations, [liens](https://...).",
@@ -50,7 +55,7 @@ def new_brief(issues_dir: Path, slug: str, langs: tuple[str, ...], today: dt.dat
             raise ContentError("already exists; edit it, or choose another slug", path)
     folder.mkdir(parents=True, exist_ok=True)
     for lang, path in zip(langs, paths, strict=True):
-        title = "Title of the brief" if lang == "en" else "Titre de la brève"
+        title = TITLE_HINT[lang]
         path.write_text(
             BRIEF_TEMPLATE.format(title=title, date=today, source="EIRNS", body=BODY_HINT[lang]),
             "utf-8",
@@ -70,10 +75,13 @@ def past_issues(issues_dir: Path) -> list[PastIssue]:
         date = data.get("date")
         if not isinstance(date, dt.date):
             raise ContentError("'date' is missing; write date = YYYY-MM-DD", manifest)
+        number = data.get("number", 0)
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise ContentError("'number' must be a whole number, e.g. number = 2", manifest)
         found.append(
             PastIssue(
                 id=manifest.parent.name,
-                number=int(data.get("number", 0)),
+                number=number,
                 date=date,
                 slugs=tuple(s for s in data.get("briefs", []) if isinstance(s, str)),
             )
@@ -81,13 +89,22 @@ def past_issues(issues_dir: Path) -> list[PastIssue]:
     return sorted(found, key=lambda p: (p.date, p.number))
 
 
-def unused_briefs(issues_dir: Path) -> tuple[list[Brief], PastIssue | None]:
-    """Briefs dated after the last issue that no issue has used yet, oldest first."""
+def unused_briefs(
+    issues_dir: Path, until: dt.date | None = None
+) -> tuple[list[Brief], PastIssue | None]:
+    """Briefs dated after the last issue (and not after `until`) that no issue has used
+    yet, oldest first."""
     issues = past_issues(issues_dir)
     last = issues[-1] if issues else None
     used = {slug for p in issues for slug in p.slugs}
     briefs = read_briefs(issues_dir / BRIEFS_DIR).values()
-    fresh = [b for b in briefs if b.slug not in used and (last is None or b.date > last.date)]
+    fresh = [
+        b
+        for b in briefs
+        if b.slug not in used
+        and (last is None or b.date > last.date)
+        and (until is None or b.date <= until)
+    ]
     return sorted(fresh, key=lambda b: (b.date, b.slug)), last
 
 
@@ -111,8 +128,8 @@ def write_issue(
     lines += [f"    {_toml_string(s)}," for s in slugs]
     lines.append("]")
     texts = {
-        "en": (f"News / Brèves No. {number}", "What this issue is about, in a sentence."),
-        "fr": (f"News / Brèves no {number}", "De quoi parle ce numéro, en une phrase."),
+        "en": (f"News / Brèves No. {number}", PREHEADER_HINT["en"]),
+        "fr": (f"News / Brèves no {number}", PREHEADER_HINT["fr"]),
     }
     for lang in LANGS:
         subject, preheader = texts[lang]

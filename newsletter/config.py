@@ -7,7 +7,9 @@ no `.env` at all. `.env.example` lists and explains each name.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,16 +108,22 @@ class Settings:
     rate: float
     hourly_cap: int
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
-    source: str  # where the settings came from, for messages: ".env" or "environment"
 
 
 def load_settings(
-    env_file: Path | str | None = ".env", environ: Mapping[str, str] | None = None
+    env_file: Path | str | None = ".env",
+    environ: Mapping[str, str] | None = None,
+    required: bool = False,
 ) -> Settings:
-    """Read settings from `env_file` (if it exists) and the environment, the environment winning."""
+    """Read settings from `env_file` and the environment, the environment winning.
+
+    A missing `env_file` is fine (the defaults apply) unless `required`: a file the user
+    named on the command line must exist."""
     environ = os.environ if environ is None else environ
     file_values: dict[str, str] = {}
     env_path = Path(env_file) if env_file else None
+    if required and env_path is not None and not env_path.is_file():
+        raise SettingsError("no such settings file; check --env-file", env_path)
     if env_path is not None and env_path.is_file():
         try:
             raw = dotenv_values(env_path, encoding="utf-8")
@@ -158,8 +166,8 @@ def load_settings(
             value = float(get(name))
         except ValueError:
             raise fail(name, "must be a number, e.g. 10 or 0.5") from None
-        if value < 0:
-            raise fail(name, "must not be negative")
+        if not math.isfinite(value) or value < 0:
+            raise fail(name, "must be a positive number, e.g. 10 or 0.5")
         return value
 
     base_url = get("BASE_URL").rstrip("/")
@@ -176,6 +184,8 @@ def load_settings(
         raise fail("SMTP_SECURITY", "must be starttls, ssl or none")
     if get("SMTP_PORT"):
         port = integer("SMTP_PORT", 1)
+        if port > 65535:
+            raise fail("SMTP_PORT", "must be a port number, 1 to 65535")
     else:
         port = {"starttls": 587, "ssl": 465, "none": 25}[security]
     verify = get("SMTP_VERIFY").lower()
@@ -186,6 +196,15 @@ def load_settings(
         address = get(f"FROM_{lang.upper()}")
         if "@" not in address or any(c in address for c in "\r\n<> "):
             raise fail(f"FROM_{lang.upper()}", "must be a plain address, e.g. news@example.org")
+
+    if get("REPLY_TO") and (
+        "@" not in get("REPLY_TO") or any(c in get("REPLY_TO") for c in "\r\n<> ")
+    ):
+        raise fail("REPLY_TO", "must be a plain address, e.g. editors@example.org")
+    if get("LIST_ID") and not re.fullmatch(r"[A-Za-z0-9.-]+", get("LIST_ID")):
+        raise fail("LIST_ID", "must look like a domain name, e.g. news.example.org")
+    if get("SECRET") and len(get("SECRET")) < 16:
+        raise fail("SECRET", "is too short to sign links safely; use 32 random characters")
 
     identity = Identity(
         base_url=base_url,
@@ -220,5 +239,4 @@ def load_settings(
         rate=number("RATE"),
         hourly_cap=integer("HOURLY_CAP"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
-        source=str(env_path) if file_values else "environment",
     )

@@ -220,7 +220,10 @@ def read_briefs(briefs_dir: Path) -> dict[str, Brief]:
     if not briefs_dir.is_dir():
         return {}
     for path in sorted(briefs_dir.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        # editors' and tools' own files: hidden, backups (x.md~, #x.md#), a README
+        if path.name.startswith((".", "#")) or path.name.endswith("~") or path.is_dir():
+            continue
+        if path.name.lower() in ("readme.md", "readme.txt"):
             continue
         slug, _ = split_brief_name(path)
         bt = read_brief_text(path)
@@ -255,14 +258,16 @@ def read_issue(issue_dir: Path) -> Issue:
         reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
         raise ContentError(f"invalid TOML: {reason}", path, line) from None
 
+    kinds = {int: "a whole number", str: "a quoted text", list: 'a list like ["a", "b"]'}
+
     def need(table: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
         value = table.get(key)
         if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-            label = f"{where}{key}"
+            section = where.rstrip(".")
             raise ContentError(
-                f"'{label}' is missing or not a {kind.__name__}",
+                f"'{where}{key}' is missing or not {kinds[kind]}",
                 path,
-                _manifest_line(text, f"{key} =") or _manifest_line(text, f"[{where.rstrip('.')}]"),
+                _key_line(text, section, key) or _key_line(text, section, None),
             )
         return value
 
@@ -287,6 +292,12 @@ def read_issue(issue_dir: Path) -> Issue:
             intro=str(table.get("intro", "")).strip(),
         )
     bilingual = data.get("bilingual", {})
+    if not isinstance(bilingual, dict):
+        raise ContentError(
+            "'bilingual' must be a table: [bilingual] with subject and preheader",
+            path,
+            _key_line(text, "", "bilingual"),
+        )
     slugs = need(data, "briefs", list)
     available = read_briefs(briefs_dir_for(issue_dir))
     seen: set[str] = set()
@@ -321,6 +332,21 @@ def read_issue(issue_dir: Path) -> Issue:
         bilingual_subject=str(bilingual["subject"]) if bilingual.get("subject") else None,
         bilingual_preheader=str(bilingual["preheader"]) if bilingual.get("preheader") else None,
     )
+
+
+def _key_line(text: str, section: str, key: str | None) -> int | None:
+    """The line of `key = ...` inside `[section]` ("" = top level); of `[section]` if no key."""
+    current = ""
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            current = stripped.strip("[]").strip()
+            if key is None and current == section:
+                return number
+            continue
+        if key is not None and current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return None
 
 
 def _second_line(text: str, slug: str) -> int | None:

@@ -61,10 +61,6 @@ def personalise_text(text: str, recipient: Recipient) -> str:
     )
 
 
-def message_domain(identity: Identity, edition: RenderedEdition) -> str:
-    return edition.view.from_addr.rpartition("@")[2]
-
-
 def list_unsubscribe(edition: RenderedEdition, recipient: Recipient) -> str:
     return f"<{recipient.unsubscribe_url}>, <mailto:{edition.view.from_addr}?subject=unsubscribe>"
 

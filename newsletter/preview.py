@@ -23,6 +23,8 @@ from pathlib import Path
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -253,8 +255,14 @@ class Preview:
                 await asyncio.wait_for(self._stop.wait(), timeout=1.0)
 
 
-def create_app(preview: Preview) -> Starlette:
-    """The preview page, its assets, the state as JSON, each edition's HTML, and the events."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(preview: Preview, allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES) -> Starlette:
+    """The preview page, its assets, the state as JSON, each edition's HTML, and the events.
+
+    Only requests naming an allowed host are answered, so a web page the editor visits
+    cannot read the unsent issue through a DNS name rebound to 127.0.0.1."""
     pages = jinja2.Environment(
         loader=jinja2.FileSystemLoader(PAGE_DIR),
         autoescape=True,
@@ -321,4 +329,5 @@ def create_app(preview: Preview) -> Starlette:
             Route("/events", events),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
     )

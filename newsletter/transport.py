@@ -77,9 +77,14 @@ class OutboxConnection:
         path = self.folder / message.filename
         # write then rename, so a mail client never opens half a message
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(message.data())
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(message.data())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return f"250 written to {path}"
 
     def close(self) -> None:

@@ -99,7 +99,6 @@ class EditionView:
     base_url_label: str
     unsubscribe_url: str
     preferences_url: str
-    missing: tuple[str, ...]  # slugs shown in a language other than the section's
 
 
 def localised_labels(labels: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
@@ -229,7 +228,6 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
         preheader = smarten(issue.text[primary].preheader, primary)
         from_name = identity.from_name[primary]
         org = identity.org[primary]
-    missing = tuple(b.slug for s in sections for b in s.blocks if b.note)
     return EditionView(
         name=name,
         lang=primary,
@@ -247,7 +245,6 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
         base_url_label=identity.base_url.split("://", 1)[1],
         unsubscribe_url=UNSUBSCRIBE_SENTINEL,
         preferences_url=PREFERENCES_SENTINEL,
-        missing=missing,
     )
 
 

@@ -326,8 +326,9 @@ def test_build_never_replaces_a_folder_holding_other_files(cli, workdir: Path) -
     (precious / "thesis.doc").write_text("years of work")
     result = cli("build", f"issues/{DEMO_ISSUE}", "--out", "precious")
     assert result.returncode == 2
-    assert result.stderr.strip().endswith("holds other files (thesis.doc, ...); build into an"
-                                          " empty or new folder")
+    assert result.stderr.strip().endswith(
+        "holds other files (thesis.doc, ...); build into an empty or new folder"
+    )
     assert sorted(p.name for p in precious.iterdir()) == ["thesis.doc"]
 
 
@@ -336,3 +337,38 @@ def test_french_accessibility_label_has_real_no_break_spaces(built: Path) -> Non
     label = tree.xpath("//div[@role='article']/@aria-label")[0]
     assert label.startswith(f"News / Brèves no 1{NBSP}: Poutine")
     assert "\\u{" not in (built / "fr.html").read_text()
+
+
+def test_compose_picks_new_briefs_then_has_nothing_left(cli, workdir: Path) -> None:
+    first = cli("compose", "--date", "2017-11-27")
+    assert first.returncode == 0, first.stderr
+    assert "  2017-11-20  churchill-rail-line  [en+fr]" in first.stdout
+    manifest = (workdir / "issues/2017-11-27/issue.toml").read_text()
+    assert "number = 2" in manifest and '"churchill-rail-line",' in manifest
+    again = cli("compose", "--date", "2017-11-28")
+    assert again.returncode == 2
+    assert "no brief dated since issue 2 (2017-11-27) is left" in again.stderr
+    # the scaffolded text is flagged, not sent by mistake
+    new = cli("new", "brief", "fresh-news")
+    assert new.returncode == 0
+    assert "created issues/briefs/fresh-news.en.md" in new.stdout
+    assert cli("new", "brief", "fresh-news").returncode == 2
+    check = cli("check", "issues/2017-11-27")
+    assert "preheader is still the placeholder of 'newsletter compose'" in check.stdout
+
+
+def test_an_explicit_env_file_must_exist_and_settings_are_checked(cli, workdir: Path) -> None:
+    missing = cli("--env-file", "nope.env", "check", f"issues/{DEMO_ISSUE}")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: nope.env: no such settings file; check --env-file"
+    (workdir / ".env").write_text(
+        "NEWSLETTER_BASE_URL=https://news.example.org\nNEWSLETTER_SMTP_PORT=abc\n"
+    )
+    bad = cli("check", f"issues/{DEMO_ISSUE}")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "error: .env:2: NEWSLETTER_SMTP_PORT='abc': must be a whole number"
+    )
+    # the environment wins over .env
+    fixed = cli("check", f"issues/{DEMO_ISSUE}", NEWSLETTER_SMTP_PORT="2525")
+    assert fixed.returncode == 0, fixed.stderr

@@ -23,9 +23,11 @@ def write(tmp_path: Path, data: str | bytes, name: str = "people.csv") -> Path:
 
 
 def run_import(db_path: Path, *args: str):
+    env_file = db_path.parent / "empty.env"  # so a developer's own .env is not read
+    env_file.touch()
     return CliRunner().invoke(
         main,
-        ["--env-file", str(db_path.parent / "absent.env"), "subscribers", "import", *args],
+        ["--env-file", str(env_file), "subscribers", "import", *args],
         env={"NEWSLETTER_DB": str(db_path), "NEWSLETTER_DEFAULT_LANGUAGE": "both"},
     )
 

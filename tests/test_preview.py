@@ -395,3 +395,17 @@ def test_a_port_in_use_is_a_one_line_error(workdir: Path) -> None:
         f"error: port {port} is in use on 127.0.0.1; pick another with --port, or --port 0 "
         "for a free one"
     )
+
+
+def test_requests_for_another_host_name_are_refused(server: Server) -> None:
+    """A page on a rebound DNS name cannot read the unsent issue from the preview."""
+    import urllib.error
+    import urllib.request
+
+    state = server.url + "state.json"
+    with urllib.request.urlopen(state, timeout=10) as response:
+        assert response.status == 200
+    forged = urllib.request.Request(state, headers={"Host": "evil.example.com"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=10)
+    assert refused.value.code == 400

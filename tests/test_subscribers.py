@@ -305,10 +305,12 @@ def test_a_damaged_secret_file_is_refused(tmp_path: Path):
 
 
 def run(db_path: Path, *args: str):
-    runner = CliRunner()
-    return runner.invoke(
+    env_file = db_path.parent / "empty.env"  # so a developer's own .env is not read
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.touch()
+    return CliRunner().invoke(
         main,
-        ["--env-file", str(db_path.parent / "absent.env"), "subscribers", *args],
+        ["--env-file", str(env_file), "subscribers", *args],
         env={"NEWSLETTER_DB": str(db_path), "NEWSLETTER_DEFAULT_LANGUAGE": "both"},
     )
 

@@ -317,6 +317,7 @@ def test_newsletter_serve_command(tmp_path: Path, settings: Settings):
         "NEWSLETTER_DB": str(settings.db_path),
         "NEWSLETTER_SECRET": settings.secret,
     }
+    (tmp_path / "none.env").touch()
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "--env-file", str(tmp_path / "none.env"),
          "serve", "--port", str(port)],
