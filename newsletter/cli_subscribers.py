@@ -175,11 +175,20 @@ def export(app: AppContext, file: Path | None, status: str | None) -> None:
     click.echo(f"exported {len(people)} subscribers to {file}", err=True)
 
 
+def _cell(value: object) -> object:
+    """A spreadsheet must not read a subscriber's name as a formula (CSV injection)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
+
+
 def _write_csv(out: TextIO, people: Iterable[Subscriber]) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     for person in people:
-        writer.writerow(["" if (v := getattr(person, c)) is None else v for c in EXPORT_COLUMNS])
+        writer.writerow([_cell(getattr(person, c)) for c in EXPORT_COLUMNS])
 
 
 @subscribers.command()

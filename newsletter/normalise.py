@@ -48,3 +48,11 @@ def parse_language(text: str | None) -> str | None:
     if tag:
         return tag.group(1)
     raise ValueError(f"unknown language {text.strip()!r}; use en, fr or both")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def clean_name(text: str | None) -> str:
+    """A display name as one line of printable text (line breaks and controls become spaces)."""
+    return " ".join(_CONTROL.sub(" ", text or "").split())

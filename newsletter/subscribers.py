@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from . import db
 from .config import SUBSCRIBER_LANGUAGES, Settings
 from .errors import StoreError
-from .normalise import check_email, email_key
+from .normalise import check_email, clean_name, email_key
 
 Edition = Literal["en", "fr", "bilingual"]
 
@@ -276,7 +276,7 @@ class SqliteStore:
         return self._set(subscriber_id, "language", language, how)
 
     def set_name(self, subscriber_id: int, name: str, how: str) -> bool:
-        return self._set(subscriber_id, "name", name.strip(), how)
+        return self._set(subscriber_id, "name", clean_name(name), how)
 
     def remove(self, email: str, how: str = "cli") -> bool:
         """Delete someone's row (e.g. on request to erase their data). The audit trail keeps
@@ -335,7 +335,7 @@ class SqliteStore:
             (
                 row.email,
                 email_key(row.email),
-                (row.name or "").strip(),
+                clean_name(row.name),
                 row.language or default_language,
                 now,
                 source,
@@ -358,8 +358,8 @@ class SqliteStore:
 
     def _update(self, existing: Subscriber, row: Row, how: str) -> bool:
         changed = False
-        if row.name is not None and row.name.strip() != existing.name:
-            changed |= self._set(existing.id, "name", row.name.strip(), how)
+        if row.name is not None and clean_name(row.name) != existing.name:
+            changed |= self._set(existing.id, "name", clean_name(row.name), how)
         if row.language is not None and row.language != existing.language:
             changed |= self._set(existing.id, "language", row.language, how)
         return changed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import sqlite3
 import stat
@@ -374,3 +375,20 @@ def test_cli_remove_and_export(db_path: Path, tmp_path: Path):
     assert result.output.splitlines()[0] == (
         f"imported {out}: 0 added, 0 updated, 1 unchanged, 0 rejected"
     )
+
+
+def test_names_are_one_line_and_exports_are_formula_safe(tmp_path: Path) -> None:
+    db_path = tmp_path / "data" / "news.db"
+    source = tmp_path / "people.csv"
+    source.write_text(
+        'email,name,language\nz@example.org,"Zed\nBcc: evil@example.com",en\n'
+        "f@example.org,=HYPERLINK(1),fr\n",
+        "utf-8",
+    )
+    assert run(db_path, "import", str(source)).exit_code == 0
+    listed = run(db_path, "list").output
+    assert "z@example.org\ten\tactive\tZed Bcc: evil@example.com\n" in listed
+    out = tmp_path / "out.csv"
+    assert run(db_path, "export", str(out)).exit_code == 0
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    assert rows[2][:2] == ["f@example.org", "'=HYPERLINK(1)"]
