@@ -505,3 +505,61 @@ def test_an_address_the_server_cannot_take_fails_alone(workdir: Path) -> None:
         assert "Traceback" not in result.stderr
         assert "failed: josé@example.org: cannot send to this address" in result.stderr
         assert server.handler.copies("reader1@example.org") == 1
+
+
+def test_send_refuses_an_issue_whose_checks_have_errors(workdir: Path) -> None:
+    add_people(workdir)
+    briefs = workdir / "issues" / "briefs"
+    slugs = []
+    for n in range(14):  # far past Gmail's clipping limit in the bilingual edition
+        for lang in ("en", "fr"):
+            text = (briefs / f"da-nang-apec-summit.{lang}.md").read_text()
+            (briefs / f"copy-{n}.{lang}.md").write_text(text)
+        slugs.append(f'"copy-{n}"')
+    manifest = workdir / "issues" / DEMO_ISSUE / "issue.toml"
+    text = manifest.read_text()
+    manifest.write_text(text.replace("briefs = [", f"briefs = [{', '.join(slugs)},", 1))
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--yes")
+        assert server.handler.received == []
+    assert result.returncode == 2
+    assert _one_line(result).startswith(
+        "error: refusing to send: the build has 1 error(s), first: bilingual: HTML part is"
+    )
+    assert ledger_states(workdir) == {}
+
+
+def test_rate_limit_spaces_messages(workdir: Path) -> None:
+    add_people(workdir, many(6))
+    stamps: list[float] = []
+    handler = Handler()
+    store = handler._store
+
+    def timed(envelope) -> None:
+        stamps.append(time.monotonic())
+        store(envelope)
+
+    handler._store = timed
+    with Server(handler) as server:
+        result = send(workdir, server.port, "--yes", "--rate", "10")
+        assert result.returncode == 0, result.stderr
+    assert len(stamps) == 6
+    # a lower bound only: the limiter may never let six messages through faster than this
+    assert stamps[-1] - stamps[0] >= 0.45
+
+
+def test_hourly_cap_holds_the_rest_back_until_resumed(workdir: Path) -> None:
+    add_people(workdir, many(5))
+    with Server(Handler()) as server:
+        proc = _spawn_send(workdir, server.port, "--hourly-cap", "3", "--concurrency", "2")
+        deadline = time.monotonic() + 60
+        while len(server.handler.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # give a wrongly uncapped sender the time to send more
+        assert len(server.handler.received) == 3
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        states = ledger_states(workdir)
+        assert sum(s is State.SENT for s in states.values()) == 3
+        assert sum(s is State.PENDING for s in states.values()) == 2
