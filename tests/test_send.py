@@ -563,3 +563,52 @@ def test_hourly_cap_holds_the_rest_back_until_resumed(workdir: Path) -> None:
         states = ledger_states(workdir)
         assert sum(s is State.SENT for s in states.values()) == 3
         assert sum(s is State.PENDING for s in states.values()) == 2
+
+
+def test_the_one_click_link_in_a_delivered_message_works_against_serve(workdir: Path) -> None:
+    """send and serve share NEWSLETTER_BASE_URL and NEWSLETTER_SECRET: the List-Unsubscribe
+    URL a mail client POSTs to (RFC 8058) unsubscribes that very subscriber."""
+    import urllib.request
+
+    from .smtp_server import free_port
+
+    ids = add_people(workdir)
+    web_port = free_port()
+    base = f"http://127.0.0.1:{web_port}"
+    with Server(Handler()) as server:
+        assert send(workdir, server.port, "--yes", NEWSLETTER_BASE_URL=base).returncode == 0
+        marie = next(r.message for r in server.handler.received if r.rcpt == "marie@example.org")
+    url = marie["List-Unsubscribe"].split(",")[0].strip(" <>")
+    assert url.startswith(f"{base}/unsubscribe/")
+    web = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(web_port)],
+        cwd=workdir, env=env_for(workdir, 1, NEWSLETTER_BASE_URL=base),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        request = urllib.request.Request(
+            url, data=b"List-Unsubscribe=One-Click", method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:  # wait for the server to listen, not for a fixed time
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    assert response.status == 200
+                    page = response.read().decode()
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            except urllib.error.URLError as exc:
+                if not isinstance(exc.reason, ConnectionRefusedError):
+                    raise
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert 'lang="fr-CA"' in page
+    finally:
+        web.terminate()
+        web.wait(10)
+    with SqliteStore(workdir / "news.db") as store:
+        assert store.get(ids["marie@example.org"]).status == "unsubscribed"
+        assert store.get(ids["anne@example.org"]).status == "active"
