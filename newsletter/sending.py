@@ -16,7 +16,7 @@ from .ledger import Delivery, Ledger
 from .message import Recipient
 from .render import Templates
 from .signing import Signer, signer_for
-from .subscribers import SqliteStore, Status, edition_for
+from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status, edition_for
 from .tokens import make_token, preferences_url, resolve_secret, unsubscribe_url
 from .transport import Transport, transport_for
 from .views import EDITIONS
@@ -76,7 +76,7 @@ def plan(store: SqliteStore) -> Counter[str]:
     counts: Counter[str] = Counter({name: 0 for name in EDITIONS})
     for (language, status), n in store.counts().items():
         if status == Status.ACTIVE:
-            counts[{"en": "en", "fr": "fr", "both": "bilingual"}[language]] += n
+            counts[EDITION_FOR_LANGUAGE[language]] += n
     return counts
 
 

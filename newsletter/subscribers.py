@@ -72,9 +72,12 @@ class ImportResult:
     kept: list[Kept] = field(default_factory=list)
 
 
+EDITION_FOR_LANGUAGE = {"en": "en", "fr": "fr", "both": "bilingual"}
+
+
 def edition_for(subscriber: Subscriber) -> Edition:
     """Which edition a subscriber receives, from their language preference."""
-    return {"en": "en", "fr": "fr", "both": "bilingual"}[subscriber.language]  # type: ignore[return-value]
+    return EDITION_FOR_LANGUAGE[subscriber.language]  # type: ignore[return-value]
 
 
 def _now() -> str:
