@@ -33,7 +33,12 @@ function kb(bytes) {
 
 function setFrame(frame, src) {
   // Only a changed build reloads a frame, so an unchanged edition keeps its scroll position.
-  if (frame.getAttribute("src") !== src) frame.setAttribute("src", src);
+  if (frame.getAttribute("src") === src) return;
+  // A fresh iframe rather than a new src: chromium can let a navigation still in flight
+  // (a quick switch of edition) commit after the newer one, leaving the old edition shown.
+  const fresh = frame.cloneNode(false);
+  fresh.setAttribute("src", src);
+  frame.replaceWith(fresh);
 }
 
 function render() {
