@@ -4,6 +4,7 @@ of subscribers.py, csvimport.py and web.py."""
 from __future__ import annotations
 
 import csv
+import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -224,7 +225,7 @@ def count(app: AppContext) -> None:
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
-    help="Log each request (paths carry subscribers' tokens).",
+    help="Log each request (subscribers' tokens are left out of the paths).",
 )
 @pass_app
 def serve(
@@ -233,11 +234,11 @@ def serve(
     """Run the unsubscribe and preferences web app (behind a reverse proxy in production)."""
     import uvicorn  # only this command needs the server
 
-    from .web import create_app
+    from .web import RedactTokens, create_app
 
     web_app = create_app(app.settings)
     click.echo(f"serving on http://{host}:{port}/ (links use {app.settings.identity.base_url})")
-    uvicorn.run(
+    config = uvicorn.Config(
         web_app,
         host=host,
         port=port,
@@ -246,4 +247,6 @@ def serve(
         server_header=False,
         access_log=access_log,
         log_level="info",
-    )
+    )  # configures logging: the filter goes on after
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    uvicorn.Server(config).run()

@@ -6,6 +6,8 @@ address, and nothing else. GET never changes anything, because link scanners fol
 
 from __future__ import annotations
 
+import logging
+import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,23 @@ HEADERS = [
 ]
 
 T = TypeVar("T")
+
+_TOKEN_IN_PATH = re.compile(r"(/(?:unsubscribe|preferences)/)[^/?#\s]+")
+
+
+class RedactTokens(logging.Filter):
+    """Keeps the tokens out of the access log: each one is a credential for one subscriber.
+
+    uvicorn logs a request as `%s - "%s %s HTTP/%s" %d`, the path third among the args.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_PATH.sub(r"\1…", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
 
 
 def _langs(language: str) -> list[str]:

@@ -339,6 +339,10 @@ def test_newsletter_serve_command(tmp_path: Path, settings: Settings):
         assert reply.status == 200
     finally:
         proc.terminate()
-        proc.wait(10)
+        log, _ = proc.communicate(timeout=10)  # uvicorn's access log goes to stdout
     with SqliteStore(settings.db_path) as store:
         assert store.get(ann).status is Status.UNSUBSCRIBED
+    # The access log shows the request, but not the token: it would unsubscribe ann.
+    token = _token(settings, ann)
+    assert '"POST /unsubscribe/… HTTP/1.1" 200' in log
+    assert token not in log and token[:12] not in log
