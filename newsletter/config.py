@@ -19,6 +19,14 @@ from dotenv import dotenv_values
 
 from .errors import SettingsError
 
+_HERE = Path(__file__).resolve().parent
+# The templates that come with the tool: inside the package once installed from a wheel,
+# at the top of the project in a checkout or an editable install.
+SHIPPED_TEMPLATES = next(
+    (d for d in (_HERE / "templates", _HERE.parent / "templates") if d.is_dir()),
+    _HERE.parent / "templates",
+)
+
 PREFIX = "NEWSLETTER_"
 LANGUAGES = ("en", "fr")
 SUBSCRIBER_LANGUAGES = ("en", "fr", "both")

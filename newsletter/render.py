@@ -18,12 +18,12 @@ import jinja2
 import mjml
 from premailer import Premailer
 
-from .config import Identity
+from .config import SHIPPED_TEMPLATES, Identity
 from .content import Issue
 from .errors import TemplateError
 from .views import EDITIONS, EditionView, edition_view, wrap72
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+DEFAULT_TEMPLATES = SHIPPED_TEMPLATES
 HTML_TEMPLATE = "email.mjml.j2"
 TEXT_TEMPLATE = "email.txt.j2"
 CSS_FILE = "email.css"

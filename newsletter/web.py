@@ -10,7 +10,6 @@ import logging
 import re
 import unicodedata
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -22,11 +21,11 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import SUBSCRIBER_LANGUAGES, Settings
+from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
 from .subscribers import SqliteStore, Subscriber, open_store
 from .tokens import read_token, resolve_secret
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
+TEMPLATES = SHIPPED_TEMPLATES / "web"
 LOCALES = {"en": "en-CA", "fr": "fr-CA"}
 MAX_NAME = 200
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 body: List-Unsubscribe=One-Click
