@@ -53,7 +53,8 @@ def import_(app: AppContext, file: Path, resubscribe: bool, consent: str, dry_ru
 
     Accepts , or ; separators and a UTF-8 BOM. A blank name or language keeps what an existing
     subscriber has (a new one gets the default language). Within the file, the last row for an
-    address wins. The whole import is one transaction.
+    address wins. The whole import is one transaction. Exits 1 when rows were rejected (the
+    other rows are imported), 2 when the file cannot be read (nothing is).
     """
     parsed = read_csv(file)
     with open_store(app.settings) as store:
@@ -87,6 +88,15 @@ def import_(app: AppContext, file: Path, resubscribe: bool, consent: str, dry_ru
     ]
     for line, note in sorted(notes, key=lambda note: note[0]):
         click.echo(f"{file}:{line}: {note}")
+    if parsed.rejected:
+        # The good rows are in; a script (or cron) still hears that some were not.
+        rows, them = ("row", "it") if len(parsed.rejected) == 1 else ("rows", "them")
+        click.echo(
+            f"{file}: {len(parsed.rejected)} {rows} rejected, listed above; fix {them} and "
+            "import the file again (rows already in stay unchanged)",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @subscribers.command()

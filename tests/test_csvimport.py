@@ -143,7 +143,7 @@ def test_cli_import_report(tmp_path: Path):
         "new@example.net;New;EN\n",
     )
     result = run_import(db_path, str(path), "--consent", "signed up at the AGM")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the good rows are in, but not every row
     assert result.output.splitlines() == [
         f"imported {path}: 1 added, 1 updated, 1 unchanged, 1 rejected",
         f"{path}:5: gone@example.org is unsubscribed since "
@@ -152,6 +152,8 @@ def test_cli_import_report(tmp_path: Path):
         f"{path}:6: 'bad@@example.org' is not a valid address: "
         "The part after the @-sign contains invalid characters: '@'.",
         f"{path}:7: new@example.net also on line 4; this later row wins",
+        f"{path}: 1 row rejected, listed above; fix it and import the file again "
+        "(rows already in stay unchanged)",
     ]
     with SqliteStore(db_path) as store:
         new = store.find("new@example.net")
