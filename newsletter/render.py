@@ -10,7 +10,8 @@ import logging
 import re
 import time
 import tomllib
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from premailer import Premailer
 from .config import SHIPPED_TEMPLATES, Identity
 from .content import Issue
 from .errors import TemplateError
-from .views import EDITIONS, EditionView, edition_view, wrap72
+from .views import EDITIONS, LABEL_KEYS, LANGS, EditionView, edition_view, wrap72
 
 DEFAULT_TEMPLATES = SHIPPED_TEMPLATES
 HTML_TEMPLATE = "email.mjml.j2"
@@ -57,7 +58,7 @@ class Templates:
     def __init__(self, folder: Path | None = None):
         self.folder = Path(folder or DEFAULT_TEMPLATES)
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.folder),
+            loader=jinja2.FunctionLoader(self._load),
             autoescape=lambda name: name is None or not name.endswith(".txt.j2"),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
@@ -66,19 +67,42 @@ class Templates:
         )
         self.env.filters["wrap72"] = wrap72
         self.css = self._read(CSS_FILE)
-        try:
-            self.labels = tomllib.loads(self._read(LABELS_FILE))
-        except tomllib.TOMLDecodeError as exc:
-            raise TemplateError(f"invalid TOML: {exc}", self.folder / LABELS_FILE) from None
+        self.labels = self._labels()
 
     def _read(self, name: str) -> str:
         path = self.folder / name
         try:
-            return path.read_text("utf-8")
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise TemplateError("template file missing; restore it from git", path) from None
-        except UnicodeDecodeError:
-            raise TemplateError("not valid UTF-8; save it as UTF-8", path) from None
+        except OSError as exc:
+            raise TemplateError(f"cannot read file ({exc.strerror})", path) from None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise TemplateError("not valid UTF-8; save it as UTF-8", path, line) from None
+
+    def _load(self, name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        path = self.folder / name
+        if not path.is_file():
+            return None  # Jinja says TemplateNotFound, reported with the including template
+        return self._read(name), str(path), lambda: True  # a Templates lives for one build
+
+    def _labels(self) -> dict[str, dict[str, str]]:
+        path = self.folder / LABELS_FILE
+        try:
+            labels = tomllib.loads(self._read(LABELS_FILE))
+        except tomllib.TOMLDecodeError as exc:
+            raise TemplateError(f"invalid TOML: {exc}", path) from None
+        for lang in LANGS:
+            table = labels.get(lang)
+            if not isinstance(table, dict):
+                raise TemplateError(f"no [{lang}] table; restore it from git", path)
+            for key in LABEL_KEYS:
+                if not isinstance(table.get(key), str):
+                    raise TemplateError(f'[{lang}] needs {key} = "..." (a text); add it back', path)
+        return labels
 
     def render(self, name: str, view: EditionView) -> str:
         try:
@@ -87,11 +111,24 @@ class Templates:
             path = self.folder / (exc.name or name)
             raise TemplateError(f"template syntax: {exc.message}", path, exc.lineno) from None
         except jinja2.UndefinedError as exc:
-            raise TemplateError(f"template uses {exc.message}", self.folder / name) from None
+            path, line = _template_frame(exc, self.folder / name)
+            raise TemplateError(
+                f"{exc.message}; check the name, or add it to labels.toml if it is a label",
+                path,
+                line,
+            ) from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(
                 f"includes missing template '{exc.name}'", self.folder / name
             ) from None
+
+
+def _template_frame(exc: Exception, fallback: Path) -> tuple[Path, int | None]:
+    """The template file and line an error was raised in: Jinja's tracebacks name them."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.endswith(".j2"):
+            return Path(frame.filename), frame.lineno
+    return fallback, None
 
 
 # MRML writes some characters of attribute values as Rust escapes (`\u{a0}`), e.g. the

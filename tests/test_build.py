@@ -313,6 +313,44 @@ def test_broken_template_names_the_template(cli, workdir: Path) -> None:
     assert line.startswith(f"error: {path}:1: template syntax")
 
 
+TEMPLATE_MISTAKES = {
+    "label removed": (
+        "labels.toml",
+        lambda text: text.replace('issue = "Issue"\n', ""),
+        'labels.toml: [en] needs issue = "..." (a text); add it back',
+    ),
+    "not utf-8": (
+        "footer.mjml.j2",
+        lambda text: text.replace("</mj-column>", "</mj-column>\n\udcff", 1),
+        "footer.mjml.j2:{line}: not valid UTF-8; save it as UTF-8",
+    ),
+    "undefined name in an included template": (
+        "footer.mjml.j2",
+        lambda text: text.replace("</mj-column>", "{{ nope }}</mj-column>", 1),
+        "footer.mjml.j2:{line}: 'nope' is undefined; check the name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEMPLATE_MISTAKES))
+def test_template_mistakes_name_the_file_and_line(case: str, cli, workdir: Path) -> None:
+    name, break_it, expected = TEMPLATE_MISTAKES[case]
+    templates = workdir / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    original = (templates / name).read_text("utf-8")
+    broken = break_it(original)
+    assert broken != original
+    (templates / name).write_bytes(broken.encode("utf-8", "surrogateescape"))
+    line = original[: original.index("</mj-column>")].count("\n") + 1 if "mj" in name else 0
+    if case == "not utf-8":
+        line += 1  # the bad byte sits on the line after the tag
+    result = cli("build", f"issues/{DEMO_ISSUE}", NEWSLETTER_TEMPLATES=str(templates))
+    assert result.returncode == 2, result.stderr
+    (message,) = result.stderr.strip().splitlines()
+    assert message.startswith(f"error: {templates}/{expected.format(line=line)}"), message
+    assert not (workdir / "build").exists()
+
+
 def test_a_failed_rebuild_keeps_the_previous_build(cli, built: Path, workdir: Path) -> None:
     before = (built / "en.html").read_bytes()
     _replace(workdir, SEED_EN, "title: ", "titl: ")
