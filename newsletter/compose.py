@@ -115,6 +115,11 @@ def _toml_string(value: str) -> str:
 def write_issue(
     issues_dir: Path, issue_id: str, number: int, date: dt.date, slugs: list[str]
 ) -> Path:
+    if not SLUG_RE.match(issue_id) or issue_id == BRIEFS_DIR:
+        raise ContentError(
+            f"issue id '{issue_id}' must be lowercase letters, digits and hyphens, and not "
+            f"'{BRIEFS_DIR}': it names a folder under {issues_dir}/, e.g. 2017-11"
+        )
     folder = issues_dir / issue_id
     manifest = folder / MANIFEST
     if manifest.exists():

@@ -233,6 +233,8 @@ def read_briefs(briefs_dir: Path) -> dict[str, Brief]:
 
 def briefs_dir_for(issue_dir: Path) -> Path:
     """Briefs live beside the issue folders: issues/briefs/."""
+    if issue_dir.name in ("", ".."):  # "." or "..": the folder's own name says where it is
+        issue_dir = issue_dir.resolve()
     return issue_dir.parent / BRIEFS_DIR
 
 

@@ -14,7 +14,7 @@ import pytest
 from newsletter.checks import CLIP_LIMIT
 from newsletter.typography import NBSP, NNBSP
 
-from .conftest import DEMO_ISSUE, ROOT
+from .conftest import DEMO_ISSUE, ROOT, clean_env, run_cli
 
 
 def parse_html(path: Path):
@@ -393,6 +393,22 @@ def test_compose_picks_new_briefs_then_has_nothing_left(cli, workdir: Path) -> N
     assert cli("new", "brief", "fresh-news").returncode == 2
     check = cli("check", "issues/2017-11-27")
     assert "preheader is still the placeholder of 'newsletter compose'" in check.stdout
+
+
+@pytest.mark.parametrize("issue_id", ["../outside", "briefs", "a/b"])
+def test_an_issue_id_must_name_a_folder_under_issues(cli, workdir: Path, issue_id: str) -> None:
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    for command in (["new", "issue"], ["compose", "--date", "2017-11-27"]):
+        result = cli(*command, "--id", issue_id)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"error: issue id '{issue_id}' must be lowercase letters")
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
+def test_the_issue_folder_can_be_given_as_dot(workdir: Path) -> None:
+    result = run_cli("check", ".", cwd=workdir / "issues" / DEMO_ISSUE, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
 
 
 def test_an_explicit_env_file_must_exist_and_settings_are_checked(cli, workdir: Path) -> None:
