@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .cli_context import AppContext, pass_app
+from .config import MAX_CONCURRENCY
 from .delivery import Progress, SendOptions, SendRun, outgoing
 from .errors import DeliveryError
 from .ledger import Ledger, State, send_lock
@@ -123,7 +124,9 @@ class _Bar:
 @click.option("--test", is_flag=True, help="Send every edition to ADDRESSES, marked [TEST].")
 @click.option("--dry-run", is_flag=True, help="Build every message; send and record nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--concurrency", type=click.IntRange(1, 64), help="Parallel connections.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), help="Parallel connections."
+)
 @click.option("--rate", type=click.FloatRange(0), help="Messages per second (0: no limit).")
 @click.option("--hourly-cap", type=click.IntRange(0), help="Messages per hour (0: no cap).")
 @click.option(

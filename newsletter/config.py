@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from .errors import SettingsError
 
@@ -28,6 +29,9 @@ SHIPPED_TEMPLATES = next(
 )
 
 PREFIX = "NEWSLETTER_"
+SECRET_NAMES = frozenset({"SECRET", "SMTP_PASSWORD"})  # never printed, not even when wrong
+MAX_CONCURRENCY = 64
+MIN_RATE = 0.001  # messages a second: about one every 17 minutes
 LANGUAGES = ("en", "fr")
 SUBSCRIBER_LANGUAGES = ("en", "fr", "both")
 
@@ -134,6 +138,7 @@ def load_settings(
         raise SettingsError("no such settings file; check --env-file", env_path)
     if env_path is not None and env_path.is_file():
         try:
+            lines = _env_lines(env_path)
             raw = dotenv_values(env_path, encoding="utf-8")
         except UnicodeDecodeError:
             raise SettingsError("not valid UTF-8; save it as UTF-8", env_path) from None
@@ -151,14 +156,12 @@ def load_settings(
         key = PREFIX + name
         if key in environ or env_path is None or key not in file_values:
             return None, None
-        for number, line in enumerate(env_path.read_text("utf-8").splitlines(), 1):
-            if line.lstrip().removeprefix("export ").lstrip().startswith(key):
-                return env_path, number
-        return env_path, None
+        return env_path, lines.get(key)
 
     def fail(name: str, problem: str) -> SettingsError:
         path, line = where(name)
-        return SettingsError(f"{PREFIX}{name}={get(name)!r}: {problem}", path, line)
+        shown = "(value hidden)" if name in SECRET_NAMES else repr(get(name))
+        return SettingsError(f"{PREFIX}{name}={shown}: {problem}", path, line)
 
     def integer(name: str, low: int = 0) -> int:
         try:
@@ -179,9 +182,13 @@ def load_settings(
         return value
 
     base_url = get("BASE_URL").rstrip("/")
+    if not _plain_base_url(base_url):
+        raise fail(
+            "BASE_URL",
+            "must be an absolute http(s) URL with no query, spaces or user, e.g. "
+            "https://news.example.org (a non-ASCII domain in its xn-- form)",
+        )
     parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise fail("BASE_URL", "must be an absolute http(s) URL, e.g. https://news.example.org")
 
     default_language = get("DEFAULT_LANGUAGE").lower()
     if default_language not in SUBSCRIBER_LANGUAGES:
@@ -214,6 +221,16 @@ def load_settings(
     if get("SECRET") and len(get("SECRET")) < 16:
         raise fail("SECRET", "is too short to sign links safely; use 32 random characters")
 
+    concurrency = integer("CONCURRENCY", 1)
+    if concurrency > MAX_CONCURRENCY:
+        raise fail("CONCURRENCY", f"must be at most {MAX_CONCURRENCY} connections")
+    rate = number("RATE")
+    if 0 < rate < MIN_RATE:
+        raise fail("RATE", f"must be 0 (no limit) or at least {MIN_RATE} messages a second")
+    timeout = number("SMTP_TIMEOUT")
+    if timeout == 0:
+        raise fail("SMTP_TIMEOUT", "must be more than 0 seconds, e.g. 30")
+
     identity = Identity(
         base_url=base_url,
         title={lang: get(f"TITLE_{lang.upper()}") for lang in LANGUAGES},
@@ -232,7 +249,7 @@ def load_settings(
             security=security,
             user=get("SMTP_USER"),
             password=get("SMTP_PASSWORD"),
-            timeout=number("SMTP_TIMEOUT") or 30.0,
+            timeout=timeout,
             verify=verify in ("true", "1", "yes"),
             ca_file=get("SMTP_CA_FILE"),
         ),
@@ -243,8 +260,42 @@ def load_settings(
         secret=get("SECRET"),
         default_language=default_language,
         outbox=Path(get("OUTBOX")),
-        concurrency=integer("CONCURRENCY", 1),
-        rate=number("RATE"),
+        concurrency=concurrency,
+        rate=rate,
         hourly_cap=integer("HOURLY_CAP"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+    )
+
+
+def _env_lines(path: Path) -> dict[str, int]:
+    """The line each name is set on in a .env file (the last one wins, as in dotenv), or a
+    SettingsError for a line dotenv cannot read (it would only log it and go on)."""
+    found: dict[str, int] = {}
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                raise SettingsError(
+                    "cannot read this line; write NEWSLETTER_NAME=value, with quotes around "
+                    "a value holding spaces, # or quotes (and both quotes closed)",
+                    path,
+                    binding.original.line,
+                )
+            if binding.key:
+                found[binding.key] = binding.original.line
+    return found
+
+
+def _plain_base_url(url: str) -> bool:
+    """An http(s) URL that links can be appended to: ASCII, host, no query or fragment."""
+    if not url.isascii() or any(c.isspace() for c in url):
+        return False
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not (parts.query or parts.fragment or parts.username or "?" in url or "#" in url)
     )

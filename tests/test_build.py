@@ -411,6 +411,57 @@ def test_the_issue_folder_can_be_given_as_dot(workdir: Path) -> None:
     assert result.stdout.strip().endswith("ok")
 
 
+BAD_SETTINGS = {
+    "non-ascii base url": (
+        "NEWSLETTER_BASE_URL=https://brèves.example.org",
+        "error: .env:1: NEWSLETTER_BASE_URL='https://brèves.example.org': must be an absolute",
+    ),
+    "base url with a query": (
+        "NEWSLETTER_BASE_URL=https://news.example.org/n?x=1",
+        "error: .env:1: NEWSLETTER_BASE_URL='https://news.example.org/n?x=1': must be",
+    ),
+    "base url with a bad port": (
+        "NEWSLETTER_BASE_URL=https://news.example.org:abc",
+        "error: .env:1: NEWSLETTER_BASE_URL='https://news.example.org:abc': must be",
+    ),
+    "a short secret is not shown": (
+        "NEWSLETTER_SECRET=shortsecret",
+        "error: .env:1: NEWSLETTER_SECRET=(value hidden): is too short",
+    ),
+    "the line actually used": (
+        "NEWSLETTER_SMTP_PORT_OLD=1\nNEWSLETTER_SMTP_PORT=2525\nNEWSLETTER_SMTP_PORT=99999",
+        "error: .env:3: NEWSLETTER_SMTP_PORT='99999': must be a port number",
+    ),
+    "an unclosed quote": (
+        'NEWSLETTER_TITLE_EN=News\nNEWSLETTER_TITLE_FR="Brèves',
+        "error: .env:2: cannot read this line; write NEWSLETTER_NAME=value",
+    ),
+    "a rate that never sends": (
+        "NEWSLETTER_RATE=1e-300",
+        "error: .env:1: NEWSLETTER_RATE='1e-300': must be 0 (no limit) or at least 0.001",
+    ),
+    "too many connections": (
+        "NEWSLETTER_CONCURRENCY=100000",
+        "error: .env:1: NEWSLETTER_CONCURRENCY='100000': must be at most 64 connections",
+    ),
+    "no time to answer": (
+        "NEWSLETTER_SMTP_TIMEOUT=0",
+        "error: .env:1: NEWSLETTER_SMTP_TIMEOUT='0': must be more than 0 seconds",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
+def test_bad_settings_get_one_line_naming_the_line(case: str, cli, workdir: Path) -> None:
+    content, expected = BAD_SETTINGS[case]
+    (workdir / ".env").write_text(content + "\n", "utf-8")
+    result = cli("check", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(expected), line
+    assert "shortsecret" not in result.stdout + result.stderr
+
+
 def test_an_explicit_env_file_must_exist_and_settings_are_checked(cli, workdir: Path) -> None:
     missing = cli("--env-file", "nope.env", "check", f"issues/{DEMO_ISSUE}")
     assert missing.returncode == 2
