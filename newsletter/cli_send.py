@@ -202,9 +202,8 @@ def _send(
         uncertain = ledger.in_state(State.UNCERTAIN)
         if recovered:
             click.echo(f"{recovered} message(s) were in flight when the last send stopped.")
-        if resend_uncertain and uncertain:
-            click.echo(f"sending again {ledger.resend_uncertain()} uncertain message(s)")
-        elif uncertain:
+        resend = len(uncertain) if resend_uncertain else 0
+        if uncertain and not resend:
             click.echo(
                 f"{len(uncertain)} uncertain message(s) (may have arrived; not resent "
                 "without --resend-uncertain): "
@@ -213,19 +212,22 @@ def _send(
             )
         counts = ledger.counts()
         pending = sum(n for (_, state), n in counts.items() if state is State.PENDING)
-        if not pending:
+        if not pending + resend:
             click.echo(f"nothing left to send for issue {issue_id}.")
             click.echo(_table(counts))
             if any(s in (State.FAILED, State.UNCERTAIN) for (_, s) in counts):
                 raise SystemExit(EXIT_INCOMPLETE)
             return
+        again = f", {resend:,} of them uncertain (sent again)" if resend else ""
         click.echo(
             f"resuming issue {issue_id} via {prepared.transport.description}: "
-            f"{pending:,} message(s) left"
+            f"{pending + resend:,} message(s) left{again}"
         )
         if not yes:
             click.confirm("Resume sending?", abort=True)
         prepared.transport.connect().close()
+        if resend:  # only now: a "no" above, or a server that is down, changes nothing
+            ledger.resend_uncertain()
     pending = sum(n for (_, s), n in ledger.counts().items() if s is State.PENDING)
     bar = _Bar(pending)
     run = SendRun(

@@ -228,6 +228,14 @@ def test_sigkill_mid_send_then_resume_gives_everyone_exactly_one_copy(workdir, h
         assert victim in resumed.stdout  # reported as uncertain
         assert ledger_states(workdir)[victim] is State.UNCERTAIN
         if hold == "hold-discard":
+            # asked to resend it, the editor says no at the prompt: nothing changes
+            declined = run_cli(
+                "send", f"issues/{DEMO_ISSUE}", "--resend-uncertain", cwd=workdir,
+                env=env_for(workdir, server.port), input="n\n",
+            )  # fmt: skip
+            assert declined.returncode == 1 and "Aborted" in declined.stderr
+            assert "1 message(s) left, 1 of them uncertain (sent again)" in declined.stdout
+            assert ledger_states(workdir)[victim] is State.UNCERTAIN
             # the editor checked: it never arrived; send it again
             final = send(workdir, server.port, "--yes", "--resend-uncertain")
             assert final.returncode == 0, final.stderr
