@@ -8,6 +8,7 @@ connection if `connection_lost`), `PermanentFailure` (record, never retry), and 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -230,7 +231,7 @@ class SmtpTransport:
                 smtp.starttls(context=self._context())
                 smtp.ehlo()
             if s.user:
-                smtp.login(s.user, s.password)
+                _login(smtp, s.user, s.password)
             return SmtpConnection(smtp)
         except smtplib.SMTPAuthenticationError as exc:
             _close(smtp)
@@ -242,7 +243,7 @@ class SmtpTransport:
         except smtplib.SMTPNotSupportedError as exc:
             _close(smtp)
             raise DeliveryError(
-                f"{where} does not support {exc}; check NEWSLETTER_SMTP_SECURITY"
+                f"{where}: {str(exc).rstrip('.')}; check NEWSLETTER_SMTP_SECURITY"
             ) from None
         except ssl.SSLError as exc:
             _close(smtp)
@@ -263,6 +264,22 @@ class SmtpTransport:
                 f"cannot connect to {where}: {reason or type(exc).__name__}; check "
                 "NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT"
             ) from None
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """smtplib's login, which sends credentials as ASCII; other ones go as UTF-8 with AUTH
+    PLAIN (RFC 4616), as servers expect them."""
+    if (user + password).isascii():
+        smtp.login(user, password)
+        return
+    if "PLAIN" not in smtp.esmtp_features.get("auth", "").upper().split():
+        raise smtplib.SMTPNotSupportedError(
+            "no AUTH PLAIN, the only way to log in with non-ASCII characters"
+        )
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
+    code, reply = smtp.docmd("AUTH", f"PLAIN {token}")
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 class TransientConnectError(DeliveryError):

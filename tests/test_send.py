@@ -377,6 +377,22 @@ def test_login_refused_says_so_once_without_the_password(workdir: Path) -> None:
         assert len(handler.received) == 3
 
 
+def test_a_password_with_accents_logs_in_as_utf8(workdir: Path) -> None:
+    add_people(workdir)
+    handler = Handler()
+    with Server(
+        handler, authenticator=accept_only("rédaction", "pässwörd"), auth_require_tls=False
+    ) as s:
+        env = {"NEWSLETTER_SMTP_USER": "rédaction"}
+        wrong = send(workdir, s.port, "--yes", NEWSLETTER_SMTP_PASSWORD="pässwort", **env)
+        assert wrong.returncode == 2
+        assert "refused the login of user 'rédaction': 535" in _one_line(wrong)
+        assert "pässwort" not in wrong.stdout + wrong.stderr
+        good = send(workdir, s.port, "--yes", NEWSLETTER_SMTP_PASSWORD="pässwörd", **env)
+        assert good.returncode == 0, good.stderr
+        assert len(handler.received) == 3
+
+
 def test_starttls_with_a_verified_certificate(workdir: Path, tmp_path: Path) -> None:
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
