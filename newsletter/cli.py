@@ -57,7 +57,20 @@ main.add_command(status)
 
 
 def run() -> None:
-    main(prog_name="newsletter")
+    """The console script: click's usage errors too become one line, `error: ...`."""
+    try:
+        status = main.main(prog_name="newsletter", standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "newsletter"
+        click.echo(f"error: {exc.format_message().rstrip('.')}; see '{where} --help'", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

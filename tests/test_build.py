@@ -405,6 +405,21 @@ def test_an_issue_id_must_name_a_folder_under_issues(cli, workdir: Path, issue_i
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["build", "issues/2017-11/issue.toml"], "error: Invalid value for 'ISSUE_DIR': "),
+        (["new", "issue", "--date", "2017-13-01"], "error: Invalid value for '--date': "),
+        (["buid"], "error: No such command 'buid'. Did you mean 'build'?"),
+    ],
+)
+def test_usage_mistakes_get_one_line_too(workdir: Path, args: list[str], expected: str) -> None:
+    result = run_cli(*args, cwd=workdir, env=clean_env())
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(expected), line
+
+
 def test_the_issue_folder_can_be_given_as_dot(workdir: Path) -> None:
     result = run_cli("check", ".", cwd=workdir / "issues" / DEMO_ISSUE, env=clean_env())
     assert result.returncode == 0, result.stderr
