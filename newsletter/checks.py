@@ -67,6 +67,12 @@ def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Findin
             if block.stub_href or block.slug + block.html_lang in seen:
                 continue
             seen.add(block.slug + block.html_lang)
+            if not block.body_text.strip():
+                add(
+                    Level.WARNING,
+                    f"brief '{block.slug}' has no text under its title in {block.html_lang}; "
+                    "write it, or take the brief out of the issue",
+                )
             for src, alt in block.images:
                 if not alt.strip():
                     add(Level.WARNING, f"brief '{block.slug}': image {src} has no alt text")

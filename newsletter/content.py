@@ -288,8 +288,15 @@ def read_issue(issue_dir: Path) -> Issue:
             raise ContentError(
                 f"missing [{lang}] table with subject, preheader and intro", path, None
             )
+        subject = need(table, "subject", str, f"{lang}.").strip()
+        if not subject:
+            raise ContentError(
+                f"[{lang}] subject is empty; write the line readers see in their inbox",
+                path,
+                _key_line(text, lang, "subject"),
+            )
         texts[lang] = IssueText(
-            subject=need(table, "subject", str, f"{lang}.").strip(),
+            subject=subject,
             preheader=str(table.get("preheader", "")).strip(),
             intro=str(table.get("intro", "")).strip(),
         )

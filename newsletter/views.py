@@ -221,7 +221,9 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
             smarten(issue.text[lang].subject, lang) for lang in langs
         )
         preheader = issue.bilingual_preheader or " / ".join(
-            smarten(issue.text[lang].preheader, lang) for lang in langs
+            smarten(issue.text[lang].preheader, lang)
+            for lang in langs
+            if issue.text[lang].preheader  # none at all stays empty, and is reported so
         )
         from_name = " / ".join(dict.fromkeys(identity.from_name[lang] for lang in langs))
         org = " / ".join(dict.fromkeys(identity.org[lang] for lang in langs))

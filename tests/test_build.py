@@ -284,6 +284,12 @@ BAD_INPUTS = {
 }
 
 
+BAD_INPUTS["empty subject"] = (
+    lambda w: _replace(w, MANIFEST, 'subject = "News / Brèves no 1 :', 'subject = "" #'),
+    f"{MANIFEST}:25: [fr] subject is empty; write the line readers see in their inbox",
+)
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_gets_one_line_and_no_output(case: str, cli, workdir: Path) -> None:
     break_it, expected = BAD_INPUTS[case]
@@ -393,6 +399,27 @@ def test_compose_picks_new_briefs_then_has_nothing_left(cli, workdir: Path) -> N
     assert cli("new", "brief", "fresh-news").returncode == 2
     check = cli("check", "issues/2017-11-27")
     assert "preheader is still the placeholder of 'newsletter compose'" in check.stdout
+
+
+def test_empty_text_is_reported_not_sent_silently(cli, workdir: Path) -> None:
+    manifest = workdir / MANIFEST
+    text = manifest.read_text("utf-8")
+    manifest.write_text(re.sub(r"(?m)^preheader = .*\n", "", text), "utf-8")
+    brief = workdir / SEED_FR
+    front, _, _ = brief.read_text("utf-8").partition("\n---\n")
+    brief.write_text(front + "\n---\n\n", "utf-8")
+    result = cli("check", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 0, result.stderr
+    warnings = result.stdout.splitlines()
+    for edition in ("en", "fr", "bilingual"):
+        assert f"warning: {edition}: preheader is empty; inboxes will show the first text " \
+            "instead" in warnings  # fmt: skip
+    for edition in ("fr", "bilingual"):
+        assert (
+            f"warning: {edition}: brief 'putin-trump-syria-statement' has no text under its "
+            "title in fr-CA; write it, or take the brief out of the issue"
+        ) in warnings
+    assert not any(w.startswith("warning: en: brief 'putin") for w in warnings)
 
 
 @pytest.mark.parametrize("issue_id", ["../outside", "briefs", "a/b"])
