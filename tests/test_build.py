@@ -87,9 +87,15 @@ def test_missing_translation_is_shown_with_a_note(built: Path) -> None:
     tree = parse_html(built / "fr.html")
     block = tree.get_element_by_id("fr-iter-fusion-milestone")
     assert block.get("lang") == "en-CA"
-    note = block.xpath(".//p[@lang='fr-CA']")[0]
+    note = block.xpath(".//p[@class='n']")[0]
+    assert note.get("lang") == "fr-CA"
     assert note.text_content().strip() == "En anglais seulement"
     assert "ITER" in block.xpath(".//h2")[0].text_content()
+    # the French date and labels around the English text say they are French
+    meta = block.xpath(".//p[@class='m']")[0]
+    assert meta.get("lang") == "fr-CA" and "novembre 2017" in meta.text_content()
+    original = block.xpath(".//a[text()='Lire l’original']")[0]
+    assert original.getparent().get("lang") == "fr-CA"
     text = (built / "fr.txt").read_text()
     assert "[En anglais seulement]" in text
 
