@@ -125,10 +125,20 @@ class _Bar:
 @click.option("--dry-run", is_flag=True, help="Build every message; send and record nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
-    "--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), help="Parallel connections."
+    "--concurrency",
+    type=click.IntRange(1, MAX_CONCURRENCY),
+    help="Parallel connections [default: NEWSLETTER_CONCURRENCY, or 4].",
 )
-@click.option("--rate", type=click.FloatRange(0), help="Messages per second (0: no limit).")
-@click.option("--hourly-cap", type=click.IntRange(0), help="Messages per hour (0: no cap).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(0),
+    help="Messages per second, 0 for no limit [default: NEWSLETTER_RATE, or 0].",
+)
+@click.option(
+    "--hourly-cap",
+    type=click.IntRange(0),
+    help="Messages per hour, 0 for no cap [default: NEWSLETTER_HOURLY_CAP, or 0].",
+)
 @click.option(
     "--resend-uncertain",
     is_flag=True,

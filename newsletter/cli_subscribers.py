@@ -35,7 +35,7 @@ def _language(value: str | None) -> str | None:
 
 @click.group()
 def subscribers() -> None:
-    """Keep the list: import, add, unsubscribe, list, export, count."""
+    """Keep the list: import, add, unsubscribe, remove, list, export, count."""
 
 
 @subscribers.command("import")
@@ -152,8 +152,10 @@ def unsubscribe(app: AppContext, email: str) -> None:
 
 
 @subscribers.command("list")
-@click.option("--status", type=click.Choice(STATUSES), default=None)
-@click.option("--language", type=click.Choice(SUBSCRIBER_LANGUAGES), default=None)
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
+@click.option(
+    "--language", type=click.Choice(SUBSCRIBER_LANGUAGES), default=None, help="Only this language."
+)
 @pass_app
 def list_(app: AppContext, status: str | None, language: str | None) -> None:
     """Print subscribers, one a line: email, language, status, name (tab-separated)."""
@@ -166,7 +168,7 @@ def list_(app: AppContext, status: str | None, language: str | None) -> None:
 
 @subscribers.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False), required=False)
-@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
 @pass_app
 def export(app: AppContext, file: Path | None, status: str | None) -> None:
     """Write subscribers, with how they joined and left, as CSV to FILE (or standard output).
@@ -224,7 +226,13 @@ def count(app: AppContext) -> None:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
 @click.option(
     "--forwarded-allow-ips",
     default="127.0.0.1",
