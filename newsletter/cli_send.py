@@ -162,11 +162,10 @@ def send(
         raise click.UsageError("addresses are for --test: newsletter send ISSUE --test ADDR...")
     if test and not addresses:
         raise click.UsageError("--test needs at least one address")
-    for address in addresses:
-        try:
-            check_email(address)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="ADDRESSES") from None
+    try:  # as the store keeps them: a non-ASCII domain in its xn-- form
+        addresses = tuple(check_email(address) for address in addresses)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="ADDRESSES") from None
     settings = app.settings
     prepared = prepare(settings, issue_dir, test=test)
     if test:

@@ -14,7 +14,7 @@ import click
 
 from .cli_context import AppContext, pass_app
 from .config import SUBSCRIBER_LANGUAGES
-from .csvimport import read_csv
+from .csvimport import FORMULA_STARTS, read_csv
 from .errors import StoreError
 from .normalise import parse_language
 from .subscribers import Status, Subscriber, open_store
@@ -192,7 +192,7 @@ def _cell(value: object) -> object:
     """A spreadsheet must not read a subscriber's name as a formula (CSV injection)."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
 

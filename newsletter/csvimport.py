@@ -17,6 +17,10 @@ from .subscribers import Row
 
 HEADER_HINT = "the first row must name the columns: email,name,language"
 
+# A value starting with one of these is a formula to a spreadsheet, so `subscribers export`
+# writes a `'` before it (CSV injection); import takes that `'` off again.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
 # Header names people actually use, in both languages, mapped to ours.
 _COLUMN_NAMES = {
     "email": "email", "e-mail": "email", "mail": "email", "email address": "email",
@@ -68,6 +72,13 @@ def read_csv(path: Path) -> ParsedFile:
     return _parse(path, text)
 
 
+def unguard(value: str) -> str:
+    """`value` without the `'` that an export puts before a would-be formula: `'=1` -> `=1`."""
+    if value.startswith("'") and value[1:2] in FORMULA_STARTS:
+        return value[1:]
+    return value
+
+
 def _separator(header_line: str) -> str:
     """`;` where the spreadsheet's locale uses decimal commas (French), else `,` (or a tab)."""
     counts = {sep: header_line.count(sep) for sep in (",", ";", "\t")}
@@ -105,6 +116,7 @@ def _parse(path: Path, text: str) -> ParsedFile:
             )
             continue
         line = start
+        record = [unguard(value) for value in record]
         if not any(value.strip() for value in record):
             continue
         if columns is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 
@@ -10,20 +11,41 @@ from email_validator import EmailNotValidError, validate_email
 
 def email_key(email: str) -> str:
     """What makes two addresses the same person: the domain is case-insensitive, the local part
-    is not (RFC 5321), though almost every server treats it so; we keep to the standard."""
-    local, _, domain = email.strip().rpartition("@")
+    is not (RFC 5321), though almost every server treats it so; we keep to the standard. A
+    non-ASCII domain counts as its IDNA form, the one the store keeps (see check_email)."""
+    email = email.strip()
+    if not email.isascii():
+        # one the store cannot hold keeps its non-ASCII form, which matches no stored key
+        with contextlib.suppress(ValueError):
+            email = check_email(email)
+    local, _, domain = email.rpartition("@")
     return f"{local}@{domain.lower()}"
 
 
 def check_email(text: str) -> str:
-    """The address, stripped, if its syntax is valid; ValueError saying why not. No DNS lookups."""
+    """The address as it will be stored, or ValueError saying why not. No DNS lookups.
+
+    Stripped and otherwise kept as typed, except that a non-ASCII domain becomes its ASCII
+    (IDNA) form: `ann@exämple.org` -> `ann@xn--exmple-cua.org`."""
     email = text.strip()
     try:
-        # no SMTPUTF8: an address with non-ASCII characters cannot go through most servers
-        validate_email(email, check_deliverability=False, allow_smtputf8=False)
+        # No SMTPUTF8 (most servers lack it, and so do we): a non-ASCII local part is refused.
+        # A non-ASCII domain has an ASCII form that any server takes.
+        valid = validate_email(email, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
+        local = email.rpartition("@")[0]
+        if not local.isascii():
+            chars = ", ".join(repr(c) for c in dict.fromkeys(local) if not c.isascii())
+            raise ValueError(
+                f"{email!r} is not a valid address: {chars} before the @-sign would need "
+                "SMTPUTF8, which this newsletter does not support; ask for another address"
+            ) from None
         raise ValueError(f"{email!r} is not a valid address: {exc}") from None
-    return email
+    if email.isascii():
+        return email
+    local = email.rpartition("@")[0]
+    assert local.isascii()  # allow_smtputf8=False refuses any other
+    return f"{local}@{valid.ascii_domain}"
 
 
 _LANGUAGE_WORDS = {

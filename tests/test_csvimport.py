@@ -98,6 +98,68 @@ def test_header_names_are_case_insensitive_and_other_columns_ignored(tmp_path: P
     assert read_csv(path).rows == [Row("ann@example.org", None, "fr", line=2)]
 
 
+NON_ASCII_LOCAL = (
+    "'usér@example.org' is not a valid address: 'é' before the @-sign would need SMTPUTF8, "
+    "which this newsletter does not support; ask for another address"
+)
+
+
+def test_non_ascii_domains_become_ascii_and_non_ascii_local_parts_are_rejected(
+    tmp_path: Path,
+):
+    path = write(
+        tmp_path,
+        "email,name\n"
+        "ann@exämple.org,Ann\n"
+        "Bob@EXÄMPLE.com,Bob\n"
+        "usér@example.org,User\n"
+        "ann@xn--exmple-cua.org,Ann B\n",  # the same person as line 2
+    )
+    parsed = read_csv(path)
+    assert parsed.rows == [
+        Row("Bob@xn--exmple-cua.com", "Bob", line=3),
+        Row("ann@xn--exmple-cua.org", "Ann B", line=5),
+    ]
+    assert parsed.rejected == [Rejected(4, NON_ASCII_LOCAL)]
+    assert parsed.duplicates == [Duplicate(5, 2, "ann@xn--exmple-cua.org")]
+
+    db_path = tmp_path / "n.db"
+    result = run_import(db_path, str(path))
+    assert (result.exit_code, result.output.splitlines()[:3]) == (
+        1,
+        [
+            f"imported {path}: 2 added, 0 updated, 0 unchanged, 1 rejected",
+            f"{path}:4: {NON_ASCII_LOCAL}",
+            f"{path}:5: ann@xn--exmple-cua.org also on line 2; this later row wins",
+        ],
+    )
+    with SqliteStore(db_path) as store:
+        assert [s.email for s in store.iter()] == [
+            "Bob@xn--exmple-cua.com",
+            "ann@xn--exmple-cua.org",
+        ]
+        assert store.find("ann@EXÄMPLE.org").name == "Ann B"
+
+
+def test_the_export_formula_guard_is_taken_off(tmp_path: Path):
+    path = write(
+        tmp_path,
+        "email,name,language\n"
+        "'+x@example.org,'@home,fr\n"
+        "'-y@example.org,'=HYPERLINK(1),en\n"
+        'z@example.org,"\'\tTabbed",fr\n'
+        "o'brien@example.org,'quoted',en\n",  # a ' before anything else is data
+    )
+    parsed = read_csv(path)
+    assert parsed.rows == [
+        Row("+x@example.org", "@home", "fr", line=2),
+        Row("-y@example.org", "=HYPERLINK(1)", "en", line=3),
+        Row("z@example.org", "Tabbed", "fr", line=4),
+        Row("o'brien@example.org", "'quoted'", "en", line=5),
+    ]
+    assert parsed.rejected == []
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

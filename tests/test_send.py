@@ -123,10 +123,15 @@ def test_test_send_and_dry_run_record_nothing(workdir: Path) -> None:
         assert dry.returncode == 0, dry.stderr
         assert "bilingual         1 subscriber(s)" in dry.stdout
         assert server.handler.received == []
-        test = send(workdir, server.port, "--test", "editor@example.com")
+        test = send(workdir, server.port, "--test", "editor@example.com", "ed@exämple.org")
         assert test.returncode == 0, test.stderr
         subjects = sorted(r.message["Subject"] for r in server.handler.received)
-        assert len(subjects) == 3 and all(s.startswith("[TEST] ") for s in subjects)
+        assert len(subjects) == 6 and all(s.startswith("[TEST] ") for s in subjects)
+        # a non-ASCII domain travels in its ASCII (IDNA) form
+        assert {r.rcpt for r in server.handler.received} == {
+            "editor@example.com",
+            "ed@xn--exmple-cua.org",
+        }
     assert ledger_states(workdir) == {}
 
 

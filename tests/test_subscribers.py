@@ -26,6 +26,8 @@ from newsletter.tokens import (
     unsubscribe_url,
 )
 
+from .conftest import DEMO_ISSUE, clean_env, run_cli
+
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
@@ -92,6 +94,22 @@ def test_add_and_find_compare_the_domain_without_case(store: SqliteStore):
         store.add("Ann@EXAMPLE.org", language="en", source="cli")
     with pytest.raises(StoreError, match="not a valid address"):
         store.add("ann@", language="en", source="cli")
+
+
+def test_a_non_ascii_domain_is_stored_in_its_ascii_form(store: SqliteStore):
+    user = store.add("user@exämple.org", language="en", source="cli")
+    assert user.email == "user@xn--exmple-cua.org"
+    assert store.find("user@EXÄMPLE.org") == user
+    assert store.find("user@xn--exmple-cua.org") == user
+    with pytest.raises(StoreError, match="user@xn--exmple-cua.org is already subscribed"):
+        store.add("user@xn--exmple-cua.org", language="en", source="cli")
+    store.unsubscribe(user.id, "cli")
+    assert store.remove("user@exämple.org")
+    with pytest.raises(StoreError, match="record since removed"):
+        store.add("user@XN--EXMPLE-CUA.org", language="en", source="cli")
+    with pytest.raises(StoreError, match="'é' before the @-sign would need SMTPUTF8"):
+        store.add("usér@example.org", language="en", source="cli")
+    assert list(store.iter()) == []
 
 
 def test_ids_are_never_reused(store: SqliteStore):
@@ -356,6 +374,32 @@ def test_cli_errors_are_one_line_with_exit_2(db_path: Path):
     assert run(db_path, "add", "x@example.org", "--language", "de").exit_code == 2
 
 
+def test_cli_add_converts_a_non_ascii_domain_and_refuses_a_non_ascii_local_part(db_path: Path):
+    result = run(db_path, "add", "user@exämple.org")
+    assert (result.exit_code, result.output) == (0, "added user@xn--exmple-cua.org (both)\n")
+    result = run(db_path, "add", "user@xn--exmple-cua.org")
+    assert (result.exit_code, result.output) == (
+        2,
+        "error: user@xn--exmple-cua.org is already subscribed\n",
+    )
+    result = run(db_path, "add", "usér@example.org")
+    assert (result.exit_code, result.output) == (
+        2,
+        "error: 'usér@example.org' is not a valid address: 'é' before the @-sign would need "
+        "SMTPUTF8, which this newsletter does not support; ask for another address\n",
+    )
+    assert run(db_path, "list").output == "user@xn--exmple-cua.org\tboth\tactive\t\n"
+
+
+def test_a_subscriber_with_a_non_ascii_domain_can_be_sent_to(workdir: Path):
+    db_path = workdir / "news.db"
+    assert run(db_path, "add", "user@exämple.org", "--name", "Ü").exit_code == 0
+    env = clean_env(NEWSLETTER_DB=str(db_path), NEWSLETTER_SECRET="s" * 40)
+    result = run_cli("send", f"issues/{DEMO_ISSUE}", "--dry-run", cwd=workdir, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "bilingual         1 subscriber(s)" in result.stdout
+
+
 def test_cli_remove_and_export(db_path: Path, tmp_path: Path):
     run(db_path, "add", "ann@example.org", "--name", "Ann, Jr", "--language", "en")
     run(db_path, "add", "bob@example.org", "--language", "fr")
@@ -392,3 +436,24 @@ def test_names_are_one_line_and_exports_are_formula_safe(tmp_path: Path) -> None
     assert run(db_path, "export", str(out)).exit_code == 0
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert rows[2][:2] == ["f@example.org", "'=HYPERLINK(1)"]
+
+
+def test_export_then_import_is_a_round_trip(db_path: Path, tmp_path: Path) -> None:
+    for args in (
+        ["+x@example.org", "--name", "@home", "--language", "fr"],
+        ["--name", "=1+2", "--language", "en", "--", "-y@example.org"],
+        ["z@example.org", "--name", "-Zed-"],
+    ):
+        assert run(db_path, "add", *args).exit_code == 0
+    listed = run(db_path, "list").output
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    assert run(db_path, "export", str(first)).exit_code == 0
+    assert "'+x@example.org,'@home,fr," in first.read_text("utf-8")  # guarded, as before
+    result = run(db_path, "import", str(first))
+    assert (result.exit_code, result.output) == (
+        0,
+        f"imported {first}: 0 added, 0 updated, 3 unchanged, 0 rejected\n",
+    )
+    assert run(db_path, "list").output == listed
+    assert run(db_path, "export", str(second)).exit_code == 0
+    assert second.read_text("utf-8") == first.read_text("utf-8")
