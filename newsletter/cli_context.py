@@ -20,6 +20,8 @@ class AppContext:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.env_file, required=self.env_file_given)
+            for warning in self._settings.unknown:
+                click.echo(f"warning: {warning}", err=True)
         return self._settings
 
 

@@ -7,6 +7,7 @@ no `.env` at all. `.env.example` lists and explains each name.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -120,6 +121,7 @@ class Settings:
     rate: float
     hourly_cap: int
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
+    unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
 
 def load_settings(
@@ -133,6 +135,7 @@ def load_settings(
     named on the command line must exist."""
     environ = os.environ if environ is None else environ
     file_values: dict[str, str] = {}
+    lines: dict[str, int] = {}
     env_path = Path(env_file) if env_file else None
     if required and env_path is not None and not env_path.is_file():
         raise SettingsError("no such settings file; check --env-file", env_path)
@@ -264,6 +267,11 @@ def load_settings(
         rate=rate,
         hourly_cap=integer("HOURLY_CAP"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+        unknown=tuple(
+            _unknown(name, env_path if name in lines and name not in environ else None, lines)
+            for name in dict.fromkeys([*environ, *file_values])
+            if name.startswith(PREFIX) and name.removeprefix(PREFIX) not in DEFAULTS
+        ),
     )
 
 
@@ -299,3 +307,12 @@ def _plain_base_url(url: str) -> bool:
         and bool(parts.hostname)
         and not (parts.query or parts.fragment or parts.username or "?" in url or "#" in url)
     )
+
+
+def _unknown(name: str, path: Path | None, lines: Mapping[str, int]) -> str:
+    """A warning for a NEWSLETTER_ name that no setting has: most often a typo."""
+    where = f"{path}:{lines[name]}: " if path else ""
+    known = [PREFIX + key for key in DEFAULTS]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else "; see .env.example for the names"
+    return f"{where}{name} is not a setting, ignored{hint}"

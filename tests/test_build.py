@@ -510,6 +510,16 @@ def test_bad_settings_get_one_line_naming_the_line(case: str, cli, workdir: Path
     assert "shortsecret" not in result.stdout + result.stderr
 
 
+def test_a_misspelt_setting_is_pointed_out(cli, workdir: Path) -> None:
+    (workdir / ".env").write_text("NEWSLETTER_TITLE_EN=News\nNEWSLETTER_TITEL_FR=Nouvelles\n")
+    result = cli("check", f"issues/{DEMO_ISSUE}")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "warning: .env:2: NEWSLETTER_TITEL_FR is not a setting, ignored; "
+        "did you mean NEWSLETTER_TITLE_FR?"
+    ]
+
+
 def test_an_explicit_env_file_must_exist_and_settings_are_checked(cli, workdir: Path) -> None:
     missing = cli("--env-file", "nope.env", "check", f"issues/{DEMO_ISSUE}")
     assert missing.returncode == 2
