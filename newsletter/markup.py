@@ -2,7 +2,7 @@
 
 Raw HTML is never passed through (markdown-it's `html` option is off, so it arrives as
 text), and markdown-it refuses `javascript:`-style link targets. Typography is applied to
-text tokens only, so URLs and markup are never touched.
+text tokens only, a paragraph at a time, so URLs and markup are never touched.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from .typography import smarten
+from .typography import Inline, smarten_run
 
 _md = MarkdownIt("commonmark", {"html": False, "typographer": False})
 
@@ -25,12 +25,53 @@ class Html:
     images: tuple[tuple[str, str], ...]  # (src, alt)
 
 
+def _shows_its_url(children: list[Token], start: int) -> bool:
+    """Whether the link opened at `start` reads as its own URL (`<https://...>`)."""
+    link = children[start]
+    if link.markup in ("autolink", "linkify"):
+        return True
+    href = str(link.attrGet("href") or "")
+    label = ""
+    for child in children[start + 1 :]:
+        if child.type == "link_close":
+            break
+        label += child.content
+    return label.strip() in (href, href.removeprefix("mailto:"))
+
+
+def _smarten_inline(children: list[Token], lang: str) -> None:
+    """Typography for one paragraph's inline tokens, judged across the markup in them.
+
+    A URL shown as link text is an opaque word, like inline code: never changed.
+    """
+    pieces: list[str | Inline] = []
+    texts: list[Token] = []
+    in_url_link = False
+    for i, child in enumerate(children):
+        kind = child.type
+        if kind == "text" and not in_url_link:
+            pieces.append(child.content)
+            texts.append(child)
+        elif kind in ("text", "code_inline", "image"):
+            pieces.append(Inline.ATOM)
+            if kind == "image":  # its alt text is a paragraph of its own
+                _smarten_inline(child.children or [], lang)
+        elif kind in ("softbreak", "hardbreak"):
+            pieces.append(Inline.BREAK)
+        else:
+            if kind == "link_open":
+                in_url_link = _shows_its_url(children, i)
+            elif kind == "link_close":
+                in_url_link = False
+            pieces.append(Inline.MARKUP)
+    for token, text in zip(texts, smarten_run(pieces, lang), strict=True):
+        token.content = text
+
+
 def _smarten_tokens(tokens: list[Token], lang: str) -> None:
     for token in tokens:
-        if token.children:
-            _smarten_tokens(token.children, lang)
-        elif token.type == "text":
-            token.content = smarten(token.content, lang)
+        if token.type == "inline":
+            _smarten_inline(token.children or [], lang)
 
 
 def to_html(source: str, lang: str) -> Html:
