@@ -97,6 +97,13 @@ def inline_html(source: str, lang: str) -> str:
     return _md.renderer.render(tokens, _md.options, {})
 
 
+def inline_text(source: str, lang: str) -> str:
+    """A one-line Markdown string (a title) as plain text: `*Putin*` reads Putin."""
+    tokens = _md.parseInline(source)
+    _smarten_tokens(tokens, lang)
+    return _TextWriter(width=0).inline(tokens[0]) if tokens else ""
+
+
 class _TextWriter:
     """Walks markdown-it block tokens and writes wrapped plain text with numbered links."""
 
@@ -129,14 +136,18 @@ class _TextWriter:
                 start = len(out) - 1 - out[::-1].index("\x00")
                 label = "".join(out[start + 1 :])
                 del out[start:]
-                if label.strip() in (href, href.removeprefix("mailto:")):
-                    out.append(href)
+                shown = _md.normalizeLinkText(href)  # as markdown-it shows an autolink's URL
+                if label.strip() in {
+                    u.removeprefix(prefix) for u in (href, shown) for prefix in ("", "mailto:")
+                }:
+                    out.append(label.strip())
                 else:
                     self.notes.append(href)
                     out.append(f"{label} [{len(self.notes)}]")
             elif kind == "image":
                 alt = "".join(c.content for c in child.children or ())
-                out.append(f"[{alt}]")
+                if alt.strip():  # an image with no alt text is decoration: nothing to read
+                    out.append(f"[{alt}]")
         return "".join(out)
 
     def emit(self, text: str) -> None:

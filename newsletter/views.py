@@ -13,7 +13,7 @@ from markupsafe import Markup
 
 from .config import Identity
 from .content import LANGS, Brief, Image, Issue
-from .markup import Html, inline_html, to_html, to_text
+from .markup import Html, inline_html, inline_text, to_html, to_text
 from .typography import HTML_LANG, colon, long_date, smarten
 
 EDITIONS = ("en", "fr", "bilingual")
@@ -138,7 +138,7 @@ def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockVie
         slug=brief.slug,
         anchor=f"{section_lang}-{brief.slug}",
         html_lang=HTML_LANG[lang],
-        title=smarten(text.title, lang),
+        title=inline_text(text.title, lang),
         title_html=Markup(inline_html(text.title, lang)),
         date=long_date(text.date, section_lang),
         source=text.source,

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from newsletter.markup import inline_html, to_html, to_text
+from newsletter.markup import inline_html, inline_text, to_html, to_text
 from newsletter.typography import NBSP, NNBSP, english, french, long_date
 
 
@@ -168,3 +168,21 @@ def test_french_spacing_added_when_missing_after_inline_markup() -> None:
 def test_english_spacing_is_left_as_typed() -> None:
     source = "A *word*? A `code`: end"
     assert inline_html(source, "en") == "A <em>word</em>? A <code>code</code>: end"
+
+
+def test_plain_text_shows_an_autolink_once_and_skips_decorative_images() -> None:
+    source = (
+        "Voir <https://www.example.org/x:y?z=1;w=2!> et <mailto:info@example.org>.\n\n"
+        "![](https://www.example.org/rule.png) ![Carte](https://www.example.org/map.png)"
+    )
+    text = to_text(source, "fr")
+    assert text.splitlines()[0] == (
+        "Voir https://www.example.org/x:y?z=1;w=2! et mailto:info@example.org."
+    )
+    assert "[1]" not in text  # no footnote repeating a URL already shown
+    assert text.splitlines()[-1].strip() == "[Carte]"
+
+
+def test_a_title_reads_as_plain_text_in_the_text_part() -> None:
+    assert inline_text("*Putin* and **Trump** on `Syria`", "en") == "Putin and Trump on Syria"
+    assert inline_text("Qui l'a dit ?", "fr") == f"Qui l’a dit{NNBSP}?"
