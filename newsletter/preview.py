@@ -131,12 +131,27 @@ def snapshot_of(build: Build, version: int) -> Snapshot:
     return Snapshot(version=version, issue_id=build.issue.id, editions=editions)
 
 
+def _gate(path: Path) -> Path:
+    """The entry whose creation, deletion or renaming makes `path` appear or vanish: `path`
+    itself while the folder holding it exists, else the first missing folder on its way."""
+    while not path.parent.is_dir() and path.parent != path:
+        path = path.parent
+    return path
+
+
 @dataclass(frozen=True)
 class Targets:
-    """What to watch: content folders (recursively) and the settings file."""
+    """What to watch: content folders (recursively) and the settings file.
 
-    folders: tuple[Path, ...]
+    A watch on a folder follows the folder, not its name: once the folder is deleted, moved
+    or replaced (`git checkout`, `git stash`, an editor saving by renaming), nothing at its
+    path is seen any more. So each target also has a gate (see `_gate`), watched from the
+    folder holding it, which tells when to watch again."""
+
+    folders: tuple[Path, ...]  # those that exist
     env_file: Path
+    folder_gates: tuple[Path, ...]  # one for each content folder, existing or not
+    env_gate: Path
 
     @property
     def all(self) -> tuple[Path, ...]:
@@ -187,8 +202,14 @@ class Preview:
 
     def targets(self) -> Targets:
         folders = (self.issue_dir, briefs_dir_for(self.issue_dir), self.templates_dir)
-        unique = dict.fromkeys(f.resolve() for f in folders if f.is_dir())
-        return Targets(folders=tuple(unique), env_file=self.env_file.resolve())
+        unique = tuple(dict.fromkeys(f.resolve() for f in folders))
+        env_file = self.env_file.resolve()
+        return Targets(
+            folders=tuple(f for f in unique if f.is_dir()),
+            env_file=env_file,
+            folder_gates=tuple(dict.fromkeys(_gate(f) for f in unique)),
+            env_gate=_gate(env_file),
+        )
 
     def stop(self) -> None:
         """Wake every waiter and end the watcher. Call it on the event loop's thread."""
@@ -206,11 +227,16 @@ class Preview:
 
     async def watch(self) -> None:
         """Rebuild on every change until stopped. A round ends when `.env` moves the templates
-        folder, so that the next round watches the new one."""
+        folder, or a watched folder vanishes or comes back, so that the next round watches
+        what is there now."""
         waker = asyncio.create_task(self._wake_on_stop())
         try:
+            watched, changed = self.targets(), False
             while not self.stopping:
-                await self._watch_round(self.targets())
+                targets = self.targets()
+                catch_up = changed or targets != watched
+                changed = await self._watch_round(targets, catch_up)
+                watched = targets
         finally:
             waker.cancel()
 
@@ -219,40 +245,59 @@ class Preview:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _watch_round(self, targets: Targets) -> None:
+    async def _watch_round(self, targets: Targets, catch_up: bool) -> bool:
+        """Watch `targets` until they change (then True) or the preview stops. With `catch_up`,
+        rebuild once the watchers are in place: nobody watched between two rounds."""
         round_over = asyncio.Event()
 
-        async def pump(folders: list[Path], recursive: bool, keep) -> None:
-            async for _ in awatch(
-                *folders, watch_filter=keep, recursive=recursive, stop_event=round_over
-            ):
-                await self.rebuild()
-                if self.targets() != targets:
-                    round_over.set()
+        async def rebuild() -> None:
+            await self.rebuild()
+            if self.targets() != targets:
+                round_over.set()
 
-        env = targets.env_file
-        # `.env` sits beside the whole project (.venv, .git): watch its folder, not recursively,
-        # and only that file, which also survives editors that save by renaming.
-        pumps = [pump(list(targets.folders), True, DefaultFilter())] if targets.folders else []
-        if env.parent.is_dir():
-            only_env = lambda change, path: Path(path).name == env.name  # noqa: E731
-            pumps.append(pump([env.parent], False, only_env))
+        async def pump(paths: list[Path], recursive: bool, keep, restart_on=frozenset()) -> None:
+            async for changes in awatch(
+                *paths, watch_filter=keep, recursive=recursive, stop_event=round_over
+            ):
+                if restart_on.intersection(path for _, path in changes):
+                    round_over.set()  # the next round rebuilds
+                else:
+                    await rebuild()
+
+        # The gates and the folders holding them are watched, not recursively: `.env` sits
+        # beside the whole project (.venv, .git). Watching only `.env`'s name also survives
+        # editors that save by renaming. Any change to a folder's gate, or to a folder holding
+        # a gate, calls for a new round.
+        holders = {gate.parent for gate in (*targets.folder_gates, targets.env_gate)}
+        restart_on = frozenset(str(path) for path in (*targets.folder_gates, *holders))
+        gates = restart_on | {str(targets.env_gate)}
+        at_gates = lambda change, path: path in gates  # noqa: E731
+        pumps = [pump(sorted(holders), False, at_gates, restart_on)]
+        if targets.folders:
+            # The folders' own entries are the gates' business.
+            roots, default = {str(f) for f in targets.folders}, DefaultFilter()
+            inside = lambda change, path: path not in roots and default(change, path)  # noqa: E731
+            pumps.append(pump(list(targets.folders), True, inside))
         tasks = [asyncio.create_task(p) for p in pumps]
         stopper = asyncio.create_task(self._stop.wait())
         await asyncio.sleep(0)  # let the watchers start, so that what we announce is true
         self.on_watch(targets)
         try:
+            if catch_up:
+                await rebuild()
             await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            changed = round_over.is_set()
         finally:
             round_over.set()
             stopper.cancel()
             failures = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if r]
         for failure in failures:
             log.warning("preview: watching stopped (%s); watching again", failure)
-        if failures or not tasks:
+        if failures:
             # Don't spin on a watcher that keeps failing; try again after a breath.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+        return changed
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")

@@ -306,6 +306,39 @@ def test_a_broken_file_shows_the_cli_error_then_fixing_it_restores(
     expect(page.frame_locator("#frame-desktop").locator("html")).to_have_attribute("lang", "fr-CA")
 
 
+@pytest.mark.parametrize(
+    ("folder", "path", "old", "new"),
+    [
+        (ISSUE, ISSUE / "issue.toml", "premier numéro", "numéro revenu"),
+        (BRIEF_FR.parent, BRIEF_FR, "Da Nang", "Hoi An, revenue"),
+    ],
+    ids=["issue", "briefs"],
+)
+def test_a_folder_moved_away_and_back_is_watched_again(
+    page, workdir: Path, tmp_path: Path, folder: Path, path: Path, old: str, new: str
+) -> None:
+    """As `git checkout`, `git stash` or an editor replacing a folder do: the folder that
+    comes back is a new one to watch, and the page follows without a reload."""
+    show(page, "fr", "desktop")
+    page.evaluate("window.notReloaded = true")
+    aside = tmp_path / "aside"
+    (workdir / folder).rename(aside)
+    try:
+        expect(page.locator("#error-text")).to_have_text(cli_error(workdir))
+        expect(page.locator("#preview")).to_be_hidden()
+    finally:
+        aside.rename(workdir / folder)
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#preview")).to_be_visible()
+    body = page.frame_locator("#frame-desktop").locator("body")
+    expect(body).to_contain_text(old)
+    # Only a watch on the folder now at that path can see a later save in it.
+    with edited(workdir / path, old, new):
+        expect(body).to_contain_text(new)
+    expect(body).not_to_contain_text(new)
+    assert page.evaluate("window.notReloaded") is True
+
+
 PAYLOAD = (  # quoted and self-closed, as MJML wants them inside <mj-raw>
     "<script>window.parent.pwned = 'script'; window.parent.document.title = 'pwned';</script>"
     '<img src="x" onerror="window.parent.pwned = this.tagName" />'
