@@ -140,7 +140,9 @@ def read_brief_text(path: Path) -> BriefText:
     try:
         meta = yaml.load("\n".join(lines[1:end]), Loader=_Loader) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        # "while parsing a flow sequence" marks where the broken value starts; the problem
+        # mark is where the parser gave up, often the next line.
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ContentError(

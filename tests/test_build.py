@@ -247,7 +247,7 @@ def _replace(workdir: Path, rel: str, old: str, new: str) -> None:
 BAD_INPUTS = {
     "broken yaml": (
         lambda w: _replace(w, SEED_EN, "source: EIRNS", "source: [EIRNS"),
-        f"{SEED_EN}:5: broken front matter",
+        f"{SEED_EN}:4: broken front matter",
     ),
     "missing title": (
         lambda w: _replace(w, SEED_EN, "title: ", "headline: "),
