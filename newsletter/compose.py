@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .content import BRIEFS_DIR, LANGS, MANIFEST, SLUG_RE, Brief, read_briefs
+from .content import BRIEFS_DIR, LANGS, MANIFEST, SLUG_RE, Brief, parse_toml, read_briefs, read_text
 from .errors import ContentError
 
 BRIEF_TEMPLATE = """---
@@ -68,10 +67,7 @@ def past_issues(issues_dir: Path) -> list[PastIssue]:
     composing needs)."""
     found = []
     for manifest in sorted(issues_dir.glob(f"*/{MANIFEST}")):
-        try:
-            data = tomllib.loads(manifest.read_text("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ContentError(f"cannot read ({exc}); fix it first", manifest) from None
+        data = parse_toml(read_text(manifest), manifest)
         date = data.get("date")
         if not isinstance(date, dt.date):
             raise ContentError("'date' is missing; write date = YYYY-MM-DD", manifest)

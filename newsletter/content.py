@@ -95,7 +95,8 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A content file as text (UTF-8, BOM and CRLF tolerated), or a ContentError with its line."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -127,7 +128,7 @@ def split_brief_name(path: Path) -> tuple[str, str]:
 
 def read_brief_text(path: Path) -> BriefText:
     _, lang = split_brief_name(path)
-    text = _read_text(path)
+    text = read_text(path)
     lines = text.split("\n")
     if not lines or lines[0].strip() != "---":
         raise ContentError("no front matter: start the file with a line '---'", path, 1)
@@ -247,20 +248,30 @@ def _manifest_line(text: str, needle: str) -> int | None:
     return None
 
 
+def parse_toml(text: str, path: Path) -> dict[str, Any]:
+    """A manifest's TOML, or a ContentError naming its line and what to check there."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(match.group(1)) if match else None
+        reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
+        raise ContentError(
+            f"invalid TOML: {reason}; check the quotes, brackets and '=' of this line "
+            '(texts go in "quotes", lists in [brackets])',
+            path,
+            line,
+        ) from None
+
+
 def read_issue(issue_dir: Path) -> Issue:
     """Read `issue_dir/issue.toml` and the briefs it selects."""
     issue_dir = Path(issue_dir)
     path = issue_dir / MANIFEST
     if not path.is_file():
         raise ContentError(f"no {MANIFEST} here; create one with 'newsletter new issue'", issue_dir)
-    text = _read_text(path)
-    try:
-        data: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        line = int(match.group(1)) if match else None
-        reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
-        raise ContentError(f"invalid TOML: {reason}", path, line) from None
+    text = read_text(path)
+    data = parse_toml(text, path)
 
     kinds = {int: "a whole number", str: "a quoted text", list: 'a list like ["a", "b"]'}
 

@@ -389,6 +389,17 @@ def test_french_accessibility_label_has_real_no_break_spaces(built: Path) -> Non
     assert "\\u{" not in (built / "fr.html").read_text()
 
 
+def test_compose_and_build_report_a_broken_manifest_alike(cli, workdir: Path) -> None:
+    _replace(workdir, MANIFEST, "number = 1", "number = = 1")
+    expected = (
+        f"error: {MANIFEST}:1: invalid TOML: Invalid value; check the quotes, brackets and '=' "
+        'of this line (texts go in "quotes", lists in [brackets])'
+    )
+    for command in (["compose"], ["check", f"issues/{DEMO_ISSUE}"]):
+        result = cli(*command)
+        assert (result.returncode, result.stderr.strip()) == (2, expected)
+
+
 def test_compose_picks_new_briefs_then_has_nothing_left(cli, workdir: Path) -> None:
     first = cli("compose", "--date", "2017-11-27")
     assert first.returncode == 0, first.stderr
