@@ -289,6 +289,10 @@ class SqliteStore:
             if existing is None:
                 return False
             self.conn.execute("DELETE FROM subscribers WHERE id = ?", (existing.id,))
+            # The send ledger keeps the address (who got which issue, as the audit trail
+            # does) but not the name.
+            self.conn.execute("UPDATE deliveries SET name = '' WHERE subscriber_id = ?",
+                              (existing.id,))  # fmt: skip
             self._event(existing.id, "remove", how, "", email=existing.email)
         return True
 

@@ -641,3 +641,16 @@ def test_the_one_click_link_in_a_delivered_message_works_against_serve(workdir: 
     with SqliteStore(workdir / "news.db") as store:
         assert store.get(ids["marie@example.org"]).status == "unsubscribed"
         assert store.get(ids["anne@example.org"]).status == "active"
+
+
+def test_removing_someone_leaves_no_name_in_the_ledger(workdir: Path) -> None:
+    add_people(workdir, many(2))
+    with Server(Handler()) as server:
+        assert send(workdir, server.port, "--yes").returncode == 0
+    with SqliteStore(workdir / "news.db") as store:
+        assert store.remove("reader1@example.org")
+        rows = store.conn.execute("SELECT email, name FROM deliveries ORDER BY email").fetchall()
+    assert [tuple(r) for r in rows] == [
+        ("reader0@example.org", "Reader 0"),
+        ("reader1@example.org", ""),
+    ]
