@@ -7,6 +7,7 @@ text tokens only, a paragraph at a time, so URLs and markup are never touched.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 
@@ -21,8 +22,11 @@ _md = MarkdownIt("commonmark", {"html": False, "typographer": False})
 @dataclass(frozen=True)
 class Html:
     html: str
-    links: tuple[str, ...]
+    links: tuple[str, ...]  # every link written, the refused ones too (for the checks)
     images: tuple[tuple[str, str], ...]  # (src, alt)
+
+
+_REFUSED_LINK = re.compile(r"\]\(\s*<?([a-z][a-z0-9+.-]*:[^)\s>]*)", re.IGNORECASE)
 
 
 def _shows_its_url(children: list[Token], start: int) -> bool:
@@ -86,6 +90,8 @@ def to_html(source: str, lang: str) -> Html:
             elif child.type == "image":
                 alt = "".join(c.content for c in child.children or ())
                 images.append((str(child.attrGet("src") or ""), alt))
+    # markdown-it leaves a link it refuses (javascript:, data:...) as the text typed
+    links += (m[1] for m in _REFUSED_LINK.finditer(source) if not _md.validateLink(m[1]))
     html = _md.renderer.render(tokens, _md.options, {})
     return Html(html=html.strip(), links=tuple(links), images=tuple(images))
 

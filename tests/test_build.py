@@ -207,6 +207,9 @@ def test_hostile_brief_content_never_becomes_markup(cli, workdir: Path) -> None:
     result = cli("build", f"issues/{DEMO_ISSUE}")
     assert result.returncode == 0, result.stderr
     assert "link 'javascript:alert(1)' is not an absolute" in result.stdout
+    # links in the body that markdown-it refused are reported too, not left silently as text
+    assert "link 'javascript:alert(4' is not an absolute" in result.stdout
+    assert "link 'data:text/html,hi' is not an absolute" in result.stdout
     assert "has no alt text" in result.stdout
     for edition in ("en", "fr", "bilingual"):
         tree = parse_html(workdir / "build" / DEMO_ISSUE / f"{edition}.html")
