@@ -10,27 +10,33 @@ from pathlib import Path
 from .errors import StoreError
 from .schema import MIGRATIONS
 
-BUSY_TIMEOUT_MS = 5000
+# How long a connection waits for another process's write lock before it gives up with
+# "database is locked". An import of a large list holds the lock for a quarter of a minute;
+# a command started meanwhile should wait for it rather than fail.
+BUSY_TIMEOUT_MS = 30_000
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
+def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Connection:
     """Open (creating if needed) the database at `path`, WAL mode, migrated to the latest schema.
 
     The connection is in autocommit mode (`isolation_level=None`): callers open transactions
     explicitly with `BEGIN IMMEDIATE`, so that a writer takes the lock before it reads and two
-    processes never both decide on stale data.
+    processes never both decide on stale data. It waits `busy_timeout_ms` (by default
+    BUSY_TIMEOUT_MS) for another writer's lock.
     """
     path = Path(path)
+    if busy_timeout_ms is None:
+        busy_timeout_ms = BUSY_TIMEOUT_MS
     conn: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: the web app may open a store in one worker thread and use
         # it in another. A connection must still not be used by two threads at once.
         conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        set_busy_timeout(conn, busy_timeout_ms)
         conn.execute("PRAGMA foreign_keys = ON")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":  # pragma: no cover - e.g. a network file system
@@ -50,6 +56,17 @@ def connect(path: Path | str) -> sqlite3.Connection:
         if isinstance(exc, OSError):
             raise StoreError(f"cannot create the database: {exc.strerror}", path) from None
         raise
+
+
+def set_busy_timeout(conn: sqlite3.Connection, milliseconds: int) -> None:
+    """Change how long `conn` waits for another writer's lock (reads never wait, in WAL mode)."""
+    conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """Whether `exc` means another connection held the lock for the whole busy timeout."""
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # e.g. SQLITE_BUSY_SNAPSHOT is BUSY
+    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def migrate(conn: sqlite3.Connection, path: Path | str | None = None) -> int:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -21,6 +23,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import db
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
 from .subscribers import SqliteStore, Subscriber, open_store
 from .tokens import read_token, resolve_secret
@@ -29,6 +32,12 @@ TEMPLATES = SHIPPED_TEMPLATES / "web"
 LOCALES = {"en": "en-CA", "fr": "fr-CA"}
 MAX_NAME = 200
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 body: List-Unsubscribe=One-Click
+
+# Mail clients do not retry a one-click unsubscribe that failed, so the app waits for another
+# process's write lock (an import of a large list holds it for seconds) far longer than a
+# command does; only then does it give up with 503 and Retry-After.
+BUSY_TIMEOUT_MS = 60_000
+RETRY_AFTER_S = 60
 
 # Every answer: never cached (a shared cache must not serve one person's page to another),
 # never indexed, and the token never leaks to another site through Referer.
@@ -45,6 +54,8 @@ HEADERS = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _TOKEN_IN_PATH = re.compile(r"(/(?:unsubscribe|preferences)/)[^/?#\s]+")
 
@@ -68,6 +79,18 @@ def _langs(language: str) -> list[str]:
     return ["en", "fr"] if language == "both" else [language]
 
 
+class _Busy(Exception):
+    """Another process held the database's write lock for longer than the app waits."""
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What a preferences form asks for; None keeps the current value (the field was not sent)."""
+
+    language: str | None = None
+    name: str | None = None
+
+
 class _Headers:
     """ASGI middleware adding HEADERS to every response, errors included."""
 
@@ -87,8 +110,17 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The ASGI app for `newsletter serve` (uvicorn) or any ASGI server."""
+def create_app(
+    settings: Settings,
+    *,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    retry_after_s: int = RETRY_AFTER_S,
+) -> Starlette:
+    """The ASGI app for `newsletter serve` (uvicorn) or any ASGI server.
+
+    A change waits up to `busy_timeout_ms` for another process's write lock; past that the
+    answer is 503 with `Retry-After: retry_after_s`.
+    """
     secret = resolve_secret(settings)
     open_store(settings).close()  # create and migrate the file now, not on the first click
     env = Environment(
@@ -97,7 +129,13 @@ def create_app(settings: Settings) -> Starlette:
         undefined=StrictUndefined,
     )
 
-    def page(name: str, language: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    def page(
+        name: str,
+        language: str,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
         html = env.get_template(name).render(
             identity=settings.identity,
             langs=_langs(language),
@@ -105,17 +143,33 @@ def create_app(settings: Settings) -> Starlette:
             max_name=MAX_NAME,
             **context,
         )
-        return HTMLResponse(html, status_code)
+        return HTMLResponse(html, status_code, headers)
 
     def invalid() -> HTMLResponse:
         return page("invalid.html.j2", "both", 404)
+
+    def busy(subscriber: Subscriber, what: str) -> HTMLResponse:
+        # Nothing was changed. A mail client will not come back, so the operator must know.
+        log.warning(
+            "could not record %s for subscriber %d: the database stayed locked for %g s "
+            "(a long import?); nothing was changed",
+            what, subscriber.id, busy_timeout_ms / 1000,
+        )  # fmt: skip
+        headers = {"Retry-After": str(retry_after_s)}
+        return page("busy.html.j2", subscriber.language, 503, headers)
 
     async def with_store(work: Callable[[SqliteStore], T]) -> T:
         # One connection per request, in a worker thread: SQLite calls block, and a
         # connection must not be shared by requests running at the same time.
         def run() -> T:
-            with open_store(settings) as store:
-                return work(store)
+            try:
+                with open_store(settings) as store:
+                    db.set_busy_timeout(store.conn, busy_timeout_ms)
+                    return work(store)
+            except sqlite3.OperationalError as exc:
+                if db.is_busy(exc):
+                    raise _Busy from exc
+                raise
 
         return await run_in_threadpool(run)
 
@@ -136,48 +190,66 @@ def create_app(settings: Settings) -> Starlette:
         subscriber = await subscriber_for(request)
         if subscriber is None:
             return invalid()
-        form = await _form(request)
+        # An unreadable body still unsubscribes: the token alone is enough (RFC 8058).
+        form = await _form(request) or {}
         if (form.get(ONE_CLICK[0]) or "").strip() == ONE_CLICK[1]:
             how = "web:one-click"  # a mail client acting on List-Unsubscribe-Post (RFC 8058)
         elif form.get("action") == "unsubscribe":
             how = "web:button"
         else:
-            how = "web:post"  # a bare POST to the link: the token alone is enough (RFC 8058)
-        await with_store(lambda store: store.unsubscribe(subscriber.id, how))
-        after = await with_store(lambda store: store.get(subscriber.id))
+            how = "web:post"  # a bare POST to the link
+
+        def leave(store: SqliteStore) -> Subscriber | None:
+            store.unsubscribe(subscriber.id, how)
+            return store.get(subscriber.id)
+
+        try:
+            after = await with_store(leave)
+        except _Busy:
+            return busy(subscriber, f"an unsubscribe ({how})")
         return page("unsubscribed.html.j2", subscriber.language, subscriber=after or subscriber)
 
-    async def preferences(request: Request) -> Response:
+    def preferences_page(
+        subscriber: Subscriber, token: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        context = {"saved": False, "error": None, **context}
+        return page("preferences.html.j2", subscriber.language, status_code,
+                    subscriber=subscriber, token=token, **context)  # fmt: skip
+
+    async def show_preferences(request: Request) -> Response:
+        subscriber = await subscriber_for(request)
+        if subscriber is None:
+            return invalid()
+        return preferences_page(subscriber, request.path_params["token"])
+
+    async def save_preferences(request: Request) -> Response:
         subscriber = await subscriber_for(request)
         if subscriber is None:
             return invalid()
         token = request.path_params["token"]
-        if request.method == "GET":
-            return page("preferences.html.j2", subscriber.language, subscriber=subscriber,
-                        token=token, saved=False, error=None)  # fmt: skip
         form = await _form(request)
+        if form is None:  # nothing can be read, so nothing is changed
+            return preferences_page(subscriber, token, 400, error="unreadable")
         if form.get("action") == "unsubscribe":
             return await unsubscribe(request)
-        language = form.get("language") or subscriber.language
-        name = _clean_name(form.get("name"))
-        if language not in SUBSCRIBER_LANGUAGES or name is None:
-            error = {
-                "en": "Choose English, French or both, and a name of at most "
-                f"{MAX_NAME} characters.",
-                "fr": "Choisissez anglais, français ou les deux, et un nom d’au plus "
-                f"{MAX_NAME}\u00a0caractères.",
-            }
-            return page("preferences.html.j2", subscriber.language, 400, subscriber=subscriber,
-                        token=token, saved=False, error=error)  # fmt: skip
+        wanted = _wanted(form)
+        if wanted is None:
+            return preferences_page(subscriber, token, 400, error="invalid")
 
         def save(store: SqliteStore) -> Subscriber | None:
-            store.set_language(subscriber.id, language, "web:preferences")
-            store.set_name(subscriber.id, name, "web:preferences")
+            # Only what the form carries; the store records an event only for a real change.
+            with db.transaction(store.conn):
+                if wanted.language is not None:
+                    store.set_language(subscriber.id, wanted.language, "web:preferences")
+                if wanted.name is not None:
+                    store.set_name(subscriber.id, wanted.name, "web:preferences")
             return store.get(subscriber.id)
 
-        after = await with_store(save) or subscriber
-        return page("preferences.html.j2", after.language, subscriber=after, token=token,
-                    saved=True, error=None)  # fmt: skip
+        try:
+            after = await with_store(save) or subscriber
+        except _Busy:
+            return busy(subscriber, "a change of preferences")
+        return preferences_page(after, token, saved=True)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code != 404:
@@ -188,7 +260,9 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
-            Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
+            # A GET route also answers HEAD: both only show the page.
+            Route("/preferences/{token}", show_preferences, methods=["GET"]),
+            Route("/preferences/{token}", save_preferences, methods=["POST"]),
         ],
         exception_handlers={404: not_found},
     )
@@ -196,16 +270,33 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """The posted fields; empty for a body that is not a form (a bare POST still counts)."""
+async def _form(request: Request) -> dict[str, str] | None:
+    """The posted fields (none for an empty body, or one that is not a form); None if the
+    body claims to be a form that cannot be read (malformed multipart, too many fields)."""
     try:
         form = await request.form(max_files=0, max_fields=10)
-    except Exception:  # malformed multipart, wrong content type: the token decides, not the body
-        return {}
+    except Exception:
+        return None
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
-def _clean_name(value: str | None) -> str | None:
+def _wanted(form: dict[str, str]) -> _Wanted | None:
+    """The changes a preferences form asks for, or None if a field it sent is not valid.
+
+    A field not sent keeps its current value; an empty name clears the name.
+    """
+    language = form.get("language") or None
+    if language is not None and language not in SUBSCRIBER_LANGUAGES:
+        return None
+    name = form.get("name")
+    if name is not None:
+        name = _clean_name(name)
+        if name is None:
+            return None
+    return _Wanted(language, name)
+
+
+def _clean_name(value: str) -> str | None:
     """The name without control characters, or None if too long to be a name."""
-    text = "".join(c for c in (value or "") if unicodedata.category(c)[0] != "C").strip()
+    text = "".join(c for c in value if unicodedata.category(c)[0] != "C").strip()
     return text if len(text) <= MAX_NAME else None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,12 +14,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 import uvicorn
 
+from newsletter import db
 from newsletter.config import Settings, load_settings
 from newsletter.subscribers import SqliteStore, Status, edition_for
 from newsletter.tokens import make_token, resolve_secret
@@ -42,10 +47,10 @@ def _free_port() -> int:
 class Server:
     """The real app under uvicorn in a background thread, as `newsletter serve` runs it."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, **options: Any):
         self.port = _free_port()
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+            create_app(settings, **options), host="127.0.0.1", port=self.port, log_level="warning"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -67,9 +72,12 @@ class Server:
 
 
 def request(
-    url: str, data: bytes | None = None, content_type: str = "application/x-www-form-urlencoded"
+    url: str,
+    data: bytes | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
+    method: str | None = None,
 ) -> Reply:
-    req = urllib.request.Request(url, data=data)
+    req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", content_type)
     try:
@@ -252,6 +260,7 @@ def test_bilingual_page_marks_each_language(settings, store, server):
     bob = _person(store, "bob@example.org", "both")
     reply = request(server.url(f"/unsubscribe/{_token(settings, bob)}"))
     assert '<p lang="en-CA">Stop sending News to bob@example.org?</p>' in reply.body
+    assert "<title>Unsubscribe / Désabonnement · News / Brèves</title>" in reply.body  # no tags
     assert '<p lang="fr-CA">Ne plus envoyer' in reply.body
     assert '<span lang="en-CA">Unsubscribe</span> / <span lang="fr-CA">Me désabonner</span>' in (
         reply.body
@@ -346,3 +355,154 @@ def test_newsletter_serve_command(tmp_path: Path, settings: Settings):
     token = _token(settings, ann)
     assert '"POST /unsubscribe/… HTTP/1.1" 200' in log
     assert token not in log and token[:12] not in log
+
+
+def test_head_and_partial_posts_change_only_what_they_carry(settings, store, server):
+    ann = store.add("ann@example.org", name="Ann Ébert", language="en", source="test").id
+    url = server.url(f"/preferences/{_token(settings, ann)}")
+
+    head = request(url, method="HEAD")  # a GET route answers HEAD too
+    assert head.status == 200
+    assert head.body == ""
+    assert store.get(ann).name == "Ann Ébert"
+
+    assert post(url, {"language": "fr"}).status == 200  # no name field: the name stays
+    assert post(url, {}).status == 200  # nothing to change
+    assert post(url, {"action": "save", "language": "fr", "name": "Ann Ébert"}).status == 200
+    unreadable = request(url, b"name=&language=both", "multipart/form-data")  # no boundary
+    assert unreadable.status == 400
+    assert "Vos modifications n’ont pas pu être lues" in unreadable.body
+    after = store.get(ann)
+    assert (after.name, after.language) == ("Ann Ébert", "fr")
+    assert [e["kind"] for e in store.events(ann)] == ["join", "language"]
+
+    assert post(url, {"name": ""}).status == 200  # an empty name sent is a choice: cleared
+    assert (store.get(ann).name, store.get(ann).language) == ("", "fr")
+
+    # An unreadable body to the unsubscribe link still unsubscribes (RFC 8058).
+    unsubscribe = server.url(f"/unsubscribe/{_token(settings, ann)}")
+    assert request(unsubscribe, b"x", "multipart/form-data").status == 200
+    assert store.get(ann).left_how == "web:post"
+
+
+def _hold_write_lock(settings: Settings) -> sqlite3.Connection:
+    """What `newsletter subscribers import big.csv` does for its whole run."""
+    conn = sqlite3.connect(settings.db_path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def test_one_click_waits_for_an_import_holding_the_database(settings, store, server, monkeypatch):
+    # An import can hold the write lock for longer than a command waits for it. Cutting the
+    # commands' wait to 0.1 s lets a lock held for one second stand for that import.
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)
+    ann = _person(store, "ann@example.org", "en")
+    url = server.url(f"/unsubscribe/{_token(settings, ann)}")
+    replies: list[Reply] = []
+    click = threading.Thread(target=lambda: replies.append(post(url, ONE_CLICK)))
+    lock = _hold_write_lock(settings)
+    try:
+        click.start()
+        time.sleep(1)
+        assert replies == []  # still waiting: a mail client does not try again
+        assert store.get(ann).status is Status.ACTIVE
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    click.join(10)
+    assert [reply.status for reply in replies] == [200]
+    assert store.get(ann).status is Status.UNSUBSCRIBED
+    assert store.get(ann).left_how == "web:one-click"
+
+
+def test_a_change_that_cannot_wait_longer_is_a_503(settings, store, caplog):
+    ann = _person(store, "ann@example.org", "fr")
+    token = _token(settings, ann)
+    with Server(settings, busy_timeout_ms=200, retry_after_s=30) as server:
+        lock = _hold_write_lock(settings)
+        try:
+            replies = [
+                post(server.url(f"/unsubscribe/{token}"), ONE_CLICK),
+                post(server.url(f"/preferences/{token}"), {"language": "en"}),
+            ]
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        for reply in replies:
+            assert reply.status == 503
+            assert reply.headers["retry-after"] == "30"
+            assert reply.headers["cache-control"] == "no-store"
+            assert '<html lang="fr-CA">' in reply.body
+            assert "Réessayez dans une minute" in reply.body
+            assert "locked" not in reply.body and "Traceback" not in reply.body
+            assert _french_spacing_errors(reply.body) == []
+        assert (store.get(ann).status, store.get(ann).language) == (Status.ACTIVE, "fr")
+        assert [e["kind"] for e in store.events(ann)] == ["join"]
+        # The operator learns of the unsubscribe the mail client will not send again.
+        assert f"unsubscribe (web:one-click) for subscriber {ann}" in caplog.text
+
+        assert post(server.url(f"/unsubscribe/{token}"), ONE_CLICK).status == 200
+    assert store.get(ann).status is Status.UNSUBSCRIBED
+
+
+class _FrenchText(HTMLParser):
+    """The text of a page that is in French, by the lang of the elements around it."""
+
+    VOID = {"meta", "link", "input", "br", "hr", "img"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[tuple[str, str]] = []  # (tag, lang) of each element open
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.VOID:
+            lang = dict(attrs).get("lang") or (self.open[-1][1] if self.open else "")
+            self.open.append((tag, lang))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        tags = [tag for tag, _ in self.open]
+        if tags and self.open[-1][1].startswith("fr") and "style" not in tags:
+            self.text.append(data)
+
+
+# As in the emails: U+202F before ; ! ? and inside « », U+00A0 before a colon, and no other
+# space (nor none at all) in those places.
+_BAD_FRENCH_SPACING = re.compile(r"[^\u202f][;!?]|«[^\u202f]|[^\u202f]»|[^\u00a0]:(?=\s|$)")
+
+
+def _french_spacing_errors(html: str) -> list[str]:
+    parser = _FrenchText()
+    parser.feed(html)
+    parser.close()
+    text = "".join(parser.text)
+    assert text.strip(), "no French text"
+    return [text[max(m.start() - 20, 0) : m.end() + 5] for m in _BAD_FRENCH_SPACING.finditer(text)]
+
+
+def test_french_pages_space_their_punctuation_as_french_does(settings, store, server):
+    assert len(_french_spacing_errors('<p lang="fr-CA">Vraiment ? Oui : « non »</p>')) == 4
+    assert _french_spacing_errors(f'<p lang="fr">Oui\u00a0: «{NNBSP}non{NNBSP}»{NNBSP}!</p>') == []
+    pages: list[tuple[str, Reply]] = []
+    for language in ("fr", "both"):
+        person = _person(store, f"{language}@example.org", language)
+        token = _token(settings, person)
+        unsubscribe = server.url(f"/unsubscribe/{token}")
+        preferences = server.url(f"/preferences/{token}")
+        pages += [
+            ("confirm", request(unsubscribe)),
+            ("preferences", request(preferences)),
+            ("saved", post(preferences, {"name": "Ann"})),
+            ("refused", post(preferences, {"name": "x" * 300})),
+            ("unreadable", request(preferences, b"x", "multipart/form-data")),
+            ("unsubscribed", post(unsubscribe, ONE_CLICK)),
+            ("already", request(unsubscribe)),
+            ("preferences when unsubscribed", request(preferences)),
+        ]
+    pages.append(("invalid", request(server.url("/unsubscribe/not-a-token"))))
+    for what, reply in pages:
+        assert _french_spacing_errors(reply.body) == [], what
