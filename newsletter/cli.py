@@ -14,6 +14,7 @@ from .cli_context import AppContext
 from .cli_preview import preview
 from .cli_send import send, status
 from .cli_subscribers import serve, subscribers
+from .db import is_busy
 from .errors import NewsletterError
 
 EXIT_BAD_INPUT = 2
@@ -32,7 +33,7 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not is_busy(exc):
                 raise
             click.echo(
                 "error: the database is busy: another newsletter command is writing to it; "

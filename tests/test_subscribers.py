@@ -457,3 +457,27 @@ def test_export_then_import_is_a_round_trip(db_path: Path, tmp_path: Path) -> No
     assert run(db_path, "list").output == listed
     assert run(db_path, "export", str(second)).exit_code == 0
     assert second.read_text("utf-8") == first.read_text("utf-8")
+
+
+def test_a_database_held_by_another_command_is_one_line(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import sqlite3
+
+    from newsletter import db
+
+    run(db_path, "add", "ann@example.org")
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)  # an import holding the lock for longer
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = run(db_path, "add", "bob@example.org")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert (result.exit_code, result.output) == (
+        2,
+        "error: the database is busy: another newsletter command is writing to it; "
+        "run this again when that one ends\n",
+    )
+    assert run(db_path, "add", "bob@example.org").exit_code == 0
