@@ -12,6 +12,7 @@ import sqlite3
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -110,6 +111,12 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
+def web_templates(settings: Settings) -> Path:
+    """The folder of the pages' templates: `web/` in NEWSLETTER_TEMPLATES, else ours."""
+    own = settings.templates_dir / "web" if settings.templates_dir else None
+    return own if own is not None and own.is_dir() else TEMPLATES
+
+
 def create_app(
     settings: Settings,
     *,
@@ -124,7 +131,8 @@ def create_app(
     secret = resolve_secret(settings)
     open_store(settings).close()  # create and migrate the file now, not on the first click
     env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        # The pages follow NEWSLETTER_TEMPLATES, like the emails, when that folder has them.
+        loader=FileSystemLoader(web_templates(settings)),
         autoescape=select_autoescape(["j2", "html"]),
         undefined=StrictUndefined,
     )

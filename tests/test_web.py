@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -27,6 +29,8 @@ from newsletter.config import Settings, load_settings
 from newsletter.subscribers import SqliteStore, Status, edition_for
 from newsletter.tokens import make_token, resolve_secret
 from newsletter.web import create_app
+
+from .conftest import ROOT
 
 NNBSP = "\u202f"
 
@@ -506,3 +510,22 @@ def test_french_pages_space_their_punctuation_as_french_does(settings, store, se
     pages.append(("invalid", request(server.url("/unsubscribe/not-a-token"))))
     for what, reply in pages:
         assert _french_spacing_errors(reply.body) == [], what
+
+
+def test_pages_follow_the_templates_folder_of_the_settings(tmp_path: Path, settings: Settings):
+    own = tmp_path / "look"
+    shutil.copytree(ROOT / "templates", own)
+    page = own / "web" / "unsubscribe.html.j2"
+    page.write_text(
+        page.read_text("utf-8").replace(
+            "{% block content %}", "{% block content %}<p>house-style</p>", 1
+        )
+    )
+    moved = dataclasses.replace(settings, templates_dir=own)
+    with SqliteStore(settings.db_path) as store:
+        ann = _person(store, "ann@example.org", "en")
+    with Server(moved) as server:
+        assert "house-style" in request(server.url(f"/unsubscribe/{_token(settings, ann)}")).body
+    with Server(settings) as server:  # no NEWSLETTER_TEMPLATES: the shipped pages
+        body = request(server.url(f"/unsubscribe/{_token(settings, ann)}")).body
+        assert "house-style" not in body
