@@ -71,6 +71,9 @@ def run() -> None:
     """The console script: click's usage errors too become one line, `error: ...`."""
     try:
         status = main.main(prog_name="newsletter", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `newsletter` alone: the help
+        click.echo(exc.ctx.get_help() if exc.ctx else main.get_help(click.Context(main)))
+        sys.exit(0)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "newsletter"
         click.echo(f"error: {exc.format_message().rstrip('.')}; see '{where} --help'", err=True)

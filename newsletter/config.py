@@ -295,12 +295,12 @@ def _env_lines(path: Path) -> dict[str, int]:
 
 def _plain_base_url(url: str) -> bool:
     """An http(s) URL that links can be appended to: ASCII, host, no query or fragment."""
-    if not url.isascii() or any(c.isspace() for c in url):
-        return False
-    parts = urlsplit(url)
+    if not url.isascii() or any(c.isspace() or c in '"<>,\\' for c in url):
+        return False  # these would break the List-Unsubscribe header, <url>, <url>
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-    except ValueError:
+    except ValueError:  # also "Invalid IPv6 URL"
         return False
     return (
         parts.scheme in ("http", "https")

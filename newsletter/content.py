@@ -143,7 +143,9 @@ def read_brief_text(path: Path) -> BriefText:
     except yaml.YAMLError as exc:
         # "while parsing a flow sequence" marks where the broken value starts; the problem
         # mark is where the parser gave up, often the next line.
-        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        context = str(getattr(exc, "context", None) or "")
+        flow = "flow" in context or "quoted" in context
+        mark = (flow and getattr(exc, "context_mark", None)) or getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ContentError(

@@ -107,14 +107,15 @@ def inline_text(source: str, lang: str) -> str:
     """A one-line Markdown string (a title) as plain text: `*Putin*` reads Putin."""
     tokens = _md.parseInline(source)
     _smarten_tokens(tokens, lang)
-    return _TextWriter(width=0).inline(tokens[0]) if tokens else ""
+    return _TextWriter(width=0, footnotes=False).inline(tokens[0]) if tokens else ""
 
 
 class _TextWriter:
     """Walks markdown-it block tokens and writes wrapped plain text with numbered links."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, footnotes: bool = True):
         self.width = width
+        self.footnotes = footnotes  # False: a link reads as its text alone (a title)
         self.blocks: list[str] = []
         self.notes: list[str] = []
         self.prefixes: list[str] = []  # "> " for quotes, list markers for items
@@ -147,6 +148,8 @@ class _TextWriter:
                     u.removeprefix(prefix) for u in (href, shown) for prefix in ("", "mailto:")
                 }:
                     out.append(label.strip())
+                elif not self.footnotes:
+                    out.append(label)
                 else:
                     self.notes.append(href)
                     out.append(f"{label} [{len(self.notes)}]")

@@ -294,10 +294,11 @@ class Preview:
         for failure in failures:
             log.warning("preview: watching stopped (%s); watching again", failure)
         if failures:
-            # Don't spin on a watcher that keeps failing; try again after a breath.
+            # Don't spin on a watcher that keeps failing; try again after a breath, then
+            # catch up on what was saved meanwhile.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=1.0)
-        return changed
+        return changed or bool(failures)
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")

@@ -39,7 +39,7 @@ _CUT = re.compile(f"[{MARK}{ATOM}{BREAK}]")
 
 # A URL typed as text. Trailing punctuation belongs to the sentence, as in GitHub's
 # autolinks: "voir https://example.org/a?b=1 !" keeps the URL whole and spaces the "!".
-_URL_CHAR = r"[^\s<>\ufdd0-\ufdd3]"
+_URL_CHAR = r"[^\s<>«»\ufdd0-\ufdd3]"
 _BARE_URL = re.compile(
     rf"(?:\b(?:https?|ftp)://|\bwww\.|\bmailto:){_URL_CHAR}*(?<![?!.,:;'\")\]*_~])",
     re.IGNORECASE,

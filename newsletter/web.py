@@ -12,10 +12,16 @@ import sqlite3
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -35,9 +41,10 @@ MAX_NAME = 200
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 body: List-Unsubscribe=One-Click
 
 # Mail clients do not retry a one-click unsubscribe that failed, so the app waits for another
-# process's write lock (an import of a large list holds it for seconds) far longer than a
-# command does; only then does it give up with 503 and Retry-After.
-BUSY_TIMEOUT_MS = 60_000
+# process's write lock (an import of a large list holds it for seconds) longer than a command
+# does, yet less than the 60 s a reverse proxy waits by default (nginx's proxy_read_timeout),
+# so that the client gets our 503 and Retry-After, not the proxy's 504.
+BUSY_TIMEOUT_MS = 45_000
 RETRY_AFTER_S = 60
 
 # Every answer: never cached (a shared cache must not serve one person's page to another),
@@ -111,10 +118,13 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def web_templates(settings: Settings) -> Path:
-    """The folder of the pages' templates: `web/` in NEWSLETTER_TEMPLATES, else ours."""
+def web_loader(settings: Settings) -> BaseLoader:
+    """The pages' templates: `web/` in NEWSLETTER_TEMPLATES first, then ours for any page
+    that folder lacks (a copy made before a page was added)."""
     own = settings.templates_dir / "web" if settings.templates_dir else None
-    return own if own is not None and own.is_dir() else TEMPLATES
+    if own is None or not own.is_dir():
+        return FileSystemLoader(TEMPLATES)
+    return ChoiceLoader([FileSystemLoader(own), FileSystemLoader(TEMPLATES)])
 
 
 def create_app(
@@ -132,7 +142,7 @@ def create_app(
     open_store(settings).close()  # create and migrate the file now, not on the first click
     env = Environment(
         # The pages follow NEWSLETTER_TEMPLATES, like the emails, when that folder has them.
-        loader=FileSystemLoader(web_templates(settings)),
+        loader=web_loader(settings),
         autoescape=select_autoescape(["j2", "html"]),
         undefined=StrictUndefined,
     )

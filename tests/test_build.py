@@ -252,6 +252,10 @@ BAD_INPUTS = {
         lambda w: _replace(w, SEED_EN, "source: EIRNS", "source: [EIRNS"),
         f"{SEED_EN}:4: broken front matter",
     ),
+    "text after a quoted value": (
+        lambda w: _replace(w, SEED_EN, "source: EIRNS", 'source: "EIRNS" wire'),
+        f"{SEED_EN}:4: broken front matter",
+    ),
     "missing title": (
         lambda w: _replace(w, SEED_EN, "title: ", "headline: "),
         f"{SEED_EN}:2: unknown front matter key 'headline'",
@@ -467,6 +471,13 @@ def test_usage_mistakes_get_one_line_too(workdir: Path, args: list[str], expecte
     assert line.startswith(expected), line
 
 
+def test_the_command_alone_shows_its_help(workdir: Path) -> None:
+    for args in ([], ["subscribers"]):
+        result = run_cli(*args, cwd=workdir, env=clean_env())
+        assert result.returncode == 0 and result.stderr == ""
+        assert result.stdout.startswith(f"Usage: newsletter {' '.join(args)}".rstrip() + " ")
+
+
 def test_the_issue_folder_can_be_given_as_dot(workdir: Path) -> None:
     result = run_cli("check", ".", cwd=workdir / "issues" / DEMO_ISSUE, env=clean_env())
     assert result.returncode == 0, result.stderr
@@ -485,6 +496,14 @@ BAD_SETTINGS = {
     "base url with a bad port": (
         "NEWSLETTER_BASE_URL=https://news.example.org:abc",
         "error: .env:1: NEWSLETTER_BASE_URL='https://news.example.org:abc': must be",
+    ),
+    "base url that is no URL": (
+        "NEWSLETTER_BASE_URL=http://[::1",
+        "error: .env:1: NEWSLETTER_BASE_URL='http://[::1': must be an absolute",
+    ),
+    "base url that would break a header": (
+        "NEWSLETTER_BASE_URL=https://news.example.org/a>b,c",
+        "error: .env:1: NEWSLETTER_BASE_URL='https://news.example.org/a>b,c': must be",
     ),
     "a short secret is not shown": (
         "NEWSLETTER_SECRET=shortsecret",

@@ -186,3 +186,13 @@ def test_plain_text_shows_an_autolink_once_and_skips_decorative_images() -> None
 def test_a_title_reads_as_plain_text_in_the_text_part() -> None:
     assert inline_text("*Putin* and **Trump** on `Syria`", "en") == "Putin and Trump on Syria"
     assert inline_text("Qui l'a dit ?", "fr") == f"Qui l’a dit{NNBSP}?"
+
+
+def test_a_link_in_a_title_reads_as_its_text_with_no_stray_footnote() -> None:
+    assert inline_text("Le [rapport](https://www.example.org/r) publié", "fr") == (
+        "Le rapport publié"
+    )
+
+
+def test_a_url_inside_guillemets_keeps_its_spaces_outside() -> None:
+    assert french("«https://www.example.org/a»") == f"«{NNBSP}https://www.example.org/a{NNBSP}»"
