@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import StoreError
+from .normalise import check_email, email_key
 from .schema import MIGRATIONS
 
 # How long a connection waits for another process's write lock before it gives up with
@@ -44,6 +45,8 @@ def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Con
                 f"cannot use WAL journal mode (got {mode}); put it on a local disk", path
             )
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a commit survives a crash
+        conn.create_function("nl_ascii_email", 1, _ascii_email, deterministic=True)
+        conn.create_function("nl_email_key", 1, email_key, deterministic=True)
         migrate(conn, path)
         return conn
     except BaseException as exc:
@@ -56,6 +59,14 @@ def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Con
         if isinstance(exc, OSError):
             raise StoreError(f"cannot create the database: {exc.strerror}", path) from None
         raise
+
+
+def _ascii_email(email: str) -> str:
+    """The address as the store keeps it (see normalise.check_email), or as it was."""
+    try:
+        return check_email(email)
+    except ValueError:
+        return email
 
 
 def set_busy_timeout(conn: sqlite3.Connection, milliseconds: int) -> None:

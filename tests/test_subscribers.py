@@ -57,6 +57,36 @@ def test_connect_creates_a_migrated_wal_database(db_path: Path):
     conn.close()
 
 
+def test_a_non_ascii_domain_stored_by_0_1_0_is_migrated(db_path: Path, tmp_path: Path):
+    # A file at schema 2, as 0.1.0 wrote it: the address kept as typed, and this person left.
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    for script in MIGRATIONS[:2]:
+        raw.executescript(script)
+    raw.execute("PRAGMA user_version = 2")
+    raw.execute(
+        "INSERT INTO subscribers (email, email_key, language, status, joined_at, join_source, "
+        "updated_at) VALUES ('Ann@Exämple.org', 'Ann@exämple.org', 'fr', 'unsubscribed', "
+        "'2026-01-01', 'test', '2026-01-02')"
+    )
+    raw.execute(
+        "INSERT INTO subscriber_events (subscriber_id, email, at, kind, route) "
+        "VALUES (1, 'Ann@exämple.org', '2026-01-02', 'unsubscribe', 'web:one-click')"
+    )
+    raw.close()
+    with SqliteStore(db_path) as store:
+        ann = store.find("Ann@exämple.org")
+        assert (ann.email, ann.status) == ("Ann@xn--exmple-cua.org", Status.UNSUBSCRIBED)
+        assert store.find("Ann@xn--exmple-cua.org") == ann
+    source = tmp_path / "again.csv"
+    source.write_text("email\nAnn@exämple.org\n", "utf-8")
+    result = run(db_path, "import", str(source))
+    assert "0 added" in result.output and "not resubscribed" in result.output
+    assert run(db_path, "count").exit_code == 0
+    with SqliteStore(db_path) as store:
+        assert len(list(store.iter())) == 1
+
+
 def test_a_newer_schema_is_refused(db_path: Path):
     db.connect(db_path).close()
     raw = sqlite3.connect(db_path)
