@@ -73,7 +73,7 @@ def import_(app: AppContext, file: Path, resubscribe: bool, consent: str, dry_ru
     )
     if result.resubscribed:
         click.echo(f"{result.resubscribed} resubscribed (--resubscribe)")
-    notes = [(r.line, r.reason) for r in parsed.rejected]
+    notes = [(r.line, r.reason) for r in (*parsed.unread, *parsed.rejected)]
     notes += [
         (d.line, f"{d.email} also on line {d.earlier_line}; this later row wins")
         for d in parsed.duplicates

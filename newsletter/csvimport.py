@@ -49,6 +49,7 @@ class ParsedFile:
     rows: list[Row] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
+    unread: list[Rejected] = field(default_factory=list)  # header cells that look meant
 
 
 def read_csv(path: Path) -> ParsedFile:
@@ -122,6 +123,7 @@ def _parse(path: Path, text: str) -> ParsedFile:
         if columns is None:
             columns = _header(path, line, record)
             width = len(record)
+            parsed.unread.extend(_unread(columns, record, line))
             continue
         if len(record) > width and any(value.strip() for value in record[width:]):
             parsed.rejected.append(
@@ -166,6 +168,25 @@ def _header(path: Path, line: int, record: list[str]) -> dict[str, int]:
         found = ", ".join(repr(value.strip()) for value in record)
         raise StoreError(f"no email column (found {found}); {HEADER_HINT}", path, line)
     return columns
+
+
+# Words that give away a column meant as ours, under a header we do not know.
+_HINTS = {"name": ("name", "nom", "prénom"), "language": ("lang",)}
+
+
+def _unread(columns: dict[str, int], header: list[str], line: int) -> list[Rejected]:
+    """Header cells that seem to mean `name` or `language`, when no column has that name:
+    without a word, everyone would get the default language and no name."""
+    notes = []
+    for ours, words in _HINTS.items():
+        if ours in columns:
+            continue
+        for value in header:
+            if any(word in value.casefold() for word in words):
+                hint = f"column {value.strip()!r} is not read; name it {ours} to import it"
+                notes.append(Rejected(line, hint))
+                break
+    return notes
 
 
 def _row(record: list[str], columns: dict[str, int], line: int) -> Row | Rejected:

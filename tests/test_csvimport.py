@@ -264,3 +264,19 @@ def test_cli_missing_file(tmp_path: Path):
         2,
         f"error: {tmp_path / 'nope.csv'}: cannot read: No such file or directory\n",
     )
+
+
+def test_a_column_that_seems_meant_as_ours_is_pointed_out(tmp_path: Path):
+    path = write(tmp_path, "Courriel;Prénom;Langue préférée\nann@example.org;Ann;fr\n")
+    result = run_import(tmp_path / "n.db", str(path))
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        f"imported {path}: 1 added, 0 updated, 0 unchanged, 0 rejected",
+        f"{path}:1: column 'Prénom' is not read; name it name to import it",
+        f"{path}:1: column 'Langue préférée' is not read; name it language to import it",
+    ]
+    # an export's own columns (status, join_source...) say nothing
+    plain = write(
+        tmp_path, "email,name,language,status,join_source\nb@example.org,B,en,,\n", "b.csv"
+    )
+    assert run_import(tmp_path / "n.db", str(plain)).output.count("\n") == 1
