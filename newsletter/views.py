@@ -81,6 +81,7 @@ class FooterView:
     why: str
     unsubscribe: str
     preferences: str
+    org: str  # "" when the same as the language before it
 
 
 @dataclass(frozen=True)
@@ -213,8 +214,11 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
             why=labels[lang]["why"],
             unsubscribe=labels[lang]["unsubscribe"],
             preferences=labels[lang]["preferences"],
+            org=identity.org[lang]
+            if i == 0 or identity.org[lang] != identity.org[langs[0]]
+            else "",
         )
-        for lang in langs
+        for i, lang in enumerate(langs)
     )
     if bilingual:
         subject = issue.bilingual_subject or " / ".join(

@@ -70,6 +70,9 @@ def test_html_lang_and_bilingual_blocks(built: Path) -> None:
             assert block.get("lang") == "fr-CA", block.get("id")
     jump = tree.xpath("//a[@href='#fr']")
     assert jump and jump[0].get("lang") == "fr-CA"
+    # the footer names the organisation in both languages, the French name marked French
+    (org,) = tree.xpath("//span[text()='Comité pour la République du Canada']")
+    assert org.get("lang") == "fr-CA"
 
 
 def test_french_typography_and_dates_in_the_french_edition(built: Path) -> None:
