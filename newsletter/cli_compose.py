@@ -64,7 +64,8 @@ def new_issue(issues_dir: Path, date: dt.datetime | None, issue_id: str | None) 
 @date_option
 @id_option
 def compose(issues_dir: Path, date: dt.datetime | None, issue_id: str | None) -> None:
-    """Create the next issue, pre-selecting the briefs no issue has used yet."""
+    """Create the next issue, pre-selecting the briefs dated since the last issue (up to
+    --date) that no issue has used yet, oldest first: reorder or trim them in issue.toml."""
     day = date.date() if date else dt.date.today()
     fresh, last = unused_briefs(issues_dir, until=day)
     since = f"since issue {last.number} ({last.date})" if last else "so far"

@@ -275,7 +275,11 @@ def read_issue(issue_dir: Path) -> Issue:
     text = read_text(path)
     data = parse_toml(text, path)
 
-    kinds = {int: "a whole number", str: "a quoted text", list: 'a list like ["a", "b"]'}
+    kinds = {
+        int: "a whole number; write it like number = 2",
+        str: 'a quoted text; write it like subject = "..."',
+        list: 'a list; write it like briefs = ["slug-one", "slug-two"]',
+    }
 
     def need(table: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
         value = table.get(key)

@@ -57,6 +57,11 @@ class Templates:
 
     def __init__(self, folder: Path | None = None):
         self.folder = Path(folder or DEFAULT_TEMPLATES)
+        if not self.folder.is_dir():
+            raise TemplateError(
+                "no such templates folder; check NEWSLETTER_TEMPLATES (empty: the shipped ones)",
+                self.folder,
+            )
         self.env = jinja2.Environment(
             loader=jinja2.FunctionLoader(self._load),
             autoescape=lambda name: name is None or not name.endswith(".txt.j2"),

@@ -508,6 +508,10 @@ BAD_SETTINGS = {
         "NEWSLETTER_BASE_URL=https://news.example.org/a>b,c",
         "error: .env:1: NEWSLETTER_BASE_URL='https://news.example.org/a>b,c': must be",
     ),
+    "no templates folder": (
+        "NEWSLETTER_TEMPLATES=/nonexistent/look",
+        "error: /nonexistent/look: no such templates folder; check NEWSLETTER_TEMPLATES",
+    ),
     "a short secret is not shown": (
         "NEWSLETTER_SECRET=shortsecret",
         "error: .env:1: NEWSLETTER_SECRET=(value hidden): is too short",
