@@ -37,7 +37,7 @@ def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Con
             path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
-        set_busy_timeout(conn, busy_timeout_ms)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys = ON")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":  # pragma: no cover - e.g. a network file system
@@ -67,11 +67,6 @@ def _ascii_email(email: str) -> str:
         return check_email(email)
     except ValueError:
         return email
-
-
-def set_busy_timeout(conn: sqlite3.Connection, milliseconds: int) -> None:
-    """Change how long `conn` waits for another writer's lock (reads never wait, in WAL mode)."""
-    conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
 
 def is_busy(exc: sqlite3.Error) -> bool:

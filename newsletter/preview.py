@@ -32,14 +32,14 @@ from watchfiles import DefaultFilter, awatch
 
 from .build import Build, EditionBuild, build_issue
 from .checks import CLIP_LIMIT, CLIP_WARNING
-from .config import load_settings
+from .config import SHIPPED_TEMPLATES, load_settings
 from .content import briefs_dir_for
 from .errors import NewsletterError
-from .render import DEFAULT_TEMPLATES, Templates
+from .render import Templates
 
 log = logging.getLogger(__name__)
 
-PAGE_DIR = DEFAULT_TEMPLATES / "preview"  # the preview page is ours, not the newsletter's
+PAGE_DIR = SHIPPED_TEMPLATES / "preview"  # the preview page is ours, not the newsletter's
 EDITION_LABELS = {"en": "English", "fr": "Français", "bilingual": "Bilingual / Bilingue"}
 READER_HEADERS = ("From", "To", "Reply-To", "Subject")
 UNSUBSCRIBE_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")
@@ -165,7 +165,7 @@ class Preview:
     on_rebuild: Callable[[Snapshot, float], None] = lambda snapshot, seconds: None
     on_watch: Callable[[Targets], None] = lambda targets: None
     snapshot: Snapshot = field(init=False, default_factory=lambda: Snapshot(version=0))
-    templates_dir: Path = field(init=False, default=DEFAULT_TEMPLATES)  # from the last settings
+    templates_dir: Path = field(init=False, default=SHIPPED_TEMPLATES)  # from the last settings
 
     def __post_init__(self) -> None:
         self._stop = asyncio.Event()
@@ -178,7 +178,7 @@ class Preview:
         version = self.snapshot.version + 1
         try:
             settings = load_settings(self.env_file)
-            self.templates_dir = Path(settings.templates_dir or DEFAULT_TEMPLATES)
+            self.templates_dir = Path(settings.templates_dir or SHIPPED_TEMPLATES)
             build = build_issue(self.issue_dir, settings.identity, Templates(self.templates_dir))
             snapshot = snapshot_of(build, version)
         except NewsletterError as exc:

@@ -24,7 +24,6 @@ from .content import Issue
 from .errors import TemplateError
 from .views import EDITIONS, LABEL_KEYS, LANGS, EditionView, edition_view, wrap72
 
-DEFAULT_TEMPLATES = SHIPPED_TEMPLATES
 HTML_TEMPLATE = "email.mjml.j2"
 TEXT_TEMPLATE = "email.txt.j2"
 CSS_FILE = "email.css"
@@ -56,7 +55,7 @@ class Templates:
     """The templates folder, loaded once: Jinja environment, CSS, labels."""
 
     def __init__(self, folder: Path | None = None):
-        self.folder = Path(folder or DEFAULT_TEMPLATES)
+        self.folder = Path(folder or SHIPPED_TEMPLATES)
         if not self.folder.is_dir():
             raise TemplateError(
                 "no such templates folder; check NEWSLETTER_TEMPLATES (empty: the shipped ones)",

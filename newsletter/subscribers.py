@@ -155,9 +155,9 @@ class SqliteStore:
     """The subscriber store in a SQLite file. Every change is one `BEGIN IMMEDIATE`
     transaction, so concurrent processes (the web app, an import, a send) serialise cleanly."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, busy_timeout_ms: int | None = None):
         self.path = Path(path)
-        self.conn = db.connect(self.path)
+        self.conn = db.connect(self.path, busy_timeout_ms)
 
     def close(self) -> None:
         self.conn.close()
@@ -427,6 +427,7 @@ class SqliteStore:
         return [dict(row) for row in rows]
 
 
-def open_store(settings: Settings) -> SqliteStore:
-    """The store named by the settings (NEWSLETTER_DB), created and migrated if needed."""
-    return SqliteStore(settings.db_path)
+def open_store(settings: Settings, busy_timeout_ms: int | None = None) -> SqliteStore:
+    """The store named by the settings (NEWSLETTER_DB), created and migrated if needed; it
+    waits `busy_timeout_ms` for another writer (by default db.BUSY_TIMEOUT_MS)."""
+    return SqliteStore(settings.db_path, busy_timeout_ms)

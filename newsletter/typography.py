@@ -148,16 +148,6 @@ def smarten(text: str, lang: str) -> str:
     return smarten_run([text], lang)[0]
 
 
-def french(text: str) -> str:
-    """Apply French typography to a run of plain text; URLs in it are left alone."""
-    return smarten(text, "fr")
-
-
-def english(text: str) -> str:
-    """Typographic apostrophes and quotes for English."""
-    return smarten(text, "en")
-
-
 def colon(lang: str) -> str:
     """A label's colon: "Web:" / "Web :"."""
     return NBSP + ":" if lang == "fr" else ":"

@@ -181,8 +181,7 @@ def create_app(
         # connection must not be shared by requests running at the same time.
         def run() -> T:
             try:
-                with open_store(settings) as store:
-                    db.set_busy_timeout(store.conn, busy_timeout_ms)
+                with open_store(settings, busy_timeout_ms) as store:
                     return work(store)
             except sqlite3.OperationalError as exc:
                 if db.is_busy(exc):

@@ -3,7 +3,15 @@ import datetime as dt
 import pytest
 
 from newsletter.markup import inline_html, inline_text, to_html, to_text
-from newsletter.typography import NBSP, NNBSP, english, french, long_date
+from newsletter.typography import NBSP, NNBSP, long_date, smarten
+
+
+def smarten_fr(text: str) -> str:
+    return smarten(text, "fr")
+
+
+def smarten_en(text: str) -> str:
+    return smarten(text, "en")
 
 
 @pytest.mark.parametrize(
@@ -20,11 +28,11 @@ from newsletter.typography import NBSP, NNBSP, english, french, long_date
     ],
 )
 def test_french_typography(typed: str, expected: str) -> None:
-    assert french(typed) == expected
+    assert smarten_fr(typed) == expected
 
 
 def test_english_quotes_and_apostrophes() -> None:
-    assert english('the "joint" leaders\' text') == "the \u201cjoint\u201d leaders\u2019 text"
+    assert smarten_en('the "joint" leaders\' text') == "the \u201cjoint\u201d leaders\u2019 text"
 
 
 def test_typography_never_touches_urls() -> None:
@@ -105,14 +113,16 @@ def test_quotes_are_judged_across_line_breaks_and_inline_code() -> None:
     ],
 )
 def test_english_single_quotes_open_and_close(typed: str, expected: str) -> None:
-    assert english(typed) == expected
+    assert smarten_en(typed) == expected
 
 
 def test_single_quotes_around_markup_and_french_elision() -> None:
     assert inline_html("'*Quoted*' and l'*été*", "en") == (
         "\u2018<em>Quoted</em>\u2019 and l\u2019<em>été</em>"
     )
-    assert french("l'été d'abord, 'vraiment'") == "l\u2019été d\u2019abord, \u2018vraiment\u2019"
+    assert (
+        smarten_fr("l'été d'abord, 'vraiment'") == "l\u2019été d\u2019abord, \u2018vraiment\u2019"
+    )
 
 
 def test_french_spacing_never_enters_a_bare_url() -> None:
@@ -120,7 +130,7 @@ def test_french_spacing_never_enters_a_bare_url() -> None:
     expected = f"Voir https://www.example.org/a?b=1;c=2{NNBSP}! Et www.example.org/x?y{NBSP}: fin."
     assert to_html(source, "fr").html == f"<p>{expected}</p>"
     assert to_text(source, "fr") == expected
-    assert french("https://www.example.org/a?b=1") == "https://www.example.org/a?b=1"
+    assert smarten_fr("https://www.example.org/a?b=1") == "https://www.example.org/a?b=1"
 
 
 @pytest.mark.parametrize(
@@ -195,4 +205,4 @@ def test_a_link_in_a_title_reads_as_its_text_with_no_stray_footnote() -> None:
 
 
 def test_a_url_inside_guillemets_keeps_its_spaces_outside() -> None:
-    assert french("«https://www.example.org/a»") == f"«{NNBSP}https://www.example.org/a{NNBSP}»"
+    assert smarten_fr("«https://www.example.org/a»") == f"«{NNBSP}https://www.example.org/a{NNBSP}»"
