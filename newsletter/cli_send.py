@@ -86,11 +86,6 @@ def _dry_run(prepared: Prepared, app: AppContext) -> None:
     click.echo(f"  built {total:,} messages in {elapsed:.2f} s; nothing sent, nothing recorded")
 
 
-def safe_name(address: str) -> str:
-    """An address as part of a file name: no separators, nothing hidden."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in address).lstrip(".")
-
-
 class _Bar:
     """sent/failed, rate and time left on one line of stderr, when it is a terminal."""
 
