@@ -2,26 +2,94 @@
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
-from .cli_build import build, check
-from .cli_compose import compose, new
 from .cli_context import AppContext
-from .cli_preview import preview
-from .cli_send import send, status
-from .cli_subscribers import serve, subscribers
-from .db import is_busy
 from .errors import NewsletterError
 
 EXIT_BAD_INPUT = 2
 
+# name -> (module, attribute, summary). A command's module is imported only when that
+# command runs: `build` then pays for neither DKIM, DNS and SMTP nor the web servers, and
+# `--help` for none of them. The summaries are the first sentence of each command's own
+# help, repeated here for `--help` (tests/test_cli.py holds them equal).
+COMMANDS = {
+    "build": (
+        "cli_build",
+        "build",
+        "Build the en, fr and bilingual editions of an issue: HTML, text and .eml.",
+    ),
+    "check": ("cli_build", "check", "Run the build's checks without writing anything."),
+    "compose": (
+        "cli_compose",
+        "compose",
+        "Create the next issue, pre-selecting the briefs dated since the last issue (up to "
+        "--date) that no issue has used yet, oldest first: reorder or trim them in issue.toml.",
+    ),
+    "new": ("cli_compose", "new", "Scaffold a brief or an issue."),
+    "preview": (
+        "cli_preview",
+        "preview",
+        "Preview ISSUE_DIR in a browser: each edition at desktop and phone width, the text "
+        "part, the inbox headers and the checks.",
+    ),
+    "send": (
+        "cli_send",
+        "send",
+        "Send an issue: each active subscriber gets the edition of their language.",
+    ),
+    "serve": (
+        "cli_subscribers",
+        "serve",
+        "Run the unsubscribe and preferences web app (behind a reverse proxy in production).",
+    ),
+    "status": (
+        "cli_send",
+        "status",
+        "Where the send of an issue stands: sent, pending, failed, uncertain.",
+    ),
+    "subscribers": (
+        "cli_subscribers",
+        "subscribers",
+        "Keep the list: import, add, unsubscribe, remove, list, export, count.",
+    ),
+}
+
 
 class _Group(click.Group):
-    """Turns NewsletterError into `error: file:line: message`, exit status 2, no traceback."""
+    """Loads each command when it is used, and turns NewsletterError into
+    `error: file:line: message`, exit status 2, no traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[cmd_name]
+        return getattr(importlib.import_module(f".{module}", __package__), attribute)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:  # click suggests from loaded commands
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=list(COMMANDS), ctx=ctx
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(map(len, COMMANDS))
+        rows = [
+            (name, click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit))
+            for name in self.list_commands(ctx)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -33,6 +101,8 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except sqlite3.OperationalError as exc:
+            from .db import is_busy  # here: db's imports are not every command's
+
             if not is_busy(exc):
                 raise
             click.echo(
@@ -54,17 +124,6 @@ class _Group(click.Group):
 def main(ctx: click.Context, env_file: Path | None) -> None:
     """Bilingual newsletter: compose briefs, build editions, preview, keep subscribers, send."""
     ctx.obj = AppContext(env_file=env_file or Path(".env"), env_file_given=env_file is not None)
-
-
-main.add_command(new)
-main.add_command(compose)
-main.add_command(build)
-main.add_command(check)
-main.add_command(preview)
-main.add_command(subscribers)
-main.add_command(serve)
-main.add_command(send)
-main.add_command(status)
 
 
 def run() -> None:

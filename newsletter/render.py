@@ -17,11 +17,11 @@ from pathlib import Path
 
 import jinja2
 import mjml
-from premailer import Premailer
 
 from .config import SHIPPED_TEMPLATES, Identity
 from .content import Issue
 from .errors import TemplateError
+from .lazy import defer_import
 from .views import EDITIONS, LABEL_KEYS, LANGS, EditionView, edition_view, wrap72
 
 HTML_TEMPLATE = "email.mjml.j2"
@@ -168,6 +168,10 @@ cssutils_quiet = False
 def inline_css(html: str, css: str) -> str:
     """premailer with the settings that keep MJML's output intact (EMAIL-FACTS.md)."""
     global cssutils_quiet
+    # premailer imports `requests` for the network we forbid it (allow_network=False)
+    defer_import("requests")
+    from premailer import Premailer
+
     # MJML's reset and responsive rules stay as they are, in their <style> blocks;
     # only our own CSS is inlined.
     html = _STYLE_TAG.sub('<style data-premailer="ignore"', html)
