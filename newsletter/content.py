@@ -288,7 +288,7 @@ def read_issue(issue_dir: Path) -> Issue:
             raise ContentError(
                 f"'{where}{key}' is missing or not {kinds[kind]}",
                 path,
-                _key_line(text, section, key) or _key_line(text, section, None),
+                toml_key_line(text, section, key) or toml_key_line(text, section, None),
             )
         return value
 
@@ -312,7 +312,7 @@ def read_issue(issue_dir: Path) -> Issue:
             raise ContentError(
                 f"[{lang}] subject is empty; write the line readers see in their inbox",
                 path,
-                _key_line(text, lang, "subject"),
+                toml_key_line(text, lang, "subject"),
             )
         texts[lang] = IssueText(
             subject=subject,
@@ -324,7 +324,7 @@ def read_issue(issue_dir: Path) -> Issue:
         raise ContentError(
             "'bilingual' must be a table: [bilingual] with subject and preheader",
             path,
-            _key_line(text, "", "bilingual"),
+            toml_key_line(text, "", "bilingual"),
         )
     slugs = need(data, "briefs", list)
     available = read_briefs(briefs_dir_for(issue_dir))
@@ -362,7 +362,7 @@ def read_issue(issue_dir: Path) -> Issue:
     )
 
 
-def _key_line(text: str, section: str, key: str | None) -> int | None:
+def toml_key_line(text: str, section: str, key: str | None) -> int | None:
     """The line of `key = ...` inside `[section]` ("" = top level); of `[section]` if no key."""
     current = ""
     for number, line in enumerate(text.split("\n"), 1):

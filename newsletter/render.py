@@ -22,11 +22,13 @@ from .config import SHIPPED_TEMPLATES, Identity
 from .content import Issue
 from .errors import TemplateError
 from .lazy import defer_import
+from .mjml_tags import unclosed_tag, unknown_tag
+from .theme import THEME_FILE, Theme, parse_theme
 from .views import EDITIONS, LABEL_KEYS, LANGS, EditionView, edition_view, wrap72
 
 HTML_TEMPLATE = "email.mjml.j2"
 TEXT_TEMPLATE = "email.txt.j2"
-CSS_FILE = "email.css"
+CSS_TEMPLATE = "email.css.j2"
 LABELS_FILE = "labels.toml"
 
 
@@ -52,7 +54,7 @@ class RenderedIssue:
 
 
 class Templates:
-    """The templates folder, loaded once: Jinja environment, CSS, labels."""
+    """The templates folder, loaded once: Jinja environment, theme, CSS, labels."""
 
     def __init__(self, folder: Path | None = None):
         self.folder = Path(folder or SHIPPED_TEMPLATES)
@@ -63,14 +65,17 @@ class Templates:
             )
         self.env = jinja2.Environment(
             loader=jinja2.FunctionLoader(self._load),
-            autoescape=lambda name: name is None or not name.endswith(".txt.j2"),
+            # HTML-escaped: the markup templates; not the text part, nor CSS
+            autoescape=lambda name: name is None or name.endswith((".mjml.j2", ".html.j2")),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
         self.env.filters["wrap72"] = wrap72
-        self.css = self._read(CSS_FILE)
+        self.loaded: dict[str, str] = {}  # template name -> source, as Jinja asked for them
+        self.theme: Theme = parse_theme(self._read(THEME_FILE), self.folder / THEME_FILE)
+        self.css = self.render(CSS_TEMPLATE, None)
         self.labels = self._labels()
 
     def _read(self, name: str) -> str:
@@ -91,7 +96,11 @@ class Templates:
         path = self.folder / name
         if not path.is_file():
             return None  # Jinja says TemplateNotFound, reported with the including template
-        return self._read(name), str(path), lambda: True  # a Templates lives for one build
+        source = self._read(name)
+        if name.endswith(".mjml.j2") and (found := unknown_tag(source)):
+            raise TemplateError(found[1], path, found[0])
+        self.loaded[name] = source
+        return source, str(path), lambda: True  # a Templates lives for one build
 
     def _labels(self) -> dict[str, dict[str, str]]:
         path = self.folder / LABELS_FILE
@@ -108,9 +117,9 @@ class Templates:
                     raise TemplateError(f'[{lang}] needs {key} = "..." (a text); add it back', path)
         return labels
 
-    def render(self, name: str, view: EditionView) -> str:
+    def render(self, name: str, view: EditionView | None) -> str:
         try:
-            return self.env.get_template(name).render(e=view)
+            return self.env.get_template(name).render(e=view, t=self.theme)
         except jinja2.TemplateSyntaxError as exc:
             path = self.folder / (exc.name or name)
             raise TemplateError(f"template syntax: {exc.message}", path, exc.lineno) from None
@@ -140,11 +149,19 @@ def _template_frame(exc: Exception, fallback: Path) -> tuple[Path, int | None]:
 _RUST_ESCAPE = re.compile(r"\\u\{([0-9a-fA-F]{1,6})\}")
 
 
-def _compile_mjml(source: str, template: Path) -> str:
+def _compile_mjml(source: str, templates: Templates) -> str:
     try:
         html = mjml.mjml2html(source, disable_comments=True, fonts={})
         return _RUST_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), html)
     except ValueError as exc:
+        # MRML's position is in the rendered source, often past the mistake, and says
+        # nothing of which template wrote it: look for the mistake in each template.
+        for name, template_source in templates.loaded.items():
+            if name.endswith(".mjml.j2") and (found := unclosed_tag(template_source)):
+                raise TemplateError(
+                    f"MJML does not compile: {found[1]}", templates.folder / name, found[0]
+                ) from None
+        template = templates.folder / HTML_TEMPLATE
         line = _mjml_error_line(source, str(exc))
         where = f" (near line {line} of the rendered MJML)" if line else ""
         raise TemplateError(
@@ -202,7 +219,7 @@ def render_issue(issue: Issue, identity: Identity, templates: Templates) -> Rend
         t1 = time.perf_counter()
         source = templates.render(HTML_TEMPLATE, view)
         t2 = time.perf_counter()
-        html = _compile_mjml(source, templates.folder / HTML_TEMPLATE)
+        html = _compile_mjml(source, templates)
         t3 = time.perf_counter()
         html = inline_css(html, templates.css)
         t4 = time.perf_counter()
