@@ -12,14 +12,15 @@ import difflib
 import re
 
 # MJML 4's components, head and body.
-KNOWN = frozenset(
-    """mjml mj-head mj-body mj-attributes mj-all mj-class mj-breakpoint mj-font
-    mj-html-attributes mj-html-attribute mj-selector mj-preview mj-style mj-title mj-include
-    mj-accordion mj-accordion-element mj-accordion-title mj-accordion-text mj-button
-    mj-carousel mj-carousel-image mj-column mj-divider mj-group mj-hero mj-image mj-navbar
-    mj-navbar-link mj-raw mj-section mj-social mj-social-element mj-spacer mj-table mj-text
-    mj-wrapper""".split()
-)
+KNOWN = frozenset({
+    "mjml", "mj-head", "mj-body", "mj-attributes", "mj-all", "mj-class", "mj-breakpoint",
+    "mj-font", "mj-html-attributes", "mj-html-attribute", "mj-selector", "mj-preview",
+    "mj-style", "mj-title", "mj-include", "mj-accordion", "mj-accordion-element",
+    "mj-accordion-title", "mj-accordion-text", "mj-button", "mj-carousel", "mj-carousel-image",
+    "mj-column", "mj-divider", "mj-group", "mj-hero", "mj-image", "mj-navbar", "mj-navbar-link",
+    "mj-raw", "mj-section", "mj-social", "mj-social-element", "mj-spacer", "mj-table",
+    "mj-text", "mj-wrapper",
+})  # fmt: skip
 _JINJA = re.compile(r"\{#.*?#\}|\{%.*?%\}|\{\{.*?\}\}", re.DOTALL)
 _TAG = re.compile(r"<(/?)(mjml|mj-[A-Za-z0-9-]*)\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>")
 
