@@ -13,6 +13,7 @@ from markupsafe import Markup
 
 from .config import Identity
 from .content import LANGS, Brief, Image, Issue
+from .errors import ContentError
 from .markup import Html, inline_html, inline_text, to_html, to_text
 from .typography import HTML_LANG, colon, long_date, smarten
 
@@ -173,6 +174,15 @@ def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockVie
             stub_href = f"#{other}-{brief.slug}"
     lang = text.lang
     body, body_text = _body(text.body, lang)
+    for src, alt, line in body.images:
+        if not alt.strip():
+            raise ContentError(
+                f"image {src} has no alt text; describe it between the brackets: "
+                f"![what it shows]({src}) (a picture that is only decoration goes in the "
+                'front matter, with alt: "")',
+                text.path,
+                text.body_line + line,
+            )
     return BlockView(
         slug=brief.slug,
         anchor=f"{section_lang}-{brief.slug}",
@@ -186,7 +196,8 @@ def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockVie
         body_html=Markup(body.html),
         body_text=body_text,
         links=body.links + ((text.link,) if text.link else ()),
-        images=body.images + (((text.image.src, text.image.alt),) if text.image else ()),
+        images=tuple((src, alt) for src, alt, _ in body.images)
+        + (((text.image.src, text.image.alt),) if text.image else ()),
         note=note,
         stub_href=stub_href,
     )
