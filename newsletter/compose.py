@@ -150,8 +150,7 @@ def write_issue(
     # other: a subject inboxes cut, and a preheader nobody wrote.
     lines += [
         "",
-        "# What the bilingual edition's inbox shows; keep the subject under about 78 "
-        "characters.",
+        "# What the bilingual edition's inbox shows; keep the subject under about 78 characters.",
         "[bilingual]",
         f"subject = {_toml_string(f'News / Brèves No. {number} / no {number}')}",
         f"preheader = {_toml_string(PREHEADER_HINT['bilingual'])}",
