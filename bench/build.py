@@ -1,14 +1,28 @@
-"""Time each stage of building the demo issue: parse, Jinja, MJML, premailer, text, MIME.
+"""Time the build of the demo issue: each stage in-process, then the whole command as a
+user runs it, side by side with one cold compile of one edition by the Node `mjml` CLI.
 
-Run: .venv/bin/python bench/build.py [--repeat N] [ISSUE_DIR]
-Prints the first (cold) build, then the median of N warm builds, per stage, in ms.
+Run: .venv/bin/python bench/build.py [--repeat N] [--runs N] [--mjml PATH] [ISSUE_DIR]
+
+Prints the first (cold) build, then the median of N warm builds, per stage, in ms; then
+the median wall time of `newsletter --help`, of a whole `newsletter build` (three
+editions, a new process each time) and of `mjml` compiling the English edition's MJML
+(a new Node process each time).
+
+The Node column needs the reference MJML, kept out of the repository, e.g.:
+    npm install --prefix /tmp/mjml-node mjml
+It is looked for at --mjml, $MJML_NODE, /tmp/mjml-node/node_modules/.bin/mjml, then
+`mjml` on the PATH; without it that column is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,28 +32,26 @@ sys.path.insert(0, str(ROOT))
 t_import = time.perf_counter()
 from newsletter.build import build_issue  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
-from newsletter.render import Templates  # noqa: E402
-from newsletter.views import _body  # noqa: E402
+from newsletter.content import read_issue  # noqa: E402
+from newsletter.render import HTML_TEMPLATE, Templates  # noqa: E402
+from newsletter.views import _body, edition_view  # noqa: E402
 
 IMPORT_S = time.perf_counter() - t_import
 STAGES = ("parse", "views", "jinja", "mjml", "premailer", "text", "mime", "total")
+NODE_MJML_DEFAULT = Path("/tmp/mjml-node/node_modules/.bin/mjml")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("issue", nargs="?", default=str(ROOT / "issues" / "2017-11"))
-    parser.add_argument("--repeat", type=int, default=20)
-    args = parser.parse_args()
+def stages(issue: Path, repeat: int) -> None:
     settings = load_settings(None, environ={})
     templates = Templates(settings.templates_dir)
-    cold = build_issue(Path(args.issue), settings.identity, templates)
+    cold = build_issue(issue, settings.identity, templates)
     runs = []
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         _body.cache_clear()  # measure the Markdown work, not the cache
-        runs.append(build_issue(Path(args.issue), settings.identity, templates).timings)
-    print(f"demo issue: {args.issue} ({len(cold.issue.briefs)} briefs, 3 editions)")
+        runs.append(build_issue(issue, settings.identity, templates).timings)
+    print(f"demo issue: {issue} ({len(cold.issue.briefs)} briefs, 3 editions)")
     print(f"import of the pipeline: {IMPORT_S * 1000:.0f} ms")
-    print(f"{'stage':<10} {'cold ms':>9} {'warm ms (median of ' + str(args.repeat) + ')':>24}")
+    print(f"{'stage':<10} {'cold ms':>9} {'warm ms (median of ' + str(repeat) + ')':>24}")
     for stage in STAGES:
         warm = statistics.median(r[stage] for r in runs)
         print(f"{stage:<10} {cold.timings[stage] * 1000:>9.1f} {warm * 1000:>24.1f}")
@@ -48,6 +60,66 @@ def main() -> None:
             f"{e.name:<10} html {len(e.html.encode()):>7,} B  encoded part "
             f"{e.html_part_bytes:>7,} B  message {len(e.eml):>7,} B"
         )
+
+
+def wall(command: list[str], runs: int, cwd: Path, env: dict[str, str]) -> float:
+    """Median wall time of `command`, a new process each run, in seconds."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def node_mjml(given: str | None) -> Path | None:
+    for candidate in (given, os.environ.get("MJML_NODE"), NODE_MJML_DEFAULT):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    found = shutil.which("mjml")
+    return Path(found) if found else None
+
+
+def side_by_side(issue: Path, runs: int, mjml_path: str | None) -> None:
+    script = Path(sys.executable).with_name("newsletter")
+    newsletter = [str(script)] if script.is_file() else [sys.executable, "-m", "newsletter"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)  # no .env here: the embedded defaults, as on a fresh machine
+        help_s = wall([*newsletter, "--help"], runs, work, env)
+        build_s = wall([*newsletter, "build", str(issue), "--out", "out"], runs, work, env)
+        print(f"\nwhole commands, median of {runs} runs, a new process each:")
+        print(f"  newsletter --help                          {help_s * 1000:6.0f} ms")
+        print(f"  newsletter build (3 editions)              {build_s * 1000:6.0f} ms")
+        node = node_mjml(mjml_path)
+        if node is None:
+            print(
+                "  node mjml (1 edition)                      skipped: not found; "
+                "npm install --prefix /tmp/mjml-node mjml (outside the repo), or --mjml PATH"
+            )
+            return
+        settings = load_settings(None, environ={})
+        templates = Templates(settings.templates_dir)
+        view = edition_view(read_issue(issue), "en", settings.identity, templates.labels)
+        source = work / "en.mjml"
+        source.write_text(templates.render(HTML_TEMPLATE, view), "utf-8")
+        node_s = wall([str(node), str(source), "-o", str(work / "en.html")], runs, work, env)
+        print(f"  node mjml, cold, one edition (en)          {node_s * 1000:6.0f} ms   ({node})")
+        verdict = "less" if build_s < node_s else "MORE"
+        print(f"  the whole build takes {verdict} wall time than one cold Node compile "
+              f"({build_s / node_s:.2f}x)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("issue", nargs="?", default=str(ROOT / "issues" / "2017-11"))
+    parser.add_argument("--repeat", type=int, default=20, help="warm in-process builds")
+    parser.add_argument("--runs", type=int, default=10, help="processes per whole command")
+    parser.add_argument("--mjml", help="the Node mjml CLI (see the module's docstring)")
+    args = parser.parse_args()
+    issue = Path(args.issue).resolve()
+    stages(issue, args.repeat)
+    side_by_side(issue, args.runs, args.mjml)
 
 
 if __name__ == "__main__":
