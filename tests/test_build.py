@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import re
 import shutil
+import tomllib
 from email import policy
 from pathlib import Path
 
@@ -579,3 +580,30 @@ def test_an_explicit_env_file_must_exist_and_settings_are_checked(cli, workdir: 
     # the environment wins over .env
     fixed = cli("check", f"issues/{DEMO_ISSUE}", NEWSLETTER_SMTP_PORT="2525")
     assert fixed.returncode == 0, fixed.stderr
+
+
+def test_the_bilingual_contents_lead_to_every_brief_in_both_languages(built: Path) -> None:
+    tree = parse_html(built / "bilingual.html")
+    ids = set(tree.xpath("//@id"))
+    lists = tree.xpath("//ul[@class='toc']")
+    assert len(lists) == 2
+    manifest = built.parents[1] / "issues" / DEMO_ISSUE / "issue.toml"
+    slugs = tomllib.loads(manifest.read_text("utf-8"))["briefs"]
+    for lst, lang in zip(lists, ("en", "fr"), strict=True):
+        targets = lst.xpath(".//a/@href")
+        assert targets == [f"#{lang}-{slug}" for slug in slugs]
+        assert all(t[1:] in ids for t in targets)
+        column = lst.xpath("ancestor::*[@lang][1]/@lang")
+        assert column == (["fr-CA"] if lang == "fr" else ["en-CA"])
+    # the French half starts with a heading, and leads back to the top
+    (start,) = tree.xpath("//*[@id='fr']")
+    assert start.xpath("string(.//h1)") == "Version française"
+    (back,) = start.xpath(".//a")
+    assert back.get("href") == "#top" and "top" in ids
+    # every in-page link of every edition leads somewhere, and none leaves the message
+    for edition in ("en", "fr", "bilingual"):
+        tree = parse_html(built / f"{edition}.html")
+        ids = set(tree.xpath("//@id"))
+        for href in tree.xpath("//a/@href"):
+            if href.startswith("#"):
+                assert href[1:] in ids, (edition, href)
