@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.build import build_issue, write_build
+from newsletter.checks import CLIP_WARNING
 from newsletter.cli import main
 from newsletter.config import load_settings
 from newsletter.content import read_brief_text
@@ -200,3 +201,18 @@ def test_a_subject_an_inbox_would_cut_is_pointed_out(workdir: Path) -> None:
         "shorten it, or put what matters first"
     ) in result.stdout.splitlines()
     assert not [line for line in result.stdout.splitlines() if "fr: subject" in line]
+
+
+def test_a_ten_brief_bilingual_edition_stays_under_the_clipping_warning(workdir: Path) -> None:
+    edit(
+        workdir,
+        f"issues/{DEMO_ISSUE}/issue.toml",
+        '    "montreal-375-closing",\n',
+        '    "montreal-375-closing",\n    "churchill-rail-line",\n',
+    )
+    settings = load_settings(None, environ={})
+    build = build_issue(workdir / "issues" / DEMO_ISSUE, settings.identity, Templates())
+    bilingual = next(e for e in build.editions if e.name == "bilingual")
+    assert len(build.issue.briefs) == 10
+    assert bilingual.html_part_bytes < CLIP_WARNING  # dark mode and contents included
+    assert not [f for f in bilingual.findings if "KB" in f.message]
