@@ -62,18 +62,16 @@ def stages(issue: Path, repeat: int) -> None:
         )
 
 
-def wall(command: list[str], runs: int, cwd: Path, env: dict[str, str]) -> float:
-    """Median wall time of `command`, a new process each run, in seconds."""
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
 
 
 def node_mjml(given: str | None) -> Path | None:
-    for candidate in (given, os.environ.get("MJML_NODE"), NODE_MJML_DEFAULT):
+    if given:  # asked for this one: no other
+        return Path(given) if Path(given).is_file() else None
+    for candidate in (os.environ.get("MJML_NODE"), NODE_MJML_DEFAULT):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     found = shutil.which("mjml")
@@ -84,30 +82,44 @@ def side_by_side(issue: Path, runs: int, mjml_path: str | None) -> None:
     script = Path(sys.executable).with_name("newsletter")
     newsletter = [str(script)] if script.is_file() else [sys.executable, "-m", "newsletter"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    node = node_mjml(mjml_path)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)  # no .env here: the embedded defaults, as on a fresh machine
-        help_s = wall([*newsletter, "--help"], runs, work, env)
-        build_s = wall([*newsletter, "build", str(issue), "--out", "out"], runs, work, env)
-        print(f"\nwhole commands, median of {runs} runs, a new process each:")
-        print(f"  newsletter --help                          {help_s * 1000:6.0f} ms")
-        print(f"  newsletter build (3 editions)              {build_s * 1000:6.0f} ms")
-        node = node_mjml(mjml_path)
-        if node is None:
-            print(
-                "  node mjml (1 edition)                      skipped: not found; "
-                "npm install --prefix /tmp/mjml-node mjml (outside the repo), or --mjml PATH"
-            )
-            return
-        settings = load_settings(None, environ={})
-        templates = Templates(settings.templates_dir)
-        view = edition_view(read_issue(issue), "en", settings.identity, templates.labels)
-        source = work / "en.mjml"
-        source.write_text(templates.render(HTML_TEMPLATE, view), "utf-8")
-        node_s = wall([str(node), str(source), "-o", str(work / "en.html")], runs, work, env)
-        print(f"  node mjml, cold, one edition (en)          {node_s * 1000:6.0f} ms   ({node})")
-        verdict = "less" if build_s < node_s else "MORE"
-        print(f"  the whole build takes {verdict} wall time than one cold Node compile "
-              f"({build_s / node_s:.2f}x)")  # fmt: skip
+        commands = {
+            "help": [*newsletter, "--help"],
+            "build": [*newsletter, "build", str(issue), "--out", "out"],
+        }
+        if node is not None:
+            settings = load_settings(None, environ={})
+            templates = Templates(settings.templates_dir)
+            view = edition_view(read_issue(issue), "en", settings.identity, templates.labels)
+            source = work / "en.mjml"
+            source.write_text(templates.render(HTML_TEMPLATE, view), "utf-8")
+            commands["node"] = [str(node), str(source), "-o", str(work / "en.html")]
+        # Interleaved, so that a change in the machine's load hits every column alike.
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(runs):
+            for name, command in commands.items():
+                times[name].append(timed(command, work, env))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"\nwhole commands, median of {runs} runs, a new process each, interleaved:")
+    print(f"  newsletter --help                          {median['help'] * 1000:6.0f} ms")
+    print(f"  newsletter build (3 editions)              {median['build'] * 1000:6.0f} ms")
+    if node is None:
+        print(
+            "  node mjml (1 edition)                      skipped: not found; "
+            "npm install --prefix /tmp/mjml-node mjml (outside the repo), or --mjml PATH"
+        )
+        return
+    print(
+        f"  node mjml, cold, one edition (en)          {median['node'] * 1000:6.0f} ms   ({node})"
+    )
+    wins = sum(b < n for b, n in zip(times["build"], times["node"], strict=True))
+    verdict = "less" if median["build"] < median["node"] else "MORE"
+    print(
+        f"  the whole build takes {verdict} wall time than one cold Node compile "
+        f"({median['build'] / median['node']:.2f}x; faster in {wins} of {runs} pairs)"
+    )
 
 
 def main() -> None:
