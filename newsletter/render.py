@@ -131,6 +131,12 @@ class Templates:
                 line,
             ) from None
         except jinja2.TemplateNotFound as exc:
+            if exc.name == name:
+                raise TemplateError(
+                    "template file missing; restore it from git (or copy it from the shipped "
+                    "templates)",
+                    self.folder / name,
+                ) from None
             raise TemplateError(
                 f"includes missing template '{exc.name}'", self.folder / name
             ) from None
