@@ -6,7 +6,7 @@ Run: .venv/bin/python bench/build.py [--repeat N] [--runs N] [--mjml PATH] [ISSU
 Prints the first (cold) build, then the median of N warm builds, per stage, in ms; then
 the median wall time of `newsletter --help`, of a whole `newsletter build` (three
 editions, a new process each time) and of `mjml` compiling the English edition's MJML
-(a new Node process each time).
+(a new Node process each time), after one warm-up run of each, interleaved.
 
 The Node column needs the reference MJML, kept out of the repository, e.g.:
     npm install --prefix /tmp/mjml-node mjml
@@ -82,6 +82,9 @@ def side_by_side(issue: Path, runs: int, mjml_path: str | None) -> None:
     script = Path(sys.executable).with_name("newsletter")
     newsletter = [str(script)] if script.is_file() else [sys.executable, "-m", "newsletter"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    # As installed: Python reads its modules' cached bytecode. With PYTHONDONTWRITEBYTECODE
+    # (some sandboxes set it) our own modules would be compiled anew in every run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     node = node_mjml(mjml_path)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)  # no .env here: the embedded defaults, as on a fresh machine
@@ -96,6 +99,8 @@ def side_by_side(issue: Path, runs: int, mjml_path: str | None) -> None:
             source = work / "en.mjml"
             source.write_text(templates.render(HTML_TEMPLATE, view), "utf-8")
             commands["node"] = [str(node), str(source), "-o", str(work / "en.html")]
+        for command in commands.values():  # warm-up: bytecode written, files in the OS cache
+            timed(command, work, env)
         # Interleaved, so that a change in the machine's load hits every column alike.
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(runs):
