@@ -12,7 +12,7 @@ from .cli_build import build, check
 from .cli_compose import compose, new
 from .cli_context import AppContext
 from .cli_preview import preview
-from .cli_send import send, status
+from .cli_send import due, schedule, send, status
 from .cli_subscribers import serve, subscribers
 from .db import is_busy
 from .errors import NewsletterError
@@ -65,6 +65,8 @@ main.add_command(subscribers)
 main.add_command(serve)
 main.add_command(send)
 main.add_command(status)
+main.add_command(due)
+main.add_command(schedule)
 
 
 def run() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from newsletter import campaign
 from newsletter.config import load_settings
 from newsletter.delivery import SendOptions, SendRun
 from newsletter.ledger import Ledger, State
-from newsletter.sending import fix_recipients, prepare
 from newsletter.subscribers import SqliteStore
 from newsletter.tokens import read_token
 
@@ -149,19 +149,17 @@ def test_temporary_failures_and_dropped_connections_end_with_everyone_once(workd
     )
     with Server(handler) as server:
         settings = load_settings(None, environ=env_for(workdir, server.port))
-        prepared = prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
         ledger = Ledger(settings.db_path, DEMO_ISSUE)
         with SqliteStore(settings.db_path) as store:
-            fix_recipients(store, ledger, prepared)
-        options = SendOptions(concurrency=3, backoff=0.05)
-        result = SendRun(
-            ledger, prepared.transport, prepared.editions, prepared.personalise, options
-        ).run()
+            campaign.start(store, ledger, prepared, {})
+        options = SendOptions(concurrency=3, retry_backoff=0.05)
+        result = campaign.run(prepared, ledger, options, wait=True)
         assert result.paused is None
         for address, _, _ in people:
             assert handler.copies(address) == 1, address
         assert handler.rcpt_attempts["reader2@example.org"] == 3
-        assert result.progress.sent == 24 and result.progress.retried == 7
+        assert result.progress.sent == 24 and result.progress.deferred == 7
         assert set(ledger_states(workdir).values()) == {State.SENT}
         ledger.close()
 
@@ -275,10 +273,10 @@ def test_unsubscribing_during_a_send_stops_their_message(workdir: Path) -> None:
     ids = add_people(workdir, many(10))
     with Server(Handler()) as server:
         settings = load_settings(None, environ=env_for(workdir, server.port))
-        prepared = prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
         ledger = Ledger(settings.db_path, DEMO_ISSUE)
         store = SqliteStore(settings.db_path)
-        fix_recipients(store, ledger, prepared)
+        campaign.start(store, ledger, prepared, {})
         leaver = ids["reader7@example.org"]
 
         def personalise(delivery):
@@ -526,14 +524,26 @@ def test_ctrl_c_finishes_the_message_in_flight_and_resume_completes(workdir: Pat
             assert handler.copies(address) == 1, address
 
 
-def test_a_temporary_refusal_of_the_last_message_is_retried_before_the_run_ends(workdir):
+def test_a_deferred_message_waits_for_the_next_send_or_for_wait(workdir):
     add_people(workdir, many(3))
-    handler = Handler(script={"reader2@example.org": ["451"]})
+    handler = Handler(script={"reader2@example.org": ["451", "451"]})
+    backoff = {"NEWSLETTER_RETRY_BACKOFF": "0.3s"}
     with Server(handler) as server:
-        # the CLI's backoff starts at 2 s: this run waits for it rather than giving up
-        result = send(workdir, server.port, "--yes", "--concurrency", "1")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert handler.rcpt_attempts["reader2@example.org"] == 2
+        # the first pass does not sit waiting: it says when the retry is due, exit 4
+        first = send(workdir, server.port, "--yes", "--concurrency", "1", **backoff)
+        assert first.returncode == 4, first.stdout + first.stderr
+        assert "1 message(s) deferred by the server (temporary refusals)" in first.stderr
+        assert "run send again then, or let 'newsletter due' retry them" in first.stderr
+        assert ledger_states(workdir)["reader2@example.org"] is State.DEFERRED
+        status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+        assert "deferred   reader2@example.org (attempt 1, next " in status.stdout
+        assert "451 4.3.0 Try again later" in status.stdout
+        # --wait stays until the retries are done
+        time.sleep(0.3)
+        final = send(workdir, server.port, "--yes", "--wait", **backoff)
+        assert final.returncode == 0, final.stdout + final.stderr
+        assert "waiting (--wait)" in final.stdout
+        assert handler.rcpt_attempts["reader2@example.org"] == 3
         assert handler.copies("reader2@example.org") == 1
     assert set(ledger_states(workdir).values()) == {State.SENT}
 
@@ -567,9 +577,9 @@ def test_send_refuses_an_issue_whose_checks_have_errors(workdir: Path) -> None:
     with Server(Handler()) as server:
         result = send(workdir, server.port, "--yes")
         assert server.handler.received == []
-    assert result.returncode == 2
-    assert _one_line(result).startswith(
-        "error: refusing to send: the build has 1 error(s), first: bilingual: HTML part is"
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: refusing to send: 1 problem(s), first: bilingual: HTML part is"
     )
     assert ledger_states(workdir) == {}
 
