@@ -14,10 +14,9 @@ from .cli_context import AppContext
 from .cli_preview import preview
 from .cli_send import due, schedule, send, status
 from .cli_subscribers import serve, subscribers
-from .db import is_busy
+from .db import describe, is_busy
 from .errors import NewsletterError
-
-EXIT_BAD_INPUT = 2
+from .exits import EXIT_TABLE, Exit
 
 
 class _Group(click.Group):
@@ -28,22 +27,27 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            ctx.exit(Exit.BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(Exit.INTERRUPTED)
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
-                raise
+                app = ctx.obj if isinstance(ctx.obj, AppContext) else None
+                where = app.settings.db_path if app is not None else "NEWSLETTER_DB"
+                click.echo(f"error: {describe(exc, where)}", err=True)
+                ctx.exit(Exit.BAD_INPUT)
             click.echo(
                 "error: the database is busy: another newsletter command is writing to it; "
                 "run this again when that one ends",
                 err=True,
             )
-            ctx.exit(EXIT_BAD_INPUT)
+            ctx.exit(Exit.BAD_INPUT)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_TABLE
+)
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -79,7 +83,7 @@ def run() -> None:
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "newsletter"
         click.echo(f"error: {exc.format_message().rstrip('.')}; see '{where} --help'", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(Exit.BAD_INPUT)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

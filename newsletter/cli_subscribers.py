@@ -16,6 +16,7 @@ from .cli_context import AppContext, pass_app
 from .config import SUBSCRIBER_LANGUAGES
 from .csvimport import FORMULA_STARTS, read_csv
 from .errors import StoreError
+from .exits import Exit
 from .normalise import parse_language
 from .subscribers import Status, Subscriber, open_store
 
@@ -96,7 +97,7 @@ def import_(app: AppContext, file: Path, resubscribe: bool, consent: str, dry_ru
             "import the file again (rows already in stay unchanged)",
             err=True,
         )
-        sys.exit(1)
+        sys.exit(Exit.INCOMPLETE)
 
 
 @subscribers.command()

@@ -152,7 +152,7 @@ class SmtpConnection:
         if reply.code == 421:
             self.close()
             return Deferred(str(reply), connection_lost=True)
-        lost = not self._reset()
+        lost = self.closed or not self._reset()
         if reply.temporary:
             return Deferred(str(reply), connection_lost=lost)
         if phase == "MAIL":
@@ -176,19 +176,30 @@ class SmtpConnection:
             raise Refused("address contains spaces or angle brackets")
         client = self.client
         mail, rcpt = f"MAIL FROM:<{message.mail_from}>", f"RCPT TO:<{message.rcpt}>"
+        replies: list[Reply] = []
         try:
             if self.pipelining:
                 client.write(f"{mail}\r\n{rcpt}\r\nDATA\r\n".encode())
-                replies = [client.reply(), client.reply(), client.reply()]
+                while len(replies) < 3 and (not replies or replies[-1].code != 421):
+                    replies.append(client.reply())
             else:
-                replies = [client.command(mail)]
+                replies.append(client.command(mail))
                 if replies[0].code == 250:
                     replies.append(client.command(rcpt))
                     if replies[1].code in (250, 251):
                         replies.append(client.command("DATA"))
         except (Lost, Garbled) as exc:
             self.close()
-            raise Deferred(f"connection lost before the message was sent: {exc}", True) from None
+            if not any(r.code >= 400 for r in replies):
+                raise Deferred(
+                    f"connection lost before the message was sent: {exc}", True
+                ) from None
+        if self.closed or replies[-1].code == 421:
+            self.close()  # the server said why before it hung up: that is the reply to keep
+            failed = next(r for r in replies if r.code >= 400)
+            if failed.temporary:
+                raise Deferred(str(failed), connection_lost=True)
+            raise self._before_dot(failed, ("MAIL", "RCPT", "DATA")[replies.index(failed)])
         ok_codes = ((250,), (250, 251), (354,))
         if any(r.code not in ok for r, ok in zip(replies, ok_codes, strict=False)):
             if len(replies) == 3 and replies[2].code == 354:
