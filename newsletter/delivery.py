@@ -235,6 +235,7 @@ class SendRun:
     def _refill(self) -> Delivery | None:
         """Under self.lock: the next queued row, fetching a batch from the ledger if needed."""
         if not self.queue:
+            self.ledger.check_in_place()
             batch = self.ledger.due(256, self.queued, self.cursor)
             if not batch and self.cursor:
                 # past the end: what is left behind us are retries now due

@@ -106,9 +106,20 @@ class Ledger:
         self.issue_id = issue_id
         self.conn = db.connect(self.path)
         self._lock = threading.Lock()
+        self._file = _file_id(self.path)
 
     def close(self) -> None:
         self.conn.close()
+
+    def check_in_place(self) -> None:
+        """Stop if the database file was moved or deleted: SQLite would go on writing to a
+        file nobody can open again, and every outcome from then on would be lost."""
+        if _file_id(self.path) != self._file:
+            raise StoreError(
+                "the database was moved or deleted during the send; put it back, then run "
+                "send again (it resumes; messages in flight then are reported uncertain)",
+                self.path,
+            )
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -350,6 +361,14 @@ class Ledger:
             "SELECT count(*) FROM deliveries WHERE state = 'sent' AND updated_at >= ?", (since,)
         ).fetchone()
         return row[0]
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def unfinished(path: Path | str) -> list[tuple[str, SendInfo]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,12 +131,18 @@ def inputs(issue: Issue, templates_dir: Path) -> dict[str, str]:
             elif other is not None:
                 paths.append(other.path.with_name(f"{brief.slug}.{lang}.md"))
     paths.extend(p for p in sorted(Path(templates_dir).iterdir()) if p.is_file())
-    return {str(p): _hash(p) for p in paths}
+    return {str(p.resolve()): _hash(p) for p in paths}
 
 
 def changed(before: Mapping[str, str]) -> list[str]:
-    """The files of `before` whose content is not what it was (or that came or went)."""
-    return [path for path, digest in before.items() if _hash(Path(path)) != digest]
+    """The files of `before` whose content is not what it was (or that came or went), as
+    paths from the current folder when they are under it."""
+    return [_shown(path) for path, digest in before.items() if _hash(Path(path)) != digest]
+
+
+def _shown(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _hash(path: Path) -> str:

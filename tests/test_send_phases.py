@@ -15,8 +15,8 @@ from newsletter.cli import main
 from newsletter.config import load_settings
 from newsletter.delivery import SendOptions
 from newsletter.ledger import Ledger, State
-from newsletter.transport import Deferred, Outgoing, SmtpTransport
 from newsletter.subscribers import SqliteStore
+from newsletter.transport import Deferred, Outgoing, SmtpTransport
 
 from .conftest import DEMO_ISSUE
 from .scripted_smtp import Script, ScriptedServer
