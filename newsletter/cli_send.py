@@ -281,6 +281,9 @@ def send(
             info = ledger.info()
             options, keep = campaign.options_for(settings, info.options if info else {}, given)
             ledger.set_options(keep)
+            rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
+            cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
+            click.echo(f"concurrency {options.concurrency}, {rate}, {cap}")
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -76,7 +77,7 @@ def describe(exc: sqlite3.Error, path: Path | str) -> StoreError:
     """One line for a database that cannot be written or read any more (disk full, a
     read-only folder, a file that vanished); the ledger itself stays as it was."""
     text = str(exc).lower()
-    if "full" in text:
+    if "full" in text or ("i/o" in text and _nearly_full(Path(path))):
         problem = "the disk is full; free some space and run this again (nothing was lost)"
     elif "readonly" in text or "read-only" in text:
         problem = "cannot write to the database (read-only); check the file and its folder"
@@ -85,6 +86,14 @@ def describe(exc: sqlite3.Error, path: Path | str) -> StoreError:
     else:
         problem = f"the database failed: {exc}; check the disk, then run this again"
     return StoreError(problem, path)
+
+
+def _nearly_full(path: Path) -> bool:
+    """SQLite reports a full disk under its -shm file as a mere I/O error."""
+    try:
+        return shutil.disk_usage(path.parent).free < 1024 * 1024
+    except OSError:
+        return False
 
 
 def _ascii_email(email: str) -> str:

@@ -415,8 +415,9 @@ def send_lock(db_path: Path) -> Iterator[None]:
                 "or stop it first",
                 db_path,
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it, for the message above; a full
+            os.ftruncate(fd, 0)  # disk must not stop the send here: it says so itself later
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)
