@@ -202,6 +202,7 @@ class Passes:
     progress: Progress = field(default_factory=Progress)
     paused: str | None = None
     interrupted: bool = False
+    held: bool = False  # stopped by Ctrl-C or by failures in a row: only `send` resumes it
     elapsed: float = 0.0
 
 
@@ -238,6 +239,7 @@ def run(
             _add(passes.progress, result.progress)
             if result.interrupted or result.paused:
                 passes.interrupted, passes.paused = result.interrupted, result.paused
+                passes.held = result.interrupted or result.held
                 break
             next_retry = ledger.next_retry()
             if not wait or next_retry is None:
@@ -247,13 +249,13 @@ def run(
                 if stop.wait(max(0.0, next_retry - time.time())):
                     break
             except KeyboardInterrupt:
-                passes.interrupted = True
+                passes.interrupted = passes.held = True
                 break
     finally:
         passes.elapsed = time.monotonic() - started
         counts = ledger.counts()
         left = {s for (_, s), n in counts.items() if n}
-        if passes.interrupted:
+        if passes.held:
             ledger.set_state(SendState.HELD)
         elif not left & {State.PENDING, State.SENDING, State.DEFERRED}:
             ledger.set_state(SendState.DONE)

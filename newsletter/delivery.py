@@ -67,6 +67,8 @@ class Progress:
 class RunResult:
     progress: Progress
     paused: str | None = None  # why the run stopped early, if it did
+    # paused on failures that cannot be undone: a person should look before it goes on
+    held: bool = False
     interrupted: bool = False
 
 
@@ -216,6 +218,7 @@ class SendRun:
         self.progress = Progress()
         self.stop = threading.Event()
         self.paused: str | None = None
+        self.held = False
         self.queue: collections.deque[Delivery] = collections.deque()
         self.queued: set[int] = set()
         self.cursor = 0  # the last subscriber id taken from the ledger
@@ -318,6 +321,7 @@ class SendRun:
                 if outcome.state is not State.DEFERRED:
                     self.failures_in_row += 1
                 if self.failures_in_row >= self.options.pause_after and not self.paused:
+                    self.held = True
                     self.paused = (
                         f"paused after {self.failures_in_row} failures in a row "
                         f"(last: {outcome.reply}); run send again to resume"
@@ -416,7 +420,7 @@ class SendRun:
             self.all_done.wait()
         for exc in self.errors:
             raise exc
-        return RunResult(self.progress, self.paused, interrupted)
+        return RunResult(self.progress, self.paused, interrupted=interrupted, held=self.held)
 
 
 def _duration(seconds: float) -> str:

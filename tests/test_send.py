@@ -680,3 +680,58 @@ def test_removing_someone_leaves_no_name_in_the_ledger(workdir: Path) -> None:
         ("reader0@example.org", "Reader 0"),
         ("reader1@example.org", ""),
     ]
+
+
+def test_send_shows_the_checks_and_placeholders_stop_a_real_send(workdir: Path) -> None:
+    add_people(workdir)
+    made = run_cli("new", "brief", "fresh-news", "--lang", "en", cwd=workdir, env=clean_env())
+    assert made.returncode == 0, made.stderr
+    manifest = workdir / "issues" / DEMO_ISSUE / "issue.toml"
+    manifest.write_text(manifest.read_text().replace("briefs = [", 'briefs = ["fresh-news", ', 1))
+    with Server(Handler()) as server:
+        real = send(workdir, server.port, input="y\n")
+        assert real.returncode == 1
+        assert (
+            "error: en: brief 'fresh-news' still has the placeholder text of "
+            "'newsletter new brief'" in real.stderr
+        )
+        assert "error: refusing to send: 3 problem(s), first: en: brief 'fresh-news'" in (
+            real.stderr
+        )
+        # the warnings came too, and nothing was asked, fixed or sent
+        assert "warning: fr: brief 'fresh-news' has no fr version" in real.stdout
+        assert "Send it now?" not in real.stdout
+        assert server.handler.received == [] and ledger_states(workdir) == {}
+        dry = send(workdir, server.port, "--dry-run")
+        assert dry.returncode == 1 and "still has the placeholder text" in dry.stderr
+        # an editor may still mail it to themselves to look at it
+        test = send(workdir, server.port, "--test", "editor@example.com")
+        assert test.returncode == 0, test.stderr
+        assert "sending a test although a real send would refuse it" in test.stderr
+        assert len(server.handler.received) == 3
+        strict = send(workdir, server.port, "--yes", "--strict")
+        assert strict.returncode == 2
+        assert "has no French version (--strict)" in _one_line(strict)
+
+
+def test_warnings_are_shown_before_the_question(workdir: Path) -> None:
+    add_people(workdir)
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, input="n\n")
+    assert result.returncode == 1 and server.handler.received == []
+    out = result.stdout
+    warning = out.index("warning: fr: brief 'iter-fusion-milestone' has no fr version")
+    assert warning < out.index("Send it now?")
+
+
+def test_a_send_paused_on_failures_waits_for_a_person_not_for_due(workdir: Path) -> None:
+    add_people(workdir, many(30))
+    handler = Handler(script={f"reader{i}@example.org": ["550"] for i in range(25)})
+    with Server(handler) as server:
+        first = send(workdir, server.port, "--yes", "--concurrency", "1")
+        assert first.returncode == 3
+        due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
+        assert due.returncode == 0 and due.stdout == ""
+        assert len(handler.received) == 0  # due left it alone
+        assert send(workdir, server.port, "--yes").returncode == 1
+        assert len(handler.received) == 5
