@@ -21,7 +21,7 @@ from newsletter.subscribers import SqliteStore
 
 from .conftest import DEMO_ISSUE
 from .smtp_server import Handler, Server
-from .test_send import add_people, env_for, many
+from .test_send import add_people, env_for, ledger_rows, many
 
 TORONTO = ZoneInfo("America/Toronto")
 ISSUE = f"issues/{DEMO_ISSUE}"
@@ -33,14 +33,6 @@ def at(text: str) -> dt.datetime:
 
 def cli(env: dict[str, str], *args: str):
     return CliRunner().invoke(main, list(args), env=env)
-
-
-def rows(workdir: Path) -> dict[str, tuple[State, int, str]]:
-    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
-    try:
-        return {d.email: (d.state, d.attempts, d.last_reply) for d in ledger.in_state(*State)}
-    finally:
-        ledger.close()
 
 
 def test_a_scheduled_send_leaves_on_the_first_due_after_its_time(workdir: Path) -> None:
@@ -239,7 +231,7 @@ def test_greylisting_longer_than_the_old_30_s_window_loses_nobody(workdir: Path)
         assert first.exit_code == 4, first.output
         waits = []
         for _ in range(6):
-            state, attempts, reply = rows(workdir)[slow]
+            state, attempts, reply = ledger_rows(workdir)[slow]
             assert state is State.DEFERRED and reply.startswith("451 4.3.0")
             ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
             next_at = ledger.next_retry()
@@ -251,7 +243,7 @@ def test_greylisting_longer_than_the_old_30_s_window_loses_nobody(workdir: Path)
             t.shift(1)
             assert "issue 2017-11: retrying" in cli(env, "due").output
         assert waits == [60, 120, 240, 480, 960, 1920]  # 62 min in all, far past 30 s
-        assert rows(workdir)[slow][:2] == (State.SENT, 7)
+        assert ledger_rows(workdir)[slow][:2] == (State.SENT, 7)
         assert handler.copies(slow) == 1
         assert {handler.copies(f"reader{i}@example.org") for i in range(4)} == {1}
 
@@ -266,9 +258,9 @@ def test_a_message_deferred_past_retry_for_fails_as_expired(workdir: Path) -> No
         for _ in range(10):
             t.shift(600)
             cli(env, "due")
-            if rows(workdir)[slow][0] is not State.DEFERRED:
+            if ledger_rows(workdir)[slow][0] is not State.DEFERRED:
                 break
-        state, attempts, reply = rows(workdir)[slow]
+        state, attempts, reply = ledger_rows(workdir)[slow]
         assert state is State.FAILED
         assert reply.startswith("expired after 10 min: 451 4.3.0 Try again later")
         assert handler.copies(slow) == 0

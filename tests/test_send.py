@@ -65,6 +65,15 @@ def send(workdir: Path, port: int, *args: str, **extra: str):
     )
 
 
+def ledger_rows(workdir: Path) -> dict[str, tuple[State, int, str]]:
+    """Each reader's (state, attempts, last reply) in the demo issue's ledger."""
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:
+        return {d.email: (d.state, d.attempts, d.last_reply) for d in ledger.in_state(*State)}
+    finally:
+        ledger.close()
+
+
 def ledger_states(workdir: Path) -> dict[str, State]:
     ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
     try:
@@ -586,15 +595,8 @@ def test_send_refuses_an_issue_whose_checks_have_errors(workdir: Path) -> None:
 
 def test_rate_limit_spaces_messages(workdir: Path) -> None:
     add_people(workdir, many(6))
-    stamps: list[float] = []
     handler = Handler()
-    store = handler._store
-
-    def timed(envelope) -> None:
-        stamps.append(time.monotonic())
-        store(envelope)
-
-    handler._store = timed
+    stamps = handler.stamps
     with Server(handler) as server:
         result = send(workdir, server.port, "--yes", "--rate", "10")
         assert result.returncode == 0, result.stderr

@@ -20,7 +20,7 @@ from newsletter.transport import Deferred, Outgoing, SmtpTransport
 
 from .conftest import DEMO_ISSUE
 from .scripted_smtp import Script, ScriptedServer
-from .test_send import add_people, env_for, many
+from .test_send import add_people, env_for, ledger_rows, many
 
 READER = "reader0@example.org"
 
@@ -29,14 +29,6 @@ def _settings(workdir: Path, port: int, **extra: str):
     return load_settings(
         None, environ=env_for(workdir, port, NEWSLETTER_SMTP_TIMEOUT="0.5", **extra)
     )
-
-
-def _rows(workdir: Path) -> dict[str, tuple[State, int, str]]:
-    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
-    try:
-        return {d.email: (d.state, d.attempts, d.last_reply) for d in ledger.in_state(*State)}
-    finally:
-        ledger.close()
 
 
 def _send(workdir: Path, port: int, n: int = 1, **options) -> campaign.Passes:
@@ -119,7 +111,7 @@ PHASES = {
 def test_each_phase_ends_in_its_own_state(workdir: Path, script: Script, expected) -> None:
     with ScriptedServer(script) as server:
         _send(workdir, server.port)
-        state, attempts, reply = _rows(workdir)[READER]
+        state, attempts, reply = ledger_rows(workdir)[READER]
         assert (state, attempts) == expected[:2]
         assert reply.startswith(expected[2]), reply
         # the server holds a copy exactly when the client could not know: sent or uncertain
@@ -157,7 +149,7 @@ def test_an_uncertain_message_is_never_retried_without_being_asked(workdir: Path
         assert server.copies(READER) == 1
         assert server.copies("reader1@example.org") == 1
         assert "1 uncertain message(s)" in again.output
-        assert _rows(workdir)[READER][0] is State.UNCERTAIN
+        assert ledger_rows(workdir)[READER][0] is State.UNCERTAIN
 
 
 def test_greeting_refusals_cost_no_attempt_and_the_send_goes_on(workdir: Path) -> None:
@@ -165,7 +157,7 @@ def test_greeting_refusals_cost_no_attempt_and_the_send_goes_on(workdir: Path) -
     with ScriptedServer(script) as server:
         passes = _send(workdir, server.port, 3)
         assert passes.paused is None
-        rows = _rows(workdir)
+        rows = ledger_rows(workdir)
         assert {r[0] for r in rows.values()} == {State.SENT}
         assert {r[1] for r in rows.values()} == {1}  # the refused sessions counted nothing
         assert server.sessions == 3
@@ -199,7 +191,7 @@ def test_a_server_that_keeps_refusing_sessions_pauses_the_send_with_nobody_touch
         assert passes.paused is not None and words in passes.paused
         assert "nothing was lost" in passes.paused
         assert "secret-pw" not in passes.paused
-        assert {r[:2] for r in _rows(workdir).values()} == {(State.PENDING, 0)}
+        assert {r[:2] for r in ledger_rows(workdir).values()} == {(State.PENDING, 0)}
         assert "MAIL" not in server.commands
 
 
@@ -217,7 +209,7 @@ def test_auth_454_then_success_delivers_everyone_once(workdir: Path) -> None:
         result = CliRunner().invoke(main, ["send", f"issues/{DEMO_ISSUE}", "--yes"], env=env)
         assert result.exit_code == 0, result.output
         assert {server.copies(f"reader{i}@example.org") for i in range(3)} == {1}
-        assert {r[:2] for r in _rows(workdir).values()} == {(State.SENT, 1)}
+        assert {r[:2] for r in ledger_rows(workdir).values()} == {(State.SENT, 1)}
 
 
 @pytest.mark.parametrize(
@@ -247,7 +239,7 @@ def test_a_permanent_session_refusal_mid_send_stops_with_one_line_and_nothing_un
         assert "secret-pw" not in result.output
         assert server.stored == []
         # nothing reached the server for anyone: nobody is in flight, uncertain or charged
-        assert {r[:2] for r in _rows(workdir).values()} == {(State.PENDING, 0)}
+        assert {r[:2] for r in ledger_rows(workdir).values()} == {(State.PENDING, 0)}
         status = CliRunner().invoke(main, ["status", f"issues/{DEMO_ISSUE}"], env=env)
         listed = [line.split()[0] for line in status.output.splitlines()[5:]]
         assert "uncertain" not in listed and "in flight" not in status.output

@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,15 +205,8 @@ def test_status_after_a_crash_names_the_messages_in_flight_uncertain(workdir: Pa
 
 def test_rate_and_concurrency_given_at_the_start_hold_on_resume(workdir: Path) -> None:
     add_people(workdir, many(8))
-    stamps: list[float] = []
     handler = Handler(script={"reader1@example.org": ["hold-keep"]})
-    store = handler._store
-
-    def timed(envelope) -> None:
-        stamps.append(time.monotonic())
-        store(envelope)
-
-    handler._store = timed
+    stamps = handler.stamps
     with Server(handler) as server:
         proc = _spawn_send(workdir, server.port, "--concurrency", "1", "--rate", "10")
         assert handler.holding.wait(60)
