@@ -327,8 +327,16 @@ def run_due(
             ledger.recover()
             if not ledger.due(1, now=now):
                 continue
+            frozen = ledger.frozen()
+            if not frozen:
+                note = (
+                    "refused: this send started before its editions were kept; resume it by "
+                    f"hand: newsletter send issues/{issue_id}"
+                )
+                items.append(DueItem(issue_id, "refused", note))
+                continue
             on_start(issue_id, "retrying")
-            prepared = thaw(settings, issue_id, Path(info.issue_dir), ledger.frozen())
+            prepared = thaw(settings, issue_id, Path(info.issue_dir), frozen)
             options, _ = options_for(settings, info.options, {})
             passes = run(prepared, ledger, options)
             items.append(DueItem(issue_id, "retried", passes=passes, report=report(ledger)))

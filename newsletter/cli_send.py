@@ -359,7 +359,9 @@ def _resume(
         if report.total(State.FAILED, State.UNCERTAIN):
             raise SystemExit(Exit.INCOMPLETE)
         return None
-    if rebuild:
+    frozen = ledger.frozen()
+    if rebuild or not frozen:  # not frozen: started by a version that did not freeze them
+        rebuild = True
         prepared = campaign.prepare(settings, issue_dir, strict=strict)
         _show_findings(prepared.findings)
         if prepared.blocking:
@@ -367,7 +369,7 @@ def _resume(
     else:
         info = ledger.info()
         prepared = campaign.thaw(
-            settings, issue_id, Path(info.issue_dir if info else issue_dir), ledger.frozen()
+            settings, issue_id, Path(info.issue_dir if info else issue_dir), frozen
         )
     again = f", {resend:,} of them uncertain (sent again)" if resend else ""
     click.echo(

@@ -21,7 +21,16 @@ from newsletter.subscribers import SqliteStore
 
 from .conftest import DEMO_ISSUE, ROOT, clean_env, run_cli
 from .smtp_server import Handler, Server
-from .test_send import SECRET, _spawn_send, add_people, env_for, ledger_states, many, send
+from .test_send import (
+    SECRET,
+    _spawn_send,
+    add_people,
+    env_for,
+    ledger_rows,
+    ledger_states,
+    many,
+    send,
+)
 
 
 def _one_error(result) -> str:
@@ -251,3 +260,52 @@ def test_the_systemd_units_verify(tmp_path: Path) -> None:
     timer = (tmp_path / "newsletter-due.timer").read_text()
     assert "OnCalendar=*-*-* *:*:00" in timer
     assert "ExecStart=" in (tmp_path / "newsletter-due.service").read_text()
+
+
+def test_a_send_started_by_the_previous_version_resumes_after_the_upgrade(workdir: Path) -> None:
+    """Schema 3 had no `deferred` state and kept no editions: its retries become deferred
+    rows, and `send` builds the editions again to finish the send."""
+    import sqlite3
+
+    from newsletter import db
+    from newsletter.schema import MIGRATIONS
+
+    people = many(3)
+    ids = add_people(workdir, people)
+    conn = sqlite3.connect(workdir / "news.db")
+    conn.executescript(
+        "DROP TABLE deliveries; DROP TABLE sends; DROP TABLE frozen_editions;"
+        "DROP TABLE schedules; PRAGMA user_version = 1;"
+    )
+    conn.close()
+    conn = sqlite3.connect(workdir / "news.db", isolation_level=None)
+    for script in MIGRATIONS[1:3]:  # 2 and 3, as the previous version left the file
+        for statement in db._statements(script):
+            if "nl_" not in statement:
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute(
+        "INSERT INTO sends (issue_id, started_at) VALUES (?, '2026-11-30T12:00:00+00:00')",
+        (DEMO_ISSUE,),
+    )
+    for (email_, name, _), state, attempts in zip(
+        people, ("sent", "pending", "pending"), (1, 2, 0), strict=True
+    ):
+        conn.execute(
+            "INSERT INTO deliveries (issue_id, subscriber_id, email, name, edition, state,"
+            " attempts, updated_at, next_attempt, message_id)"
+            " VALUES (?, ?, ?, ?, 'en', ?, ?, '2026-11-30T12:00:00+00:00', 0, ?)",
+            (DEMO_ISSUE, ids[email_], email_, name, state, attempts, f"<{email_}>"),
+        )
+    conn.close()
+    rows = ledger_rows(workdir)  # opening it migrates it
+    assert [rows[p[0]][:2] for p in people] == [
+        (State.SENT, 1),
+        (State.DEFERRED, 2),
+        (State.PENDING, 0),
+    ]
+    with Server(Handler()) as server:
+        resumed = send(workdir, server.port, "--yes")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "rebuilt from the files now" in resumed.stdout
+        assert [server.handler.copies(p[0]) for p in people] == [0, 1, 1]
