@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .cli_archive import archive
 from .cli_build import build, check
 from .cli_compose import compose, new
 from .cli_context import AppContext
@@ -65,6 +66,7 @@ main.add_command(subscribers)
 main.add_command(serve)
 main.add_command(send)
 main.add_command(status)
+main.add_command(archive)
 
 
 def run() -> None:

@@ -12,7 +12,7 @@ import click
 from .cli_context import AppContext, pass_app
 from .config import MAX_CONCURRENCY
 from .delivery import Progress, SendOptions, SendRun, outgoing
-from .errors import DeliveryError
+from .errors import DeliveryError, NewsletterError
 from .ledger import Ledger, State, send_lock
 from .normalise import check_email
 from .sending import Prepared, fix_recipients, plan, prepare, test_message_id
@@ -262,6 +262,7 @@ def _send(
         f"{p.sent:,} sent in {elapsed:.1f} s ({p.sent / max(elapsed, 1e-6):,.0f}/s), "
         f"{p.failed:,} failed, {p.retried:,} retries, {p.skipped:,} skipped"
     )
+    _rebuild_archive(prepared)
     if result.interrupted:
         click.echo(
             "stopped; the messages in flight were finished. Run send again to resume.", err=True
@@ -317,3 +318,22 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+# --- The public archive (work item #11) ----------------------------------------------------
+
+
+def _rebuild_archive(prepared: Prepared) -> None:
+    """Once messages are out, their "View in browser" link must lead somewhere: the site
+    is rebuilt with this issue. A failure is the archive's, not the send's: a warning."""
+    from .archive.site import rebuild_after_send
+
+    try:
+        site = rebuild_after_send(prepared.settings, prepared.build.issue.path)
+    except NewsletterError as exc:
+        click.echo(
+            f"warning: the web archive was not rebuilt: {exc}; then run 'newsletter archive build'",
+            err=True,
+        )
+        return
+    click.echo(f"web archive: {len(site.issues)} issue(s) in {site.out_dir}/")

@@ -68,6 +68,7 @@ DEFAULTS: dict[str, str] = {
     "DKIM_SELECTOR": "",
     "DKIM_DOMAIN": "",
     "TEMPLATES": "",
+    "ARCHIVE_DIR": "site",
 }
 
 
@@ -121,6 +122,7 @@ class Settings:
     rate: float
     hourly_cap: int
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
+    archive_dir: Path  # the public archive's static site: written by `archive`, served by `serve`
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
 
@@ -267,6 +269,7 @@ def load_settings(
         rate=rate,
         hourly_cap=integer("HOURLY_CAP"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+        archive_dir=Path(get("ARCHIVE_DIR") or DEFAULTS["ARCHIVE_DIR"]),
         unknown=tuple(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)
             for name in dict.fromkeys([*environ, *file_values])
