@@ -43,19 +43,20 @@ def xml_text(value: str) -> str:
 
 
 class _Atom(feedgenerator.Atom1Feed):
-    """feedgenerator's Atom writer, with the entry's links carrying `hreflang`: one to the
-    entry's own page and one to each other language's page of the same issue."""
+    """feedgenerator's Atom writer, with the entry's links carrying `rel` and `hreflang`: the
+    entry's own page, and the same issue's page in each other language it exists in."""
 
     def latest_post_date(self) -> dt.datetime:
         return super().latest_post_date() if self.items else NEVER
 
     def add_item_elements(self, handler, item) -> None:
         handler.addQuickElement("title", item["title"])
-        for hreflang, href in item["links"]:
-            handler.addQuickElement(
-                "link", "", {"rel": "alternate", "type": "text/html", "hreflang": hreflang,
-                             "href": href}
-            )  # fmt: skip
+        for i, (hreflang, href) in enumerate(item["links"]):
+            # One `alternate`: readers take the first or the last they see as "the" link
+            # (feedparser the last), so the translations are `related`, told by hreflang.
+            rel = "alternate" if i == 0 else "related"
+            attrs = {"rel": rel, "type": "text/html", "hreflang": hreflang, "href": href}
+            handler.addQuickElement("link", "", attrs)
         handler.addQuickElement("published", feedgenerator.rfc3339_date(item["pubdate"]))
         handler.addQuickElement("updated", feedgenerator.rfc3339_date(item["updateddate"]))
         handler.addQuickElement("id", item["unique_id"])

@@ -22,7 +22,15 @@ from ..render import Templates
 from ..typography import HTML_LANG
 from . import paths
 from .feeds import FeedEntry, tag_uri, write_feed
-from .issues import ArchivedIssue, digest, issue_folder, newest_first, own_languages, read_public
+from .issues import (
+    CONTROLS,
+    ArchivedIssue,
+    digest,
+    issue_folder,
+    newest_first,
+    own_languages,
+    read_public,
+)
 from .pages import FOLDER, Pages
 from .signup import Signup, signup_for
 from .sitemap import Cluster, write_sitemap
@@ -84,7 +92,11 @@ def render_site(
             )
     files[paths.SITEMAP] = write_sitemap(_clusters(pages, issues))
     files[paths.STYLESHEET] = _stylesheet(pages)
-    encoded = {p: c if isinstance(c, bytes) else c.encode("utf-8") for p, c in files.items()}
+    # briefs with control characters were refused; a setting or label may still hold one
+    encoded = {
+        p: c if isinstance(c, bytes) else CONTROLS.sub("", c).encode("utf-8")
+        for p, c in files.items()
+    }
     return encoded, issues, corrected
 
 

@@ -57,15 +57,21 @@ def check_out_dir(out_dir: Path, ours: set[str]) -> None:
 
 def write_tree(files: Mapping[str, bytes], out_dir: Path, ours: set[str]) -> Path:
     """Write `files` (path in the tree -> content) as the folder `out_dir`, all or nothing."""
-    out_dir = Path(out_dir).absolute()
-    check_out_dir(out_dir, ours)
+    shown, out_dir = Path(out_dir), Path(out_dir).absolute()
+    check_out_dir(shown, ours)
+    blocking = next((p for p in out_dir.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ArchiveError(
+            f"cannot write the site here: {blocking} is a file; choose another folder with --out",
+            shown,
+        )
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as exc:
         raise ArchiveError(
             f"cannot write the site here ({exc.strerror}); choose another folder with --out",
-            out_dir,
+            shown,
         ) from None
     try:
         # mkdtemp makes a private folder; a web server must be able to read the site
@@ -87,7 +93,7 @@ def write_tree(files: Mapping[str, bytes], out_dir: Path, ours: set[str]) -> Pat
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ArchiveError(
-            f"cannot write the site ({exc.strerror}); the previous one is unchanged", out_dir
+            f"cannot write the site ({exc.strerror}); the previous one is unchanged", shown
         ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
