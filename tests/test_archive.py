@@ -15,7 +15,9 @@ from pathlib import Path
 import feedparser
 import pytest
 from click.testing import CliRunner
+from markupsafe import Markup
 
+from newsletter.archive.signup import Signup
 from newsletter.archive.site import build_site, publish
 from newsletter.cli import main
 from newsletter.config import load_settings
@@ -153,6 +155,25 @@ def test_pages_carry_nothing_of_the_email_machinery(issues: Path) -> None:
     for path, html in html_pages(issues / "site").items():
         assert "sentinel.invalid" not in html and "<table" not in html, path
         assert 'href="./#subscription"' in html or '#subscription"' in html, path
+
+
+def test_the_home_page_offers_signup_only_when_the_app_has_it(issues: Path) -> None:
+    settings = settings_for(issues)
+    home = issues / "site" / "index.html"
+    assert "signup" not in home.read_text("utf-8")  # today's app: nothing, not an empty box
+    link = Signup(url={"en": f"{BASE}/signup/en", "fr": f"{BASE}/signup/fr"})
+    build_site(settings, issues / "issues", signup=link)
+    page = read_page(home.read_text("utf-8"))
+    joins = {a["href"]: a["text"] for a in page.anchors if "/signup/" in a["href"]}
+    assert joins == {f"{BASE}/signup/en": "Subscribe", f"{BASE}/signup/fr": "S’abonner"}
+    form = Markup('<form method="post" action="{}"><button>Go</button></form>')
+    build_site(
+        settings,
+        issues / "issues",
+        signup=Signup(url=link.url, form={lang: form.format(link.url[lang]) for lang in link.url}),
+    )
+    html = home.read_text("utf-8")
+    assert html.count("<form") == 2 and f'action="{BASE}/signup/fr"' in html
 
 
 def test_the_sitemap_lists_every_page_with_its_alternates(issues: Path) -> None:

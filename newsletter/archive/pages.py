@@ -232,7 +232,9 @@ class Pages:
             path=paths.HOME,
             langs=langs,
             title=title,
-            description=self.labels["en"]["home_description"].replace("{title}", title),
+            description=" / ".join(
+                self.labels[lang]["home_description"].replace("{title}", title) for lang in langs
+            ),
             canonical=self.url(paths.HOME),
             alternates=self.alternates(paths.index_path("en"), paths.index_path("fr"), ""),
             feeds=tuple(self.feed_link(lang) for lang in langs),
