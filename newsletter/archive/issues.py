@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Identity
-from ..content import LANGS, MANIFEST, SLUG_RE, Issue, read_issue, read_text
+from ..content import (
+    BRIEFS_DIR,
+    LANGS,
+    MANIFEST,
+    SLUG_RE,
+    Issue,
+    read_briefs,
+    read_issue,
+    read_text,
+)
 from ..errors import ArchiveError, ContentError
 from ..views import EDITIONS, EditionView, edition_view
 from .paths import EDITION_DIRS
@@ -103,6 +112,8 @@ def read_public(
 ) -> list[tuple[Issue, dict[str, EditionView]]]:
     """Each public issue read, checked and turned into the views of its three editions."""
     read = []
+    # once for all the issues: every issue would otherwise read the whole folder again
+    briefs = read_briefs(issues_dir / BRIEFS_DIR) if ids else {}
     for issue_id in ids:
         folder = issue_folder(
             issues_dir,
@@ -111,7 +122,7 @@ def read_public(
             f"; restore the folder, or take the issue off with "
             f"'newsletter archive unpublish {issue_id}'",
         )
-        issue = read_issue(folder)
+        issue = read_issue(folder, briefs)
         check_controls(issue)
         views = {name: edition_view(issue, name, identity, labels) for name in EDITIONS}
         read.append((issue, views))
