@@ -19,9 +19,7 @@ from .typography import HTML_LANG, colon, long_date, smarten
 
 EDITIONS = ("en", "fr", "bilingual")
 # The labels this module reads from labels.toml (templates may use more of them).
-LABEL_KEYS = (
-    "issue", "only_en", "only_fr", "jump", "why", "unsubscribe", "preferences", "view_online",
-)  # fmt: skip
+LABEL_KEYS = ("issue", "only_en", "only_fr", "jump", "why", "unsubscribe", "preferences")
 # Per-recipient parts are plain ASCII sentinels: premailer and libxml2 leave them alone,
 # and sending replaces them (see message.py).
 UNSUBSCRIBE_SENTINEL = "https://sentinel.invalid/nl-unsubscribe-0000"
