@@ -157,6 +157,17 @@ def test_pages_carry_nothing_of_the_email_machinery(issues: Path) -> None:
         assert 'href="./#subscription"' in html or '#subscription"' in html, path
 
 
+def test_a_base_url_under_a_path(issues: Path) -> None:
+    base = "https://example.org/news"
+    build_site(settings_for(issues, NEWSLETTER_BASE_URL=base), issues / "issues", now=T0)
+    page = read_page((issues / "site" / "fr" / "2017-11" / "index.html").read_text("utf-8"))
+    assert page.canonical == f"{base}/fr/2017-11/"
+    assert page.alternates["x-default"] == f"{base}/en-fr/2017-11/"
+    assert "../../style.css" in page.links and "../../en/2017-11/" in page.links
+    feed = feedparser.parse((issues / "site" / "fr" / "feed.atom").read_bytes())
+    assert {e.id.split(":", 2)[2] for e in feed.entries} == {"/news/fr/2017-11/"}
+
+
 def test_the_home_page_offers_signup_only_when_the_app_has_it(issues: Path) -> None:
     settings = settings_for(issues)
     home = issues / "site" / "index.html"
@@ -203,7 +214,9 @@ def test_feeds_per_language(issues: Path) -> None:
         assert feed.feed.id == f"{BASE}/{lang}/feed.atom"
         assert ET.fromstring(raw).get("{http://www.w3.org/XML/1998/namespace}lang") == html_lang
         for entry in feed.entries:
-            assert entry.id.startswith("tag:news.example.org,")
+            assert re.fullmatch(
+                rf"tag:news\.example\.org,\d{{4}}-\d\d-\d\d:/{lang}/2017-1[12]/", entry.id
+            )
             assert entry.link.startswith(f"{BASE}/{lang}/")
             assert entry.content[0].type == "text/html"
             ids.add(entry.id)

@@ -68,8 +68,9 @@ class _Atom(feedgenerator.Atom1Feed):
 def tag_uri(base_url: str, first_public: dt.datetime, path: str) -> str:
     """An id that stays the same for good (RFC 4151): the site's host, the day the entry
     was first public, and its path."""
-    host = urlsplit(base_url).hostname or "localhost"
-    return f"tag:{host},{first_public.date().isoformat()}:/{path}"
+    parts = urlsplit(base_url)
+    where = f"{parts.path.rstrip('/')}/{path}"  # a site under a path keeps its own ids
+    return f"tag:{parts.hostname or 'localhost'},{first_public.date().isoformat()}:{where}"
 
 
 def write_feed(
