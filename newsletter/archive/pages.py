@@ -5,7 +5,6 @@ sentinels these templates never print), so nothing personal can reach a page."""
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +16,13 @@ from markupsafe import Markup, escape
 from ..config import SHIPPED_TEMPLATES, Identity
 from ..content import LANGS
 from ..errors import TemplateError
-from ..typography import HTML_LANG, long_date, smarten
+from ..typography import HTML_LANG, long_date
 from . import paths
 from .issues import ArchivedIssue
+from .labels import load_labels
 from .signup import Signup
 
 FOLDER = "archive"
-LABELS_FILE = "labels.toml"
-LABEL_KEYS = (
-    "language", "issue", "all_issues", "latest", "feed", "index_title", "index_description",
-    "home_description", "no_issues", "skip", "only_en", "only_fr", "read_in_other",
-    "both_languages", "one_language", "subscription", "manage", "manage_help", "subscribe",
-)  # fmt: skip
 DESCRIPTION_MAX = 160
 
 
@@ -82,6 +76,25 @@ class Listed:
 
 
 @dataclass(frozen=True)
+class IssueLine:
+    """ "Issue 1 · November 13, 2017", in one of the page's languages."""
+
+    html_lang: str
+    foreign: bool
+    text: str
+    date: str
+    iso_date: str
+
+
+@dataclass(frozen=True)
+class Stub:
+    """What a page says for an issue that does not exist in its language."""
+
+    note: str
+    across: NavLink
+
+
+@dataclass(frozen=True)
 class Latest:
     lang: str
     html_lang: str
@@ -118,33 +131,7 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.labels = self._labels()
-
-    def _labels(self) -> dict[str, dict[str, str]]:
-        path = next((f / LABELS_FILE for f in self.folders if (f / LABELS_FILE).is_file()), None)
-        if path is None:
-            raise TemplateError("template file missing; restore it from git", self.folders[-1])
-        try:
-            text = path.read_text("utf-8")
-        except UnicodeDecodeError:
-            raise TemplateError("not valid UTF-8; save it as UTF-8", path) from None
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise TemplateError(f"invalid TOML: {exc}", path) from None
-        labels: dict[str, dict[str, str]] = {}
-        for lang in LANGS:
-            table = raw.get(lang)
-            if not isinstance(table, dict):
-                raise TemplateError(f"no [{lang}] table: add it, with a text for every key", path)
-            for key in LABEL_KEYS:
-                if not isinstance(table.get(key), str) or not table[key].strip():
-                    line = _table_line(text, lang)
-                    raise TemplateError(
-                        f'[{lang}] has no translation for {key}: add {key} = "..."', path, line
-                    )
-            labels[lang] = {k: smarten(v, lang) for k, v in table.items() if isinstance(v, str)}
-        return labels
+        self.labels = load_labels(folders)
 
     def titles(self, langs: tuple[str, ...]) -> Markup:
         return self._both(langs, lambda lang: self.identity.title[lang])
@@ -316,17 +303,21 @@ class Pages:
         stub = None
         if not bilingual and not archived.exists_in(edition):
             there = archived.langs[0]
-            stub = NavLink(
-                paths.edition_path(there, issue.id),
-                self.labels[edition]["read_in_other"],
-                HTML_LANG[there],
+            stub = Stub(
+                note=self.labels[edition][f"only_{there}"],
+                across=NavLink(
+                    paths.edition_path(there, issue.id),
+                    self.labels[edition]["read_in_other"],
+                    HTML_LANG[there],
+                ),
             )
-        note = self.labels[edition][f"only_{archived.langs[0]}"] if stub else None
         page = Page(
             path=here,
             langs=langs,
             title=view.subject,
-            description=_description(note or view.preheader or _titles(archived, edition)),
+            description=_description(
+                stub.note if stub else view.preheader or _titles(archived, edition)
+            ),
             canonical=self.url(here),
             alternates=self.alternates(
                 paths.edition_path("en", issue.id),
@@ -336,25 +327,24 @@ class Pages:
             nav=tuple(nav),
             feeds=tuple(self.feed_link(lang) for lang in langs),
         )
-        meta = [
-            {
-                "foreign": i > 0,
-                "html_lang": HTML_LANG[lang],
-                "text": f"{self.labels[lang]['issue']} {issue.number}",
-                "date": long_date(issue.date, lang),
-                "iso_date": issue.date.isoformat(),
-            }
+        lines = [
+            IssueLine(
+                html_lang=HTML_LANG[lang],
+                foreign=i > 0,
+                text=f"{self.labels[lang]['issue']} {issue.number}",
+                date=long_date(issue.date, lang),
+                iso_date=issue.date.isoformat(),
+            )
             for i, lang in enumerate(langs)
         ]
         return self.render(
             "issue.html.j2",
             page,
             view=view,
-            meta=meta,
-            stub={"note": note, "path": stub.path, "label": stub.label,
-                  "hreflang": stub.hreflang} if stub else None,
+            lines=lines,
+            stub=stub,
             **self.article_context(bilingual),
-        )  # fmt: skip
+        )
 
     @staticmethod
     def article_context(bilingual: bool) -> dict[str, Any]:
@@ -382,10 +372,3 @@ def _description(text: str) -> str:
     if len(text) <= DESCRIPTION_MAX:
         return text
     return text[: DESCRIPTION_MAX - 1].rsplit(" ", 1)[0] + "…"
-
-
-def _table_line(text: str, table: str) -> int | None:
-    for number, line in enumerate(text.split("\n"), 1):
-        if line.strip() == f"[{table}]":
-            return number
-    return None
