@@ -90,6 +90,18 @@ def test_only_sent_or_published_issues_appear_newest_first(issues: Path) -> None
     assert 'href="fr/2017-11/"' in home  # the latest issue that exists in French
 
 
+def test_an_archive_with_nothing_sent_yet_is_a_home_page_and_empty_feeds(workdir: Path) -> None:
+    result = invoke(workdir, "archive", "build")
+    assert result.exit_code == 0, result.output
+    assert result.output == "wrote 7 files to site/: 0 issue(s) on the web\n"
+    home = (workdir / "site" / "index.html").read_text("utf-8")
+    assert "No issue has been published yet." in home and "Aucun numéro" in home
+    for lang in ("en", "fr"):
+        feed = feedparser.parse((workdir / "site" / lang / "feed.atom").read_bytes())
+        assert (feed.bozo, len(feed.entries)) == (0, 0)
+        assert feed.feed.updated == "1970-01-01T00:00:00+00:00"  # not the time of the build
+
+
 def test_unpublish_takes_an_issue_off_and_publish_brings_it_back(issues: Path) -> None:
     result = invoke(issues, "archive", "unpublish", "2017-11")
     assert result.exit_code == 0, result.output
