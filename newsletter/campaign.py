@@ -296,6 +296,7 @@ class DueItem:
     issue_id: str
     action: str  # "started", "retried", "missed", "refused"
     detail: str = ""
+    issue_dir: Path = Path()
     passes: Passes | None = None
     report: Report | None = None
 
@@ -390,6 +391,12 @@ def _start_scheduled(
         start(store, ledger, prepared, schedule.options)
         options, _ = options_for(settings, schedule.options, {})
         passes = run(prepared, ledger, options)
-        return DueItem(issue_id, "started", passes=passes, report=report(ledger))
+        return DueItem(
+            issue_id,
+            "started",
+            passes=passes,
+            report=report(ledger),
+            issue_dir=Path(schedule.issue_dir),
+        )
     finally:
         ledger.close()

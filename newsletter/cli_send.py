@@ -19,7 +19,7 @@ from .checks import Finding, Level
 from .cli_context import AppContext, pass_app
 from .config import MAX_CONCURRENCY, parse_duration
 from .delivery import Progress, outgoing
-from .errors import DeliveryError
+from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendBusy, State, send_lock
 from .normalise import check_email
@@ -443,6 +443,7 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         f"{p.sent:,} sent in {passes.elapsed:.1f} s ({p.sent / max(passes.elapsed, 1e-6):,.0f}/s)"
         f", {p.deferred:,} deferred, {p.failed:,} failed, {p.skipped:,} skipped"
     )
+    _rebuild_archive(prepared.settings, prepared.issue_dir)
     if passes.interrupted:
         click.echo(
             "stopped; the messages in flight were finished. Run send again to resume", err=True
@@ -556,6 +557,8 @@ def due(app: AppContext) -> None:
             click.echo(f"issue {item.issue_id}: {item.detail}", err=True)
             worst = max(worst, Exit.INCOMPLETE)
             continue
+        if item.action == "started":
+            _rebuild_archive(settings, item.issue_dir)
         p = item.passes.progress
         line = f"issue {item.issue_id}: {p.sent:,} sent, {p.deferred:,} deferred"
         line += f", {p.failed:,} failed, {p.uncertain:,} uncertain"
@@ -604,3 +607,22 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+# --- The public archive (work item #11) ----------------------------------------------------
+
+
+def _rebuild_archive(settings, issue_dir: Path) -> None:
+    """Once messages are out, their "View in browser" link must lead somewhere: the site
+    is rebuilt with this issue. A failure is the archive's, not the send's: a warning."""
+    from .archive.site import rebuild_after_send
+
+    try:
+        site = rebuild_after_send(settings, issue_dir)
+    except NewsletterError as exc:
+        click.echo(
+            f"warning: the web archive was not rebuilt: {exc}; then run 'newsletter archive build'",
+            err=True,
+        )
+        return
+    click.echo(f"web archive: {len(site.issues)} issue(s) in {site.out_dir}/")

@@ -71,6 +71,7 @@ DEFAULTS: dict[str, str] = {
     "DKIM_SELECTOR": "",
     "DKIM_DOMAIN": "",
     "TEMPLATES": "",
+    "ARCHIVE_DIR": "site",
 }
 
 
@@ -127,6 +128,7 @@ class Settings:
     retry_for: float  # seconds after its first attempt that a deferred message expires
     timezone: str  # where `send --at` times are read; checked when a send is scheduled
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
+    archive_dir: Path  # the public archive's static site: written by `archive`, served by `serve`
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
 
@@ -285,6 +287,7 @@ def load_settings(
         retry_for=retry_for,
         timezone=get("TIMEZONE"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+        archive_dir=Path(get("ARCHIVE_DIR") or DEFAULTS["ARCHIVE_DIR"]),
         unknown=tuple(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)
             for name in dict.fromkeys([*environ, *file_values])
