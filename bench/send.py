@@ -51,13 +51,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter import db  # noqa: E402
+from newsletter import campaign, db  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
-from newsletter.delivery import SendOptions, SendRun  # noqa: E402
+from newsletter.delivery import SendRun  # noqa: E402
 from newsletter.ledger import Ledger, State, send_lock  # noqa: E402
 from newsletter.message import build_message  # noqa: E402
 from newsletter.normalise import email_key  # noqa: E402
-from newsletter.sending import fix_recipients, prepare  # noqa: E402
 from newsletter.subscribers import open_store  # noqa: E402
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -133,9 +132,10 @@ def peak_rss_mb(pid: int | str = "self") -> float:
 
 
 def child_ours(args: argparse.Namespace) -> dict:
-    """Our send, as `newsletter send ISSUE --yes` does it after the confirmation."""
+    """Our send, as `newsletter send ISSUE --yes` does it after the confirmation: the same
+    campaign functions (start, then run) the CLI calls."""
     settings = settings_for(Path(args.workdir), args.port)
-    prepared = prepare(settings, Path(args.issue))
+    prepared = campaign.prepare(settings, Path(args.issue))
     rss_prepared = peak_rss_mb()
     profiles: list[cProfile.Profile] = []
     if args.profile:
@@ -156,16 +156,11 @@ def child_ours(args: argparse.Namespace) -> dict:
         ledger = Ledger(settings.db_path, prepared.issue_id)
         try:
             cpu0, t0 = cpu_seconds(), time.perf_counter()
-            fixed = fix_recipients(store, ledger, prepared)
+            given = {"concurrency": args.concurrency}
+            fixed = campaign.start(store, ledger, prepared, given)
             t_fixed = time.perf_counter()
-            result = SendRun(
-                ledger,
-                prepared.transport,
-                prepared.editions,
-                prepared.personalise,
-                SendOptions(concurrency=args.concurrency),
-                signer=prepared.signer,
-            ).run()
+            options, _ = campaign.options_for(settings, {}, given)
+            result = campaign.run(prepared, ledger, options)
             wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
             counts = ledger.counts()
         finally:
@@ -193,8 +188,9 @@ def child_ours(args: argparse.Namespace) -> dict:
 def child_plain(args: argparse.Namespace) -> dict:
     """What most scripts do: EmailMessage per recipient, a new SMTP connection per message."""
     settings = settings_for(Path(args.workdir), args.port)
-    prepared = prepare(settings, Path(args.issue))
-    editions = {name: compiled.edition for name, compiled in prepared.editions.items()}
+    prepared = campaign.prepare(settings, Path(args.issue))
+    assert prepared.build is not None
+    editions = {e.name: e.rendered for e in prepared.build.editions}
     sent = 0
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     for i in range(1, args.n + 1):
@@ -211,7 +207,7 @@ def child_plain(args: argparse.Namespace) -> dict:
 def child_sizes(args: argparse.Namespace) -> dict:
     """Bytes after DATA of each edition, and the mean over the generated mix."""
     settings = settings_for(Path(args.workdir), args.port)
-    prepared = prepare(settings, Path(args.issue))
+    prepared = campaign.prepare(settings, Path(args.issue))
     sizes = {}
     email, person, _ = subscriber(1)
     for name in EDITION_OF.values():

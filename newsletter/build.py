@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import email
 import os
 import secrets
 import shutil
 import time
 from dataclasses import dataclass
+from email import policy
+from email.utils import make_msgid
 from pathlib import Path
 
 from .checks import Finding, Level, check_edition
 from .config import Identity
 from .content import Issue, read_issue
 from .errors import ContentError, NewsletterError
+from .fastmime import CompiledEdition, compile_edition, now_header
 from .message import (
     Recipient,
-    build_message,
     html_part_size,
     personalise_html,
     personalise_text,
@@ -30,9 +33,10 @@ LANG_NAMES = {"en": "English", "fr": "French"}
 @dataclass(frozen=True)
 class EditionBuild:
     rendered: RenderedEdition
+    compiled: CompiledEdition  # what a send personalises for each reader
     html: str  # personalised for the sample recipient
     text: str
-    eml: bytes
+    eml: bytes  # the compiled edition, personalised for the sample recipient
     html_part_bytes: int
     findings: tuple[Finding, ...]
 
@@ -90,15 +94,19 @@ def build_issue(
     t2 = time.perf_counter()
     recipient = recipient or sample_recipient(identity)
     editions = []
+    domain = identity.from_addr["en"].rpartition("@")[2]
     for edition in rendered.editions:
-        msg = build_message(edition, recipient, identity)
-        size = html_part_size(msg)
+        # the message every reader gets, compiled once; the sample .eml is made from it
+        compiled = compile_edition(edition, identity)
+        eml = compiled.render(recipient, make_msgid(domain=domain), now_header())
+        size = html_part_size(email.message_from_bytes(eml, policy=policy.SMTP))
         editions.append(
             EditionBuild(
                 rendered=edition,
+                compiled=compiled,
                 html=personalise_html(edition.html, recipient),
                 text=personalise_text(edition.text, recipient),
-                eml=msg.as_bytes(),
+                eml=eml,
                 html_part_bytes=size,
                 findings=tuple(check_edition(edition, size)),
             )

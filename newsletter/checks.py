@@ -27,6 +27,7 @@ class Finding:
     level: Level
     edition: str
     message: str
+    blocks_send: bool = False  # a warning while composing, but no reader may get it
 
     def __str__(self) -> str:
         return f"{self.level}: {self.edition}: {self.message}"
@@ -36,8 +37,8 @@ def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Findin
     view = edition.view
     found: list[Finding] = []
 
-    def add(level: Level, message: str) -> None:
-        found.append(Finding(level, view.name, message))
+    def add(level: Level, message: str, blocks_send: bool = False) -> None:
+        found.append(Finding(level, view.name, message, blocks_send))
 
     kb = html_part_bytes / 1024
     if html_part_bytes > CLIP_LIMIT:
@@ -55,7 +56,11 @@ def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Findin
             f"{SUBJECT_MAX}: shorten it, or put what matters first",
         )
     if any(h in view.preheader for h in PREHEADER_HINT.values()):
-        add(Level.WARNING, "preheader is still the placeholder of 'newsletter compose'")
+        add(
+            Level.WARNING,
+            "preheader is still the placeholder of 'newsletter compose'",
+            blocks_send=True,
+        )
     if not view.preheader.strip():
         add(Level.WARNING, "preheader is empty; inboxes will show the first text instead")
     elif len(view.preheader) > PREHEADER_MAX:
@@ -94,6 +99,7 @@ def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Findin
                     Level.WARNING,
                     f"brief '{block.slug}' still has the placeholder text of "
                     "'newsletter new brief'",
+                    blocks_send=True,
                 )
             for href in block.links:
                 if urlsplit(href).scheme not in LINK_SCHEMES or not _absolute(href):

@@ -11,14 +11,18 @@ import click
 
 from .cli_context import AppContext
 from .errors import NewsletterError
-
-EXIT_BAD_INPUT = 2
+from .exits import EXIT_TABLE, Exit
 
 # name -> (module, attribute, summary). A command's module is imported only when that
 # command runs: `build` then pays for neither DKIM, DNS and SMTP nor the web servers, and
 # `--help` for none of them. The summaries are the first sentence of each command's own
 # help, repeated here for `--help` (tests/test_cli.py holds them equal).
 COMMANDS = {
+    "archive": (
+        "cli_archive",
+        "archive",
+        "The public archive: a static site of every sent issue, with a feed per language.",
+    ),
     "build": (
         "cli_build",
         "build",
@@ -31,6 +35,11 @@ COMMANDS = {
         "Create the next issue, pre-selecting the briefs dated since the last issue (up to "
         "--date) that no issue has used yet, oldest first: reorder or trim them in issue.toml.",
     ),
+    "due": (
+        "cli_send",
+        "due",
+        "Start the scheduled sends whose time has come and retry the deferred messages due.",
+    ),
     "new": ("cli_compose", "new", "Scaffold a brief or an issue."),
     "preview": (
         "cli_preview",
@@ -38,6 +47,7 @@ COMMANDS = {
         "Preview ISSUE_DIR in a browser: each edition at desktop and phone width, the text "
         "part, the inbox headers and the checks.",
     ),
+    "schedule": ("cli_send", "schedule", "Scheduled sends: list them, cancel one."),
     "send": (
         "cli_send",
         "send",
@@ -46,12 +56,13 @@ COMMANDS = {
     "serve": (
         "cli_subscribers",
         "serve",
-        "Run the unsubscribe and preferences web app (behind a reverse proxy in production).",
+        "Run the web app (behind a reverse proxy in production): the public archive, and the "
+        "unsubscribe and preferences pages.",
     ),
     "status": (
         "cli_send",
         "status",
-        "Where the send of an issue stands: sent, pending, failed, uncertain.",
+        "Where the send of an issue stands: sent, pending, deferred, failed, uncertain.",
     ),
     "subscribers": (
         "cli_subscribers",
@@ -96,24 +107,29 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            ctx.exit(Exit.BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(Exit.INTERRUPTED)
         except sqlite3.OperationalError as exc:
-            from .db import is_busy  # here: db's imports are not every command's
+            from .db import describe, is_busy  # here: not every command needs db
 
             if not is_busy(exc):
-                raise
+                app = ctx.obj if isinstance(ctx.obj, AppContext) else None
+                where = app.settings.db_path if app is not None else "NEWSLETTER_DB"
+                click.echo(f"error: {describe(exc, where)}", err=True)
+                ctx.exit(Exit.BAD_INPUT)
             click.echo(
                 "error: the database is busy: another newsletter command is writing to it; "
                 "run this again when that one ends",
                 err=True,
             )
-            ctx.exit(EXIT_BAD_INPUT)
+            ctx.exit(Exit.BAD_INPUT)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_TABLE
+)
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -136,7 +152,7 @@ def run() -> None:
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "newsletter"
         click.echo(f"error: {exc.format_message().rstrip('.')}; see '{where} --help'", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(Exit.BAD_INPUT)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

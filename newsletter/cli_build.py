@@ -9,9 +9,8 @@ import click
 from .build import Build, build_issue, write_build
 from .checks import Level
 from .cli_context import AppContext, pass_app
+from .exits import Exit
 from .render import Templates
-
-EXIT_CHECK_ERRORS = 1
 
 issue_dir_argument = click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
 strict_option = click.option(
@@ -70,7 +69,7 @@ def build(app: AppContext, issue_dir: Path, out: Path | None, strict: bool) -> N
     _findings(result)
     click.echo(f"wrote {len(result.editions) * 3} files to {out}/")
     if result.has_errors:
-        raise SystemExit(EXIT_CHECK_ERRORS)
+        raise SystemExit(Exit.INCOMPLETE)
 
 
 @click.command()
@@ -83,5 +82,5 @@ def check(app: AppContext, issue_dir: Path, strict: bool) -> None:
     click.echo(format_table(result))
     _findings(result)
     if result.has_errors:
-        raise SystemExit(EXIT_CHECK_ERRORS)
+        raise SystemExit(Exit.INCOMPLETE)
     click.echo("ok")

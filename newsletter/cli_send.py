@@ -1,7 +1,12 @@
-"""`newsletter send` and `newsletter status`."""
+"""`newsletter send`, `status`, `due` and `schedule`: ask, print, pick the exit status.
+
+The send itself is `campaign`'s; this module only talks to the person at the terminal.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import ipaddress
 import sys
 import time
@@ -9,45 +14,75 @@ from pathlib import Path
 
 import click
 
+from . import campaign
+from .checks import Finding, Level
 from .cli_context import AppContext, pass_app
-from .config import MAX_CONCURRENCY
-from .delivery import Progress, SendOptions, SendRun, outgoing
-from .errors import DeliveryError
-from .ledger import Ledger, State, send_lock
+from .config import MAX_CONCURRENCY, parse_duration
+from .delivery import Progress, outgoing
+from .errors import DeliveryError, NewsletterError
+from .exits import EXIT_TABLE, Exit
+from .ledger import Ledger, SendBusy, State, send_lock
 from .normalise import check_email
-from .sending import Prepared, fix_recipients, plan, prepare, test_message_id
+from .schedule import DEFAULT_GRACE, Book, format_when, parse_when
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
 from .views import EDITIONS
 
-EXIT_INCOMPLETE = 1  # some deliveries failed or are uncertain
-EXIT_PAUSED = 3
+COLUMNS = (State.SENT, State.PENDING, State.DEFERRED, State.FAILED, State.UNCERTAIN, State.SKIPPED)
 
 
 def _table(counts: dict[tuple[str, State], int]) -> str:
-    states = [State.SENT, State.PENDING, State.FAILED, State.UNCERTAIN, State.SKIPPED]
-    lines = ["edition    " + "".join(f"{s.value:>11}" for s in states)]
+    lines = ["edition    " + "".join(f"{s.value:>11}" for s in COLUMNS)]
     for edition in EDITIONS:
         row = [
             counts.get((edition, s), 0)
             + (counts.get((edition, State.SENDING), 0) if s is State.PENDING else 0)
-            for s in states
+            for s in COLUMNS
         ]
         lines.append(f"{edition:<11}" + "".join(f"{n:>11,}" for n in row))
     return "\n".join(lines)
 
 
-def _send_tests(prepared: Prepared, addresses: tuple[str, ...]) -> None:
+def _when(at: float) -> str:
+    local = dt.datetime.fromtimestamp(at).astimezone()
+    minutes = max(0, round((at - time.time()) / 60))
+    return f"{local:%Y-%m-%d %H:%M %Z} (in {minutes} min)"
+
+
+def _show_findings(findings: tuple[Finding, ...] | list[Finding], test: bool = False) -> None:
+    """As `check` shows them; what would stop a real send is an error here."""
+    for finding in findings:
+        if finding.blocks_send and not test:
+            finding = dataclasses.replace(finding, level=Level.ERROR)
+        click.echo(str(finding), err=finding.level is Level.ERROR)
+
+
+def _refuse(blocking: list[Finding], issue_dir: Path) -> None:
+    first = blocking[0]
+    click.echo(
+        f"error: refusing to send: {len(blocking)} problem(s), first: {first.edition}: "
+        f"{first.message}; fix them (newsletter check {issue_dir})",
+        err=True,
+    )
+    raise SystemExit(Exit.INCOMPLETE)
+
+
+def _send_tests(prepared: campaign.Prepared, addresses: tuple[str, ...]) -> None:
+    if prepared.blocking:
+        click.echo(
+            f"sending a test although a real send would refuse it ({len(prepared.blocking)} "
+            "problem(s) above)",
+            err=True,
+        )
     conn = prepared.transport.connect()
     failed = 0
     try:
         for address in addresses:
             for name, compiled in prepared.editions.items():
-                recipient = prepared.recipient(None, address, "")
                 message = outgoing(
                     compiled,
-                    recipient,
-                    test_message_id(prepared),
+                    prepared.recipient(None, address, ""),
+                    prepared.message_id(),
                     f"test-{name}-{address.replace('@', '_at_')}.eml",
                     prepared.signer,
                 )
@@ -62,10 +97,10 @@ def _send_tests(prepared: Prepared, addresses: tuple[str, ...]) -> None:
     finally:
         conn.close()
     if failed:
-        raise SystemExit(EXIT_INCOMPLETE)
+        raise SystemExit(Exit.INCOMPLETE)
 
 
-def _dry_run(prepared: Prepared, app: AppContext) -> None:
+def _dry_run(prepared: campaign.Prepared, app: AppContext) -> None:
     with open_store(app.settings) as store:
         counts = {name: 0 for name in EDITIONS}
         sizes = {name: 0 for name in EDITIONS}
@@ -73,17 +108,22 @@ def _dry_run(prepared: Prepared, app: AppContext) -> None:
         for s in store.iter(status="active"):
             edition = edition_for(s)
             data = prepared.editions[edition].render(
-                prepared.recipient(s.id, s.email, s.name), test_message_id(prepared)
+                prepared.recipient(s.id, s.email, s.name), prepared.message_id()
             )
             counts[edition] += 1
             sizes[edition] += len(data)
         elapsed = time.perf_counter() - started
+        left_out = campaign.plan(store).left_out
     click.echo(f"dry run of issue {prepared.issue_id} via {prepared.transport.description}:")
     for name in EDITIONS:
         mean = sizes[name] // counts[name] if counts[name] else 0
         click.echo(f"  {name:<10} {counts[name]:>8,} subscriber(s), {mean:,} bytes a message")
+    if left_out:
+        click.echo("  left out: " + ", ".join(f"{n:,} {s}" for s, n in sorted(left_out.items())))
     total = sum(counts.values())
     click.echo(f"  built {total:,} messages in {elapsed:.2f} s; nothing sent, nothing recorded")
+    if prepared.blocking:
+        _refuse(prepared.blocking, prepared.issue_dir)
 
 
 class _Bar:
@@ -100,45 +140,74 @@ class _Bar:
         if not self.live or (now - self.last < 0.2 and not final):
             return
         self.last = now
-        done = p.sent + p.failed + p.uncertain + p.skipped
+        done = p.sent + p.failed + p.uncertain + p.skipped + p.deferred
         rate = done / max(now - self.started, 1e-6)
-        left = (self.total - done) / rate if rate else 0
+        left = max(0, self.total - done) / rate if rate else 0
         width = 30
-        filled = int(width * done / self.total) if self.total else width
+        filled = min(width, int(width * done / self.total)) if self.total else width
         bar = "#" * filled + "-" * (width - filled)
         line = (
-            f"\r[{bar}] {done:,}/{self.total:,} sent {p.sent:,} failed {p.failed:,}"
-            f" {rate:,.0f}/s left {left:,.0f} s {p.note}"
+            f"\r[{bar}] {done:,}/{self.total:,} sent {p.sent:,} deferred {p.deferred:,}"
+            f" failed {p.failed:,} {rate:,.0f}/s left {left:,.0f} s {p.note}"
         )
         sys.stderr.write(line[:160].ljust(100) + ("\n" if final else ""))
         sys.stderr.flush()
 
 
-@click.command()
+def _issue_id(issue_dir: Path) -> str:
+    if not (issue_dir / "issue.toml").is_file():
+        raise DeliveryError(
+            "no issue.toml here; give an issue folder, e.g. issues/2017-11", issue_dir
+        )
+    return issue_dir.resolve().name
+
+
+@click.command(epilog=EXIT_TABLE)
 @click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("addresses", nargs=-1)
 @click.option("--test", is_flag=True, help="Send every edition to ADDRESSES, marked [TEST].")
 @click.option("--dry-run", is_flag=True, help="Build every message; send and record nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
+    "--at",
+    "at_text",
+    metavar="TIME",
+    help="Schedule the send: '2026-12-07 07:00' in NEWSLETTER_TIMEZONE, or ISO 8601 with an "
+    "offset. 'newsletter due' starts it.",
+)
+@click.option(
+    "--grace",
+    metavar="DURATION",
+    help="With --at: how late it may still start (e.g. the machine was off) [default: 2h].",
+)
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Build the issue again from its files: with --at, when it starts; when resuming, now.",
+)
+@click.option(
+    "--wait", is_flag=True, help="Stay until no message is pending or deferred (retries)."
+)
+@click.option("--strict", is_flag=True, help="Treat a brief missing in one language as an error.")
+@click.option(
     "--concurrency",
     type=click.IntRange(1, MAX_CONCURRENCY),
-    help="Parallel connections [default: NEWSLETTER_CONCURRENCY, or 4].",
+    help="Parallel connections [default: as the send started, NEWSLETTER_CONCURRENCY, or 4].",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(0),
-    help="Messages per second, 0 for no limit [default: NEWSLETTER_RATE, or 0].",
+    help="Messages per second, 0 for no limit [default: as the send started, NEWSLETTER_RATE].",
 )
 @click.option(
     "--hourly-cap",
     type=click.IntRange(0),
-    help="Messages per hour, 0 for no cap [default: NEWSLETTER_HOURLY_CAP, or 0].",
+    help="Messages per hour, 0 for no cap [default: as the send started, NEWSLETTER_HOURLY_CAP].",
 )
 @click.option(
     "--resend-uncertain",
     is_flag=True,
-    help="Send again the messages that were in flight when a send died.",
+    help="Send again the messages whose fate is unknown (in flight when a send died).",
 )
 @pass_app
 def send(
@@ -148,6 +217,11 @@ def send(
     test: bool,
     dry_run: bool,
     yes: bool,
+    at_text: str | None,
+    grace: str | None,
+    rebuild: bool,
+    wait: bool,
+    strict: bool,
     concurrency: int | None,
     rate: float | None,
     hourly_cap: int | None,
@@ -158,11 +232,64 @@ def send(
         raise click.UsageError("addresses are for --test: newsletter send ISSUE --test ADDR...")
     if test and not addresses:
         raise click.UsageError("--test needs at least one address")
+    if at_text is not None and (test or dry_run or wait or resend_uncertain):
+        raise click.UsageError("--at schedules a real send: leave out --test, --dry-run, --wait")
+    if grace is not None and at_text is None:
+        raise click.UsageError("--grace goes with --at")
     try:  # as the store keeps them: a non-ASCII domain in its xn-- form
         addresses = tuple(check_email(address) for address in addresses)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="ADDRESSES") from None
+    grace_seconds = DEFAULT_GRACE
+    if grace is not None:
+        try:
+            grace_seconds = parse_duration(grace)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--grace") from None
     settings = app.settings
+    _warn_cleartext(settings)
+    given = {"concurrency": concurrency, "rate": rate, "hourly_cap": hourly_cap}
+    issue_id = _issue_id(issue_dir)
+    if test or dry_run:
+        prepared = campaign.prepare(settings, issue_dir, strict=strict, test=test)
+        _show_findings(prepared.findings, test)
+        return _send_tests(prepared, addresses) if test else _dry_run(prepared, app)
+    with send_lock(settings.db_path), open_store(settings) as store:
+        ledger = Ledger(settings.db_path, issue_id)
+        try:
+            with Book(settings.db_path) as book:
+                waiting = book.waiting(issue_id)
+            if waiting is not None:
+                raise DeliveryError(
+                    f"issue {issue_id} is scheduled for {waiting.when()}; cancel that first "
+                    f"(newsletter schedule cancel {waiting.id}) to send it otherwise"
+                )
+            if ledger.started():
+                if at_text is not None:
+                    raise DeliveryError(f"issue {issue_id} has already been sent; see status")
+                prepared = _resume(app, ledger, issue_dir, rebuild, strict, resend_uncertain, yes)
+            else:
+                prepared = campaign.prepare(settings, issue_dir, strict=strict)
+                _show_findings(prepared.findings)
+                if prepared.blocking:
+                    _refuse(prepared.blocking, issue_dir)
+                if at_text is not None:
+                    return _schedule(app, prepared, store, at_text, grace_seconds, rebuild, given)
+                _begin(prepared, store, ledger, given, yes)
+            if prepared is None:
+                return
+            info = ledger.info()
+            options, keep = campaign.options_for(settings, info.options if info else {}, given)
+            ledger.set_options(keep)
+            rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
+            cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
+            click.echo(f"concurrency {options.concurrency}, {rate}, {cap}")
+            _run(prepared, ledger, options, wait)
+        finally:
+            ledger.close()
+
+
+def _warn_cleartext(settings) -> None:
     smtp = settings.smtp
     if smtp.host and smtp.user and smtp.security == "none" and not _loopback(smtp.host):
         click.echo(
@@ -170,145 +297,308 @@ def send(
             "(NEWSLETTER_SMTP_SECURITY=none); use starttls or ssl",
             err=True,
         )
-    prepared = prepare(settings, issue_dir, test=test)
-    if test:
-        return _send_tests(prepared, addresses)
-    if dry_run:
-        return _dry_run(prepared, app)
-    options = SendOptions(
-        concurrency=concurrency or settings.concurrency,
-        rate=settings.rate if rate is None else rate,
-        hourly_cap=settings.hourly_cap if hourly_cap is None else hourly_cap,
-    )
-    with send_lock(settings.db_path), open_store(settings) as store:
-        ledger = Ledger(settings.db_path, prepared.issue_id)
-        try:
-            _send(prepared, store, ledger, options, yes, resend_uncertain)
-        finally:
-            ledger.close()
 
 
-def _send(
-    prepared, store, ledger: Ledger, options: SendOptions, yes: bool, resend_uncertain: bool
-) -> None:
-    issue_id = prepared.issue_id
-    if not ledger.started():
-        counts = plan(store)
-        if not sum(counts.values()):
-            raise DeliveryError(
-                "no active subscribers to send to; add some with "
-                "'newsletter subscribers import FILE.csv'"
-            )
-        summary = ", ".join(f"{name} {n:,}" for name, n in counts.items())
-        click.echo(
-            f"issue {issue_id} via {prepared.transport.description}: {summary} "
-            f"({sum(counts.values()):,} in all)"
+def _begin(prepared: campaign.Prepared, store, ledger: Ledger, given: dict, yes: bool) -> None:
+    the_plan = campaign.plan(store)
+    if not the_plan.total:
+        raise DeliveryError(
+            "no active subscribers to send to; add some with "
+            "'newsletter subscribers import FILE.csv'"
         )
-        if not yes:
-            click.confirm("Send it now?", abort=True)
-        prepared.transport.connect().close()  # a wrong host or password stops us here
-        fixed = fix_recipients(store, ledger, prepared)
-        click.echo(f"recipient list fixed: {fixed:,} subscribers")
-    else:
-        recovered = ledger.recover()
-        uncertain = ledger.in_state(State.UNCERTAIN)
-        if recovered:
-            click.echo(f"{recovered} message(s) were in flight when the last send stopped.")
-        resend = len(uncertain) if resend_uncertain else 0
-        if uncertain and not resend:
-            click.echo(
-                f"{len(uncertain)} uncertain message(s) (may have arrived; not resent "
-                "without --resend-uncertain): "
-                + ", ".join(d.email for d in uncertain[:5])
-                + (" ..." if len(uncertain) > 5 else "")
-            )
-        counts = ledger.counts()
-        pending = sum(n for (_, state), n in counts.items() if state is State.PENDING)
-        if not pending + resend:
-            click.echo(f"nothing left to send for issue {issue_id}.")
-            click.echo(_table(counts))
-            if any(s in (State.FAILED, State.UNCERTAIN) for (_, s) in counts):
-                raise SystemExit(EXIT_INCOMPLETE)
-            return
-        again = f", {resend:,} of them uncertain (sent again)" if resend else ""
-        click.echo(
-            f"resuming issue {issue_id} via {prepared.transport.description}: "
-            f"{pending + resend:,} message(s) left{again}"
-        )
-        if not yes:
-            click.confirm("Resume sending?", abort=True)
-        prepared.transport.connect().close()
-        if resend:  # only now: a "no" above, or a server that is down, changes nothing
-            ledger.resend_uncertain()
-    pending = sum(n for (_, s), n in ledger.counts().items() if s is State.PENDING)
-    bar = _Bar(pending)
-    run = SendRun(
-        ledger,
-        prepared.transport,
-        prepared.editions,
-        prepared.personalise,
-        options,
-        on_progress=bar,
-        signer=prepared.signer,
-    )
-    started = time.monotonic()
-    result = run.run()
-    bar(result.progress, final=True)
-    elapsed = time.monotonic() - started
-    counts = ledger.counts()
-    click.echo(_table(counts))
-    p = result.progress
+    summary = ", ".join(f"{name} {n:,}" for name, n in the_plan.editions.items())
     click.echo(
-        f"{p.sent:,} sent in {elapsed:.1f} s ({p.sent / max(elapsed, 1e-6):,.0f}/s), "
-        f"{p.failed:,} failed, {p.retried:,} retries, {p.skipped:,} skipped"
+        f"issue {prepared.issue_id} via {prepared.transport.description}: {summary} "
+        f"({the_plan.total:,} in all)"
     )
-    if result.interrupted:
+    if the_plan.left_out:
         click.echo(
-            "stopped; the messages in flight were finished. Run send again to resume.", err=True
+            "left out: " + ", ".join(f"{n:,} {s}" for s, n in sorted(the_plan.left_out.items()))
         )
-        raise SystemExit(130)
-    if result.paused:
-        click.echo(result.paused, err=True)
-        raise SystemExit(EXIT_PAUSED)
-    left = {s: sum(n for (_, st), n in counts.items() if st is s) for s in State}
-    if left[State.PENDING] or left[State.SENDING]:
+    if not yes:
+        click.confirm("Send it now?", abort=True)
+    prepared.transport.connect().close()  # a wrong host or password stops us here
+    fixed = campaign.start(store, ledger, prepared, given)
+    click.echo(f"recipient list fixed: {fixed:,} subscribers")
+
+
+def _resume(
+    app: AppContext,
+    ledger: Ledger,
+    issue_dir: Path,
+    rebuild: bool,
+    strict: bool,
+    resend_uncertain: bool,
+    yes: bool,
+) -> campaign.Prepared | None:
+    settings = app.settings
+    issue_id = ledger.issue_id
+    recovered = ledger.recover()
+    uncertain = ledger.in_state(State.UNCERTAIN)
+    if recovered:
+        click.echo(f"{recovered} message(s) were in flight when the last send stopped.")
+    resend = len(uncertain) if resend_uncertain else 0
+    if uncertain and not resend:
         click.echo(
-            f"{left[State.PENDING]:,} message(s) still pending; run send again to resume", err=True
+            f"{len(uncertain)} uncertain message(s) (may have arrived; not resent "
+            "without --resend-uncertain): "
+            + ", ".join(d.email for d in uncertain[:5])
+            + (" ..." if len(uncertain) > 5 else "")
         )
-        raise SystemExit(EXIT_PAUSED)
-    ledger.finish()
-    for d in ledger.in_state(State.FAILED)[:20]:
+    report = campaign.report(ledger)
+    due = ledger.count_due()
+    later = report.total(State.PENDING, State.DEFERRED) - due
+    if not due + resend:
+        if later:
+            click.echo(f"nothing due now for issue {issue_id}.")
+            click.echo(_table(report.counts))
+            _say_deferred(report)
+            raise SystemExit(Exit.DEFERRED)
+        click.echo(f"nothing left to send for issue {issue_id}.")
+        click.echo(_table(report.counts))
+        if report.total(State.FAILED, State.UNCERTAIN):
+            raise SystemExit(Exit.INCOMPLETE)
+        return None
+    frozen = ledger.frozen()
+    if rebuild or not frozen:  # not frozen: started by a version that did not freeze them
+        rebuild = True
+        prepared = campaign.prepare(settings, issue_dir, strict=strict)
+        _show_findings(prepared.findings)
+        if prepared.blocking:
+            _refuse(prepared.blocking, issue_dir)
+    else:
+        info = ledger.info()
+        prepared = campaign.thaw(
+            settings, issue_id, Path(info.issue_dir if info else issue_dir), frozen
+        )
+    again = f", {resend:,} of them uncertain (sent again)" if resend else ""
+    click.echo(
+        f"resuming issue {issue_id} via {prepared.transport.description}: "
+        f"{due + resend:,} message(s) left{again}"
+        + (" (rebuilt from the files now)" if rebuild else " (as frozen when it started)")
+    )
+    if not yes:
+        click.confirm("Resume sending?", abort=True)
+    prepared.transport.connect().close()
+    if rebuild:  # only now: a "no" above, or a server that is down, changes nothing
+        ledger.refreeze(prepared.frozen())
+    if resend:
+        ledger.resend_uncertain()
+    return prepared
+
+
+def _schedule(
+    app: AppContext,
+    prepared: campaign.Prepared,
+    store,
+    at_text: str,
+    grace: float,
+    rebuild: bool,
+    given: dict,
+) -> None:
+    settings = app.settings
+    at = parse_when(at_text, settings.timezone, time.time())
+    with Book(settings.db_path) as book:
+        schedule = book.add(
+            prepared.issue_id,
+            prepared.issue_dir,
+            at,
+            settings.timezone,
+            grace,
+            rebuild,
+            {k: v for k, v in given.items() if v is not None},
+            campaign.inputs_of(prepared),
+            prepared.frozen(),
+        )
+    the_plan = campaign.plan(store)
+    summary = ", ".join(f"{name} {n:,}" for name, n in the_plan.editions.items())
+    click.echo(
+        f"issue {prepared.issue_id} scheduled for {schedule.when()} (schedule {schedule.id})"
+    )
+    click.echo(
+        f"  today that is {summary} ({the_plan.total:,} in all); the list is read again when "
+        "it starts"
+    )
+    click.echo(
+        "  what goes is what was just built"
+        + (" (built again when it starts: --rebuild)" if rebuild else "")
+        + f"; it may start up to {grace / 3600:g} h late; 'newsletter due' must run then "
+        "(deploy/ has a timer)"
+    )
+
+
+def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> None:
+    report = campaign.report(ledger)
+    bar = _Bar(report.total(State.PENDING, State.DEFERRED))
+
+    def waiting(at: float, count: int) -> None:
+        click.echo(f"{count:,} deferred message(s); next retry {_when(at)}; waiting (--wait)")
+
+    passes = campaign.run(prepared, ledger, options, on_progress=bar, wait=wait, on_wait=waiting)
+    bar(passes.progress, final=True)
+    report = campaign.report(ledger)
+    click.echo(_table(report.counts))
+    p = passes.progress
+    click.echo(
+        f"{p.sent:,} sent in {passes.elapsed:.1f} s ({p.sent / max(passes.elapsed, 1e-6):,.0f}/s)"
+        f", {p.deferred:,} deferred, {p.failed:,} failed, {p.skipped:,} skipped"
+    )
+    _rebuild_archive(prepared.settings, prepared.issue_dir)
+    if passes.interrupted:
+        click.echo(
+            "stopped; the messages in flight were finished. Run send again to resume", err=True
+        )
+        raise SystemExit(Exit.INTERRUPTED)
+    if passes.paused:
+        click.echo(passes.paused, err=True)
+        raise SystemExit(Exit.PAUSED)
+    for d in ledger.in_state(State.FAILED, limit=20):
         click.echo(f"failed: {d.email}: {d.last_reply}", err=True)
-    if left[State.FAILED] or left[State.UNCERTAIN]:
-        raise SystemExit(EXIT_INCOMPLETE)
+    for d in ledger.in_state(State.UNCERTAIN, limit=20):
+        click.echo(f"uncertain: {d.email}: {d.last_reply}", err=True)
+    if report.total(State.DEFERRED):
+        _say_deferred(report)
+        raise SystemExit(Exit.DEFERRED)
+    if report.total(State.FAILED, State.UNCERTAIN):
+        raise SystemExit(Exit.INCOMPLETE)
 
 
-@click.command()
+def _say_deferred(report: campaign.Report) -> None:
+    assert report.next_retry is not None
+    click.echo(
+        f"{report.total(State.DEFERRED):,} message(s) deferred by the server (temporary "
+        f"refusals); next retry {_when(report.next_retry)}: run send again then, or let "
+        "'newsletter due' retry them",
+        err=True,
+    )
+
+
+@click.command(epilog=EXIT_TABLE)
 @click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
 @pass_app
 def status(app: AppContext, issue_dir: Path) -> None:
-    """Where the send of an issue stands: sent, pending, failed, uncertain."""
-    if not (issue_dir / "issue.toml").is_file():
-        raise DeliveryError(
-            "no issue.toml here; give an issue folder, e.g. issues/2017-11", issue_dir
-        )
-    issue_id = issue_dir.resolve().name
-    ledger = Ledger(app.settings.db_path, issue_id)
+    """Where the send of an issue stands: sent, pending, deferred, failed, uncertain."""
+    issue_id = _issue_id(issue_dir)
+    settings = app.settings
+    with Book(settings.db_path) as book:
+        waiting = book.waiting(issue_id)
+    ledger = Ledger(settings.db_path, issue_id)
     try:
         if not ledger.started():
-            click.echo(f"issue {issue_id} has not been sent.")
+            if waiting is not None:
+                click.echo(f"issue {issue_id} is scheduled for {waiting.when()}.")
+            else:
+                click.echo(f"issue {issue_id} has not been sent.")
             return
-        click.echo(f"issue {issue_id}:")
+        in_flight = _relabel(settings.db_path, ledger)
+        info = ledger.info()
+        assert info is not None
+        click.echo(f"issue {issue_id} ({info.state}, started {info.started_at}):")
         click.echo(_table(ledger.counts()))
+        if in_flight:
+            click.echo(f"a send is running: {in_flight} message(s) in flight")
+        for d in ledger.in_state(State.DEFERRED):
+            click.echo(
+                f"deferred   {d.email} (attempt {d.attempts}, next {_when(d.next_attempt)}): "
+                f"{d.last_reply}"
+            )
         for d in ledger.in_state(State.FAILED):
             click.echo(f"failed     {d.email}: {d.last_reply}")
         for d in ledger.in_state(State.UNCERTAIN):
             click.echo(f"uncertain  {d.email}: {d.last_reply}")
-        retrying = [d for d in ledger.in_state(State.PENDING) if d.attempts]
-        for d in retrying[:20]:
-            click.echo(f"retrying   {d.email} (attempt {d.attempts}): {d.last_reply}")
     finally:
         ledger.close()
+
+
+def _relabel(db_path: Path, ledger: Ledger) -> int:
+    """Rows in `sending`: in flight if a send runs (returned), else uncertain (relabelled)."""
+    if not ledger.in_state(State.SENDING, limit=1):
+        return 0
+    try:
+        with send_lock(db_path):
+            recovered = ledger.recover()
+    except SendBusy:
+        return len(ledger.in_state(State.SENDING))
+    click.echo(
+        f"{recovered} message(s) were in flight when the last send stopped: now uncertain "
+        "(they may have arrived; resend them with send --resend-uncertain)"
+    )
+    return 0
+
+
+@click.command(epilog=EXIT_TABLE)
+@pass_app
+def due(app: AppContext) -> None:
+    """Start the scheduled sends whose time has come and retry the deferred messages due.
+
+    Safe to run from a timer every minute: quiet when there is nothing to do, and a second
+    one running at the same time does nothing.
+    """
+    settings = app.settings
+    try:
+        lock = send_lock(settings.db_path)
+        lock.__enter__()
+    except SendBusy:
+        click.echo("a send is running on this database; nothing to do until it ends")
+        return
+    try:
+        with open_store(settings) as store:
+            items = campaign.run_due(
+                settings,
+                store,
+                time.time(),
+                on_start=lambda issue, what: click.echo(f"issue {issue}: {what}"),
+            )
+    finally:
+        lock.__exit__(None, None, None)
+    worst = Exit.OK
+    for item in items:
+        if item.passes is None:
+            click.echo(f"issue {item.issue_id}: {item.detail}", err=True)
+            worst = max(worst, Exit.INCOMPLETE)
+            continue
+        if item.action == "started":
+            _rebuild_archive(settings, item.issue_dir)
+        p = item.passes.progress
+        line = f"issue {item.issue_id}: {p.sent:,} sent, {p.deferred:,} deferred"
+        line += f", {p.failed:,} failed, {p.uncertain:,} uncertain"
+        if item.report and item.report.next_retry is not None:
+            line += f"; {item.report.total(State.DEFERRED):,} to retry, next "
+            line += _when(item.report.next_retry)
+        click.echo(line)
+        if item.passes.paused:
+            click.echo(f"issue {item.issue_id}: {item.passes.paused}", err=True)
+    if worst:
+        raise SystemExit(worst)
+
+
+@click.group()
+def schedule() -> None:
+    """Scheduled sends: list them, cancel one. 'newsletter send ISSUE --at TIME' adds one."""
+
+
+@schedule.command("list")
+@pass_app
+def schedule_list(app: AppContext) -> None:
+    """Every schedule, waiting or not, with what became of it."""
+    with Book(app.settings.db_path) as book:
+        found = book.all()
+    if not found:
+        click.echo("nothing scheduled; schedule a send with: newsletter send ISSUE --at TIME")
+        return
+    for s in found:
+        note = f"  {s.note}" if s.note else ""
+        click.echo(f"{s.id:>4}  {s.issue_id:<12} {format_when(s.at, s.zone)}  {s.state}{note}")
+
+
+@schedule.command("cancel")
+@click.argument("key", metavar="ID")
+@pass_app
+def schedule_cancel(app: AppContext, key: str) -> None:
+    """Cancel a waiting schedule, by its number or its issue id."""
+    with Book(app.settings.db_path) as book:
+        cancelled = book.cancel(key)
+    click.echo(f"cancelled: issue {cancelled.issue_id} at {cancelled.when()}")
 
 
 def _loopback(host: str) -> bool:
@@ -317,3 +607,22 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+# --- The public archive (work item #11) ----------------------------------------------------
+
+
+def _rebuild_archive(settings, issue_dir: Path) -> None:
+    """Once messages are out, their "View in browser" link must lead somewhere: the site
+    is rebuilt with this issue. A failure is the archive's, not the send's: a warning."""
+    from .archive.site import rebuild_after_send
+
+    try:
+        site = rebuild_after_send(settings, issue_dir)
+    except NewsletterError as exc:
+        click.echo(
+            f"warning: the web archive was not rebuilt: {exc}; then run 'newsletter archive build'",
+            err=True,
+        )
+        return
+    click.echo(f"web archive: {len(site.issues)} issue(s) in {site.out_dir}/")

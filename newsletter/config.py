@@ -64,10 +64,14 @@ DEFAULTS: dict[str, str] = {
     "CONCURRENCY": "4",
     "RATE": "0",
     "HOURLY_CAP": "0",
+    "RETRY_BACKOFF": "60s",
+    "RETRY_FOR": "2d",
+    "TIMEZONE": "America/Toronto",
     "DKIM_KEY": "",
     "DKIM_SELECTOR": "",
     "DKIM_DOMAIN": "",
     "TEMPLATES": "",
+    "ARCHIVE_DIR": "site",
 }
 
 
@@ -120,7 +124,11 @@ class Settings:
     concurrency: int
     rate: float
     hourly_cap: int
+    retry_backoff: float  # seconds before the first retry of a deferred message; doubles
+    retry_for: float  # seconds after its first attempt that a deferred message expires
+    timezone: str  # where `send --at` times are read; checked when a send is scheduled
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
+    archive_dir: Path  # the public archive's static site: written by `archive`, served by `serve`
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
 
@@ -230,6 +238,15 @@ def load_settings(
     rate = number("RATE")
     if 0 < rate < MIN_RATE:
         raise fail("RATE", f"must be 0 (no limit) or at least {MIN_RATE} messages a second")
+
+    def duration(name: str) -> float:
+        try:
+            return parse_duration(get(name))
+        except ValueError as exc:
+            raise fail(name, str(exc)) from None
+
+    retry_backoff = duration("RETRY_BACKOFF")
+    retry_for = duration("RETRY_FOR")
     timeout = number("SMTP_TIMEOUT")
     if timeout == 0:
         raise fail("SMTP_TIMEOUT", "must be more than 0 seconds, e.g. 30")
@@ -266,13 +283,30 @@ def load_settings(
         concurrency=concurrency,
         rate=rate,
         hourly_cap=integer("HOURLY_CAP"),
+        retry_backoff=retry_backoff,
+        retry_for=retry_for,
+        timezone=get("TIMEZONE"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+        archive_dir=Path(get("ARCHIVE_DIR") or DEFAULTS["ARCHIVE_DIR"]),
         unknown=tuple(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)
             for name in dict.fromkeys([*environ, *file_values])
             if name.startswith(PREFIX) and name.removeprefix(PREFIX) not in DEFAULTS
         ),
     )
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90`, `90s`, `5m`, `2h`, `2d` (or `0.5s`); ValueError saying how to write it."""
+    match = _DURATION.fullmatch(text.strip())
+    seconds = float(match.group(1)) * _UNIT[match.group(2).lower()] if match else 0.0
+    if not match or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("must be a duration above 0: seconds, or with a unit: 90s, 5m, 2h, 2d")
+    return seconds
 
 
 def _env_lines(path: Path) -> dict[str, int]:

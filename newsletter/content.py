@@ -313,8 +313,9 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         ) from None
 
 
-def read_issue(issue_dir: Path) -> Issue:
-    """Read `issue_dir/issue.toml` and the briefs it selects."""
+def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue:
+    """Read `issue_dir/issue.toml` and the briefs it selects, from `briefs` when the caller
+    has read the briefs folder already (the archive reads many issues), else from disk."""
     issue_dir = Path(issue_dir)
     path = issue_dir / MANIFEST
     if not path.is_file():
@@ -374,7 +375,7 @@ def read_issue(issue_dir: Path) -> Issue:
             toml_key_line(text, "", "bilingual"),
         )
     slugs = need(data, "briefs", list)
-    available = read_briefs(briefs_dir_for(issue_dir))
+    available = read_briefs(briefs_dir_for(issue_dir)) if briefs is None else briefs
     seen: set[str] = set()
     briefs = []
     for slug in slugs:

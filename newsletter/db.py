@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import StoreError
@@ -31,6 +33,7 @@ def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Con
     conn: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         # check_same_thread=False: the web app may open a store in one worker thread and use
         # it in another. A connection must still not be used by two threads at once.
         conn = sqlite3.connect(
@@ -52,6 +55,8 @@ def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Con
     except BaseException as exc:
         if conn is not None:
             conn.close()
+        if isinstance(exc, sqlite3.OperationalError) and not is_busy(exc):
+            raise describe(exc, path) from None
         if isinstance(exc, sqlite3.DatabaseError):  # e.g. "file is not a database"
             raise StoreError(
                 f"cannot open the database: {exc}; check the path in NEWSLETTER_DB", path
@@ -59,6 +64,36 @@ def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Con
         if isinstance(exc, OSError):
             raise StoreError(f"cannot create the database: {exc.strerror}", path) from None
         raise
+
+
+def _create_private(path: Path) -> None:
+    """Create the file readable by its owner only: it holds people's addresses. SQLite gives
+    the -wal and -shm files the mode of the database file, so they follow."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def describe(exc: sqlite3.Error, path: Path | str) -> StoreError:
+    """One line for a database that cannot be written or read any more (disk full, a
+    read-only folder, a file that vanished); the ledger itself stays as it was."""
+    text = str(exc).lower()
+    if "full" in text or ("i/o" in text and _nearly_full(Path(path))):
+        problem = "the disk is full; free some space and run this again (nothing was lost)"
+    elif "readonly" in text or "read-only" in text:
+        problem = "cannot write to the database (read-only); check the file and its folder"
+    elif "unable to open" in text or "no such table" in text:
+        problem = "cannot open the database; check that it and its folder are still there"
+    else:
+        problem = f"the database failed: {exc}; check the disk, then run this again"
+    return StoreError(problem, path)
+
+
+def _nearly_full(path: Path) -> bool:
+    """SQLite reports a full disk under its -shm file as a mere I/O error."""
+    try:
+        return shutil.disk_usage(path.parent).free < 1024 * 1024
+    except OSError:
+        return False
 
 
 def _ascii_email(email: str) -> str:

@@ -1,10 +1,14 @@
-"""The send run: workers over reused connections, a rate limit, retries, resume.
+"""One pass over the ledger: workers over reused connections, a rate limit, the retry queue.
 
-Reads like the algorithm: claim a row, render its message from the edition's compiled
-template, hand it to the transport, record what the server said and claim the next row in
-the same commit. Temporary failures go back to `pending` with a backoff and are retried on
-a fresh connection; permanent ones are recorded once. Too many failures in a row pause the
-run; Ctrl-C lets the messages in flight finish.
+Reads like the algorithm: open a session, claim a row, render its message from the
+edition's compiled template, hand it to the transport, record what the server said and
+claim the next row in the same commit. What is recorded follows the SMTP phase a failure
+happened in (see transport.py): a temporary refusal is `deferred` to a later attempt
+(backoff doubling from `retry_backoff` up to an hour, until `retry_for` has passed since
+its first attempt), a permanent one `failed`, a lost reply `uncertain`. A session that
+cannot be opened is nobody's fault: no row is claimed for it. The pass ends when nothing
+is due; deferred rows wait for the next pass. Too many failures in a row pause it; Ctrl-C
+lets the messages in flight finish.
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ from .ledger import Delivery, Ledger, Outcome, State
 from .message import Recipient
 from .signing import Signer
 from .transport import (
+    ConnectFailure,
     Connection,
+    Deferred,
+    Halt,
     Outgoing,
-    PermanentFailure,
-    TemporaryFailure,
-    TransientConnectError,
+    Refused,
     Transport,
     Uncertain,
 )
 
 HOUR = 3600.0
+MAX_BACKOFF = HOUR  # a deferred message is tried at least once an hour
+MAX_CONNECT_BACKOFF = 60.0
+IDLE_CLOSE = 30.0  # a session left waiting longer than this for the limiter is closed
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,10 @@ class SendOptions:
     concurrency: int = 4
     rate: float = 0.0  # messages per second, 0 = no limit
     hourly_cap: int = 0  # messages per rolling hour, 0 = no cap
-    max_attempts: int = 5
-    pause_after: int = 20  # failures in a row before the run pauses
-    backoff: float = 2.0  # seconds before the first retry; doubles each time, up to 5 min
+    retry_backoff: float = 60.0  # seconds before the first retry; doubles, up to an hour
+    retry_for: float = 2 * 86400.0  # a deferred message expires this long after its first try
+    pause_after: int = 20  # permanent or uncertain outcomes in a row before the pass pauses
+    connect_patience: float = 300.0  # seconds of failing to open any session before a pause
 
 
 @dataclass
@@ -48,7 +57,7 @@ class Progress:
 
     sent: int = 0
     failed: int = 0
-    retried: int = 0
+    deferred: int = 0
     uncertain: int = 0
     skipped: int = 0
     note: str = ""
@@ -58,6 +67,8 @@ class Progress:
 class RunResult:
     progress: Progress
     paused: str | None = None  # why the run stopped early, if it did
+    # paused on failures that cannot be undone: a person should look before it goes on
+    held: bool = False
     interrupted: bool = False
 
 
@@ -136,8 +147,56 @@ class _Limiter:
                 return False
 
 
+class _Sessions:
+    """Opens sessions for every worker, with one shared backoff after a failure."""
+
+    def __init__(self, transport: Transport, patience: float):
+        self.transport = transport
+        self.patience = patience
+        self.lock = threading.Lock()
+        self.failures = 0
+        self.failing_since: float | None = None
+        self.next_try = 0.0
+        self.last_error = ""
+
+    def open(self, stop: threading.Event) -> Connection | None:
+        """A new session, or None when the pass is stopping; raises a permanent failure.
+
+        A temporary failure is retried after a pause that doubles, shared by all workers
+        so that a server that is down is not hammered; after `patience` seconds without a
+        single session it raises, and the caller pauses the pass.
+        """
+        while not stop.is_set():
+            with self.lock:
+                delay = self.next_try - time.monotonic()
+            if delay > 0:
+                if stop.wait(min(delay, 1.0)):
+                    return None
+                continue
+            try:
+                conn = self.transport.connect()
+            except ConnectFailure as exc:
+                if not exc.temporary:
+                    raise
+                with self.lock:
+                    now = time.monotonic()
+                    self.failures += 1
+                    self.last_error = str(exc)
+                    if self.failing_since is None:
+                        self.failing_since = now
+                    if now - self.failing_since >= self.patience:
+                        raise
+                    backoff = min(0.5 * 2 ** (self.failures - 1), MAX_CONNECT_BACKOFF)
+                    self.next_try = max(self.next_try, now + backoff)
+                continue
+            with self.lock:
+                self.failures, self.failing_since = 0, None
+            return conn
+        return None
+
+
 class SendRun:
-    """One run over the ledger of one issue."""
+    """One pass over the ledger of one issue."""
 
     def __init__(
         self,
@@ -159,12 +218,14 @@ class SendRun:
         self.progress = Progress()
         self.stop = threading.Event()
         self.paused: str | None = None
+        self.held = False
         self.queue: collections.deque[Delivery] = collections.deque()
         self.queued: set[int] = set()
         self.cursor = 0  # the last subscriber id taken from the ledger
         self.lock = threading.Lock()
         self.in_flight = 0
         self.failures_in_row = 0
+        self.sessions = _Sessions(transport, options.connect_patience)
         self.limiter = _Limiter(
             options.rate, options.hourly_cap, ledger.sent_since(HOUR) if options.hourly_cap else 0
         )
@@ -177,6 +238,7 @@ class SendRun:
     def _refill(self) -> Delivery | None:
         """Under self.lock: the next queued row, fetching a batch from the ledger if needed."""
         if not self.queue:
+            self.ledger.check_in_place()
             batch = self.ledger.due(256, self.queued, self.cursor)
             if not batch and self.cursor:
                 # past the end: what is left behind us are retries now due
@@ -191,32 +253,12 @@ class SendRun:
         self.in_flight += 1
         return self.queue.popleft()
 
-    def _take(self, flush: Callable[[], None]) -> Delivery | None:
-        """The next row for a worker; None when all is done.
-
-        `flush` records the worker's last outcome. It runs before deciding that nothing is
-        left (the outcome may be a retry) and before any wait, so an outcome is never held
-        back while this worker is idle.
-        """
-        while not self.stop.is_set():
-            with self.lock:
-                delivery = self._refill()
-            if delivery is not None:
-                return delivery
-            flush()
-            with self.lock:
-                delivery = self._refill()
-                if delivery is not None:
-                    return delivery
-                if self.in_flight == 0:
-                    retry_at = self.ledger.next_retry()
-                    if retry_at is None:
-                        return None
-                    wait = max(0.05, min(retry_at - time.time(), 1.0))
-                else:
-                    wait = 0.05
-            self.stop.wait(wait)
-        return None
+    def _take(self) -> Delivery | None:
+        """The next row for a worker; None when nothing is due (the pass is over for it)."""
+        if self.stop.is_set():
+            return None
+        with self.lock:
+            return self._refill()
 
     def _done(self, delivery: Delivery) -> None:
         with self.lock:
@@ -234,30 +276,36 @@ class SendRun:
             self.signer,
         )
 
-    def _retry_at(self, attempts: int) -> float:
-        return time.time() + min(self.options.backoff * 2 ** (attempts - 1), 300.0)
+    def _deferred(self, delivery: Delivery, reply: str) -> Outcome:
+        """A temporary refusal: try again later, or give up once `retry_for` has passed."""
+        now = time.time()
+        first = delivery.first_attempt if delivery.first_attempt is not None else now
+        if now - first >= self.options.retry_for:
+            waited = _duration(now - first)
+            return Outcome(delivery.subscriber_id, State.FAILED, f"expired after {waited}: {reply}")
+        attempts = delivery.attempts + 1
+        delay = min(self.options.retry_backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        # never past the expiry: the last try happens when the time is up
+        retry_at = min(now + delay, first + self.options.retry_for)
+        return Outcome(delivery.subscriber_id, State.DEFERRED, reply, retry_at)
 
     def _attempt(self, conn: Connection, delivery: Delivery) -> tuple[Outcome, bool]:
         """Send one claimed delivery; returns the outcome and whether the connection lives."""
         sid = delivery.subscriber_id
-        attempts = delivery.attempts + 1
         try:
             reply = conn.send(self._outgoing(delivery))
             return Outcome(sid, State.SENT, reply), True
-        except PermanentFailure as exc:
+        except Refused as exc:
             return Outcome(sid, State.FAILED, exc.reply), not exc.connection_lost
         except Uncertain as exc:
             return Outcome(sid, State.UNCERTAIN, exc.reply), False
+        except Deferred as exc:
+            # after a 4xx, providers expect the retry on a fresh connection
+            return self._deferred(delivery, exc.reply), False
         except (UnicodeError, ValueError) as exc:
             # nothing usable reached the server (the envelope or message could not be
             # encoded); the connection may be mid-command, so it is dropped
             return Outcome(sid, State.FAILED, f"cannot send to this address: {exc}"), False
-        except TemporaryFailure as exc:
-            if attempts >= self.options.max_attempts:
-                reply = f"{exc.reply} (gave up after {attempts} attempts)"
-                return Outcome(sid, State.FAILED, reply), not exc.connection_lost
-            # a fresh connection for the retry, as providers expect after a 4xx
-            return Outcome(sid, State.PENDING, exc.reply, self._retry_at(attempts)), False
 
     def _count(self, outcome: Outcome) -> None:
         p = self.progress
@@ -267,10 +315,13 @@ class SendRun:
                 self.failures_in_row = 0
             else:
                 p.failed += outcome.state is State.FAILED
-                p.retried += outcome.state is State.PENDING
+                p.deferred += outcome.state is State.DEFERRED
                 p.uncertain += outcome.state is State.UNCERTAIN
-                self.failures_in_row += 1
+                # a deferral loses nobody: only what cannot be undone counts towards a pause
+                if outcome.state is not State.DEFERRED:
+                    self.failures_in_row += 1
                 if self.failures_in_row >= self.options.pause_after and not self.paused:
+                    self.held = True
                     self.paused = (
                         f"paused after {self.failures_in_row} failures in a row "
                         f"(last: {outcome.reply}); run send again to resume"
@@ -281,6 +332,7 @@ class SendRun:
     def _worker(self) -> None:
         conn: Connection | None = None
         outcome: Outcome | None = None
+        idle_since = time.monotonic()
 
         def flush() -> None:
             nonlocal outcome
@@ -290,39 +342,49 @@ class SendRun:
 
         try:
             while True:
-                delivery = self._take(flush)
+                delivery = self._take()
                 if delivery is None:
                     break
                 try:
                     if self.limiter.interval or self.limiter.cap:
                         flush()  # the limiter may hold this worker for a while
-                    if not self.limiter.wait(self.stop, self.progress):
-                        break
+                        if not self.limiter.wait(self.stop, self.progress):
+                            break
+                        if conn is not None and time.monotonic() - idle_since > IDLE_CLOSE:
+                            conn.close()  # the server may have given up on it meanwhile
+                            conn = None
+                    if conn is None:
+                        # a session first: a failure to open one is no reader's attempt
+                        flush()
+                        conn = self.sessions.open(self.stop)
+                        if conn is None:
+                            break
                     claimed = self.ledger.record(outcome, delivery.subscriber_id)
                     outcome = None
                     if not claimed:
                         with self.lock:
                             self.progress.skipped += 1
                         continue
-                    if conn is None:
-                        try:
-                            conn = self.transport.connect()
-                        except TransientConnectError as exc:
-                            outcome = Outcome(
-                                delivery.subscriber_id,
-                                State.PENDING,
-                                str(exc),
-                                self._retry_at(delivery.attempts + 1),
-                            )
-                            self._count(outcome)
-                            continue
-                    outcome, alive = self._attempt(conn, delivery)
+                    try:
+                        outcome, alive = self._attempt(conn, delivery)
+                    except Halt:
+                        self.ledger.release(delivery.subscriber_id)
+                        raise
+                    idle_since = time.monotonic()
                     if not alive:
                         conn.close()
                         conn = None
                     self._count(outcome)
                 finally:
                     self._done(delivery)
+        except ConnectFailure as exc:
+            if exc.temporary:
+                with self.lock:
+                    if not self.paused:
+                        self.paused = f"paused: {exc}; nothing was lost, run send again to resume"
+            else:
+                self.errors.append(exc)
+            self.stop.set()
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self.errors.append(exc)
             self.stop.set()
@@ -358,4 +420,17 @@ class SendRun:
             self.all_done.wait()
         for exc in self.errors:
             raise exc
-        return RunResult(self.progress, self.paused, interrupted)
+        return RunResult(self.progress, self.paused, interrupted=interrupted, held=self.held)
+
+
+def _duration(seconds: float) -> str:
+    """2 d 3 h, 5 h 20 min, 12 min, 40 s: how long, for a person."""
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{minutes} min" if minutes else f"{secs} s"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import re
 import time
 from email import quoprimime
@@ -77,13 +78,35 @@ def _body_slots(content: str, kinds: tuple[str, str]) -> list[bytes | str]:
 
 @dataclasses.dataclass(frozen=True)
 class CompiledEdition:
-    """One edition, ready to be personalised: constant chunks and slots, in order."""
+    """One edition, ready to be personalised: constant chunks and slots, in order.
 
-    edition: RenderedEdition
+    It is what a send freezes (`to_json`): a resume or a retry days later sends these
+    bytes, whatever has changed in the briefs or templates since.
+    """
+
+    name: str
     pieces: tuple[bytes | str, ...]  # bytes are constant; str names a slot
-    stuffed: tuple[bytes | str, ...]  # the same, dot-stuffed for SMTP DATA
     from_addr: str
     mailto: str
+    stuffed: tuple[bytes | str, ...] = ()  # the same, dot-stuffed for SMTP DATA
+
+    def __post_init__(self) -> None:
+        if not self.stuffed:
+            stuffed = tuple(p if isinstance(p, str) else dot_stuff(p) for p in self.pieces)
+            object.__setattr__(self, "stuffed", stuffed)
+
+    def to_json(self) -> str:
+        pieces = [{"slot": p} if isinstance(p, str) else p.decode("latin-1") for p in self.pieces]
+        data = {"name": self.name, "from": self.from_addr, "mailto": self.mailto, "pieces": pieces}
+        return json.dumps(data, ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> CompiledEdition:
+        data = json.loads(text)
+        pieces = tuple(
+            p["slot"] if isinstance(p, dict) else p.encode("latin-1") for p in data["pieces"]
+        )
+        return cls(data["name"], pieces, data["from"], data["mailto"])
 
     def _values(self, recipient: Recipient, message_id: str, date: str) -> dict[str, bytes]:
         to = formataddr((one_line(recipient.name), recipient.email))
@@ -156,12 +179,10 @@ def compile_edition(
     pieces.append(between)
     pieces.extend(_body_slots(edition.html, (HTML_UNSUB, HTML_PREFS)))
     pieces.append(after_html)
-    merged = _merge(pieces)
     from_addr = edition.view.from_addr
     return CompiledEdition(
-        edition=edition,
-        pieces=tuple(merged),
-        stuffed=tuple(p if isinstance(p, str) else dot_stuff(p) for p in merged),
+        name=edition.name,
+        pieces=tuple(_merge(pieces)),
         from_addr=from_addr,
         mailto=f"mailto:{from_addr}?subject=unsubscribe",
     )

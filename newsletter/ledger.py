@@ -11,27 +11,39 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from . import db
-from .errors import DeliveryError
+from .errors import DeliveryError, StoreError
+
+
+class SendBusy(DeliveryError):
+    """Another send holds this database."""
 
 
 class State(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
+    DEFERRED = "deferred"  # a temporary refusal; retried at next_attempt until it expires
     FAILED = "failed"
     UNCERTAIN = "uncertain"
     SKIPPED = "skipped"  # unsubscribed (or bounced, complained) before their turn
+
+
+class SendState(StrEnum):
+    ACTIVE = "active"  # going, or waiting for retries: `due` carries it on
+    HELD = "held"  # stopped by the user (Ctrl-C): only `send` resumes it
+    DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class Delivery:
     last_reply: str
     message_id: str
     next_attempt: float = 0.0
+    first_attempt: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,9 +65,18 @@ class Outcome:
     """What happened to one claimed delivery."""
 
     subscriber_id: int
-    state: State  # SENT, FAILED, UNCERTAIN, or PENDING (retry at next_attempt)
+    state: State  # SENT, FAILED, UNCERTAIN, or DEFERRED (retry at next_attempt)
     reply: str
     next_attempt: float = 0.0
+
+
+@dataclass(frozen=True)
+class SendInfo:
+    issue_dir: str
+    options: dict
+    state: SendState
+    started_at: str
+    finished_at: str | None
 
 
 def _now() -> str:
@@ -72,6 +94,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         last_reply=row["last_reply"],
         message_id=row["message_id"],
         next_attempt=row["next_attempt"],
+        first_attempt=row["first_attempt"],
     )
 
 
@@ -83,23 +106,56 @@ class Ledger:
         self.issue_id = issue_id
         self.conn = db.connect(self.path)
         self._lock = threading.Lock()
+        self._file = _file_id(self.path)
 
     def close(self) -> None:
         self.conn.close()
+
+    def check_in_place(self) -> None:
+        """Stop if the database file was moved or deleted: SQLite would go on writing to a
+        file nobody can open again, and every outcome from then on would be lost."""
+        if _file_id(self.path) != self._file:
+            raise StoreError(
+                "the database was moved or deleted during the send; put it back, then run "
+                "send again (it resumes; messages in flight then are reported uncertain)",
+                self.path,
+            )
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock, db.transaction(self.conn):
             yield self.conn
 
-    # --- the recipient list --------------------------------------------------------------
+    # --- the send and its recipient list ---------------------------------------------------
 
     def started(self) -> bool:
         row = self.conn.execute("SELECT 1 FROM sends WHERE issue_id = ?", (self.issue_id,))
         return row.fetchone() is not None
 
-    def start(self, recipients: Iterable[tuple[int, str, str, str]], domain: str) -> int:
-        """Fix the recipient list from (id, email, name, edition); returns how many."""
+    def info(self) -> SendInfo | None:
+        row = self.conn.execute(
+            "SELECT * FROM sends WHERE issue_id = ?", (self.issue_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return SendInfo(
+            issue_dir=row["issue_dir"],
+            options=json.loads(row["options"]),
+            state=SendState(row["state"]),
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+        )
+
+    def start(
+        self,
+        recipients: Iterable[tuple[int, str, str, str]],
+        domain: str,
+        issue_dir: str = "",
+        options: dict | None = None,
+        frozen: Mapping[str, str] | None = None,
+    ) -> int:
+        """Fix the recipient list from (id, email, name, edition) and freeze the editions
+        every message is made of, in one commit; returns how many."""
         safe_issue = "".join(c if c.isalnum() or c == "-" else "-" for c in self.issue_id)
         # a generator: 100,000 subscribers never sit in memory at once
         rows = (
@@ -115,7 +171,8 @@ class Ledger:
         )
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO sends (issue_id, started_at) VALUES (?, ?)", (self.issue_id, _now())
+                "INSERT INTO sends (issue_id, started_at, issue_dir, options) VALUES (?, ?, ?, ?)",
+                (self.issue_id, _now(), issue_dir, json.dumps(options or {}, sort_keys=True)),
             )
             conn.executemany(
                 "INSERT INTO deliveries (issue_id, subscriber_id, email, name, edition,"
@@ -125,7 +182,42 @@ class Ledger:
             count = conn.execute(
                 "SELECT count(*) FROM deliveries WHERE issue_id = ?", (self.issue_id,)
             ).fetchone()[0]
+            if frozen is not None:
+                self._freeze(conn, frozen)
         return count
+
+    def set_options(self, options: dict) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE sends SET options = ? WHERE issue_id = ?",
+                (json.dumps(options, sort_keys=True), self.issue_id),
+            )
+
+    def set_state(self, state: SendState) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE sends SET state = ?, finished_at = CASE WHEN ? = 'done'"
+                " THEN coalesce(finished_at, ?) END WHERE issue_id = ?",
+                (state.value, state.value, _now(), self.issue_id),
+            )
+
+    def _freeze(self, conn: sqlite3.Connection, editions: Mapping[str, str]) -> None:
+        conn.execute("DELETE FROM frozen_editions WHERE issue_id = ?", (self.issue_id,))
+        conn.executemany(
+            "INSERT INTO frozen_editions (issue_id, edition, frozen) VALUES (?, ?, ?)",
+            [(self.issue_id, name, data) for name, data in editions.items()],
+        )
+
+    def refreeze(self, editions: Mapping[str, str]) -> None:
+        """Replace the frozen editions (a resume with --rebuild)."""
+        with self._tx() as conn:
+            self._freeze(conn, editions)
+
+    def frozen(self) -> dict[str, str]:
+        rows = self.conn.execute(
+            "SELECT edition, frozen FROM frozen_editions WHERE issue_id = ?", (self.issue_id,)
+        )
+        return {r[0]: r[1] for r in rows}
 
     def recover(self) -> int:
         """Rows left in `sending` by a run that died: they may have been delivered."""
@@ -147,46 +239,56 @@ class Ledger:
             )
             return cur.rowcount
 
-    def finish(self) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                "UPDATE sends SET finished_at = ? WHERE issue_id = ?", (_now(), self.issue_id)
-            )
-
     # --- the work ------------------------------------------------------------------------
 
     def due(
-        self, limit: int, exclude: set[int] | frozenset[int] = frozenset(), after: int = 0
+        self,
+        limit: int,
+        exclude: set[int] | frozenset[int] = frozenset(),
+        after: int = 0,
+        now: float | None = None,
     ) -> list[Delivery]:
-        """Pending rows whose time has come, by subscriber id, from just past `after`.
+        """Pending rows, and deferred ones whose time has come, by id from just past `after`.
 
         Paging by id keeps each batch as cheap at the end of a long send as at its start.
         """
+        now = time.time() if now is None else now
         with self._lock:
             rows = self.conn.execute(
                 "SELECT * FROM deliveries WHERE issue_id = ? AND subscriber_id > ?"
-                " AND state = 'pending' AND next_attempt <= ? ORDER BY subscriber_id LIMIT ?",
-                (self.issue_id, after, time.time(), limit + len(exclude)),
+                " AND (state = 'pending' OR (state = 'deferred' AND next_attempt <= ?))"
+                " ORDER BY subscriber_id LIMIT ?",
+                (self.issue_id, after, now, limit + len(exclude)),
             ).fetchall()
         return [_delivery(r) for r in rows if r["subscriber_id"] not in exclude][:limit]
 
+    def count_due(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return self.conn.execute(
+            "SELECT count(*) FROM deliveries WHERE issue_id = ?"
+            " AND (state = 'pending' OR (state = 'deferred' AND next_attempt <= ?))",
+            (self.issue_id, now),
+        ).fetchone()[0]
+
     def next_retry(self) -> float | None:
-        """When the earliest pending row may go, or None if nothing is pending."""
+        """When the earliest deferred row may go again, or None if none is deferred."""
         row = self.conn.execute(
-            "SELECT min(next_attempt) FROM deliveries WHERE issue_id = ? AND state = 'pending'",
+            "SELECT min(next_attempt) FROM deliveries WHERE issue_id = ? AND state = 'deferred'",
             (self.issue_id,),
         ).fetchone()
         return row[0]
 
-    def record(self, outcome: Outcome | None, claim: int | None) -> bool:
+    def record(self, outcome: Outcome | None, claim: int | None, now: float | None = None) -> bool:
         """Record an outcome and claim the next row, in one commit.
 
-        The claim succeeds only for a pending row whose subscriber is still active; a
-        subscriber who left meanwhile is marked skipped. Returns whether the claim holds.
+        The claim succeeds only for a pending (or deferred) row whose subscriber is still
+        active; a subscriber who left meanwhile is marked skipped. Returns whether the claim
+        holds.
         """
         claimed = False
+        now = time.time() if now is None else now
         with self._tx() as conn:
-            now = _now()
+            stamp = _now()
             if outcome is not None:
                 conn.execute(
                     "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
@@ -196,7 +298,7 @@ class Ledger:
                         outcome.state.value,
                         outcome.reply[:500],
                         outcome.next_attempt,
-                        now,
+                        stamp,
                         self.issue_id,
                         outcome.subscriber_id,
                     ),
@@ -204,20 +306,32 @@ class Ledger:
             if claim is not None:
                 cur = conn.execute(
                     "UPDATE deliveries SET state = 'sending', attempts = attempts + 1,"
-                    " updated_at = ? WHERE issue_id = ? AND subscriber_id = ?"
-                    " AND state = 'pending' AND EXISTS (SELECT 1 FROM subscribers s"
-                    " WHERE s.id = deliveries.subscriber_id AND s.status = 'active')",
-                    (now, self.issue_id, claim),
+                    " first_attempt = coalesce(first_attempt, ?), updated_at = ?"
+                    " WHERE issue_id = ? AND subscriber_id = ?"
+                    " AND state IN ('pending', 'deferred') AND EXISTS (SELECT 1 FROM"
+                    " subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active')",
+                    (now, stamp, self.issue_id, claim),
                 )
                 claimed = cur.rowcount == 1
                 if not claimed:
                     conn.execute(
                         "UPDATE deliveries SET state = 'skipped', updated_at = ?,"
                         " last_reply = 'no longer subscribed' WHERE issue_id = ?"
-                        " AND subscriber_id = ? AND state = 'pending'",
-                        (now, self.issue_id, claim),
+                        " AND subscriber_id = ? AND state IN ('pending', 'deferred')",
+                        (stamp, self.issue_id, claim),
                     )
         return claimed
+
+    def release(self, subscriber_id: int) -> None:
+        """Undo a claim whose message never reached a server: as it was, no attempt counted."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE deliveries SET attempts = attempts - 1,"
+                " state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'pending' END,"
+                " first_attempt = CASE WHEN attempts > 1 THEN first_attempt END"
+                " WHERE issue_id = ? AND subscriber_id = ? AND state = 'sending'",
+                (self.issue_id, subscriber_id),
+            )
 
     # --- reports -------------------------------------------------------------------------
 
@@ -229,12 +343,12 @@ class Ledger:
         )
         return {(r[0], State(r[1])): r[2] for r in rows}
 
-    def in_state(self, *states: State) -> list[Delivery]:
+    def in_state(self, *states: State, limit: int = -1) -> list[Delivery]:
         marks = ",".join("?" * len(states))
         rows = self.conn.execute(
             f"SELECT * FROM deliveries WHERE issue_id = ? AND state IN ({marks})"
-            " ORDER BY subscriber_id",
-            (self.issue_id, *[s.value for s in states]),
+            " ORDER BY next_attempt, subscriber_id LIMIT ?",
+            (self.issue_id, *[s.value for s in states], limit),
         )
         return [_delivery(r) for r in rows]
 
@@ -249,24 +363,61 @@ class Ledger:
         return row[0]
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def unfinished(path: Path | str) -> list[tuple[str, SendInfo]]:
+    """Every send not done, with what `due` needs to carry it on."""
+    conn = db.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT issue_id FROM sends WHERE state != 'done' ORDER BY started_at"
+        ).fetchall()
+    finally:
+        conn.close()
+    out = []
+    for (issue_id,) in rows:
+        ledger = Ledger(path, issue_id)
+        try:
+            info = ledger.info()
+        finally:
+            ledger.close()
+        if info is not None:
+            out.append((issue_id, info))
+    return out
+
+
 @contextlib.contextmanager
 def send_lock(db_path: Path) -> Iterator[None]:
     """One send at a time per database; the OS drops the lock when the process dies."""
-    lock_path = Path(f"{db_path}.send-lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    # the real file: the same database through a symlink or another relative path is one lock
+    lock_path = Path(f"{os.path.realpath(db_path)}.send-lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the send lock: {exc.strerror}; check that its folder is writable",
+            lock_path,
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise DeliveryError(
+            raise SendBusy(
                 f"another send is running on this database (process {holder}); wait for it "
                 "or stop it first",
                 db_path,
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it, for the message above; a full
+            os.ftruncate(fd, 0)  # disk must not stop the send here: it says so itself later
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)

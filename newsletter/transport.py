@@ -1,18 +1,22 @@
 """Where messages go: an SMTP server, or a local outbox folder. One small interface.
 
-A connection's `send` either returns the server's reply or raises one of three failures
-whose difference matters to the delivery ledger: `TemporaryFailure` (retry later, on a new
-connection if `connection_lost`), `PermanentFailure` (record, never retry), and `Uncertain`
-(the whole message was handed over but the reply was lost: it may have been delivered).
+What the ledger records depends on where a send failed, so every failure says so:
+
+- `ConnectFailure` (connect, greeting, EHLO, STARTTLS, AUTH): nothing was offered to the
+  server for anyone; `temporary` says whether trying again later can help.
+- `Halt`: nothing can be sent to anyone (the server refused our sender address, the outbox
+  cannot be written): the send stops, and the message in hand was never accepted.
+- From `Connection.send`: `Deferred` (a 4xx, or a network error before the end-of-data dot
+  was written: the server cannot have accepted the message), `Refused` (a 5xx to RCPT,
+  DATA or the message), `Uncertain` (the whole message was written and no reply, a timeout,
+  a reset or an unreadable reply came back: it may have been delivered).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
-import smtplib
 import socket
 import ssl
 import tempfile
@@ -23,6 +27,7 @@ from typing import Protocol
 
 from .config import SmtpSettings
 from .errors import DeliveryError
+from .smtp import Client, Garbled, Lost, Reply
 
 
 @dataclass(frozen=True)
@@ -43,16 +48,28 @@ class SendFailure(Exception):
         self.connection_lost = connection_lost
 
 
-class TemporaryFailure(SendFailure):
-    """4xx, a dropped connection or a timeout before the message was complete."""
+class Deferred(SendFailure):
+    """Not accepted this time: a 4xx, or the connection failed before the message was whole."""
 
 
-class PermanentFailure(SendFailure):
-    """5xx: this address will not take this message."""
+class Refused(SendFailure):
+    """A 5xx: this address will not take this message."""
 
 
 class Uncertain(SendFailure):
-    """The connection died after the whole message was sent, before the server replied."""
+    """The whole message was sent and no usable reply came back: it may have arrived."""
+
+
+class ConnectFailure(DeliveryError):
+    """No session: nothing was offered to the server. Temporary ones are retried."""
+
+    def __init__(self, message: str, temporary: bool):
+        super().__init__(message)
+        self.temporary = temporary
+
+
+class Halt(DeliveryError):
+    """Nobody can be sent anything: the send stops; the message in hand did not go."""
 
 
 class Connection(Protocol):
@@ -77,11 +94,18 @@ class OutboxConnection:
     def send(self, message: Outgoing) -> str:
         path = self.folder / message.filename
         # write then rename, so a mail client never opens half a message
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
+        except OSError as exc:
+            raise Halt(f"cannot write to the outbox: {exc.strerror}", self.folder) from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(message.data())
             os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise Halt(f"cannot write to the outbox: {exc.strerror}", self.folder) from None
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -103,9 +127,10 @@ class OutboxTransport:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DeliveryError(
-                f"cannot create the outbox folder: {exc.strerror}; check NEWSLETTER_OUTBOX",
-                self.folder,
+            raise ConnectFailure(
+                f"{self.folder}: cannot create the outbox folder: {exc.strerror}; "
+                "check NEWSLETTER_OUTBOX",
+                temporary=False,
             ) from None
         return OutboxConnection(self.folder)
 
@@ -115,86 +140,102 @@ class OutboxTransport:
 _UNSAFE_ADDRESS = re.compile(r"[\s<>]")
 
 
-def _reply(code: int, text: bytes | str) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{code} {' '.join(text.split())}".strip()
-
-
 class SmtpConnection:
-    def __init__(self, smtp: smtplib.SMTP):
-        self.smtp = smtp
+    def __init__(self, client: Client):
+        self.client = client
         # RFC 2920: MAIL, RCPT and DATA go in one write when the server allows it
-        self.pipelining = smtp.has_extn("pipelining")
+        self.pipelining = "PIPELINING" in client.extensions
+        self.closed = False
 
-    def _check(self, code: int, text: bytes, ok: tuple[int, ...]) -> None:
-        if code in ok:
-            return
-        reply = _reply(code, text)
-        if code == 421 or code < 0:
+    def _before_dot(self, reply: Reply, phase: str) -> SendFailure:
+        """The failure for a refusal before the message went: the server has nothing."""
+        if reply.code == 421:
             self.close()
-            raise TemporaryFailure(reply, connection_lost=True)
+            return Deferred(str(reply), connection_lost=True)
+        lost = self.closed or not self._reset()
+        if reply.temporary:
+            return Deferred(str(reply), connection_lost=lost)
+        if phase == "MAIL":
+            # our own address is refused: every other message would be refused alike
+            self.close()
+            raise Halt(f"the server refused the sender address: {reply}")
+        return Refused(str(reply), connection_lost=lost)
+
+    def _reset(self) -> bool:
+        """RSET after a refused transaction; False (and closed) if the connection is gone."""
         try:
-            self.smtp.rset()
-        except (smtplib.SMTPException, OSError):
-            self.close()
-            raise TemporaryFailure(reply, connection_lost=True) from None
-        if 400 <= code < 500:
-            raise TemporaryFailure(reply)
-        raise PermanentFailure(reply)
+            if self.client.command("RSET").code == 250:
+                return True
+        except (Lost, Garbled):
+            pass
+        self.close()
+        return False
 
     def send(self, message: Outgoing) -> str:
         if _UNSAFE_ADDRESS.search(message.rcpt) or _UNSAFE_ADDRESS.search(message.mail_from):
-            raise PermanentFailure("address contains spaces or angle brackets")
-        smtp = self.smtp
+            raise Refused("address contains spaces or angle brackets")
+        client = self.client
+        mail, rcpt = f"MAIL FROM:<{message.mail_from}>", f"RCPT TO:<{message.rcpt}>"
+        replies: list[Reply] = []
         try:
             if self.pipelining:
-                smtp.send(
-                    f"MAIL FROM:<{message.mail_from}>\r\nRCPT TO:<{message.rcpt}>\r\nDATA\r\n"
-                )
-                replies = [smtp.getreply() for _ in range(3)]
+                client.write(f"{mail}\r\n{rcpt}\r\nDATA\r\n".encode())
+                while len(replies) < 3 and (not replies or replies[-1].code != 421):
+                    replies.append(client.reply())
             else:
-                replies = [smtp.docmd(f"MAIL FROM:<{message.mail_from}>")]
-                if replies[0][0] == 250:
-                    replies.append(smtp.docmd(f"RCPT TO:<{message.rcpt}>"))
-                if replies[-1][0] in (250, 251):
-                    replies.append(smtp.docmd("DATA"))
-        except (smtplib.SMTPException, OSError) as exc:
+                replies.append(client.command(mail))
+                if replies[0].code == 250:
+                    replies.append(client.command(rcpt))
+                    if replies[1].code in (250, 251):
+                        replies.append(client.command("DATA"))
+        except (Lost, Garbled) as exc:
             self.close()
-            raise TemporaryFailure(f"connection lost: {exc}", connection_lost=True) from None
-        (mail_code, mail_text), *rest = replies
-        data_reply = replies[2] if len(replies) == 3 else None
-        if (
-            data_reply is not None
-            and data_reply[0] == 354
-            and (mail_code != 250 or rest[0][0] not in (250, 251))
-        ):
-            # DATA was accepted although the envelope was not: end it with an empty message
-            try:
-                smtp.send(".\r\n")
-                smtp.getreply()
-            except (smtplib.SMTPException, OSError):
-                self.close()
-        self._check(mail_code, mail_text, (250,))
-        self._check(*rest[0], (250, 251))
-        assert data_reply is not None
-        self._check(*data_reply, (354,))
+            if not any(r.code >= 400 for r in replies):
+                raise Deferred(
+                    f"connection lost before the message was sent: {exc}", True
+                ) from None
+        if self.closed or replies[-1].code == 421:
+            self.close()  # the server said why before it hung up: that is the reply to keep
+            failed = next(r for r in replies if r.code >= 400)
+            if failed.temporary:
+                raise Deferred(str(failed), connection_lost=True)
+            raise self._before_dot(failed, ("MAIL", "RCPT", "DATA")[replies.index(failed)])
+        ok_codes = ((250,), (250, 251), (354,))
+        if any(r.code not in ok for r, ok in zip(replies, ok_codes, strict=False)):
+            if len(replies) == 3 and replies[2].code == 354:
+                # DATA was accepted although the envelope was not: end it with nothing
+                try:
+                    client.write(b".\r\n")
+                    client.reply()
+                except (Lost, Garbled):
+                    self.close()
+                    raise Deferred("connection lost before the message was sent", True) from None
+            for reply, ok, phase in zip(replies, ok_codes, ("MAIL", "RCPT", "DATA"), strict=False):
+                if reply.code not in ok:
+                    raise self._before_dot(reply, phase)
         try:
-            smtp.send(message.smtp_data())
-        except (smtplib.SMTPException, OSError) as exc:
+            client.write(message.smtp_data())
+        except Lost as exc:
             self.close()  # the final dot never arrived: the server drops the message
-            raise TemporaryFailure(f"connection lost: {exc}", connection_lost=True) from None
+            raise Deferred(f"connection lost while sending the message: {exc}", True) from None
         try:
-            code, text = smtp.getreply()
-        except (smtplib.SMTPException, OSError) as exc:
+            reply = client.reply()
+        except (Lost, Garbled) as exc:
             self.close()
-            raise Uncertain(f"no reply after the message: {exc}", connection_lost=True) from None
-        self._check(code, text, (250,))
-        return _reply(code, text)
+            raise Uncertain(f"no usable reply after the message: {exc}", True) from None
+        if 200 <= reply.code < 300:
+            return str(reply)
+        if reply.code == 421:
+            self.close()
+            raise Deferred(str(reply), connection_lost=True)
+        if reply.temporary:
+            raise Deferred(str(reply))
+        raise Refused(str(reply))
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.smtp.close()
+        if not self.closed:
+            self.closed = True
+            self.client.close()
 
 
 class SmtpTransport:
@@ -202,7 +243,8 @@ class SmtpTransport:
 
     def __init__(self, settings: SmtpSettings):
         self.settings = settings
-        self.description = f"SMTP server {settings.host}:{settings.port} ({settings.security})"
+        self.where = f"{settings.host}:{settings.port}"
+        self.description = f"SMTP server {self.where} ({settings.security})"
 
     def _context(self) -> ssl.SSLContext:
         s = self.settings
@@ -217,79 +259,112 @@ class SmtpTransport:
             context.verify_mode = ssl.CERT_NONE
         return context
 
+    def _fail(self, what: str, reply: Reply | str, hint: str = "") -> ConnectFailure:
+        temporary = not isinstance(reply, Reply) or reply.code < 500
+        hint = f"; {hint}" if hint and not temporary else ""
+        return ConnectFailure(f"{self.where} {what}: {reply}{hint}", temporary)
+
     def connect(self) -> SmtpConnection:
         s = self.settings
-        where = f"{s.host}:{s.port}"
-        smtp: smtplib.SMTP | None = None
+        context = self._context() if s.security in ("ssl", "starttls") else None
         try:
-            if s.security == "ssl":
-                smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=self._context())
-            else:
-                smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
-            smtp.ehlo()
-            if s.security == "starttls":
-                smtp.starttls(context=self._context())
-                smtp.ehlo()
-            if s.user:
-                _login(smtp, s.user, s.password)
-            return SmtpConnection(smtp)
-        except smtplib.SMTPAuthenticationError as exc:
-            _close(smtp)
-            reply = _reply(exc.smtp_code, exc.smtp_error)
-            raise DeliveryError(
-                f"{where} refused the login of user '{s.user}': {reply}; "
-                "check NEWSLETTER_SMTP_USER and NEWSLETTER_SMTP_PASSWORD"
-            ) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            _close(smtp)
-            raise DeliveryError(
-                f"{where}: {str(exc).rstrip('.')}; check NEWSLETTER_SMTP_SECURITY"
+            implicit = context if s.security == "ssl" else None
+            client = Client.open(s.host, s.port, s.timeout, implicit)
+        except socket.gaierror:
+            raise ConnectFailure(
+                f"cannot find the SMTP host '{s.host}'; check NEWSLETTER_SMTP_HOST", False
             ) from None
         except ssl.SSLError as exc:
-            _close(smtp)
-            reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-            raise DeliveryError(
-                f"TLS with {where} failed: {reason}; check NEWSLETTER_SMTP_SECURITY, "
-                "NEWSLETTER_SMTP_PORT and NEWSLETTER_SMTP_CA_FILE"
+            raise self._tls_failure(exc) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = "timed out"
+            raise ConnectFailure(
+                f"cannot connect to {self.where}: {reason}; check NEWSLETTER_SMTP_HOST and "
+                "NEWSLETTER_SMTP_PORT",
+                temporary=True,
             ) from None
-        except socket.gaierror:
-            _close(smtp)
-            raise DeliveryError(
-                f"cannot find the SMTP host '{s.host}'; check NEWSLETTER_SMTP_HOST"
-            ) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            _close(smtp)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise TransientConnectError(
-                f"cannot connect to {where}: {reason or type(exc).__name__}; check "
-                "NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT"
-            ) from None
+        try:
+            self._session(client, context)
+        except BaseException:
+            client.close()
+            raise
+        return SmtpConnection(client)
 
+    def _session(self, client: Client, context: ssl.SSLContext | None) -> None:
+        s = self.settings
+        try:
+            greeting = client.reply()
+            if greeting.code != 220:
+                raise self._fail("refused the connection", greeting)
+            name = _helo_name(client)
+            reply = client.ehlo(name)
+            if reply.code != 250:
+                raise self._fail("refused EHLO", reply)
+            if s.security == "starttls":
+                if "STARTTLS" not in client.extensions:
+                    raise ConnectFailure(
+                        f"{self.where} does not offer STARTTLS; check NEWSLETTER_SMTP_SECURITY",
+                        False,
+                    )
+                reply = client.command("STARTTLS")
+                if reply.code != 220:
+                    raise self._fail("refused STARTTLS", reply, "check NEWSLETTER_SMTP_SECURITY")
+                assert context is not None
+                try:
+                    client.starttls(context, s.host)
+                except ssl.SSLError as exc:
+                    raise self._tls_failure(exc) from None
+                reply = client.ehlo(name)
+                if reply.code != 250:
+                    raise self._fail("refused EHLO", reply)
+            if s.user:
+                self._login(client)
+        except (Lost, Garbled) as exc:
+            raise ConnectFailure(f"{self.where} failed before sending: {exc}", True) from None
+        except OSError as exc:  # e.g. a reset during the TLS handshake
+            raise ConnectFailure(f"{self.where} failed before sending: {exc}", True) from None
 
-def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
-    """smtplib's login, which sends credentials as ASCII; other ones go as UTF-8 with AUTH
-    PLAIN (RFC 4616), as servers expect them."""
-    if (user + password).isascii():
-        smtp.login(user, password)
-        return
-    if "PLAIN" not in smtp.esmtp_features.get("auth", "").upper().split():
-        raise smtplib.SMTPNotSupportedError(
-            "no AUTH PLAIN, the only way to log in with non-ASCII characters"
+    def _login(self, client: Client) -> None:
+        s = self.settings
+        offered = client.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in offered:
+            reply = client.auth_plain(s.user, s.password)
+        elif "LOGIN" in offered:
+            reply = client.auth_login(s.user, s.password)
+        else:
+            raise ConnectFailure(
+                f"{self.where} offers no login (AUTH PLAIN or LOGIN) here; check "
+                "NEWSLETTER_SMTP_SECURITY, or leave NEWSLETTER_SMTP_USER empty",
+                False,
+            )
+        if reply.code == 235:
+            return
+        if reply.temporary:
+            raise self._fail("could not log in now", reply)
+        raise ConnectFailure(
+            f"{self.where} refused the login of user '{s.user}': {reply}; "
+            "check NEWSLETTER_SMTP_USER and NEWSLETTER_SMTP_PASSWORD",
+            False,
         )
-    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
-    code, reply = smtp.docmd("AUTH", f"PLAIN {token}")
-    if code != 235:
-        raise smtplib.SMTPAuthenticationError(code, reply)
+
+    def _tls_failure(self, exc: ssl.SSLError) -> ConnectFailure:
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        return ConnectFailure(
+            f"TLS with {self.where} failed: {reason}; check NEWSLETTER_SMTP_SECURITY, "
+            "NEWSLETTER_SMTP_PORT and NEWSLETTER_SMTP_CA_FILE",
+            False,
+        )
 
 
-class TransientConnectError(DeliveryError):
-    """Could not reach the server: fatal before a send starts, retried during one."""
-
-
-def _close(smtp: smtplib.SMTP | None) -> None:
-    if smtp is not None:
-        with contextlib.suppress(OSError):
-            smtp.close()
+def _helo_name(client: Client) -> str:
+    """This host's name if it has a dotted one, else its address literal (RFC 5321 4.1.3)."""
+    name = socket.gethostname()
+    if "." in name and name.isascii():
+        return name
+    address = client.sock.getsockname()[0]
+    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
 def transport_for(smtp: SmtpSettings, outbox: Path) -> Transport:

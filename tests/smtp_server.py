@@ -7,6 +7,7 @@ import collections
 import email
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -41,6 +42,7 @@ class Handler:
     pipelining: bool = False
     script: dict[str, list[str]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    stamps: list[float] = field(default_factory=list)  # time.monotonic() of each message kept
     rcpt_attempts: collections.Counter = field(default_factory=collections.Counter)
     holding: threading.Event = field(default_factory=threading.Event)
     gate: threading.Event = field(default_factory=threading.Event)
@@ -93,6 +95,7 @@ class Handler:
 
     def _store(self, envelope) -> None:
         with self.lock:
+            self.stamps.append(time.monotonic())
             for rcpt in envelope.rcpt_tos:
                 self.received.append(Received(rcpt, envelope.original_content or envelope.content))
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from newsletter import campaign
 from newsletter.config import load_settings
 from newsletter.delivery import SendOptions, SendRun
 from newsletter.ledger import Ledger, State
-from newsletter.sending import fix_recipients, prepare
 from newsletter.subscribers import SqliteStore
 from newsletter.tokens import read_token
 
@@ -63,6 +63,15 @@ def send(workdir: Path, port: int, *args: str, **extra: str):
     return run_cli(
         "send", f"issues/{DEMO_ISSUE}", *args, cwd=workdir, env=env_for(workdir, port, **extra)
     )
+
+
+def ledger_rows(workdir: Path) -> dict[str, tuple[State, int, str]]:
+    """Each reader's (state, attempts, last reply) in the demo issue's ledger."""
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:
+        return {d.email: (d.state, d.attempts, d.last_reply) for d in ledger.in_state(*State)}
+    finally:
+        ledger.close()
 
 
 def ledger_states(workdir: Path) -> dict[str, State]:
@@ -149,19 +158,17 @@ def test_temporary_failures_and_dropped_connections_end_with_everyone_once(workd
     )
     with Server(handler) as server:
         settings = load_settings(None, environ=env_for(workdir, server.port))
-        prepared = prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
         ledger = Ledger(settings.db_path, DEMO_ISSUE)
         with SqliteStore(settings.db_path) as store:
-            fix_recipients(store, ledger, prepared)
-        options = SendOptions(concurrency=3, backoff=0.05)
-        result = SendRun(
-            ledger, prepared.transport, prepared.editions, prepared.personalise, options
-        ).run()
+            campaign.start(store, ledger, prepared, {})
+        options = SendOptions(concurrency=3, retry_backoff=0.05)
+        result = campaign.run(prepared, ledger, options, wait=True)
         assert result.paused is None
         for address, _, _ in people:
             assert handler.copies(address) == 1, address
         assert handler.rcpt_attempts["reader2@example.org"] == 3
-        assert result.progress.sent == 24 and result.progress.retried == 7
+        assert result.progress.sent == 24 and result.progress.deferred == 7
         assert set(ledger_states(workdir).values()) == {State.SENT}
         ledger.close()
 
@@ -275,10 +282,10 @@ def test_unsubscribing_during_a_send_stops_their_message(workdir: Path) -> None:
     ids = add_people(workdir, many(10))
     with Server(Handler()) as server:
         settings = load_settings(None, environ=env_for(workdir, server.port))
-        prepared = prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
         ledger = Ledger(settings.db_path, DEMO_ISSUE)
         store = SqliteStore(settings.db_path)
-        fix_recipients(store, ledger, prepared)
+        campaign.start(store, ledger, prepared, {})
         leaver = ids["reader7@example.org"]
 
         def personalise(delivery):
@@ -526,14 +533,26 @@ def test_ctrl_c_finishes_the_message_in_flight_and_resume_completes(workdir: Pat
             assert handler.copies(address) == 1, address
 
 
-def test_a_temporary_refusal_of_the_last_message_is_retried_before_the_run_ends(workdir):
+def test_a_deferred_message_waits_for_the_next_send_or_for_wait(workdir):
     add_people(workdir, many(3))
-    handler = Handler(script={"reader2@example.org": ["451"]})
+    handler = Handler(script={"reader2@example.org": ["451", "451"]})
+    backoff = {"NEWSLETTER_RETRY_BACKOFF": "0.3s"}
     with Server(handler) as server:
-        # the CLI's backoff starts at 2 s: this run waits for it rather than giving up
-        result = send(workdir, server.port, "--yes", "--concurrency", "1")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert handler.rcpt_attempts["reader2@example.org"] == 2
+        # the first pass does not sit waiting: it says when the retry is due, exit 4
+        first = send(workdir, server.port, "--yes", "--concurrency", "1", **backoff)
+        assert first.returncode == 4, first.stdout + first.stderr
+        assert "1 message(s) deferred by the server (temporary refusals)" in first.stderr
+        assert "run send again then, or let 'newsletter due' retry them" in first.stderr
+        assert ledger_states(workdir)["reader2@example.org"] is State.DEFERRED
+        status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+        assert "deferred   reader2@example.org (attempt 1, next " in status.stdout
+        assert "451 4.3.0 Try again later" in status.stdout
+        # --wait stays until the retries are done
+        time.sleep(0.3)
+        final = send(workdir, server.port, "--yes", "--wait", **backoff)
+        assert final.returncode == 0, final.stdout + final.stderr
+        assert "waiting (--wait)" in final.stdout
+        assert handler.rcpt_attempts["reader2@example.org"] == 3
         assert handler.copies("reader2@example.org") == 1
     assert set(ledger_states(workdir).values()) == {State.SENT}
 
@@ -567,24 +586,17 @@ def test_send_refuses_an_issue_whose_checks_have_errors(workdir: Path) -> None:
     with Server(Handler()) as server:
         result = send(workdir, server.port, "--yes")
         assert server.handler.received == []
-    assert result.returncode == 2
-    assert _one_line(result).startswith(
-        "error: refusing to send: the build has 1 error(s), first: bilingual: HTML part is"
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: refusing to send: 1 problem(s), first: bilingual: HTML part is"
     )
     assert ledger_states(workdir) == {}
 
 
 def test_rate_limit_spaces_messages(workdir: Path) -> None:
     add_people(workdir, many(6))
-    stamps: list[float] = []
     handler = Handler()
-    store = handler._store
-
-    def timed(envelope) -> None:
-        stamps.append(time.monotonic())
-        store(envelope)
-
-    handler._store = timed
+    stamps = handler.stamps
     with Server(handler) as server:
         result = send(workdir, server.port, "--yes", "--rate", "10")
         assert result.returncode == 0, result.stderr
@@ -670,3 +682,58 @@ def test_removing_someone_leaves_no_name_in_the_ledger(workdir: Path) -> None:
         ("reader0@example.org", "Reader 0"),
         ("reader1@example.org", ""),
     ]
+
+
+def test_send_shows_the_checks_and_placeholders_stop_a_real_send(workdir: Path) -> None:
+    add_people(workdir)
+    made = run_cli("new", "brief", "fresh-news", "--lang", "en", cwd=workdir, env=clean_env())
+    assert made.returncode == 0, made.stderr
+    manifest = workdir / "issues" / DEMO_ISSUE / "issue.toml"
+    manifest.write_text(manifest.read_text().replace("briefs = [", 'briefs = ["fresh-news", ', 1))
+    with Server(Handler()) as server:
+        real = send(workdir, server.port, input="y\n")
+        assert real.returncode == 1
+        assert (
+            "error: en: brief 'fresh-news' still has the placeholder text of "
+            "'newsletter new brief'" in real.stderr
+        )
+        assert "error: refusing to send: 3 problem(s), first: en: brief 'fresh-news'" in (
+            real.stderr
+        )
+        # the warnings came too, and nothing was asked, fixed or sent
+        assert "warning: fr: brief 'fresh-news' has no fr version" in real.stdout
+        assert "Send it now?" not in real.stdout
+        assert server.handler.received == [] and ledger_states(workdir) == {}
+        dry = send(workdir, server.port, "--dry-run")
+        assert dry.returncode == 1 and "still has the placeholder text" in dry.stderr
+        # an editor may still mail it to themselves to look at it
+        test = send(workdir, server.port, "--test", "editor@example.com")
+        assert test.returncode == 0, test.stderr
+        assert "sending a test although a real send would refuse it" in test.stderr
+        assert len(server.handler.received) == 3
+        strict = send(workdir, server.port, "--yes", "--strict")
+        assert strict.returncode == 2
+        assert "has no French version (--strict)" in _one_line(strict)
+
+
+def test_warnings_are_shown_before_the_question(workdir: Path) -> None:
+    add_people(workdir)
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, input="n\n")
+    assert result.returncode == 1 and server.handler.received == []
+    out = result.stdout
+    warning = out.index("warning: fr: brief 'iter-fusion-milestone' has no fr version")
+    assert warning < out.index("Send it now?")
+
+
+def test_a_send_paused_on_failures_waits_for_a_person_not_for_due(workdir: Path) -> None:
+    add_people(workdir, many(30))
+    handler = Handler(script={f"reader{i}@example.org": ["550"] for i in range(25)})
+    with Server(handler) as server:
+        first = send(workdir, server.port, "--yes", "--concurrency", "1")
+        assert first.returncode == 3
+        due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
+        assert due.returncode == 0 and due.stdout == ""
+        assert len(handler.received) == 0  # due left it alone
+        assert send(workdir, server.port, "--yes").returncode == 1
+        assert len(handler.received) == 5

@@ -1,0 +1,402 @@
+"""A send from start to finish, in the order it happens:
+
+    prepare (build once, check, compile each edition once)
+      -> plan (who would get what)
+      -> start (fix the recipient list, freeze the editions) or resume (thaw them)
+      -> run (passes over the ledger until nothing is due; with `wait`, until nothing is left)
+      -> report (what the ledger says)
+
+and `run_due`, which does the same for every scheduled send whose time has come and every
+send with deferred messages due. The CLI asks, prints and picks the exit code; the tests and
+bench/send.py call these same functions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import make_msgid
+from pathlib import Path
+
+from .build import Build, build_issue
+from .checks import Finding, Level
+from .config import Settings
+from .delivery import Progress, RunResult, SendOptions, SendRun
+from .errors import DeliveryError
+from .fastmime import CompiledEdition, compile_edition
+from .ledger import Delivery, Ledger, SendState, State, unfinished
+from .message import Recipient
+from .render import Templates
+from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
+from .signing import Signer, signer_for
+from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status, edition_for
+from .tokens import make_token, preferences_url, resolve_secret, unsubscribe_url
+from .transport import Transport, transport_for
+from .views import EDITIONS
+
+TEST_PREFIX = "[TEST] "
+# the options a send remembers, so that a resume goes on as it started
+KEPT_OPTIONS = ("concurrency", "rate", "hourly_cap")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a send needs: the compiled editions, the links' secret, the transport."""
+
+    settings: Settings
+    issue_id: str
+    issue_dir: Path
+    editions: Mapping[str, CompiledEdition]
+    secret: bytes
+    transport: Transport
+    signer: Signer | None
+    findings: tuple[Finding, ...] = ()
+    build: Build | None = None  # None when the editions were thawed from the ledger
+
+    def recipient(self, subscriber_id: int | None, email: str, name: str) -> Recipient:
+        base = self.settings.identity.base_url
+        # a test address that is not on the list gets links that lead nowhere, harmlessly
+        token = make_token(self.secret, subscriber_id) if subscriber_id else "test-address"
+        return Recipient(email, name, unsubscribe_url(base, token), preferences_url(base, token))
+
+    def personalise(self, delivery: Delivery) -> Recipient:
+        return self.recipient(delivery.subscriber_id, delivery.email, delivery.name)
+
+    @property
+    def blocking(self) -> list[Finding]:
+        """What stops a real send: errors, and placeholders no reader should see."""
+        return [f for f in self.findings if f.level is Level.ERROR or f.blocks_send]
+
+    def frozen(self) -> dict[str, str]:
+        return {name: compiled.to_json() for name, compiled in self.editions.items()}
+
+    def message_id(self) -> str:
+        return make_msgid(domain=self.settings.identity.from_addr["en"].rpartition("@")[2])
+
+
+def prepare(
+    settings: Settings, issue_dir: Path, *, strict: bool = False, test: bool = False
+) -> Prepared:
+    """Build the issue once, with its checks; each edition is compiled once, by the build."""
+    build = build_issue(
+        issue_dir, settings.identity, Templates(settings.templates_dir), strict=strict
+    )
+    editions = {e.name: e.compiled for e in build.editions}
+    if test:  # the subject is part of the compiled headers
+        editions = {
+            e.name: compile_edition(e.rendered, settings.identity, TEST_PREFIX)
+            for e in build.editions
+        }
+    return Prepared(
+        settings=settings,
+        issue_id=build.issue.id,
+        issue_dir=Path(issue_dir),
+        editions=editions,
+        secret=resolve_secret(settings),
+        transport=transport_for(settings.smtp, settings.outbox / build.issue.id),
+        signer=signer_for(settings.dkim),
+        findings=build.findings,
+        build=build,
+    )
+
+
+def thaw(settings: Settings, issue_id: str, issue_dir: Path, frozen: Mapping[str, str]) -> Prepared:
+    """A send's editions as they were frozen when it started or was scheduled."""
+    missing = [name for name in EDITIONS if name not in frozen]
+    if missing:
+        raise DeliveryError(
+            f"the send of issue {issue_id} has no frozen {missing[0]} edition; "
+            "send it with --rebuild"
+        )
+    return Prepared(
+        settings=settings,
+        issue_id=issue_id,
+        issue_dir=issue_dir,
+        editions={name: CompiledEdition.from_json(frozen[name]) for name in EDITIONS},
+        secret=resolve_secret(settings),
+        transport=transport_for(settings.smtp, settings.outbox / issue_id),
+        signer=signer_for(settings.dkim),
+    )
+
+
+def inputs_of(prepared: Prepared) -> dict[str, str]:
+    assert prepared.build is not None
+    templates = Templates(prepared.settings.templates_dir).folder
+    return inputs(prepared.build.issue, templates)
+
+
+# --- plan and start -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who would get the issue now: per edition, and how many are left out, per status."""
+
+    editions: dict[str, int]
+    left_out: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.editions.values())
+
+
+def plan(store: SqliteStore) -> Plan:
+    editions: Counter[str] = Counter({name: 0 for name in EDITIONS})
+    left_out: Counter[str] = Counter()
+    for (language, status), n in store.counts().items():
+        if status == Status.ACTIVE:
+            editions[EDITION_FOR_LANGUAGE[language]] += n
+        else:
+            left_out[str(status)] += n
+    return Plan(dict(editions), dict(left_out))
+
+
+def start(
+    store: SqliteStore, ledger: Ledger, prepared: Prepared, options: Mapping[str, object]
+) -> int:
+    """Fix the recipient list in the ledger and freeze the editions; returns how many."""
+    domain = prepared.settings.identity.from_addr["en"].rpartition("@")[2]
+    count = ledger.start(
+        ((s.id, s.email, s.name, edition_for(s)) for s in store.iter(status=Status.ACTIVE)),
+        domain,
+        str(prepared.issue_dir.resolve()),
+        {k: v for k, v in options.items() if k in KEPT_OPTIONS and v is not None},
+        prepared.frozen(),
+    )
+    return count
+
+
+def options_for(
+    settings: Settings, kept: Mapping[str, object], given: Mapping[str, object]
+) -> tuple[SendOptions, dict[str, object]]:
+    """What this run uses: given now, else kept by the send, else the settings; and what the
+    send keeps from now on."""
+    defaults = {
+        "concurrency": settings.concurrency,
+        "rate": settings.rate,
+        "hourly_cap": settings.hourly_cap,
+    }
+    keep = {k: kept[k] for k in KEPT_OPTIONS if kept.get(k) is not None}
+    keep.update({k: given[k] for k in KEPT_OPTIONS if given.get(k) is not None})
+    chosen = {**defaults, **keep}
+    options = SendOptions(
+        concurrency=int(chosen["concurrency"]),  # type: ignore[call-overload]
+        rate=float(chosen["rate"]),  # type: ignore[arg-type]
+        hourly_cap=int(chosen["hourly_cap"]),  # type: ignore[call-overload]
+        retry_backoff=settings.retry_backoff,
+        retry_for=settings.retry_for,
+    )
+    return options, keep
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Passes:
+    """What one `run` did over one or more passes."""
+
+    progress: Progress = field(default_factory=Progress)
+    paused: str | None = None
+    interrupted: bool = False
+    held: bool = False  # stopped by Ctrl-C or by failures in a row: only `send` resumes it
+    elapsed: float = 0.0
+
+
+def run(
+    prepared: Prepared,
+    ledger: Ledger,
+    options: SendOptions,
+    *,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+    wait: bool = False,
+    on_wait: Callable[[float, int], None] = lambda at, n: None,
+    stop: threading.Event | None = None,
+) -> Passes:
+    """Passes over the ledger until nothing is due; with `wait`, until nothing is left.
+
+    Between passes (only with `wait`) it sleeps until the next deferred message is due,
+    telling `on_wait(when, how_many)`; `stop` (or Ctrl-C) ends the wait.
+    """
+    stop = stop or threading.Event()
+    passes = Passes()
+    started = time.monotonic()
+    ledger.set_state(SendState.ACTIVE)
+    try:
+        while True:
+            result: RunResult = SendRun(
+                ledger,
+                prepared.transport,
+                prepared.editions,
+                prepared.personalise,
+                options,
+                on_progress=on_progress,
+                signer=prepared.signer,
+            ).run()
+            _add(passes.progress, result.progress)
+            if result.interrupted or result.paused:
+                passes.interrupted, passes.paused = result.interrupted, result.paused
+                passes.held = result.interrupted or result.held
+                break
+            next_retry = ledger.next_retry()
+            if not wait or next_retry is None:
+                break
+            on_wait(next_retry, report(ledger).total(State.DEFERRED))
+            try:
+                if stop.wait(max(0.0, next_retry - time.time())):
+                    break
+            except KeyboardInterrupt:
+                passes.interrupted = passes.held = True
+                break
+    finally:
+        passes.elapsed = time.monotonic() - started
+        counts = ledger.counts()
+        left = {s for (_, s), n in counts.items() if n}
+        if passes.held:
+            ledger.set_state(SendState.HELD)
+        elif not left & {State.PENDING, State.SENDING, State.DEFERRED}:
+            ledger.set_state(SendState.DONE)
+    return passes
+
+
+def _add(total: Progress, more: Progress) -> None:
+    total.sent += more.sent
+    total.failed += more.failed
+    total.deferred += more.deferred
+    total.uncertain += more.uncertain
+    total.skipped += more.skipped
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    counts: dict[tuple[str, State], int]
+    next_retry: float | None
+
+    def total(self, *states: State) -> int:
+        return sum(n for (_, s), n in self.counts.items() if s in states)
+
+
+def report(ledger: Ledger) -> Report:
+    return Report(ledger.counts(), ledger.next_retry())
+
+
+# --- due: scheduled sends and retries, from a timer ------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueItem:
+    """What `run_due` did for one issue."""
+
+    issue_id: str
+    action: str  # "started", "retried", "missed", "refused"
+    detail: str = ""
+    issue_dir: Path = Path()
+    passes: Passes | None = None
+    report: Report | None = None
+
+
+def run_due(
+    settings: Settings,
+    store: SqliteStore,
+    now: float,
+    on_start: Callable[[str, str], None] = lambda issue, what: None,
+) -> list[DueItem]:
+    """Start every schedule whose time has come, then retry what is due in every send.
+
+    The caller holds the send lock. Recipients are resolved now, when a send starts: people
+    who left since it was scheduled get nothing.
+    """
+    items: list[DueItem] = []
+    with Book(settings.db_path) as book:
+        for schedule in book.due(now):
+            item = _start_scheduled(settings, store, book, schedule, now, on_start)
+            if item is not None:
+                items.append(item)
+    for issue_id, info in unfinished(settings.db_path):
+        if info.state is not SendState.ACTIVE or any(i.issue_id == issue_id for i in items):
+            continue
+        ledger = Ledger(settings.db_path, issue_id)
+        try:
+            if not ledger.due(1, now=now) and not ledger.in_state(State.SENDING, limit=1):
+                continue
+            ledger.recover()
+            if not ledger.due(1, now=now):
+                continue
+            frozen = ledger.frozen()
+            if not frozen:
+                note = (
+                    "refused: this send started before its editions were kept; resume it by "
+                    f"hand: newsletter send issues/{issue_id}"
+                )
+                items.append(DueItem(issue_id, "refused", note))
+                continue
+            on_start(issue_id, "retrying")
+            prepared = thaw(settings, issue_id, Path(info.issue_dir), frozen)
+            options, _ = options_for(settings, info.options, {})
+            passes = run(prepared, ledger, options)
+            items.append(DueItem(issue_id, "retried", passes=passes, report=report(ledger)))
+        finally:
+            ledger.close()
+    return items
+
+
+def _start_scheduled(
+    settings: Settings,
+    store: SqliteStore,
+    book: Book,
+    schedule: Schedule,
+    now: float,
+    on_start: Callable[[str, str], None],
+) -> DueItem | None:
+    issue_id = schedule.issue_id
+    late = now - schedule.at
+    if late > schedule.grace:
+        note = (
+            f"missed: its time ({schedule.when()}) passed {late / 3600:.1f} h ago, more than "
+            f"its grace; send it by hand or schedule it again"
+        )
+        book.mark(schedule.id, ScheduleState.MISSED, note)
+        return DueItem(issue_id, "missed", note)
+    ledger = Ledger(settings.db_path, issue_id)
+    try:
+        if ledger.started():
+            book.mark(schedule.id, ScheduleState.STARTED, "already started by hand")
+            return None
+        if schedule.rebuild:
+            prepared = prepare(settings, Path(schedule.issue_dir))
+            if prepared.blocking:
+                note = f"refused: {prepared.blocking[0]}"
+                book.mark(schedule.id, ScheduleState.REFUSED, note)
+                return DueItem(issue_id, "refused", note)
+        else:
+            moved = changed(schedule.inputs)
+            if moved:
+                shown = ", ".join(moved[:3]) + (" ..." if len(moved) > 3 else "")
+                note = (
+                    f"refused: changed since it was scheduled: {shown}; check the issue and "
+                    "schedule it again, or schedule it with --rebuild"
+                )
+                book.mark(schedule.id, ScheduleState.REFUSED, note)
+                return DueItem(issue_id, "refused", note)
+            prepared = thaw(settings, issue_id, Path(schedule.issue_dir), ledger.frozen())
+        if not book.mark(schedule.id, ScheduleState.STARTED, format_when(now, schedule.zone)):
+            return None
+        on_start(issue_id, "starting")
+        start(store, ledger, prepared, schedule.options)
+        options, _ = options_for(settings, schedule.options, {})
+        passes = run(prepared, ledger, options)
+        return DueItem(
+            issue_id,
+            "started",
+            passes=passes,
+            report=report(ledger),
+            issue_dir=Path(schedule.issue_dir),
+        )
+    finally:
+        ledger.close()

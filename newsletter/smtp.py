@@ -1,0 +1,160 @@
+"""A small SMTP client (RFC 5321) that knows, for every failure, which phase it happened in.
+
+smtplib hides what the ledger must know: a garbled reply comes back as code -1, a reply lost
+after the final dot looks like any other dropped connection. Here each read either returns
+a well-formed `Reply` or raises `Garbled` or `Lost`, and the caller, who knows whether the
+end-of-data dot has been written, decides what that means.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import socket
+import ssl
+from dataclasses import dataclass
+
+MAX_LINE = 4096  # RFC 5321 allows 512 octets a reply line; be generous, not unbounded
+_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -])(.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(line for line in self.lines if line)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+
+class Lost(Exception):
+    """The connection closed, reset or timed out: no (complete) reply."""
+
+
+class Garbled(Exception):
+    """The server answered something that is not an SMTP reply."""
+
+
+class Client:
+    """One connection to one server; commands and replies, nothing else."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = b""
+        self.extensions: dict[str, str] = {}
+
+    @classmethod
+    def open(
+        cls, host: str, port: int, timeout: float, context: ssl.SSLContext | None = None
+    ) -> Client:
+        """Connect (with implicit TLS when `context` is given); raises OSError or ssl errors."""
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    # --- replies -------------------------------------------------------------------------
+
+    def _line(self) -> bytes:
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_LINE:
+                raise Garbled(f"reply line longer than {MAX_LINE} bytes")
+            try:
+                chunk = self.sock.recv(65536)
+            except (OSError, ssl.SSLError) as exc:  # TimeoutError is an OSError
+                raise Lost(_why(exc)) from None
+            if not chunk:
+                raise Lost("connection closed by the server")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.rstrip(b"\r")
+
+    def reply(self) -> Reply:
+        """Read one (possibly multi-line) reply."""
+        texts: list[str] = []
+        code = None
+        while True:
+            line = self._line()
+            match = _REPLY_LINE.fullmatch(line)
+            if match is None or (code is not None and int(match.group(1)) != code):
+                shown = line[:80].decode("utf-8", "replace")
+                raise Garbled(f"unreadable reply {shown!r}")
+            code = int(match.group(1))
+            texts.append(match.group(3).decode("utf-8", "replace").strip())
+            if match.group(2) == b" ":
+                return Reply(code, tuple(texts))
+
+    # --- commands ------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except (OSError, ssl.SSLError) as exc:
+            raise Lost(_why(exc)) from None
+
+    def command(self, line: str) -> Reply:
+        self.write(line.encode("utf-8") + b"\r\n")
+        return self.reply()
+
+    def ehlo(self, name: str) -> Reply:
+        """EHLO, then HELO if the server does not know EHLO; fills `extensions`."""
+        self.extensions = {}
+        reply = self.command(f"EHLO {name}")
+        if reply.code == 250:
+            for line in reply.lines[1:]:  # the first line names the server
+                keyword, _, params = line.partition(" ")
+                self.extensions[keyword.upper()] = params
+            return reply
+        if 500 <= reply.code < 505:
+            return self.command(f"HELO {name}")
+        return reply
+
+    def starttls(self, context: ssl.SSLContext, host: str) -> None:
+        self.sock = context.wrap_socket(self.sock, server_hostname=host)
+        self.buffer = b""
+
+    def auth_plain(self, user: str, password: str) -> Reply:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
+        return self.command(f"AUTH PLAIN {token}")
+
+    def auth_login(self, user: str, password: str) -> Reply:
+        reply = self.command("AUTH LOGIN")
+        for value in (user, password):
+            if reply.code != 334:
+                return reply
+            reply = self.command(base64.b64encode(value.encode()).decode("ascii"))
+        return reply
+
+    def quit(self) -> None:
+        with contextlib.suppress(Lost):
+            self.write(b"QUIT\r\n")
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out waiting for the server"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

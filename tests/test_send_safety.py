@@ -1,0 +1,312 @@
+"""A send meets its machine: one send per database whatever its path, private files, a full
+disk, a read-only folder, a database moved away mid-send, a crash seen by `status`, options
+kept on resume, and the systemd units that run `due` and `serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter.ledger import State
+from newsletter.subscribers import SqliteStore
+
+from .conftest import DEMO_ISSUE, ROOT, clean_env, run_cli
+from .smtp_server import Handler, Server
+from .test_send import (
+    SECRET,
+    _spawn_send,
+    add_people,
+    env_for,
+    ledger_rows,
+    ledger_states,
+    many,
+    send,
+)
+
+
+def _one_error(result) -> str:
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A small file system of its own, or a skip where this machine cannot mount one."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of the file system `folder` is on."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_the_database_and_its_journal_files_are_private(workdir: Path) -> None:
+    os.umask(0o022)  # the usual one, which leaves new files readable by everyone
+    add_people(workdir)
+    # an open connection keeps the -wal and -shm files, which SQLite removes on last close
+    with Server(Handler()) as server, SqliteStore(workdir / "news.db"):
+        assert send(workdir, server.port, "--yes").returncode == 0
+        for name in ("news.db", "news.db-wal", "news.db-shm"):
+            path = workdir / name
+            assert path.exists(), name
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+
+
+def test_the_same_database_through_a_symlink_runs_no_second_send(workdir: Path) -> None:
+    people = many(6)
+    add_people(workdir, people)
+    (workdir / "other").mkdir()
+    (workdir / "other" / "link.db").symlink_to(workdir / "news.db")
+    handler = Handler(script={"reader2@example.org": ["hold-keep"]})
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1")
+        try:
+            assert handler.holding.wait(60)
+            linked = {"NEWSLETTER_DB": str(workdir / "other" / "link.db")}
+            second = send(workdir, server.port, "--yes", **linked)
+            assert second.returncode == 2
+            assert "another send is running on this database" in _one_error(second)
+            due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port, **linked))
+            assert due.returncode == 0 and "a send is running" in due.stdout
+        finally:
+            handler.gate.set()
+            proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        for address, _, _ in people:
+            assert handler.copies(address) == 1, address
+
+
+def test_a_full_disk_under_the_database_gives_one_line_and_loses_nothing(workdir: Path) -> None:
+    with tmpfs(workdir / "small", "8m") as small:
+        env = {"NEWSLETTER_DB": str(small / "news.db")}
+        people = many(40)
+        add = run_cli("subscribers", "count", cwd=workdir, env=env_for(workdir, 1, **env))
+        assert add.returncode == 0  # creates the database on the small disk
+        with SqliteStore(small / "news.db") as store:
+            for email_, name, language in people:
+                store.add(email_, name=name, language=language, source="test")
+        filler = fill(small)
+        with Server(Handler()) as server:
+            full = send(workdir, server.port, "--yes", **env)
+            assert full.returncode == 2
+            line = _one_error(full)
+            assert line.startswith(f"error: {small / 'news.db'}: ") or "send-lock" in line
+            assert "disk is full" in line or "No space left" in line, line
+            assert server.handler.received == []
+            filler.unlink()
+            again = send(workdir, server.port, "--yes", **env)
+            assert again.returncode == 0, again.stderr
+            for address, _, _ in people:
+                assert server.handler.copies(address) == 1, address
+
+
+def test_a_full_outbox_disk_stops_the_send_and_it_resumes(workdir: Path) -> None:
+    add_people(workdir, many(5))
+    with tmpfs(workdir / "small", "2m") as small:
+        env = clean_env(
+            NEWSLETTER_DB=str(workdir / "news.db"),
+            NEWSLETTER_SECRET=SECRET,
+            NEWSLETTER_OUTBOX=str(small / "outbox"),
+        )
+        (small / "outbox" / DEMO_ISSUE).mkdir(parents=True)
+        filler = fill(small)
+        full = run_cli("send", f"issues/{DEMO_ISSUE}", "--yes", cwd=workdir, env=env)
+        assert full.returncode == 2
+        assert "cannot write to the outbox: No space left on device" in _one_error(full)
+        states = ledger_states(workdir)
+        assert set(states.values()) == {State.PENDING}  # the message in hand was given back
+        filler.unlink()
+        resumed = run_cli("send", f"issues/{DEMO_ISSUE}", "--yes", cwd=workdir, env=env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert len(list((small / "outbox" / DEMO_ISSUE).glob("*.eml"))) == 5
+
+
+def test_a_read_only_database_folder_gives_one_line(workdir: Path) -> None:
+    with tmpfs(workdir / "ro", "1m") as folder:
+        env = {"NEWSLETTER_DB": str(folder / "news.db")}
+        with SqliteStore(folder / "news.db") as store:
+            store.add("anne@example.org", name="Anne", language="en", source="test")
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True)
+        if remounted.returncode:
+            pytest.skip("cannot remount read-only here")
+        result = send(workdir, 1, "--yes", **env)
+        assert result.returncode == 2
+        line = _one_error(result)
+        assert str(folder) in line
+        assert "read-only" in line.lower() or "Read-only" in line
+
+
+def test_a_database_moved_away_mid_send_stops_it_and_it_resumes(workdir: Path) -> None:
+    people = many(8)
+    add_people(workdir, people)
+    handler = Handler(script={"reader3@example.org": ["hold-keep"]})
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1")
+        assert handler.holding.wait(60)
+        aside = workdir / "aside"
+        aside.mkdir()
+        for suffix in ("", "-wal", "-shm"):
+            os.rename(workdir / f"news.db{suffix}", aside / f"news.db{suffix}")
+        handler.gate.set()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, err
+        errors = [line for line in err.decode().splitlines() if line.startswith("error:")]
+        assert errors == [
+            f"error: {workdir / 'news.db'}: the database was moved or deleted during the send; "
+            "put it back, then run send again (it resumes; messages in flight then are reported "
+            "uncertain)"
+        ]
+        for suffix in ("", "-wal", "-shm"):
+            os.rename(aside / f"news.db{suffix}", workdir / f"news.db{suffix}")
+        resumed = send(workdir, server.port, "--yes")
+        assert resumed.returncode == 0, resumed.stderr
+        for address, _, _ in people:
+            assert handler.copies(address) == 1, address
+
+
+def test_status_after_a_crash_names_the_messages_in_flight_uncertain(workdir: Path) -> None:
+    add_people(workdir, many(6))
+    victim = "reader2@example.org"
+    handler = Handler(script={victim: ["hold-keep"]})
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1")
+        assert handler.holding.wait(60)
+        running = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+        assert "a send is running: 1 message(s) in flight" in running.stdout
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        handler.gate.set()
+    status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+    assert status.returncode == 0, status.stderr
+    assert "1 message(s) were in flight when the last send stopped: now uncertain" in status.stdout
+    assert f"uncertain  {victim}: in flight when a previous send stopped" in status.stdout
+    assert ledger_states(workdir)[victim] is State.UNCERTAIN
+
+
+def test_rate_and_concurrency_given_at_the_start_hold_on_resume(workdir: Path) -> None:
+    add_people(workdir, many(8))
+    handler = Handler(script={"reader1@example.org": ["hold-keep"]})
+    stamps = handler.stamps
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1", "--rate", "10")
+        assert handler.holding.wait(60)
+        proc.send_signal(signal.SIGINT)
+        handler.gate.set()
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        before = len(stamps)
+        resumed = send(workdir, server.port, "--yes")  # no options given again
+        assert resumed.returncode == 0, resumed.stderr
+        assert "concurrency 1, rate 10/s" in resumed.stdout
+    resumed_stamps = stamps[before:]
+    assert len(resumed_stamps) == 6
+    # a lower bound only: at 10 a second, six messages cannot take less than half a second
+    assert resumed_stamps[-1] - resumed_stamps[0] >= 0.45
+
+
+def test_the_systemd_units_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing; .ci/run installs the systemd package")
+        pytest.skip("no systemd-analyze here")
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "newsletter").exists()
+    units = sorted((ROOT / "deploy").glob("newsletter-*"))
+    assert {u.name for u in units} == {
+        "newsletter-due.service",
+        "newsletter-due.timer",
+        "newsletter-serve.service",
+    }
+    for unit in units:
+        text = unit.read_text().replace("/srv/newsletter/.venv/bin", str(bin_dir))
+        (tmp_path / unit.name).write_text(text)
+    result = subprocess.run(
+        [analyze, "verify", *[str(tmp_path / u.name) for u in units]],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.strip() == ""
+    timer = (tmp_path / "newsletter-due.timer").read_text()
+    assert "OnCalendar=*-*-* *:*:00" in timer
+    assert "ExecStart=" in (tmp_path / "newsletter-due.service").read_text()
+
+
+def test_a_send_started_by_the_previous_version_resumes_after_the_upgrade(workdir: Path) -> None:
+    """Schema 3 had no `deferred` state and kept no editions: its retries become deferred
+    rows, and `send` builds the editions again to finish the send."""
+    import sqlite3
+
+    from newsletter import db
+    from newsletter.schema import MIGRATIONS
+
+    people = many(3)
+    conn = sqlite3.connect(workdir / "news.db", isolation_level=None)
+    conn.create_function("nl_ascii_email", 1, db._ascii_email)
+    conn.create_function("nl_email_key", 1, db.email_key)
+    for script in MIGRATIONS[:3]:  # the schema as the previous version left the file
+        for statement in db._statements(script):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    ids = {}
+    for email_, name, language in people:
+        ids[email_] = conn.execute(
+            "INSERT INTO subscribers (email, email_key, name, language, joined_at, join_source,"
+            " updated_at) VALUES (?, ?, ?, ?, '2026-11-01', 'test', '2026-11-01')",
+            (email_, email_, name, language),
+        ).lastrowid
+    conn.execute(
+        "INSERT INTO sends (issue_id, started_at) VALUES (?, '2026-11-30T12:00:00+00:00')",
+        (DEMO_ISSUE,),
+    )
+    for (email_, name, _), state, attempts in zip(
+        people, ("sent", "pending", "pending"), (1, 2, 0), strict=True
+    ):
+        conn.execute(
+            "INSERT INTO deliveries (issue_id, subscriber_id, email, name, edition, state,"
+            " attempts, updated_at, next_attempt, message_id)"
+            " VALUES (?, ?, ?, ?, 'en', ?, ?, '2026-11-30T12:00:00+00:00', 0, ?)",
+            (DEMO_ISSUE, ids[email_], email_, name, state, attempts, f"<{email_}>"),
+        )
+    conn.close()
+    rows = ledger_rows(workdir)  # opening it migrates it
+    assert [rows[p[0]][:2] for p in people] == [
+        (State.SENT, 1),
+        (State.DEFERRED, 2),
+        (State.PENDING, 0),
+    ]
+    with Server(Handler()) as server:
+        resumed = send(workdir, server.port, "--yes")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "rebuilt from the files now" in resumed.stdout
+        assert [server.handler.copies(p[0]) for p in people] == [0, 1, 1]
