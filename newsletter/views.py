@@ -21,8 +21,8 @@ from .typography import HTML_LANG, colon, long_date, smarten
 EDITIONS = ("en", "fr", "bilingual")
 # The labels this module reads from labels.toml (templates may use more of them).
 LABEL_KEYS = (
-    "issue", "only_en", "only_fr", "contents", "version", "jump_back", "why", "unsubscribe",
-    "preferences",
+    "issue", "only_en", "only_fr", "jump", "contents", "version", "jump_back", "why",
+    "unsubscribe", "preferences",
 )  # fmt: skip
 # Per-recipient parts are plain ASCII sentinels: premailer and libxml2 leave them alone,
 # and sending replaces them (see message.py).
@@ -65,6 +65,7 @@ class SectionView:
     labels: Mapping[str, str]
     intro_html: Markup
     intro_text: str
+    jump: Jump | None  # bilingual: to the other half (the archive's pages show it)
     heading: str | None  # bilingual edition: "Version française" where the French half starts
     back: Jump | None  # and the way back to the top
     blocks: tuple[BlockView, ...]
@@ -217,6 +218,10 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
     for i, lang in enumerate(langs):
         intro = issue.text[lang].intro
         starts_half = bilingual and i > 0
+        jump = None
+        if bilingual:
+            other = langs[1 - i]
+            jump = Jump(anchor=other, html_lang=HTML_LANG[other], label=labels[lang]["jump"])
         sections.append(
             SectionView(
                 lang=lang,
@@ -226,6 +231,7 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
                 labels=labels[lang],
                 intro_html=Markup(to_html(intro, lang).html) if intro else Markup(""),
                 intro_text=to_text(intro, lang) if intro else "",
+                jump=jump,
                 heading=labels[lang]["version"] if starts_half else None,
                 back=Jump("top", HTML_LANG[lang], labels[lang]["jump_back"])
                 if starts_half
