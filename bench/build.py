@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -62,10 +63,14 @@ def stages(issue: Path, repeat: int) -> None:
         )
 
 
-def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run; CPU (user + system) is less moved by other load."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def node_mjml(given: str | None) -> Path | None:
@@ -102,28 +107,32 @@ def side_by_side(issue: Path, runs: int, mjml_path: str | None) -> None:
         for command in commands.values():  # warm-up: bytecode written, files in the OS cache
             timed(command, work, env)
         # Interleaved, so that a change in the machine's load hits every column alike.
-        times: dict[str, list[float]] = {name: [] for name in commands}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for _ in range(runs):
             for name, command in commands.items():
                 times[name].append(timed(command, work, env))
-    median = {name: statistics.median(values) for name, values in times.items()}
+    wall = {name: statistics.median(w for w, _ in values) for name, values in times.items()}
+    cpu = {name: statistics.median(c for _, c in values) for name, values in times.items()}
     print(f"\nwhole commands, median of {runs} runs, a new process each, interleaved:")
-    print(f"  newsletter --help                          {median['help'] * 1000:6.0f} ms")
-    print(f"  newsletter build (3 editions)              {median['build'] * 1000:6.0f} ms")
+    print(f"  {'':<40} {'wall ms':>8} {'CPU ms':>8}")
+    rows = [("newsletter --help", "help"), ("newsletter build (3 editions)", "build")]
+    if node is not None:
+        rows.append(("node mjml, cold, one edition (en)", "node"))
+    for label, name in rows:
+        print(f"  {label:<40} {wall[name] * 1000:>8.0f} {cpu[name] * 1000:>8.0f}")
     if node is None:
         print(
-            "  node mjml (1 edition)                      skipped: not found; "
+            "  node mjml (1 edition): skipped, not found; "
             "npm install --prefix /tmp/mjml-node mjml (outside the repo), or --mjml PATH"
         )
         return
-    print(
-        f"  node mjml, cold, one edition (en)          {median['node'] * 1000:6.0f} ms   ({node})"
-    )
-    wins = sum(b < n for b, n in zip(times["build"], times["node"], strict=True))
-    verdict = "less" if median["build"] < median["node"] else "MORE"
+    print(f"  (node: {node})")
+    wins = sum(b[0] < n[0] for b, n in zip(times["build"], times["node"], strict=True))
+    verdict = "less" if wall["build"] < wall["node"] else "MORE"
     print(
         f"  the whole build takes {verdict} wall time than one cold Node compile "
-        f"({median['build'] / median['node']:.2f}x; faster in {wins} of {runs} pairs)"
+        f"({wall['build'] / wall['node']:.2f}x; faster in {wins} of {runs} pairs; "
+        f"CPU {cpu['build'] / cpu['node']:.2f}x)"
     )
 
 
