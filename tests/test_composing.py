@@ -8,6 +8,7 @@ import shutil
 import stat
 from pathlib import Path
 
+import lxml.html
 import pytest
 from click.testing import CliRunner
 
@@ -216,3 +217,22 @@ def test_a_ten_brief_bilingual_edition_stays_under_the_clipping_warning(workdir:
     assert len(build.issue.briefs) == 10
     assert bilingual.html_part_bytes < CLIP_WARNING  # dark mode and contents included
     assert not [f for f in bilingual.findings if "KB" in f.message]
+
+
+@pytest.mark.parametrize(
+    ("titles", "en_h1", "fr_h1"),
+    [
+        ({}, "News / Brèves", "News / Brèves"),  # the committee's own masthead, in both
+        ({"NEWSLETTER_TITLE_EN": "Info", "NEWSLETTER_TITLE_FR": "Info"}, "Info", "Info"),
+    ],
+)
+def test_every_masthead_shows_the_whole_name(workdir: Path, titles, en_h1, fr_h1) -> None:
+    settings = load_settings(None, environ=titles)
+    build = build_issue(workdir / "issues" / DEMO_ISSUE, settings.identity, Templates())
+    for edition, expected in (("en", en_h1), ("fr", fr_h1), ("bilingual", en_h1)):
+        tree = lxml.html.fromstring(next(e.html for e in build.editions if e.name == edition))
+        (top,) = tree.xpath("//*[@id='top']")
+        assert top.xpath("string(.//h1)") == expected
+    fr = lxml.html.fromstring(next(e.html for e in build.editions if e.name == "fr"))
+    foreign = fr.xpath("//*[@id='top']//h1/span/@lang")
+    assert foreign == (["en-CA"] if not titles else [])  # "News" marked English there
