@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 import time
 from pathlib import Path
@@ -163,13 +162,8 @@ def send(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="ADDRESSES") from None
     settings = app.settings
-    smtp = settings.smtp
-    if smtp.host and smtp.user and smtp.security == "none" and not _loopback(smtp.host):
-        click.echo(
-            f"warning: the password for {smtp.host} goes unencrypted "
-            "(NEWSLETTER_SMTP_SECURITY=none); use starttls or ssl",
-            err=True,
-        )
+    for warning in settings.smtp.warnings:  # once per run, not once per connection
+        click.echo(f"warning: {warning}", err=True)
     prepared = prepare(settings, issue_dir, test=test)
     if test:
         return _send_tests(prepared, addresses)
@@ -309,11 +303,3 @@ def status(app: AppContext, issue_dir: Path) -> None:
             click.echo(f"retrying   {d.email} (attempt {d.attempts}): {d.last_reply}")
     finally:
         ledger.close()
-
-
-def _loopback(host: str) -> bool:
-    """A server on this machine, where `none` sends nothing over a network."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from . import db
 from .config import SUBSCRIBER_LANGUAGES, Settings
 from .errors import StoreError
-from .normalise import check_email, clean_name, email_key
+from .normalise import MAX_NAME, check_email, clean_name, email_key
 
 Edition = Literal["en", "fr", "bilingual"]
 
@@ -223,6 +223,7 @@ class SqliteStore:
             raise StoreError(str(exc)) from None
         if language not in SUBSCRIBER_LANGUAGES:
             raise StoreError(f"unknown language {language!r}; use en, fr or both")
+        _check_name(name)
         with db.transaction(self.conn):
             existing = self.find(email)
             left = self._left_before(email) if existing is None else None
@@ -279,6 +280,7 @@ class SqliteStore:
         return self._set(subscriber_id, "language", language, how)
 
     def set_name(self, subscriber_id: int, name: str, how: str) -> bool:
+        _check_name(name)
         return self._set(subscriber_id, "name", clean_name(name), how)
 
     def remove(self, email: str, how: str = "cli") -> bool:
@@ -425,6 +427,13 @@ class SqliteStore:
             (subscriber_id,),
         )
         return [dict(row) for row in rows]
+
+
+def _check_name(name: str) -> None:
+    if len(clean_name(name)) > MAX_NAME:
+        raise StoreError(
+            f"the name is {len(clean_name(name))} characters long; keep it to {MAX_NAME}"
+        )
 
 
 def open_store(settings: Settings, busy_timeout_ms: int | None = None) -> SqliteStore:

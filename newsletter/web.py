@@ -32,12 +32,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
+from .normalise import MAX_NAME
 from .subscribers import SqliteStore, Subscriber, open_store
 from .tokens import read_token, resolve_secret
 
 TEMPLATES = SHIPPED_TEMPLATES / "web"
 LOCALES = {"en": "en-CA", "fr": "fr-CA"}
-MAX_NAME = 200
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 body: List-Unsubscribe=One-Click
 
 # Mail clients do not retry a one-click unsubscribe that failed, so the app waits for another
