@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import sqlite3
+import ssl
 import subprocess
 from email import policy
 from email.header import decode_header, make_header
@@ -27,6 +28,7 @@ from newsletter.render import Templates
 from newsletter.subscribers import SqliteStore
 
 from .conftest import DEMO_ISSUE, ROOT
+from .smtp_server import Handler, Server
 
 INJECTION = "\r\nBcc: victim@example.com"
 
@@ -223,3 +225,45 @@ def test_no_header_line_passes_998_octets_whatever_name_a_store_holds(built, wor
     (sent,) = (workdir / "outbox" / DEMO_ISSUE).glob("*.eml")
     head = sent.read_bytes().partition(b"\r\n\r\n")[0]
     assert max(len(line) for line in head.split(b"\r\n")) <= 998
+
+
+# --- 9: weak transport settings are said once; a password in clear is refused (above) ------
+
+
+def test_a_password_in_clear_allowed_by_hand_is_warned_about_once(workdir: Path) -> None:
+    allowed = {**CLEARTEXT, "NEWSLETTER_SMTP_ALLOW_CLEARTEXT_LOGIN": "true"}
+    # a dry run connects to nothing: mail.example.org is only named
+    result = newsletter(workdir, "send", f"issues/{DEMO_ISSUE}", "--dry-run", **allowed)
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if "warning" in line] == [
+        "warning: the password for mail.example.org goes unencrypted "
+        "(NEWSLETTER_SMTP_SECURITY=none, NEWSLETTER_SMTP_ALLOW_CLEARTEXT_LOGIN=true); "
+        "use starttls or ssl"
+    ]
+    assert "hunter2" not in result.output
+    near = {**CLEARTEXT, "NEWSLETTER_SMTP_HOST": "127.0.0.2"}  # nothing crosses a network
+    result = newsletter(workdir, "send", f"issues/{DEMO_ISSUE}", "--dry-run", **near)
+    assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_an_unverified_certificate_is_warned_about_once_per_send(workdir: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(server_context)  # trusted by no one
+    with SqliteStore(workdir / "n.db") as store:
+        for i in range(6):
+            store.add(f"p{i}@example.org", language="en", source="test")
+    with Server(Handler(), tls_context=server_context, require_starttls=True) as server:
+        result = newsletter(
+            workdir, "send", f"issues/{DEMO_ISSUE}", "--yes", "--concurrency", "3",
+            NEWSLETTER_DB=str(workdir / "n.db"), NEWSLETTER_SMTP_HOST="127.0.0.1",
+            NEWSLETTER_SMTP_PORT=str(server.port), NEWSLETTER_SMTP_VERIFY="false",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert len(server.handler.received) == 6
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: NEWSLETTER_SMTP_VERIFY=false: the certificate of 127.0.0.1 is not checked, "
+        "so anyone on the way can pose as it and read the password and every message; "
+        "use NEWSLETTER_SMTP_CA_FILE for a private certificate instead"
+    ]

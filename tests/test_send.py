@@ -382,22 +382,6 @@ def test_login_refused_says_so_once_without_the_password(workdir: Path) -> None:
         assert len(handler.received) == 3
 
 
-def test_a_password_sent_in_clear_over_a_network_is_warned_about(workdir: Path) -> None:
-    add_people(workdir)
-    env = {"NEWSLETTER_SMTP_USER": "news", "NEWSLETTER_SMTP_PASSWORD": "hunter2"}
-    env["NEWSLETTER_SMTP_SECURITY"] = "none"
-    # a dry run connects to nothing: mail.example.org is only named
-    far = send(workdir, 1, "--dry-run", NEWSLETTER_SMTP_HOST="mail.example.org", **env)
-    assert far.returncode == 0, far.stderr
-    assert far.stderr.splitlines()[0] == (
-        "warning: the password for mail.example.org goes unencrypted "
-        "(NEWSLETTER_SMTP_SECURITY=none); use starttls or ssl"
-    )
-    assert "hunter2" not in far.stdout + far.stderr
-    near = send(workdir, 1, "--dry-run", **env)  # 127.0.0.1: nothing crosses a network
-    assert near.returncode == 0 and "unencrypted" not in near.stderr
-
-
 def test_a_password_with_accents_logs_in_as_utf8(workdir: Path) -> None:
     add_people(workdir)
     handler = Handler()
