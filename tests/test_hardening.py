@@ -267,3 +267,77 @@ def test_an_unverified_certificate_is_warned_about_once_per_send(workdir: Path) 
         "so anyone on the way can pose as it and read the password and every message; "
         "use NEWSLETTER_SMTP_CA_FILE for a private certificate instead"
     ]
+
+
+# --- 10: a character the templates cannot carry is named where it is, or made a space -----
+
+BRIEF = "issues/briefs/da-nang-apec-summit.en.md"
+MANIFEST = f"issues/{DEMO_ISSUE}/issue.toml"
+AT = "Leaders of the"  # line 8 of BRIEF; "of" starts at column 9
+
+
+def _put(path: str, old: str, new: str):
+    def edit(workdir: Path) -> None:
+        file = workdir / path
+        text = file.read_text("utf-8")
+        assert old in text
+        file.write_text(text.replace(old, new, 1), "utf-8")
+
+    return edit
+
+
+# (the edit, then the one-line error; None where the character is replaced by a space)
+CONTROL_CHARACTERS = {
+    "U+000B, Word's line break, in a brief: a space": (_put(BRIEF, AT, "Leaders\vof the"), None),
+    "U+000C, a page break, in a brief: a space": (_put(BRIEF, AT, "Leaders\fof the"), None),
+    "U+0008 in a brief": (
+        _put(BRIEF, AT, "Leaders\bof the"),
+        f"{BRIEF}:8: invisible control character U+0008 at column 8; delete it",
+    ),
+    "U+001C in a brief": (
+        _put(BRIEF, AT, "Leaders \x1cof the"),
+        f"{BRIEF}:8: invisible control character U+001C at column 9; delete it",
+    ),
+    "U+FFFE in a brief": (
+        _put(BRIEF, AT, "Leaders \ufffeof the"),
+        f"{BRIEF}:8: U+FFFE at column 9 is no character (a stray byte-order mark?); delete it",
+    ),
+    "U+0092, a Windows apostrophe read as Latin-1, in a brief": (
+        _put(BRIEF, AT, "Leader\x92s of the"),
+        f"{BRIEF}:8: invisible control character U+0092 at column 7, often a Windows quote",
+    ),
+    "an escaped U+001C in a front matter title": (
+        _put(BRIEF, "title: APEC Leaders", 'title: "APEC\\x1c" #'),
+        f"{BRIEF}:2: 'title' holds invisible control character U+001C; delete it",
+    ),
+    "an escaped U+001C as the subject": (
+        _put(MANIFEST, 'subject = "News / Brèves No. 1:', 'subject = "\\u001c" #'),
+        f"{MANIFEST}:16: [en] subject holds invisible control character U+001C; delete it",
+    ),
+    "an escaped U+000B in a preheader: a space": (
+        _put(MANIFEST, 'preheader = "A joint call', 'preheader = "A\\u000bjoint call'),
+        None,
+    ),
+    "an escaped U+FFFF in the bilingual subject": (
+        _put(MANIFEST, 'subject = "News / Brèves No. 1 —', 'subject = "\\uffff" #'),
+        f"{MANIFEST}:35: [bilingual] subject holds U+FFFF is no character",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTROL_CHARACTERS))
+def test_a_control_character_is_named_in_its_file_and_line(case: str, workdir: Path) -> None:
+    edit, expected = CONTROL_CHARACTERS[case]
+    edit(workdir)
+    result = newsletter(workdir, "build", f"issues/{DEMO_ISSUE}")
+    if expected is None:
+        assert result.exit_code == 0, result.output
+        for html in (workdir / "build" / DEMO_ISSUE).glob("*.html"):
+            text = html.read_text("utf-8")
+            assert not any(c in text for c in "\v\f")
+        assert "Leaders of the" in (workdir / "build" / DEMO_ISSUE / "en.html").read_text()
+        return
+    line = one_error_line(result)
+    assert line.startswith(f"error: {expected}"), line
+    assert "mjml" not in line.lower()
+    assert not (workdir / "build").exists()
