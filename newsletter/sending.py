@@ -17,7 +17,7 @@ from .message import Recipient
 from .render import Templates
 from .signing import Signer, signer_for
 from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status, edition_for
-from .tokens import make_token, preferences_url, resolve_secret, unsubscribe_url
+from .tokens import make_token, preferences_url, signing_key, unsubscribe_url
 from .transport import Transport, transport_for
 from .views import EDITIONS
 
@@ -65,7 +65,7 @@ def prepare(settings: Settings, issue_dir: Path, *, test: bool = False) -> Prepa
         settings=settings,
         build=build,
         editions=editions,
-        secret=resolve_secret(settings),
+        secret=signing_key(settings),  # the secret bound to this list
         transport=transport_for(settings.smtp, settings.outbox / build.issue.id),
         signer=signer_for(settings.dkim),
     )

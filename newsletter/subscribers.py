@@ -44,6 +44,16 @@ class Subscriber:
 
 
 @dataclass(frozen=True)
+class ListIdentity:
+    """What binds links to this list: a random id made with the database, and until when a
+    link signed before there was one still counts (for subscribers up to `legacy_max_id`)."""
+
+    uid: str
+    legacy_until: datetime
+    legacy_max_id: int
+
+
+@dataclass(frozen=True)
 class Row:
     """One person to import. None for name or language means: keep what the store has
     (a new subscriber gets no name and the default language)."""
@@ -116,6 +126,8 @@ class SubscriberStore(Protocol):
 
     def remove(self, email: str, how: str = "cli") -> bool: ...
 
+    def list_identity(self) -> ListIdentity: ...
+
     def counts(self) -> dict[tuple[str, Status], int]: ...
 
     def import_rows(
@@ -155,9 +167,9 @@ class SqliteStore:
     """The subscriber store in a SQLite file. Every change is one `BEGIN IMMEDIATE`
     transaction, so concurrent processes (the web app, an import, a send) serialise cleanly."""
 
-    def __init__(self, path: Path | str, busy_timeout_ms: int | None = None):
+    def __init__(self, path: Path | str, busy_timeout_ms: int | None = None, create: bool = True):
         self.path = Path(path)
-        self.conn = db.connect(self.path, busy_timeout_ms)
+        self.conn = db.connect(self.path, busy_timeout_ms, create=create)
 
     def close(self) -> None:
         self.conn.close()
@@ -195,6 +207,15 @@ class SqliteStore:
             params.append(language)
         for row in self.conn.execute(query + " ORDER BY id", params):
             yield _subscriber(row)
+
+    def list_identity(self) -> ListIdentity:
+        """This list's own id, which signed links are bound to (see tokens.py)."""
+        row = self.conn.execute(
+            "SELECT uid, legacy_until, legacy_max_id FROM list_identity WHERE only_row = 1"
+        ).fetchone()
+        return ListIdentity(
+            row["uid"], datetime.fromisoformat(row["legacy_until"]), row["legacy_max_id"]
+        )
 
     def counts(self) -> dict[tuple[str, Status], int]:
         """Number of subscribers per (language, status); absent pairs are zero."""
@@ -436,7 +457,9 @@ def _check_name(name: str) -> None:
         )
 
 
-def open_store(settings: Settings, busy_timeout_ms: int | None = None) -> SqliteStore:
-    """The store named by the settings (NEWSLETTER_DB), created and migrated if needed; it
-    waits `busy_timeout_ms` for another writer (by default db.BUSY_TIMEOUT_MS)."""
-    return SqliteStore(settings.db_path, busy_timeout_ms)
+def open_store(
+    settings: Settings, busy_timeout_ms: int | None = None, *, create: bool = True
+) -> SqliteStore:
+    """The store named by the settings (NEWSLETTER_DB), migrated, and created if needed unless
+    not `create`; it waits `busy_timeout_ms` for another writer (default db.BUSY_TIMEOUT_MS)."""
+    return SqliteStore(settings.db_path, busy_timeout_ms, create)

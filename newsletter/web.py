@@ -2,6 +2,8 @@
 
 The signed token in the URL is the credential: whoever holds the link may act for that one
 address, and nothing else. GET never changes anything, because link scanners follow GETs.
+The app never creates the database or the signing secret: without them it answers 503
+(every link would otherwise look invalid, and every unsubscribe be lost).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sqlite3
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from jinja2 import (
@@ -32,9 +35,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
+from .errors import StoreError
 from .normalise import MAX_NAME
 from .subscribers import SqliteStore, Subscriber, open_store
-from .tokens import read_token, resolve_secret
+from .tokens import link_keys, resolve_secret
 
 TEMPLATES = SHIPPED_TEMPLATES / "web"
 LOCALES = {"en": "en-CA", "fr": "fr-CA"}
@@ -46,6 +50,9 @@ ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 body: List-Unsubscribe
 # so that the client gets our 503 and Retry-After, not the proxy's 504.
 BUSY_TIMEOUT_MS = 45_000
 RETRY_AFTER_S = 60
+# Every form here is a few fields (a name is 200 characters): a body is refused past this
+# before anything reads it, since parsing megabytes costs seconds of CPU.
+MAX_BODY = 64 * 1024
 
 # Every answer: never cached (a shared cache must not serve one person's page to another),
 # never indexed, and the token never leaks to another site through Referer.
@@ -91,6 +98,10 @@ class _Busy(Exception):
     """Another process held the database's write lock for longer than the app waits."""
 
 
+class _Unavailable(Exception):
+    """The database is missing or cannot be opened (moved away, damaged, a newer schema)."""
+
+
 @dataclass(frozen=True)
 class _Wanted:
     """What a preferences form asks for; None keeps the current value (the field was not sent)."""
@@ -100,7 +111,8 @@ class _Wanted:
 
 
 class _Headers:
-    """ASGI middleware adding HEADERS to every response, errors included."""
+    """ASGI middleware adding HEADERS to every response, errors included: it wraps even
+    Starlette's handler of unexpected errors (see _App)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -118,6 +130,79 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
+class _BodyLimit:
+    """ASGI middleware reading a request's body whole, up to `limit` bytes, before the app
+    sees it; past that, 413 at once. A declared length over the limit is refused unread."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:  # sent in chunks, with no length declared
+                await self._refuse(send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        text = f"Request body over {self.limit} bytes\n".encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
+                   (b"content-length", str(len(text)).encode())]  # fmt: skip
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": text})
+
+
+class _App(Starlette):
+    """Starlette, with our middleware outside its handler of unexpected errors, so that a
+    500 too carries the security headers."""
+
+    def __init__(self, *args: Any, max_body: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_body = max_body
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return _Headers(_BodyLimit(super().build_middleware_stack(), self.max_body))
+
+
+def _route(path: str, **handlers: Callable[[Request], Any]) -> Route:
+    """One route for all the methods of a path, so that OPTIONS and a 405 name them all
+    (two routes for one path answer with the methods of the first)."""
+    methods = {method.upper() for method in handlers} | {"OPTIONS"}
+    if "GET" in methods:
+        methods.add("HEAD")  # a GET route answers HEAD too: both only show the page
+    allow = ", ".join(sorted(methods))
+
+    async def endpoint(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow})
+        method = "get" if request.method == "HEAD" else request.method.lower()
+        return await handlers[method](request)
+
+    return Route(path, endpoint, methods=sorted(methods))
+
+
 def web_loader(settings: Settings) -> BaseLoader:
     """The pages' templates: `web/` in NEWSLETTER_TEMPLATES first, then ours for any page
     that folder lacks (a copy made before a page was added)."""
@@ -132,14 +217,16 @@ def create_app(
     *,
     busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     retry_after_s: int = RETRY_AFTER_S,
+    max_body: int = MAX_BODY,
 ) -> Starlette:
     """The ASGI app for `newsletter serve` (uvicorn) or any ASGI server.
 
     A change waits up to `busy_timeout_ms` for another process's write lock; past that the
-    answer is 503 with `Retry-After: retry_after_s`.
+    answer is 503 with `Retry-After: retry_after_s`. A StoreError if the database or the
+    signing secret is missing: the app makes neither.
     """
-    secret = resolve_secret(settings)
-    open_store(settings).close()  # create and migrate the file now, not on the first click
+    secret = resolve_secret(settings, create=False)
+    open_store(settings, create=False).close()  # migrate the file now, not on the first click
     env = Environment(
         # The pages follow NEWSLETTER_TEMPLATES, like the emails, when that folder has them.
         loader=web_loader(settings),
@@ -176,13 +263,20 @@ def create_app(
         headers = {"Retry-After": str(retry_after_s)}
         return page("busy.html.j2", subscriber.language, 503, headers)
 
+    def unavailable(exc: _Unavailable) -> HTMLResponse:
+        # Nothing can be read or recorded until the operator puts the database back.
+        log.error("answering 503: %s", exc)
+        return page("unavailable.html.j2", "both", 503, {"Retry-After": str(retry_after_s)})
+
     async def with_store(work: Callable[[SqliteStore], T]) -> T:
         # One connection per request, in a worker thread: SQLite calls block, and a
         # connection must not be shared by requests running at the same time.
         def run() -> T:
             try:
-                with open_store(settings, busy_timeout_ms) as store:
+                with open_store(settings, busy_timeout_ms, create=False) as store:
                     return work(store)
+            except StoreError as exc:  # missing, unreadable, not a database: never made anew
+                raise _Unavailable(str(exc)) from None
             except sqlite3.OperationalError as exc:
                 if db.is_busy(exc):
                     raise _Busy from exc
@@ -191,10 +285,14 @@ def create_app(
         return await run_in_threadpool(run)
 
     async def subscriber_for(request: Request) -> Subscriber | None:
-        subscriber_id = read_token(secret, request.path_params["token"])
-        if subscriber_id is None:
-            return None
-        return await with_store(lambda store: store.get(subscriber_id))
+        token = request.path_params["token"]
+
+        def find(store: SqliteStore) -> Subscriber | None:
+            # The keys come from the database answering, which may have been replaced.
+            subscriber_id = link_keys(secret, store.list_identity()).read(token, datetime.now(UTC))
+            return store.get(subscriber_id) if subscriber_id is not None else None
+
+        return await with_store(find)
 
     async def unsubscribe_page(request: Request) -> Response:
         subscriber = await subscriber_for(request)
@@ -273,18 +371,22 @@ def create_app(
             return Response(exc.detail, exc.status_code, headers=exc.headers)
         return invalid()
 
-    app = Starlette(
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, _Unavailable)
+        return unavailable(exc)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Starlette logs the traceback after this answer; the reader gets a page, not a trace.
+        return page("error.html.j2", "both", 500)
+
+    return _App(
         routes=[
-            Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
-            Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
-            # A GET route also answers HEAD: both only show the page.
-            Route("/preferences/{token}", show_preferences, methods=["GET"]),
-            Route("/preferences/{token}", save_preferences, methods=["POST"]),
+            _route("/unsubscribe/{token}", get=unsubscribe_page, post=unsubscribe),
+            _route("/preferences/{token}", get=show_preferences, post=save_preferences),
         ],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, _Unavailable: store_unavailable, 500: server_error},
+        max_body=max_body,
     )
-    app.add_middleware(_Headers)
-    return app
 
 
 async def _form(request: Request) -> dict[str, str] | None:

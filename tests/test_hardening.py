@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import email
+import socket
 import sqlite3
 import ssl
 import subprocess
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.header import decode_header, make_header
 from email.headerregistry import HeaderRegistry, UniqueAddressHeader
@@ -19,16 +21,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from newsletter import db, web
 from newsletter.build import build_issue
 from newsletter.cli import main
 from newsletter.config import load_settings
 from newsletter.fastmime import compile_edition
 from newsletter.message import Recipient, build_message
 from newsletter.render import Templates
-from newsletter.subscribers import SqliteStore
+from newsletter.schema import LIST_IDENTITY, MIGRATIONS
+from newsletter.subscribers import SqliteStore, Status
+from newsletter.tokens import link_keys, make_token, signing_key
 
 from .conftest import DEMO_ISSUE, ROOT
 from .smtp_server import Handler, Server
+from .test_web import ONE_CLICK, Reply, post, request
+from .test_web import Server as WebServer
 
 INJECTION = "\r\nBcc: victim@example.com"
 
@@ -341,3 +348,184 @@ def test_a_control_character_is_named_in_its_file_and_line(case: str, workdir: P
     assert line.startswith(f"error: {expected}"), line
     assert "mjml" not in line.lower()
     assert not (workdir / "build").exists()
+
+
+# --- 4, 5, 6, 8, 11: hostile requests to the web app -------------------------------------
+
+SECURITY_HEADERS = {name.decode(): value.decode() for name, value in web.HEADERS}
+WEB_ENV = {"NEWSLETTER_SECRET": "one-secret-shared-by-two-lists-0123456789"}
+
+
+def _web_settings(db_path: Path):
+    return load_settings(None, environ={**WEB_ENV, "NEWSLETTER_DB": str(db_path)})
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    """A list with one subscriber, served: (settings, store, server, that person's token)."""
+    settings = _web_settings(tmp_path / "data" / "list-a.db")
+    with SqliteStore(settings.db_path) as store:
+        ann = store.add("ann@example.org", language="fr", source="test").id
+        with WebServer(settings) as server:
+            yield settings, store, server, make_token(signing_key(settings), ann)
+
+
+def raw_http(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """One request over a plain socket, so that a body can be declared and not sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode("ascii") + b"\r\n" + body)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed without answering"
+            reply += chunk
+    status_line, *lines = reply.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, reply.partition(b"\r\n\r\n")[2]
+
+
+def _moved_away(settings, store, server, token, tmp_path, caplog) -> Reply:
+    # finding 4: the file moved away while serving; the next click must not make a new one
+    for path in settings.db_path.parent.iterdir():
+        path.rename(tmp_path / path.name)
+    reply = post(server.url(f"/unsubscribe/{token}"), ONE_CLICK)
+    assert not settings.db_path.exists() and not any(settings.db_path.parent.iterdir())
+    assert "Réessayez plus tard" in reply.body and '<html lang="en-CA">' in reply.body
+    (logged,) = [r for r in caplog.records if r.name == "newsletter.web"]
+    assert (
+        logged.getMessage()
+        == f"answering 503: {settings.db_path}: no database here; check NEWSLETTER_DB"
+    )
+    return reply
+
+
+def _damaged(settings, store, server, token, tmp_path, caplog) -> Reply:
+    # finding 5: a database that cannot answer (here: its table is gone) makes a 500
+    store.conn.execute("ALTER TABLE subscribers RENAME TO lost")
+    reply = post(server.url(f"/unsubscribe/{token}"), ONE_CLICK)
+    assert "Une erreur s’est produite" in reply.body and "Traceback" not in reply.body
+    return reply
+
+
+def _declared_20_mb(settings, store, server, token, tmp_path, caplog) -> Reply:
+    # finding 6: refused on the length it declares, before one byte of it is sent
+    status, headers, body = raw_http(server.port, (
+        f"POST /unsubscribe/{token} HTTP/1.1\nHost: 127.0.0.1\n"
+        f"Content-Type: application/x-www-form-urlencoded\nContent-Length: {20 * 2**20}\n"
+    ))  # fmt: skip
+    return Reply(status, headers, body.decode())
+
+
+def _chunked_past_the_limit(settings, store, server, token, tmp_path, caplog) -> Reply:
+    # finding 6: with no length declared, refused once the limit is passed: the 20 MB the
+    # client meant to send are not waited for
+    chunk = b"List-Unsubscribe=One-Click&" + b"x" * web.MAX_BODY
+    status, headers, body = raw_http(server.port, (
+        f"POST /unsubscribe/{token} HTTP/1.1\nHost: 127.0.0.1\n"
+        "Content-Type: application/x-www-form-urlencoded\nTransfer-Encoding: chunked\n"
+    ), f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")  # fmt: skip
+    return Reply(status, headers, body.decode())
+
+
+def _token_of_another_list(settings, store, server, token, tmp_path, caplog) -> Reply:
+    # finding 8: same secret, same subscriber id, another database: not this list's link
+    other = _web_settings(tmp_path / "list-b.db")
+    with SqliteStore(other.db_path) as b:
+        assert b.add("bob@example.org", language="en", source="test").id == store.get(1).id
+    foreign = make_token(signing_key(other), 1)
+    assert foreign != token
+    assert request(server.url(f"/unsubscribe/{token}")).status == 200  # the list's own
+    return post(server.url(f"/unsubscribe/{foreign}"), ONE_CLICK)
+
+
+def _options(settings, store, server, token, tmp_path, caplog) -> Reply:
+    # finding 11: the methods of the path, POST included
+    reply = request(server.url(f"/unsubscribe/{token}"), method="OPTIONS")
+    assert reply.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    put = request(server.url(f"/preferences/{token}"), method="PUT")
+    assert (put.status, set(put.headers["allow"].split(", "))) == (
+        405,
+        {*["GET", "HEAD", "OPTIONS", "POST"]},
+    )
+    return reply
+
+
+HOSTILE_REQUESTS = {
+    "4: the database moved away": (_moved_away, 503),
+    "5: an unexpected error": (_damaged, 500),
+    "6: a 20 MB body, declared": (_declared_20_mb, 413),
+    "6: a body past the limit, in chunks": (_chunked_past_the_limit, 413),
+    "8: a link of another list sharing the secret": (_token_of_another_list, 404),
+    "11: OPTIONS": (_options, 204),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_REQUESTS))
+def test_a_hostile_request_gets_its_status_and_every_security_header(
+    case: str, site, tmp_path: Path, caplog
+) -> None:
+    settings, store, server, token = site
+    attack, status = HOSTILE_REQUESTS[case]
+    reply = attack(settings, store, server, token, tmp_path, caplog)
+    assert reply.status == status, reply.body
+    headers = {name.lower(): value for name, value in reply.headers.items()}
+    for name, value in SECURITY_HEADERS.items():
+        assert headers.get(name) == value, name
+    if settings.db_path.exists() and status != 500:
+        assert store.get(1).status is Status.ACTIVE  # nothing was done on Ann's behalf
+
+
+def test_serve_makes_neither_a_database_nor_a_secret(tmp_path: Path) -> None:
+    # finding 4, at start: a wrong NEWSLETTER_DB would otherwise serve an empty list
+    db_path = tmp_path / "data" / "n.db"
+    result = newsletter(tmp_path, "serve", **WEB_ENV, NEWSLETTER_DB=str(db_path))
+    assert one_error_line(result) == f"error: {db_path}: no database here; check NEWSLETTER_DB"
+    assert not (tmp_path / "data").exists()
+    SqliteStore(db_path).close()
+    # a database without the secret its links were signed with: a new one would void them
+    result = newsletter(tmp_path, "serve", NEWSLETTER_DB=str(db_path))
+    assert one_error_line(result).startswith(f"error: {db_path}.secret: no signing secret here")
+    assert sorted(p.name for p in db_path.parent.iterdir() if "secret" in p.name) == []
+
+
+def test_links_mailed_before_lists_had_an_id_work_for_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # finding 8: the window that keeps links already in inboxes working after the upgrade
+    settings = _web_settings(tmp_path / "old.db")
+    with monkeypatch.context() as old_version:  # a database as the version before wrote it
+        old_version.setattr(db, "MIGRATIONS", MIGRATIONS[: MIGRATIONS.index(LIST_IDENTITY)])
+        with SqliteStore(settings.db_path) as store:
+            for who in ("ann", "bob"):
+                store.add(f"{who}@example.org", language="en", source="test")
+    secret = settings.secret.encode()
+    mailed = make_token(secret, 1)  # what messages sent before the upgrade carry
+    with SqliteStore(settings.db_path) as store:  # the upgrade
+        identity = store.list_identity()
+        assert identity.legacy_max_id == 2
+        left = identity.legacy_until - datetime.now(UTC)
+        assert timedelta(days=89) < left <= timedelta(days=90)
+        cy = store.add("cy@example.org", language="en", source="test").id
+    with WebServer(settings) as server:
+        assert request(server.url(f"/unsubscribe/{mailed}")).status == 200
+        # cy never had a link signed the old way: one made so is forged
+        assert request(server.url(f"/unsubscribe/{make_token(secret, cy)}")).status == 404
+        assert (
+            request(server.url(f"/unsubscribe/{make_token(signing_key(settings), cy)}")).status
+            == 200
+        )
+    keys = link_keys(secret, identity)
+    second = timedelta(seconds=1)
+    assert keys.read(mailed, identity.legacy_until - second) == 1
+    assert keys.read(mailed, identity.legacy_until) is None  # the window has closed
+    assert keys.read(keys.make(1), identity.legacy_until + 1000 * second) == 1
+
+
+def test_a_new_list_accepts_no_link_signed_the_old_way(tmp_path: Path) -> None:
+    settings = _web_settings(tmp_path / "new.db")
+    with SqliteStore(settings.db_path) as store:
+        ann = store.add("ann@example.org", language="en", source="test").id
+        keys = link_keys(settings.secret.encode(), store.list_identity())
+    assert keys.legacy_max_id == 0
+    assert keys.read(make_token(settings.secret.encode(), ann), datetime.now(UTC)) is None
+    assert keys.read(keys.make(ann), datetime.now(UTC)) == ann
