@@ -38,7 +38,7 @@ LANGUAGES = ("en", "fr")
 SUBSCRIBER_LANGUAGES = ("en", "fr", "both")
 MAX_TEXT = 200  # characters of a sender name, title or organisation: one line of a page
 # A DNS name in its ASCII form: what a DKIM selector and domain are (RFC 6376 3.1, 3.5).
-_DNS_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+DNS_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                        r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # fmt: skip
 # Control characters (C0 but tab, DEL, C1) and the line separators: in a header they would
 # start a new line, in the templates MJML refuses them.
@@ -279,7 +279,7 @@ def load_settings(
         "@" not in get("REPLY_TO") or any(c in get("REPLY_TO") for c in "\r\n<> ")
     ):
         raise fail("REPLY_TO", "must be a plain address, e.g. editors@example.org")
-    if get("LIST_ID") and not _DNS_NAME.fullmatch(get("LIST_ID")):
+    if get("LIST_ID") and not DNS_NAME.fullmatch(get("LIST_ID")):
         raise fail("LIST_ID", "must look like a domain name, e.g. news.example.org")
     dkim = {name: get(f"DKIM_{name}") for name in ("KEY", "SELECTOR", "DOMAIN")}
     if any(dkim.values()):
@@ -292,7 +292,7 @@ def load_settings(
                 "too, or empty all three",
             )
         for name, example in (("SELECTOR", "news2017"), ("DOMAIN", "example.org")):
-            if not _DNS_NAME.fullmatch(dkim[name]) or len(dkim[name]) > 253:
+            if not DNS_NAME.fullmatch(dkim[name]) or len(dkim[name]) > 253:
                 raise fail(
                     f"DKIM_{name}",
                     f"must be a DNS name in ASCII (letters, digits, hyphens, dots), e.g. {example}",
@@ -352,7 +352,7 @@ def load_settings(
 
 def _default_list_id(host: str) -> str:
     """The base URL's host, when it can be one (an IP address cannot)."""
-    if _DNS_NAME.fullmatch(host) and not host.replace(".", "").isdigit():
+    if DNS_NAME.fullmatch(host) and not host.replace(".", "").isdigit():
         return host
     return "newsletter.example.org"
 

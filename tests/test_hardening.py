@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import email
+import signal
 import socket
 import sqlite3
 import ssl
 import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.header import decode_header, make_header
@@ -19,6 +24,7 @@ from email.headerregistry import HeaderRegistry, UniqueAddressHeader
 from pathlib import Path
 
 import pytest
+import uvicorn
 from click.testing import CliRunner
 
 from newsletter import db, web
@@ -26,13 +32,16 @@ from newsletter.build import build_issue
 from newsletter.cli import main
 from newsletter.config import load_settings
 from newsletter.fastmime import compile_edition
+from newsletter.hosts import allowed_hosts, check_name
 from newsletter.message import Recipient, build_message
+from newsletter.preview import Preview
+from newsletter.preview import create_app as preview_app
 from newsletter.render import Templates
 from newsletter.schema import LIST_IDENTITY, MIGRATIONS
 from newsletter.subscribers import SqliteStore, Status
 from newsletter.tokens import link_keys, make_token, signing_key
 
-from .conftest import DEMO_ISSUE, ROOT
+from .conftest import DEMO_ISSUE, ROOT, clean_env
 from .smtp_server import Handler, Server
 from .test_web import ONE_CLICK, Reply, post, request
 from .test_web import Server as WebServer
@@ -370,9 +379,12 @@ def site(tmp_path: Path):
             yield settings, store, server, make_token(signing_key(settings), ann)
 
 
-def raw_http(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
-    """One request over a plain socket, so that a body can be declared and not sent."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+def raw_http(
+    port: int, head: str, body: bytes = b"", address: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
+    """One request over a plain socket, so that a body can be declared and not sent, and
+    `Host:` say anything."""
+    with socket.create_connection((address, port), timeout=10) as sock:
         sock.sendall(head.replace("\n", "\r\n").encode("ascii") + b"\r\n" + body)
         reply = b""
         while b"\r\n\r\n" not in reply:
@@ -529,3 +541,86 @@ def test_a_new_list_accepts_no_link_signed_the_old_way(tmp_path: Path) -> None:
     assert keys.legacy_max_id == 0
     assert keys.read(make_token(settings.secret.encode(), ann), datetime.now(UTC)) is None
     assert keys.read(keys.make(ann), datetime.now(UTC)) == ann
+
+
+# --- 7, 11: the preview answers its own names and addresses, whatever it listens on -------
+
+
+@pytest.fixture
+def preview_on_any_address(workdir: Path):
+    """The preview app as `preview --host 0.0.0.0 --allow-host preview.example.org` serves
+    it, here on 127.0.0.1 (a test listens on loopback only)."""
+    names = allowed_hosts("0.0.0.0", [check_name("Preview.Example.org")])
+    state = Preview(workdir / "issues" / DEMO_ISSUE, workdir / "test.env")
+    config = uvicorn.Config(preview_app(state, names), host="127.0.0.1", port=0,
+                            log_level="warning", lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:  # a condition, not a delay
+        assert thread.is_alive()
+        time.sleep(0.01)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    thread.join(10)
+
+
+REBINDING = {
+    "a rebound name": ("evil.example.com", 400),
+    "a rebound name with the port": ("evil.example.com:{port}", 400),
+    "a name that ends like ours": ("preview.example.org.evil.example.com", 400),
+    "no name at all": ("", 400),
+    "the address it listens on": ("0.0.0.0:{port}", 200),
+    "localhost": ("LocalHost:{port}", 200),
+    "another loopback address (finding 11)": ("127.0.0.2:{port}", 200),
+    "an IPv6 address": ("[::1]:{port}", 200),
+    "an address of the network": ("192.0.2.7:{port}", 200),
+    "a name given with --allow-host": ("preview.example.org:{port}", 200),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REBINDING))
+def test_a_preview_on_every_address_still_refuses_rebound_names(
+    case: str, preview_on_any_address: int
+) -> None:
+    host, status = REBINDING[case]
+    port = preview_on_any_address
+    head = f"GET /state.json HTTP/1.1\nHost: {host.format(port=port)}\nConnection: close\n"
+    if not host:
+        head = "GET /state.json HTTP/1.0\n"
+    assert raw_http(port, head)[0] == status
+
+
+def test_preview_on_another_loopback_address_answers_the_url_it_prints(workdir: Path) -> None:
+    # finding 11: `--host 127.0.0.2` printed a URL that answered 400
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--env-file", "test.env", "preview",
+         f"issues/{DEMO_ISSUE}", "--host", "127.0.0.2", "--port", "0", "--no-open",
+         "--allow-host", "preview.example.org"],
+        cwd=workdir, env={**clean_env(), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        printed = [process.stdout.readline()]
+        while not printed[-1].startswith("preview at ") and len(printed) < 5:
+            printed.append(process.stdout.readline())
+        url = printed[-1].split()[2]
+        assert url.startswith("http://127.0.0.2:")
+        with urllib.request.urlopen(url + "state.json", timeout=10) as answer:
+            assert answer.status == 200
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        allowed = f"GET / HTTP/1.1\nHost: preview.example.org:{port}\nConnection: close\n"
+        rebound = f"GET / HTTP/1.1\nHost: evil.example.com:{port}\nConnection: close\n"
+        assert raw_http(port, allowed, address="127.0.0.2")[0] == 200
+        assert raw_http(port, rebound, address="127.0.0.2")[0] == 400
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    assert not any("warning" in line for line in printed)  # loopback: nothing exposed
+
+
+def test_allow_host_takes_names_not_patterns(workdir: Path) -> None:
+    result = newsletter(workdir, "preview", f"issues/{DEMO_ISSUE}", "--allow-host", "*")
+    assert result.exit_code == 2
+    assert "'*' is not a host name" in result.output
