@@ -266,8 +266,7 @@ def load_settings(
         )
 
     for lang in LANGUAGES:
-        address = get(f"FROM_{lang.upper()}")
-        if "@" not in address or any(c in address for c in "\r\n<> "):
+        if not _plain_address(get(f"FROM_{lang.upper()}")):
             raise fail(f"FROM_{lang.upper()}", "must be a plain address, e.g. news@example.org")
     # Shown in headers (From, List-Id) or in every page of the message: one line of text.
     for name in ("FROM_NAME", "TITLE", "ORG"):
@@ -275,9 +274,7 @@ def load_settings(
             text(f"{name}_{lang.upper()}")
     text("POSTAL_ADDRESS", 400)
 
-    if get("REPLY_TO") and (
-        "@" not in get("REPLY_TO") or any(c in get("REPLY_TO") for c in "\r\n<> ")
-    ):
+    if get("REPLY_TO") and not _plain_address(get("REPLY_TO")):
         raise fail("REPLY_TO", "must be a plain address, e.g. editors@example.org")
     if get("LIST_ID") and not DNS_NAME.fullmatch(get("LIST_ID")):
         raise fail("LIST_ID", "must look like a domain name, e.g. news.example.org")
@@ -382,6 +379,11 @@ def _env_lines(path: Path) -> dict[str, int]:
             if binding.key:
                 found[binding.key] = binding.original.line
     return found
+
+
+def _plain_address(address: str) -> bool:
+    """An address with nothing a header could take for the end of a line or of an address."""
+    return "@" in address and not (_CONTROL.search(address) or any(c in address for c in "<> \t,"))
 
 
 def _plain_base_url(url: str) -> bool:

@@ -93,6 +93,10 @@ BAD_SETTINGS = {
         {"NEWSLETTER_FROM_NAME_EN": "News" + INJECTION},
         "error: NEWSLETTER_FROM_NAME_EN='News\\r\\nBcc: victim@example.com': must be one line",
     ),
+    "1: a control character in the reply-to address": (
+        {"NEWSLETTER_REPLY_TO": "editors\x1c@example.org"},
+        "error: NEWSLETTER_REPLY_TO='editors\\x1c@example.org': must be a plain address",
+    ),
     "1: a control character in the title": (
         {"NEWSLETTER_TITLE_FR": "Brè\x1cves"},
         "error: NEWSLETTER_TITLE_FR='Brè\\x1cves': must be one line of text, with no control",
