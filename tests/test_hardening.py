@@ -40,6 +40,7 @@ from newsletter.render import Templates
 from newsletter.schema import LIST_IDENTITY, MIGRATIONS
 from newsletter.subscribers import SqliteStore, Status
 from newsletter.tokens import link_keys, make_token, signing_key
+from newsletter.webguard import HEADERS
 
 from .conftest import DEMO_ISSUE, ROOT, clean_env
 from .smtp_server import Handler, Server
@@ -365,7 +366,7 @@ def test_a_control_character_is_named_in_its_file_and_line(case: str, workdir: P
 
 # --- 4, 5, 6, 8, 11: hostile requests to the web app -------------------------------------
 
-SECURITY_HEADERS = {name.decode(): value.decode() for name, value in web.HEADERS}
+SECURITY_HEADERS = {name.decode(): value.decode() for name, value in HEADERS}
 WEB_ENV = {"NEWSLETTER_SECRET": "one-secret-shared-by-two-lists-0123456789"}
 
 
