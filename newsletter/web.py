@@ -165,10 +165,12 @@ def create_app(
         # connection must not be shared by requests running at the same time.
         def run() -> T:
             try:
-                with open_store(settings, busy_timeout_ms, create=False) as store:
+                try:
+                    store = open_store(settings, busy_timeout_ms, create=False)
+                except StoreError as exc:  # missing, unreadable, not a database: never made
+                    raise _Unavailable(str(exc)) from None
+                with store:
                     return work(store)
-            except StoreError as exc:  # missing, unreadable, not a database: never made anew
-                raise _Unavailable(str(exc)) from None
             except sqlite3.OperationalError as exc:
                 if db.is_busy(exc):
                     raise _Busy from exc
