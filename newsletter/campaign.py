@@ -33,7 +33,7 @@ from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
 from .signing import Signer, signer_for
 from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status, edition_for
-from .tokens import make_token, preferences_url, resolve_secret, unsubscribe_url
+from .tokens import make_token, preferences_url, signing_key, unsubscribe_url
 from .transport import Transport, transport_for
 from .views import EDITIONS
 
@@ -95,7 +95,7 @@ def prepare(
         issue_id=build.issue.id,
         issue_dir=Path(issue_dir),
         editions=editions,
-        secret=resolve_secret(settings),
+        secret=signing_key(settings),  # the secret bound to this list
         transport=transport_for(settings.smtp, settings.outbox / build.issue.id),
         signer=signer_for(settings.dkim),
         findings=build.findings,
@@ -116,7 +116,7 @@ def thaw(settings: Settings, issue_id: str, issue_dir: Path, frozen: Mapping[str
         issue_id=issue_id,
         issue_dir=issue_dir,
         editions={name: CompiledEdition.from_json(frozen[name]) for name in EDITIONS},
-        secret=resolve_secret(settings),
+        secret=signing_key(settings),  # the secret bound to this list
         transport=transport_for(settings.smtp, settings.outbox / issue_id),
         signer=signer_for(settings.dkim),
     )

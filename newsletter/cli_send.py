@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
 import sys
 import time
 from pathlib import Path
@@ -247,7 +246,8 @@ def send(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--grace") from None
     settings = app.settings
-    _warn_cleartext(settings)
+    for warning in settings.smtp.warnings:  # once per run, not once per connection
+        click.echo(f"warning: {warning}", err=True)
     given = {"concurrency": concurrency, "rate": rate, "hourly_cap": hourly_cap}
     issue_id = _issue_id(issue_dir)
     if test or dry_run:
@@ -287,16 +287,6 @@ def send(
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()
-
-
-def _warn_cleartext(settings) -> None:
-    smtp = settings.smtp
-    if smtp.host and smtp.user and smtp.security == "none" and not _loopback(smtp.host):
-        click.echo(
-            f"warning: the password for {smtp.host} goes unencrypted "
-            "(NEWSLETTER_SMTP_SECURITY=none); use starttls or ssl",
-            err=True,
-        )
 
 
 def _begin(prepared: campaign.Prepared, store, ledger: Ledger, given: dict, yes: bool) -> None:
@@ -599,14 +589,6 @@ def schedule_cancel(app: AppContext, key: str) -> None:
     with Book(app.settings.db_path) as book:
         cancelled = book.cancel(key)
     click.echo(f"cancelled: issue {cancelled.issue_id} at {cancelled.when()}")
-
-
-def _loopback(host: str) -> bool:
-    """A server on this machine, where `none` sends nothing over a network."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 # --- The public archive (work item #11) ----------------------------------------------------

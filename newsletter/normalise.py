@@ -72,6 +72,8 @@ def parse_language(text: str | None) -> str | None:
     raise ValueError(f"unknown language {text.strip()!r}; use en, fr or both")
 
 
+MAX_NAME = 200  # characters of a subscriber's name, wherever it comes from
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
