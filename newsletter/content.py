@@ -390,7 +390,7 @@ def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue
             raise ContentError(
                 f"'{where}{key}' is missing or not {kinds[kind]}",
                 path,
-                toml_key_line(text, section, key) or toml_key_line(text, section, None),
+                _key_line(text, section, key) or _key_line(text, section, None),
             )
         return value
 
@@ -419,7 +419,7 @@ def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue
             raise ContentError(
                 f"[{lang}] subject is empty; write the line readers see in their inbox",
                 path,
-                toml_key_line(text, lang, "subject"),
+                _key_line(text, lang, "subject"),
             )
         texts[lang] = IssueText(
             subject=subject,
@@ -431,7 +431,7 @@ def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue
         raise ContentError(
             "'bilingual' must be a table: [bilingual] with subject and preheader",
             path,
-            toml_key_line(text, "", "bilingual"),
+            _key_line(text, "", "bilingual"),
         )
     bilingual = {
         key: clean("bilingual", key, value) if isinstance(value, str) else value
@@ -473,7 +473,7 @@ def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue
     )
 
 
-def toml_key_line(text: str, section: str, key: str | None) -> int | None:
+def _key_line(text: str, section: str, key: str | None) -> int | None:
     """The line of `key = ...` inside `[section]` ("" = top level); of `[section]` if no key."""
     current = ""
     for number, line in enumerate(text.split("\n"), 1):
@@ -486,6 +486,9 @@ def toml_key_line(text: str, section: str, key: str | None) -> int | None:
         if key is not None and current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
             return number
     return None
+
+
+toml_key_line = _key_line  # also names the line of a colour in the theme file (theme.py)
 
 
 def _second_line(text: str, slug: str) -> int | None:
