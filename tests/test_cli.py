@@ -16,7 +16,9 @@ from newsletter.cli import COMMANDS, main
 from .conftest import DEMO_ISSUE, clean_env
 
 # What only sending, the web app or the preview need: `build` must not pay for it.
-NOT_FOR_BUILD = ("dkim", "dns", "smtplib", "uvicorn", "starlette", "watchfiles", "aiosmtpd")
+NOT_FOR_BUILD = (
+    "dkim", "dns", "smtplib", "uvicorn", "starlette", "watchfiles", "aiosmtpd", "email_validator",
+)  # fmt: skip
 
 PROBE = """
 import json, sys
