@@ -80,3 +80,20 @@ def test_a_deferred_module_becomes_the_real_one_when_used() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["json.tool", "module"]
+
+
+def test_only_the_shipped_templates_are_kept_compiled(tmp_path: Path) -> None:
+    import shutil
+
+    from newsletter.render import Templates
+
+    from .conftest import ROOT
+
+    shipped = Templates()
+    assert shipped.env.bytecode_cache is not None  # compiled once, read back by later runs
+    copy = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", copy)
+    assert Templates(copy).env.bytecode_cache is None  # a folder per copy would pile up
+    # the key follows the source and path (Jinja) and our environment's settings (ours)
+    key = shipped.env.bytecode_cache.get_cache_key("email.mjml.j2", "/x/email.mjml.j2")
+    assert key != shipped.env.bytecode_cache.get_cache_key("email.mjml.j2", "/y/email.mjml.j2")
