@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import click
 import pytest
 
 from newsletter.cli import COMMANDS, main
+from newsletter.render import Templates
 
-from .conftest import DEMO_ISSUE, clean_env
+from .conftest import DEMO_ISSUE, ROOT, clean_env
 
 # What only sending, the web app or the preview need: `build` must not pay for it.
 NOT_FOR_BUILD = (
@@ -83,12 +85,6 @@ def test_a_deferred_module_becomes_the_real_one_when_used() -> None:
 
 
 def test_only_the_shipped_templates_are_kept_compiled(tmp_path: Path) -> None:
-    import shutil
-
-    from newsletter.render import Templates
-
-    from .conftest import ROOT
-
     shipped = Templates()
     assert shipped.env.bytecode_cache is not None  # compiled once, read back by later runs
     copy = tmp_path / "templates"
