@@ -48,6 +48,8 @@ DEFAULTS: dict[str, str] = {
     "FROM_FR": "breves@example.org",
     "REPLY_TO": "",
     "POSTAL_ADDRESS": "PO Box 1234, Station B, Ottawa ON  K1P 0A1, Canada",
+    "POSTAL_ADDRESS_FR": "",
+    "CONTACT": "",
     "LIST_ID": "",
     "DB": "newsletter.db",
     "SECRET": "",
@@ -68,6 +70,8 @@ DEFAULTS: dict[str, str] = {
     "DKIM_SELECTOR": "",
     "DKIM_DOMAIN": "",
     "TEMPLATES": "",
+    "SIGNUP_GUARD": "300",
+    "RECORD_CONSENT_IP": "false",
 }
 
 
@@ -83,6 +87,10 @@ class Identity:
     reply_to: str
     postal_address: str
     list_id: str
+    # The sender's identification in each language (CASL): a mailing address, and a contact
+    # (an e-mail address, a phone number or a web address).
+    postal: Mapping[str, str]
+    contact: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,12 @@ class DkimSettings:
 
 
 @dataclass(frozen=True)
+class SignupSettings:
+    guard_s: int  # after the confirmation mail, seconds during which only a click confirms
+    record_ip: bool  # keep the IP address and user agent in the consent record
+
+
+@dataclass(frozen=True)
 class Settings:
     identity: Identity
     smtp: SmtpSettings
@@ -121,6 +135,7 @@ class Settings:
     rate: float
     hourly_cap: int
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
+    signup: SignupSettings
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
 
@@ -231,6 +246,12 @@ def load_settings(
     if 0 < rate < MIN_RATE:
         raise fail("RATE", f"must be 0 (no limit) or at least {MIN_RATE} messages a second")
     timeout = number("SMTP_TIMEOUT")
+    record_ip = get("RECORD_CONSENT_IP").lower()
+    if record_ip not in ("true", "false", "1", "0", "yes", "no"):
+        raise fail("RECORD_CONSENT_IP", "must be true or false")
+    contact = get("CONTACT") or get("REPLY_TO")
+    if any(c in contact for c in "\r\n<>"):
+        raise fail("CONTACT", "must be one line: an e-mail address, a phone number or a URL")
     if timeout == 0:
         raise fail("SMTP_TIMEOUT", "must be more than 0 seconds, e.g. 30")
 
@@ -243,6 +264,11 @@ def load_settings(
         reply_to=get("REPLY_TO"),
         postal_address=get("POSTAL_ADDRESS"),
         list_id=get("LIST_ID") or (parts.hostname or "newsletter.example.org"),
+        postal={
+            "en": get("POSTAL_ADDRESS"),
+            "fr": get("POSTAL_ADDRESS_FR") or get("POSTAL_ADDRESS"),
+        },
+        contact={lang: contact or get(f"FROM_{lang.upper()}") for lang in LANGUAGES},
     )
     return Settings(
         identity=identity,
@@ -267,6 +293,9 @@ def load_settings(
         rate=rate,
         hourly_cap=integer("HOURLY_CAP"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+        signup=SignupSettings(
+            guard_s=integer("SIGNUP_GUARD"), record_ip=record_ip in ("true", "1", "yes")
+        ),
         unknown=tuple(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)
             for name in dict.fromkeys([*environ, *file_values])
