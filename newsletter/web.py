@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
+from .signup.pages import SignupPages
 from .subscribers import SqliteStore, Subscriber, open_store
 from .tokens import read_token, resolve_secret
 
@@ -65,7 +66,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-_TOKEN_IN_PATH = re.compile(r"(/(?:unsubscribe|preferences)/)[^/?#\s]+")
+_TOKEN_IN_PATH = re.compile(r"(/(?:unsubscribe|preferences|confirm|cancel)/)[^/?#\s]+")
 
 
 class RedactTokens(logging.Filter):
@@ -112,7 +113,10 @@ class _Headers:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *HEADERS]
+                # a page may set its own (the signup confirmation allows its one script)
+                own = [(k, v) for k, v in message.get("headers", [])]
+                have = {k.lower() for k, _ in own}
+                message["headers"] = [*own, *(h for h in HEADERS if h[0] not in have)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -224,7 +228,8 @@ def create_app(
             after = await with_store(leave)
         except _Busy:
             return busy(subscriber, f"an unsubscribe ({how})")
-        return page("unsubscribed.html.j2", subscriber.language, subscriber=after or subscriber)
+        return page("unsubscribed.html.j2", subscriber.language, subscriber=after or subscriber,
+                    token=request.path_params["token"])  # fmt: skip
 
     def preferences_page(
         subscriber: Subscriber, token: str, status_code: int = 200, **context: Any
@@ -268,6 +273,12 @@ def create_app(
             return busy(subscriber, "a change of preferences")
         return preferences_page(after, token, saved=True)
 
+    signup = SignupPages(
+        settings, secret, env, page, invalid,
+        csp=dict(HEADERS)[b"content-security-policy"].decode(),
+        busy_timeout_ms=busy_timeout_ms, retry_after_s=retry_after_s,
+    )  # fmt: skip
+
     async def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code != 404:
             return Response(exc.detail, exc.status_code, headers=exc.headers)
@@ -280,6 +291,7 @@ def create_app(
             # A GET route also answers HEAD: both only show the page.
             Route("/preferences/{token}", show_preferences, methods=["GET"]),
             Route("/preferences/{token}", save_preferences, methods=["POST"]),
+            *signup.routes,  # /subscribe, /abonnement, /confirm, /cancel, coming back
         ],
         exception_handlers={404: not_found},
     )
