@@ -59,7 +59,8 @@ def request_id(token: str) -> int | None:
 
 
 def request_token_matches(secret: bytes, token: str, request_id: int, nonce: str) -> bool:
-    return hmac.compare_digest(token.encode("ascii"), request_token(secret, request_id, nonce))
+    expected = request_token(secret, request_id, nonce).encode("ascii")
+    return token.isascii() and hmac.compare_digest(token.encode("ascii"), expected)
 
 
 # -- the form's timestamp -------------------------------------------------------------------

@@ -76,6 +76,7 @@ def _fill(text: str, values: dict[str, str], path: Path, lang: str) -> str:
         raise TemplateError(f"[{lang}] consent: {exc}; write {{{{ for a brace", path) from None
     for name in fields:
         if name not in values:
-            known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            names = ["{" + p + "}" for p in PLACEHOLDERS]
+            known = ", ".join(names[:-1]) + " or " + names[-1]
             raise TemplateError(f"[{lang}] consent: unknown {{{name}}}; use {known}", path)
     return text.format_map(values)
