@@ -500,6 +500,22 @@ class SqliteStore(SignupRequests):
         )
         return [dict(row) for row in rows]
 
+    def trail(self, email: str | None = None, kinds: Iterable[str] = ()) -> list[dict[str, str]]:
+        """The audit trail by address, which outlives a removal (or every address's), oldest
+        first, optionally only events of `kinds`; each with its address's key as `email`."""
+        query, params = "SELECT email, at, kind, route, detail FROM subscriber_events", []
+        clauses = []
+        if email is not None:
+            clauses.append("email = ?")
+            params.append(email_key(email))
+        kinds = list(kinds)
+        if kinds:
+            clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            params.extend(kinds)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        return [dict(row) for row in self.conn.execute(query + " ORDER BY id", params)]
+
 
 def open_store(settings: Settings, busy_timeout_ms: int | None = None) -> SqliteStore:
     """The store named by the settings (NEWSLETTER_DB), created and migrated if needed; it

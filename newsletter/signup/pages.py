@@ -103,7 +103,30 @@ class SignupForm:
     max_name: int = MAX_NAME
     max_email: int = MAX_EMAIL
     other: str = ""  # the same form in the other language
-    embedded: bool = False  # the snippet for another site: inline styles, absolute URLs
+
+
+def new_form(
+    secret: bytes,
+    wording: Wording,
+    lang: str,
+    now: dt.datetime,
+    *,
+    base_url: str = "",
+    **values: Any,
+) -> SignupForm:
+    """A fresh form in `lang` (en or fr). With `base_url`, the form for another site: links
+    are absolute and the stamp says so (its age then means nothing)."""
+    other = "fr" if lang == "en" else "en"
+    kind = StampKind.EMBED if base_url else StampKind.FORM
+    return SignupForm(
+        lang=lang,
+        action=base_url + PATHS[lang],
+        stamp=make_stamp(secret, now, kind),
+        consent=wording.consent[lang],
+        text_hash=wording.text([lang]).hash,
+        other=base_url + PATHS[other],
+        **values,
+    )
 
 
 class _Busy(Exception):
@@ -164,22 +187,9 @@ class SignupPages:
 
     # -- for other pages ----------------------------------------------------------------
 
-    def form(self, lang: str, *, embedded: bool = False, **values: Any) -> SignupForm:
+    def form(self, lang: str, **values: Any) -> SignupForm:
         """A fresh form in `lang` (en or fr), stamped now."""
-        text = self.wording.text([lang])
-        other = "fr" if lang == "en" else "en"
-        prefix = self.base if embedded else ""
-        kind = StampKind.EMBED if embedded else StampKind.FORM
-        return SignupForm(
-            lang=lang,
-            action=prefix + PATHS[lang],
-            stamp=make_stamp(self.secret, self.clock(), kind),
-            consent=self.wording.consent[lang],
-            text_hash=text.hash,
-            other=prefix + PATHS[other],
-            embedded=embedded,
-            **values,
-        )
+        return new_form(self.secret, self.wording, lang, self.clock(), **values)
 
     def form_fragment(self, lang: str) -> Markup:
         """The form alone, for another page of the app (a home page): `signup_form("fr")`."""

@@ -613,3 +613,46 @@ def test_an_unusable_consent_wording_stops_the_app_with_one_line(tmp_path: Path,
         f"{own / 'signup.toml'}: [en] consent: unknown {{name}}; "
         "use {title}, {org}, {address} or {contact}"
     )
+
+
+def test_the_snippet_for_another_site_posts_to_the_app_and_is_recorded(
+    tmp_path, app, settings, store, mail_server, clock
+):
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    env_file = tmp_path / "empty.env"
+    env_file.touch()
+    env = {"NEWSLETTER_DB": str(settings.db_path), "NEWSLETTER_SECRET": settings.secret}
+    printed = CliRunner().invoke(
+        main, ["--env-file", str(env_file), "signup-form", "--lang", "fr"], env=env
+    )
+    assert printed.exit_code == 0
+    snippet = printed.output
+    assert snippet.startswith('<div class="nl-embed">\n<style>\n')
+    assert '<form class="nl-signup" method="post" action="https://news.example.org/abonnement"' in (
+        snippet
+    )
+    assert "<script" not in snippet and "<html" not in snippet
+    box = re.search(r'<input type="checkbox"[^>]*name="consent"[^>]*>', snippet).group(0)
+    assert "checked" not in box
+    assert "Expéditeur\u00a0: Comité pour la République du Canada" in snippet
+
+    # Sent at once from the other site: an embedded form's age proves nothing, so it is taken.
+    fields = {
+        "stamp": field(snippet, "stamp"),
+        "text": field(snippet, "text"),
+        "email": "pia@example.org",
+        "language": "fr",
+        "consent": "yes",
+        "website": "",
+    }
+    site = {"Referer": "https://www.example.com/comite/"}
+    reply = post_form(app.url("/abonnement"), fields, site)
+    assert (reply.status, reply.headers["location"]) == (303, "/abonnement/envoye")
+    (mail,) = wait_for_mails(mail_server, 1)
+    post_form(app.url(mail.link("confirm")), {})
+    (record,) = store.consents(store.find("pia@example.org").id)
+    assert record.consent.form_url == "https://www.example.com/comite/"
+    assert record.consent.text_hash == field(snippet, "text")
