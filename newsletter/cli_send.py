@@ -65,12 +65,13 @@ def _send_tests(prepared: Prepared, addresses: tuple[str, ...]) -> None:
         raise SystemExit(EXIT_INCOMPLETE)
 
 
-def _dry_run(prepared: Prepared, app: AppContext) -> None:
+def _dry_run(prepared: Prepared, app: AppContext, include_lapsed: bool = False) -> None:
     with open_store(app.settings) as store:
+        _warn_lapsed(store, include_lapsed)
         counts = {name: 0 for name in EDITIONS}
         sizes = {name: 0 for name in EDITIONS}
         started = time.perf_counter()
-        for s in store.iter(status="active"):
+        for s in store.mailable(include_lapsed=include_lapsed):
             edition = edition_for(s)
             data = prepared.editions[edition].render(
                 prepared.recipient(s.id, s.email, s.name), test_message_id(prepared)
@@ -140,6 +141,11 @@ class _Bar:
     is_flag=True,
     help="Send again the messages that were in flight when a send died.",
 )
+@click.option(
+    "--include-lapsed",
+    is_flag=True,
+    help="Also send to people whose implied consent is over two years old (CASL).",
+)
 @pass_app
 def send(
     app: AppContext,
@@ -152,8 +158,12 @@ def send(
     rate: float | None,
     hourly_cap: int | None,
     resend_uncertain: bool,
+    include_lapsed: bool,
 ) -> None:
-    """Send an issue: each active subscriber gets the edition of their language."""
+    """Send an issue: each active subscriber gets the edition of their language.
+
+    People whose only consent is implied and over two years old are skipped, with a warning,
+    unless --include-lapsed."""
     if addresses and not test:
         raise click.UsageError("addresses are for --test: newsletter send ISSUE --test ADDR...")
     if test and not addresses:
@@ -174,7 +184,7 @@ def send(
     if test:
         return _send_tests(prepared, addresses)
     if dry_run:
-        return _dry_run(prepared, app)
+        return _dry_run(prepared, app, include_lapsed)
     options = SendOptions(
         concurrency=concurrency or settings.concurrency,
         rate=settings.rate if rate is None else rate,
@@ -183,17 +193,44 @@ def send(
     with send_lock(settings.db_path), open_store(settings) as store:
         ledger = Ledger(settings.db_path, prepared.issue_id)
         try:
-            _send(prepared, store, ledger, options, yes, resend_uncertain)
+            _send(prepared, store, ledger, options, yes, resend_uncertain, include_lapsed)
         finally:
             ledger.close()
 
 
+def _warn_lapsed(store, include_lapsed: bool) -> None:
+    """Implied consent (a membership, a donation) lapses after two years (CASL)."""
+    lapsed = sum(store.lapsed_counts().values())
+    if not lapsed:
+        return
+    if include_lapsed:
+        click.echo(
+            f"warning: including {lapsed:,} subscriber(s) whose implied consent has lapsed "
+            "(--include-lapsed)",
+            err=True,
+        )
+        return
+    click.echo(
+        f"warning: skipping {lapsed:,} subscriber(s) whose implied consent is over two years "
+        "old (CASL); see them with 'newsletter subscribers list --lapsed', ask them to "
+        "confirm, or send with --include-lapsed",
+        err=True,
+    )
+
+
 def _send(
-    prepared, store, ledger: Ledger, options: SendOptions, yes: bool, resend_uncertain: bool
+    prepared,
+    store,
+    ledger: Ledger,
+    options: SendOptions,
+    yes: bool,
+    resend_uncertain: bool,
+    include_lapsed: bool = False,
 ) -> None:
     issue_id = prepared.issue_id
     if not ledger.started():
-        counts = plan(store)
+        _warn_lapsed(store, include_lapsed)
+        counts = plan(store, include_lapsed)
         if not sum(counts.values()):
             raise DeliveryError(
                 "no active subscribers to send to; add some with "
@@ -207,7 +244,7 @@ def _send(
         if not yes:
             click.confirm("Send it now?", abort=True)
         prepared.transport.connect().close()  # a wrong host or password stops us here
-        fixed = fix_recipients(store, ledger, prepared)
+        fixed = fix_recipients(store, ledger, prepared, include_lapsed)
         click.echo(f"recipient list fixed: {fixed:,} subscribers")
     else:
         recovered = ledger.recover()

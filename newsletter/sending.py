@@ -71,22 +71,27 @@ def prepare(settings: Settings, issue_dir: Path, *, test: bool = False) -> Prepa
     )
 
 
-def plan(store: SqliteStore) -> Counter[str]:
-    """How many active subscribers would get each edition now."""
+def plan(store: SqliteStore, include_lapsed: bool = False) -> Counter[str]:
+    """How many subscribers would get each edition now: the active ones, less those whose
+    implied consent has lapsed unless `include_lapsed` (see store.mailable)."""
     counts: Counter[str] = Counter({name: 0 for name in EDITIONS})
     for (language, status), n in store.counts().items():
         if status == Status.ACTIVE:
             counts[EDITION_FOR_LANGUAGE[language]] += n
+    if not include_lapsed:
+        for language, n in store.lapsed_counts().items():
+            counts[EDITION_FOR_LANGUAGE[language]] -= n
     return counts
 
 
-def fix_recipients(store: SqliteStore, ledger: Ledger, prepared: Prepared) -> int:
-    """Write the recipient list of this issue into the ledger, once."""
+def fix_recipients(
+    store: SqliteStore, ledger: Ledger, prepared: Prepared, include_lapsed: bool = False
+) -> int:
+    """Write the recipient list of this issue into the ledger, once: who may be mailed
+    (store.mailable: active, consent not lapsed unless `include_lapsed`)."""
     domain = prepared.settings.identity.from_addr["en"].rpartition("@")[2]
-    return ledger.start(
-        ((s.id, s.email, s.name, edition_for(s)) for s in store.iter(status=Status.ACTIVE)),
-        domain,
-    )
+    people = store.mailable(include_lapsed=include_lapsed)
+    return ledger.start(((s.id, s.email, s.name, edition_for(s)) for s in people), domain)
 
 
 def test_message_id(prepared: Prepared) -> str:
