@@ -24,6 +24,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from jinja2 import Environment
 from markupsafe import Markup
@@ -111,20 +112,22 @@ def new_form(
     lang: str,
     now: dt.datetime,
     *,
-    base_url: str = "",
+    root: str = "",
+    embedded: bool = False,
     **values: Any,
 ) -> SignupForm:
-    """A fresh form in `lang` (en or fr). With `base_url`, the form for another site: links
-    are absolute and the stamp says so (its age then means nothing)."""
+    """A fresh form in `lang` (en or fr), its links under `root` (the app's path, or its
+    whole base URL for another site). An `embedded` form's stamp says so: its age then
+    means nothing."""
     other = "fr" if lang == "en" else "en"
-    kind = StampKind.EMBED if base_url else StampKind.FORM
+    kind = StampKind.EMBED if embedded else StampKind.FORM
     return SignupForm(
         lang=lang,
-        action=base_url + PATHS[lang],
+        action=root + PATHS[lang],
         stamp=make_stamp(secret, now, kind),
         consent=wording.consent[lang],
         text_hash=wording.text([lang]).hash,
-        other=base_url + PATHS[other],
+        other=root + PATHS[other],
         **values,
     )
 
@@ -169,6 +172,8 @@ class SignupPages:
         self.guard = dt.timedelta(seconds=settings.signup.guard_s)
         self.wording: Wording = load_wording(settings.templates_dir, settings.identity)
         self.base = settings.identity.base_url
+        # where the app's pages are, seen from the browser (behind a proxy, maybe /news)
+        self.root = urlsplit(self.base).path.rstrip("/")
         self.routes = [
             Route(PATHS["en"], self.show_form, methods=["GET"]),
             Route(PATHS["fr"], self.show_form, methods=["GET"]),
@@ -189,7 +194,7 @@ class SignupPages:
 
     def form(self, lang: str, **values: Any) -> SignupForm:
         """A fresh form in `lang` (en or fr), stamped now."""
-        return new_form(self.secret, self.wording, lang, self.clock(), **values)
+        return new_form(self.secret, self.wording, lang, self.clock(), root=self.root, **values)
 
     def form_fragment(self, lang: str) -> Markup:
         """The form alone, for another page of the app (a home page): `signup_form("fr")`."""
@@ -225,7 +230,7 @@ class SignupPages:
         stamp = read_stamp(self.secret, fields.get("stamp", ""))
         if stamp is None:
             return self._form_page(self._again(lang, fields, {"form": "altered"}), 400)
-        sent = RedirectResponse(SENT_PATHS[lang], 303)
+        sent = RedirectResponse(self.root + SENT_PATHS[lang], 303)
         if fields.get(HONEYPOT, "").strip():
             return sent  # looks like success to the bot; nothing is recorded or sent
         if stamp.kind is StampKind.FORM:

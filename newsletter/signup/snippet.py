@@ -26,9 +26,8 @@ def snippet(settings: Settings, store: SqliteStore, lang: str, now: dt.datetime)
     # Keep the words printed now: a request sent with this form months later, after they
     # have changed, is still recorded with the words it showed.
     store.keep_consent_text(wording.text([lang]), now)
-    form = new_form(
-        resolve_secret(settings), wording, lang, now, base_url=settings.identity.base_url
-    )
+    base_url = settings.identity.base_url
+    form = new_form(resolve_secret(settings), wording, lang, now, root=base_url, embedded=True)
     env = Environment(loader=web_loader(settings), autoescape=True, undefined=StrictUndefined)
     css = env.get_template("signup_form.css").render()
     html = env.get_template("_signup_form.html.j2").render(form=form)

@@ -656,3 +656,16 @@ def test_the_snippet_for_another_site_posts_to_the_app_and_is_recorded(
     (record,) = store.consents(store.find("pia@example.org").id)
     assert record.consent.form_url == "https://www.example.com/comite/"
     assert record.consent.text_hash == field(snippet, "text")
+
+
+def test_behind_a_proxy_under_a_path_the_form_and_its_answer_stay_under_it(
+    tmp_path, mail_server, clock
+):
+    settings = signup_settings(tmp_path, mail_server.port, BASE_URL="https://www.example.org/news")
+    with Server(settings) as app:  # the proxy strips /news; the browser sees it
+        page = http(app.url("/subscribe")).body
+        assert 'action="/news/subscribe"' in page and 'href="/news/abonnement"' in page
+        reply = post_form(app.url("/subscribe"), fill(settings, "quinn@example.org"))
+        assert reply.headers["location"] == "/news/subscribe/sent"
+        (mail,) = wait_for_mails(mail_server, 1)
+        assert "https://www.example.org/news/confirm/" in mail.text
