@@ -33,6 +33,10 @@ SUBJECTS = {
         "en": "You are already subscribed to “{title}”",
         "fr": "Vous êtes déjà abonné à «\u202f{title}\u202f»",
     },
+    "welcome": {
+        "en": "Welcome to “{title}”",
+        "fr": "Bienvenue à «\u202f{title}\u202f»",
+    },
 }
 CONTACT_LABELS = {"en": "Contact", "fr": "Pour nous joindre"}
 
@@ -42,6 +46,7 @@ class Links:
     confirm_url: str = ""
     cancel_url: str = ""
     preferences_url: str = ""
+    unsubscribe_url: str = ""
 
 
 def _langs(language: str) -> list[str]:
@@ -56,8 +61,10 @@ def build(
     language: str,
     links: Links,
     now: dt.datetime | None = None,
+    welcome: dict[str, str] | None = None,
 ) -> EmailMessage:
-    """The message of `kind` ("confirm" or "already") to `to`, in `language` (en, fr, both)."""
+    """The message of `kind` ("confirm", "already", or "welcome" with its words) to `to`, in
+    `language` (en, fr, both)."""
     identity = settings.identity
     langs = _langs(language)
     subject = " / ".join(SUBJECTS[kind][x].format(title=identity.title[x]) for x in langs)
@@ -72,6 +79,8 @@ def build(
         "confirm_url": links.confirm_url,
         "cancel_url": links.cancel_url,
         "preferences_url": links.preferences_url,
+        "unsubscribe_url": links.unsubscribe_url,
+        "welcome": welcome or {},
     }
     text = _env(loader, False).get_template("signup_email.txt.j2").render(context)
     html = _env(loader, True).get_template("signup_email.html.j2").render(context)
@@ -88,6 +97,9 @@ def build(
     msg["Message-ID"] = make_msgid(domain=domain)
     # RFC 3834: a message made by a program; vacation responders must not answer it.
     msg["Auto-Submitted"] = "auto-generated"
+    if links.unsubscribe_url:  # a message to a subscriber: one-click unsubscribe (RFC 8058)
+        msg["List-Unsubscribe"] = f"<{links.unsubscribe_url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(text, cte="quoted-printable")
     msg.add_alternative(html, subtype="html", cte="quoted-printable")
     msg["Content-Language"] = ", ".join(HTML_LANG[x] for x in langs)

@@ -39,7 +39,7 @@ from ..config import SUBSCRIBER_LANGUAGES, Settings
 from ..consent import ConsentText
 from ..normalise import check_email
 from ..subscribers import SqliteStore, Subscriber, open_store
-from ..tokens import make_token, preferences_url, read_token
+from ..tokens import make_token, preferences_url, read_token, unsubscribe_url
 from . import mail
 from .requests import (
     ADDRESS_LIMITS,
@@ -357,6 +357,18 @@ class SignupPages:
         )  # fmt: skip
         self._send(message, f"the already-subscribed note to subscriber {subscriber.id}")
 
+    def _mail_welcome(self, subscriber: Subscriber, page_language: str) -> None:
+        token = make_token(self.secret, subscriber.id)
+        links = mail.Links(
+            preferences_url=preferences_url(self.base, token),
+            unsubscribe_url=unsubscribe_url(self.base, token),
+        )
+        message = mail.build(
+            self.settings, self.env.loader, "welcome", subscriber.email, page_language, links,
+            self.clock(), welcome=self.wording.welcome,
+        )  # fmt: skip
+        self._send(message, f"the welcome message to subscriber {subscriber.id}")
+
     def _send(self, message, what: str) -> bool:
         try:
             mail.send(self.settings, message)
@@ -433,7 +445,11 @@ class SignupPages:
         if result.outcome is Confirmed.EARLY:
             return self._confirm_page(found, token)
         already = result.outcome is Confirmed.ALREADY
-        return self.page("signup_confirmed.html.j2", lang, already=already)
+        response = self.page("signup_confirmed.html.j2", lang, already=already)
+        if not already and all(self.wording.welcome[x] for x in _langs(lang)):
+            assert result.subscriber is not None
+            response.background = BackgroundTask(self._mail_welcome, result.subscriber, lang)
+        return response
 
     async def show_cancel(self, request: Request) -> Response:
         token = request.path_params["token"]

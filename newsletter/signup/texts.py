@@ -23,6 +23,7 @@ class Wording:
 
     version: str
     consent: dict[str, str]  # language -> text
+    welcome: dict[str, str]  # language -> the welcome e-mail's words; "" for none
 
     def text(self, langs: list[str] | tuple[str, ...]) -> ConsentText:
         """What a page in `langs` shows next to the box, as one text to hash and keep."""
@@ -53,7 +54,7 @@ def load_wording(templates_dir: Path | None, identity: Identity) -> Wording:
     version = data.get("version")
     if not isinstance(version, str | int) or not str(version).strip():
         raise TemplateError('needs version = "1" (raise it when the words change)', path)
-    consent = {}
+    consent, welcome = {}, {}
     for lang in LANGUAGES:
         table = data.get(lang)
         text = table.get("consent") if isinstance(table, dict) else None
@@ -66,7 +67,14 @@ def load_wording(templates_dir: Path | None, identity: Identity) -> Wording:
             "contact": identity.contact[lang],
         }
         consent[lang] = smarten(" ".join(_fill(text, values, path, lang).split()), lang)
-    return Wording(str(version).strip(), consent)
+        words = table.get("welcome", "") if isinstance(table, dict) else ""
+        if not isinstance(words, str):
+            raise TemplateError(f'[{lang}] welcome must be a text: welcome = "..."', path)
+        paragraphs = _fill(words, values, path, lang).split("\n\n")
+        welcome[lang] = "\n\n".join(
+            smarten(" ".join(p.split()), lang) for p in paragraphs if p.strip()
+        )
+    return Wording(str(version).strip(), consent, welcome)
 
 
 def _fill(text: str, values: dict[str, str], path: Path, lang: str) -> str:

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from newsletter.subscribers import SqliteStore, Status
 from newsletter.tokens import make_token, resolve_secret
 from newsletter.web import RedactTokens
 
+from ..conftest import ROOT
 from ..test_web import NNBSP, Server, _free_port, _french_spacing_errors
 from .helpers import (
     START,
@@ -669,3 +671,37 @@ def test_behind_a_proxy_under_a_path_the_form_and_its_answer_stay_under_it(
         assert reply.headers["location"] == "/news/subscribe/sent"
         (mail,) = wait_for_mails(mail_server, 1)
         assert "https://www.example.org/news/confirm/" in mail.text
+
+
+def test_a_welcome_message_follows_the_confirmation_when_the_wording_has_one(
+    tmp_path, mail_server, clock
+):
+    look = tmp_path / "look"
+    shutil.copytree(ROOT / "templates", look)
+    wording = look / "web" / "signup.toml"
+    wording.write_text(
+        wording.read_text("utf-8").replace(
+            "[fr]\n",
+            "[fr]\nwelcome = '''Bienvenue ! Le prochain numéro de « {title} » arrive bientôt.\n\n"
+            "Écrivez-nous : {contact}'''\n",
+        ),
+        "utf-8",
+    )
+    settings = signup_settings(tmp_path, mail_server.port, TEMPLATES=str(look))
+    with Server(settings) as app, SqliteStore(settings.db_path) as store:
+        post_form(app.url("/abonnement"), fill(settings, "rae@example.org", language="fr"))
+        post_form(app.url("/subscribe"), fill(settings, "sam@example.org"))
+        for mail in wait_for_mails(mail_server, 2):
+            post_form(app.url(mail.link("confirm")), {})
+        (welcome,) = [m for m in wait_for_mails(mail_server, 3) if "Bienvenue" in m.subject]
+        rae = store.find("rae@example.org")
+    assert welcome.rcpt == "rae@example.org"
+    assert welcome.subject == f"Bienvenue à «{NNBSP}Brèves{NNBSP}»"
+    assert f"Bienvenue{NNBSP}! Le prochain numéro de «{NNBSP}Brèves{NNBSP}» arrive" in welcome.text
+    assert "Écrivez-nous\u00a0: breves@example.org" in welcome.html
+    token = make_token(resolve_secret(settings), rae.id)
+    unsubscribe = f"<https://news.example.org/unsubscribe/{token}>"
+    assert welcome.headers["List-Unsubscribe"].strip() == unsubscribe
+    assert welcome.link("preferences") == f"/preferences/{token}"
+    time.sleep(0.2)
+    assert len(mails(mail_server)) == 3  # none for sam: there is no English welcome
