@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import ipaddress
 import logging
 import sqlite3
 import unicodedata
@@ -134,6 +135,18 @@ def new_form(
 
 class _Busy(Exception):
     """Another process held the database's write lock for longer than the app waits."""
+
+
+def _network(ip: str) -> str:
+    """What the limits per IP count: an IPv4 address, or the /64 an IPv6 address is in (one
+    machine commonly has a whole /64 to pick addresses from)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _clean(value: str) -> str:
@@ -298,7 +311,7 @@ class SignupPages:
         agent = _clean(request.headers.get("user-agent", ""))[:MAX_AGENT]
         record_ip = self.settings.signup.record_ip
         keys = {
-            limit_key(self.secret, "ip", ip): IP_LIMITS,
+            limit_key(self.secret, "ip", _network(ip)): IP_LIMITS,
             limit_key(self.secret, "address", wanted["email"].lower()): ADDRESS_LIMITS,
         }
 

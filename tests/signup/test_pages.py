@@ -705,3 +705,11 @@ def test_a_welcome_message_follows_the_confirmation_when_the_wording_has_one(
     assert welcome.link("preferences") == f"/preferences/{token}"
     time.sleep(0.2)
     assert len(mails(mail_server)) == 3  # none for sam: there is no English welcome
+
+
+def test_the_limits_per_ip_count_an_ipv6_machine_by_its_64():
+    from newsletter.signup.pages import _network
+
+    assert _network("2001:db8:1:2::1") == _network("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert _network("2001:db8:1:3::1") != _network("2001:db8:1:2::1")
+    assert _network("192.0.2.1") == "192.0.2.1"
