@@ -14,6 +14,7 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 
 from jinja2 import BaseLoader, Environment, StrictUndefined
 
@@ -130,6 +131,7 @@ def send(settings: Settings, msg: EmailMessage) -> str:
         connection.close()
 
 
+@lru_cache(maxsize=8)  # one per app: the templates are compiled once, not per message
 def _env(loader: BaseLoader, html: bool) -> Environment:
     return Environment(
         loader=loader,
