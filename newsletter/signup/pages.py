@@ -21,9 +21,7 @@ import hashlib
 import ipaddress
 import logging
 import sqlite3
-import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -38,10 +36,22 @@ from starlette.routing import Route
 from .. import db
 from ..config import SUBSCRIBER_LANGUAGES, Settings
 from ..consent import ConsentText
-from ..normalise import check_email
 from ..subscribers import SqliteStore, Subscriber, open_store
 from ..tokens import make_token, preferences_url, read_token, unsubscribe_url
 from . import mail
+from .forms import (
+    HONEYPOT,
+    MAX_EMAIL,
+    MAX_FILL,
+    MAX_NAME,
+    MIN_FILL,
+    PATHS,
+    SignupForm,
+    check_fields,
+    clean_text,
+    new_form,
+    read_form,
+)
 from .requests import (
     ADDRESS_LIMITS,
     IP_LIMITS,
@@ -52,7 +62,6 @@ from .requests import (
 from .stamps import (
     StampKind,
     limit_key,
-    make_stamp,
     read_stamp,
     request_id,
     request_token,
@@ -63,16 +72,8 @@ from .texts import Wording, load_wording
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-PATHS = {"en": "/subscribe", "fr": "/abonnement"}
 SENT_PATHS = {"en": "/subscribe/sent", "fr": "/abonnement/envoye"}
-HONEYPOT = "website"  # a name bots fill in; people never see the field
-MIN_FILL = dt.timedelta(seconds=2)  # no person fills the form in less
-MAX_FILL = dt.timedelta(days=1)  # a page left open longer gets a fresh one
-MAX_EMAIL = 254  # RFC 5321's limit on a path, less the angle brackets
-MAX_NAME = 200
 MAX_AGENT = 300
-MAX_BODY = 16 * 1024  # a form of a few short fields
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 # The confirmation page's script, past the guard window: one submit, as the button would.
 # Its hash goes in that page's Content-Security-Policy; no other script may run.
@@ -85,52 +86,6 @@ _SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_CONFIRM.encode()).digest()).
 def csp_with_script(csp: str) -> str:
     """The app's Content-Security-Policy, allowing the one script above."""
     return f"{csp}; script-src 'sha256-{_SCRIPT_HASH}'"
-
-
-@dataclass(frozen=True)
-class SignupForm:
-    """What the form fragment (_signup_form.html.j2) shows: empty, or sent back with errors."""
-
-    lang: str  # en | fr: the page's language
-    action: str
-    stamp: str
-    consent: str  # the words by the box
-    text_hash: str
-    email: str = ""
-    name: str = ""
-    language: str = ""  # en, fr or both; "" selects the page's language
-    consented: bool = False  # only ever what the visitor ticked themselves
-    errors: dict[str, str] = field(default_factory=dict)  # field -> problem
-    honeypot: str = HONEYPOT
-    max_name: int = MAX_NAME
-    max_email: int = MAX_EMAIL
-    other: str = ""  # the same form in the other language
-
-
-def new_form(
-    secret: bytes,
-    wording: Wording,
-    lang: str,
-    now: dt.datetime,
-    *,
-    root: str = "",
-    embedded: bool = False,
-    **values: Any,
-) -> SignupForm:
-    """A fresh form in `lang` (en or fr), its links under `root` (the app's path, or its
-    whole base URL for another site). An `embedded` form's stamp says so: its age then
-    means nothing."""
-    other = "fr" if lang == "en" else "en"
-    kind = StampKind.EMBED if embedded else StampKind.FORM
-    return SignupForm(
-        lang=lang,
-        action=root + PATHS[lang],
-        stamp=make_stamp(secret, now, kind),
-        consent=wording.consent[lang],
-        text_hash=wording.text([lang]).hash,
-        other=root + PATHS[other],
-        **values,
-    )
 
 
 class _Busy(Exception):
@@ -147,10 +102,6 @@ def _network(ip: str) -> str:
     if address.version == 6:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
-
-
-def _clean(value: str) -> str:
-    return "".join(c for c in value if unicodedata.category(c)[0] != "C").strip()
 
 
 def _langs(language: str) -> list[str]:
@@ -235,7 +186,7 @@ class SignupPages:
 
     async def submit(self, request: Request) -> Response:
         lang = self._lang(request)
-        fields, problem = await _read_form(request)
+        fields, problem = await read_form(request)
         if fields is None:
             status = {"too-large": 413, "not-a-form": 415}.get(problem, 400)
             return self._form_page(self.form(lang, errors={"form": problem}), status)
@@ -251,17 +202,16 @@ class SignupPages:
                 return sent  # the same
             if now - stamp.issued > MAX_FILL:
                 return self._form_page(self._again(lang, fields, {"form": "stale"}), 400)
-        email, wanted, errors = _check(fields)
+        email, wanted, errors = check_fields(fields)
         if errors:
             return self._form_page(self._again(lang, fields, errors), 400)
         try:
             text = await self._text_shown(lang, fields.get("text", ""))
         except _Busy:
             return self._busy(lang)
-        if stamp.kind is StampKind.EMBED:
-            form_url = _clean(request.headers.get("referer", ""))[:500] or self.base + PATHS[lang]
-        else:
-            form_url = self.base + PATHS[lang]
+        form_url = self.base + PATHS[lang]
+        if stamp.kind is StampKind.EMBED:  # the page of the other site, when it says
+            form_url = clean_text(request.headers.get("referer", ""))[:500] or form_url
         return await self._admit(
             request,
             lang,
@@ -308,7 +258,7 @@ class SignupPages:
     ) -> Response:
         now = self.clock()
         ip = request.client.host if request.client else ""
-        agent = _clean(request.headers.get("user-agent", ""))[:MAX_AGENT]
+        agent = clean_text(request.headers.get("user-agent", ""))[:MAX_AGENT]
         record_ip = self.settings.signup.record_ip
         keys = {
             limit_key(self.secret, "ip", _network(ip)): IP_LIMITS,
@@ -428,10 +378,10 @@ class SignupPages:
 
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
-        fields, _ = await _read_form(request)
+        fields, _ = await read_form(request)
         automatic = (fields or {}).get("how") == "auto"
         ip = request.client.host if request.client else ""
-        agent = _clean(request.headers.get("user-agent", ""))[:MAX_AGENT]
+        agent = clean_text(request.headers.get("user-agent", ""))[:MAX_AGENT]
         record_ip = self.settings.signup.record_ip
         found = None
         try:
@@ -507,7 +457,7 @@ class SignupPages:
         language = subscriber.language
         if subscriber.status == "active":
             return RedirectResponse(f"../../preferences/{token}", 303)
-        fields, _ = await _read_form(request)
+        fields, _ = await read_form(request)
         if (fields or {}).get("consent") != "yes":
             return self.page(
                 "signup_comeback.html.j2", language, 400, subscriber=subscriber, token=token,
@@ -550,42 +500,3 @@ class SignupPages:
         )
         headers = {"Retry-After": str(self.retry_after_s)}
         return self.page("busy.html.j2", language, 503, headers)
-
-
-async def _read_form(request: Request) -> tuple[dict[str, str] | None, str]:
-    """The posted fields, or None and why not: too-large, not-a-form, unreadable."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
-        return None, "too-large"
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind not in FORM_TYPES:
-        return None, "not-a-form"
-    try:
-        form = await request.form(max_files=0, max_fields=20, max_part_size=MAX_BODY)
-    except Exception:
-        return None, "unreadable"
-    return {k: v for k, v in form.items() if isinstance(v, str)}, ""
-
-
-def _check(fields: dict[str, str]) -> tuple[str, dict[str, str], dict[str, str]]:
-    """The address as stored, the choices, and the problems by field (empty when none)."""
-    errors: dict[str, str] = {}
-    email = fields.get("email", "").strip()
-    if not email:
-        errors["email"] = "missing"
-    elif len(email) > MAX_EMAIL:
-        errors["email"] = "too-long"
-    else:
-        try:
-            email = check_email(email)
-        except ValueError:
-            errors["email"] = "invalid"
-    name = _clean(fields.get("name", ""))
-    if len(name) > MAX_NAME:
-        errors["name"] = "too-long"
-    language = fields.get("language", "")
-    if language not in SUBSCRIBER_LANGUAGES:
-        errors["language"] = "unknown"
-    if fields.get("consent") != "yes":
-        errors["consent"] = "missing"
-    return email, {"name": " ".join(name.split()), "language": language}, errors

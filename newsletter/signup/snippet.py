@@ -14,7 +14,7 @@ from jinja2 import Environment, StrictUndefined
 from ..config import Settings
 from ..subscribers import SqliteStore
 from ..tokens import resolve_secret
-from .pages import new_form
+from .forms import new_form
 from .texts import load_wording
 
 
