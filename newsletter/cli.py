@@ -59,6 +59,11 @@ COMMANDS = {
         "Run the web app (behind a reverse proxy in production): the public archive, and the "
         "unsubscribe and preferences pages.",
     ),
+    "signup-form": (
+        "cli_signup",
+        "signup_form",
+        "Print the signup form as an HTML snippet to paste into another site.",
+    ),
     "status": (
         "cli_send",
         "status",
@@ -70,6 +75,12 @@ COMMANDS = {
         "Keep the list: import, add, unsubscribe, remove, list, export, count.",
     ),
 }
+# Subcommands that live in another module than their group: added when the group loads.
+SUBCOMMANDS = {"subscribers": (("cli_signup", "show"),)}
+
+
+def _load(module: str, attribute: str) -> click.Command:
+    return getattr(importlib.import_module(f".{module}", __package__), attribute)
 
 
 class _Group(click.Group):
@@ -83,7 +94,12 @@ class _Group(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module, attribute, _ = COMMANDS[cmd_name]
-        return getattr(importlib.import_module(f".{module}", __package__), attribute)
+        command = _load(module, attribute)
+        for sub_module, sub_attribute in SUBCOMMANDS.get(cmd_name, ()):
+            sub = _load(sub_module, sub_attribute)
+            if isinstance(command, click.Group) and sub.name not in command.commands:
+                command.add_command(sub)
+        return command
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         try:
