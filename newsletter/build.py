@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import email
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from email import policy
@@ -116,6 +116,19 @@ def build_issue(
     return Build(issue=issue, rendered=rendered, editions=tuple(editions), timings=timings)
 
 
+def _staging_dir(out_dir: Path) -> Path:
+    """A new empty folder beside `out_dir`, with the permissions the umask gives any folder
+    (tempfile.mkdtemp would make it 0700, and a web server running as another user could
+    not serve the build)."""
+    while True:
+        staging = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}")
+        try:
+            staging.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return staging
+
+
 def write_build(build: Build, out_dir: Path) -> Path:
     """Write `<edition>.html/.txt/.eml` into `out_dir`, all or nothing."""
     out_dir = Path(out_dir).resolve()
@@ -133,7 +146,7 @@ def write_build(build: Build, out_dir: Path) -> Path:
                 out_dir,
             )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = _staging_dir(out_dir)
     try:
         for edition in build.editions:
             (staging / f"{edition.name}.html").write_text(edition.html, "utf-8")

@@ -2,27 +2,121 @@
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
-from .cli_archive import archive
-from .cli_build import build, check
-from .cli_compose import compose, new
 from .cli_context import AppContext
-from .cli_preview import preview
-from .cli_send import due, schedule, send, status
-from .cli_signup import show, signup_form
-from .cli_subscribers import serve, subscribers
-from .db import describe, is_busy
 from .errors import NewsletterError
 from .exits import EXIT_TABLE, Exit
 
+# name -> (module, attribute, summary). A command's module is imported only when that
+# command runs: `build` then pays for neither DKIM, DNS and SMTP nor the web servers, and
+# `--help` for none of them. The summaries are the first sentence of each command's own
+# help, repeated here for `--help` (tests/test_cli.py holds them equal).
+COMMANDS = {
+    "archive": (
+        "cli_archive",
+        "archive",
+        "The public archive: a static site of every sent issue, with a feed per language.",
+    ),
+    "build": (
+        "cli_build",
+        "build",
+        "Build the en, fr and bilingual editions of an issue: HTML, text and .eml.",
+    ),
+    "check": ("cli_build", "check", "Run the build's checks without writing anything."),
+    "compose": (
+        "cli_compose",
+        "compose",
+        "Create the next issue, pre-selecting the briefs dated since the last issue (up to "
+        "--date) that no issue has used yet, oldest first: reorder or trim them in issue.toml.",
+    ),
+    "due": (
+        "cli_send",
+        "due",
+        "Start the scheduled sends whose time has come and retry the deferred messages due.",
+    ),
+    "new": ("cli_compose", "new", "Scaffold a brief or an issue."),
+    "preview": (
+        "cli_preview",
+        "preview",
+        "Preview ISSUE_DIR in a browser: each edition at desktop and phone width, the text "
+        "part, the inbox headers and the checks.",
+    ),
+    "schedule": ("cli_send", "schedule", "Scheduled sends: list them, cancel one."),
+    "send": (
+        "cli_send",
+        "send",
+        "Send an issue: each active subscriber gets the edition of their language.",
+    ),
+    "serve": (
+        "cli_subscribers",
+        "serve",
+        "Run the web app (behind a reverse proxy in production): the public archive, and the "
+        "unsubscribe and preferences pages.",
+    ),
+    "signup-form": (
+        "cli_signup",
+        "signup_form",
+        "Print the signup form as an HTML snippet to paste into another site.",
+    ),
+    "status": (
+        "cli_send",
+        "status",
+        "Where the send of an issue stands: sent, pending, deferred, failed, uncertain.",
+    ),
+    "subscribers": (
+        "cli_subscribers",
+        "subscribers",
+        "Keep the list: import, add, unsubscribe, remove, list, export, count.",
+    ),
+}
+# Subcommands that live in another module than their group: added when the group loads.
+SUBCOMMANDS = {"subscribers": (("cli_signup", "show"),)}
+
+
+def _load(module: str, attribute: str) -> click.Command:
+    return getattr(importlib.import_module(f".{module}", __package__), attribute)
+
 
 class _Group(click.Group):
-    """Turns NewsletterError into `error: file:line: message`, exit status 2, no traceback."""
+    """Loads each command when it is used, and turns NewsletterError into
+    `error: file:line: message`, exit status 2, no traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[cmd_name]
+        command = _load(module, attribute)
+        for sub_module, sub_attribute in SUBCOMMANDS.get(cmd_name, ()):
+            sub = _load(sub_module, sub_attribute)
+            if isinstance(command, click.Group) and sub.name not in command.commands:
+                command.add_command(sub)
+        return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:  # click suggests from loaded commands
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=list(COMMANDS), ctx=ctx
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(map(len, COMMANDS))
+        rows = [
+            (name, click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit))
+            for name in self.list_commands(ctx)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -34,6 +128,8 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(Exit.INTERRUPTED)
         except sqlite3.OperationalError as exc:
+            from .db import describe, is_busy  # here: not every command needs db
+
             if not is_busy(exc):
                 app = ctx.obj if isinstance(ctx.obj, AppContext) else None
                 where = app.settings.db_path if app is not None else "NEWSLETTER_DB"
@@ -60,22 +156,6 @@ class _Group(click.Group):
 def main(ctx: click.Context, env_file: Path | None) -> None:
     """Bilingual newsletter: compose briefs, build editions, preview, keep subscribers, send."""
     ctx.obj = AppContext(env_file=env_file or Path(".env"), env_file_given=env_file is not None)
-
-
-main.add_command(new)
-main.add_command(compose)
-main.add_command(build)
-main.add_command(check)
-main.add_command(preview)
-main.add_command(subscribers)
-main.add_command(serve)
-main.add_command(signup_form)
-subscribers.add_command(show)
-main.add_command(send)
-main.add_command(status)
-main.add_command(due)
-main.add_command(schedule)
-main.add_command(archive)
 
 
 def run() -> None:

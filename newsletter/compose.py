@@ -10,14 +10,16 @@ from .content import BRIEFS_DIR, LANGS, MANIFEST, SLUG_RE, Brief, parse_toml, re
 from .errors import ContentError
 
 BRIEF_TEMPLATE = """---
-title: {title}
+# Keep texts in "double quotes": a colon, a guillemet or a # inside is then safe.
+# Write a double quote inside one as \\".
+title: "{title}"
 date: {date}
-source: {source}
-# link: https://www.example.org/original-article
+source: "{source}"
+# link: "https://www.example.org/original-article"
 # tags: [topic, other-topic]
 # image:
-#   src: https://news.example.org/images/picture.jpg
-#   alt: What the picture shows, for readers who cannot see it
+#   src: "https://news.example.org/images/picture.jpg"
+#   alt: "What the picture shows, for readers who cannot see it"   # "" if only decoration
 ---
 {body}
 """
@@ -27,6 +29,8 @@ PREHEADER_HINT = {
     "en": "What this issue is about, in a sentence.",
     "fr": "De quoi parle ce numéro, en une phrase.",
 }
+# What the bilingual edition's inbox shows: short, or inboxes cut it (see checks.py).
+PREHEADER_HINT["bilingual"] = f"{PREHEADER_HINT['en']} / {PREHEADER_HINT['fr']}"
 BODY_HINT = {
     "en": "Write the brief here in Markdown: paragraphs, > quotations, [links](https://...).",
     "fr": "Rédigez la brève ici en Markdown : paragraphes, > citations, [liens](https://...).",
@@ -142,6 +146,15 @@ def write_issue(
             'intro = """',
             '"""',
         ]
+    # Without it the bilingual edition would say both languages' texts one after the
+    # other: a subject inboxes cut, and a preheader nobody wrote.
+    lines += [
+        "",
+        "# What the bilingual edition's inbox shows; keep the subject under about 78 characters.",
+        "[bilingual]",
+        f"subject = {_toml_string(f'News / Brèves No. {number} / no {number}')}",
+        f"preheader = {_toml_string(PREHEADER_HINT['bilingual'])}",
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     manifest.write_text("\n".join(lines) + "\n", "utf-8")
     return manifest

@@ -166,6 +166,60 @@ def split_brief_name(path: Path) -> tuple[str, str]:
     return slug, lang
 
 
+def _quoted(line: str) -> str:
+    """`key: value` with the value in double quotes, as YAML reads it literally."""
+    key, _, value = line.partition(":")
+    value = value.strip().replace("\\", "\\\\").replace('"', '\\"')
+    return f'{key.strip()}: "{value}"'
+
+
+def _yaml_problem(exc: yaml.YAMLError, front: list[str]) -> tuple[int, str]:
+    """The file line and the message for a YAML error in the front matter `front` (whose
+    first line is the file's line 2): what is wrong, at which column, and what to write.
+
+    French punctuation is the usual cause: `title: Hydro-Québec : un contrat record` reads
+    as a key `title: Hydro-Québec` holding a mapping."""
+    problem = str(getattr(exc, "problem", None) or "invalid YAML")
+    context = str(getattr(exc, "context", None) or "")
+    mark = getattr(exc, "problem_mark", None)
+    # Where the broken value starts: the opening bracket or quote, not where the parser
+    # gave up (often the next line).
+    if any(word in context for word in ("flow", "quoted", "alias", "anchor", "tag")):
+        mark = getattr(exc, "context_mark", None) or mark
+    if mark is None:
+        return 2, f"{problem}; check the quotes and brackets"
+    row, column = mark.line, mark.column + 1
+    text = front[row] if row < len(front) else ""
+    char = text[mark.column : mark.column + 1]
+    quote_it = f"; quote the whole value: {_quoted(text)}" if ":" in text else ""
+    if problem.startswith("mapping values are not allowed"):
+        message = (
+            f"the ': ' at column {column} cannot stand inside a value without quotes"
+            f"{quote_it or '; put the value in double quotes'}"
+        )
+    elif "flow sequence" in context or "flow mapping" in context:
+        end = "]" if "sequence" in context else "}"
+        message = (
+            f"the '{char}' at column {column} opens a {'list' if end == ']' else 'table'} "
+            f"that is not closed; close it with '{end}' on this line, or, if the bracket is "
+            f"part of the text, {(quote_it or '; quote the whole value')[2:]}"
+        )
+    elif "quoted scalar" in context:
+        message = (
+            f"the quote at column {column} is not closed; end the value with the same "
+            f"quote ({char}) on this line"
+        )
+    elif char == "\t":
+        message = f"a tab at column {column}; indent with spaces"
+    elif "expected <block end>" in problem:
+        message = f"text after a closing quote or bracket at column {column}{quote_it}"
+    elif "cannot start any token" in problem or "alias" in context or "anchor" in context:
+        message = f"a value cannot start with '{char}' (column {column}) without quotes{quote_it}"
+    else:
+        message = f"{problem} at column {column}; check the quotes and brackets{quote_it}"
+    return row + 2, message
+
+
 def read_brief_text(path: Path) -> BriefText:
     _, lang = split_brief_name(path)
     text = read_text(path)
@@ -181,16 +235,8 @@ def read_brief_text(path: Path) -> BriefText:
     try:
         meta = yaml.load("\n".join(lines[1:end]), Loader=_Loader) or {}
     except yaml.YAMLError as exc:
-        # "while parsing a flow sequence" marks where the broken value starts; the problem
-        # mark is where the parser gave up, often the next line.
-        context = str(getattr(exc, "context", None) or "")
-        flow = "flow" in context or "quoted" in context
-        mark = (flow and getattr(exc, "context_mark", None)) or getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ContentError(
-            f"broken front matter: {problem}; quote values that contain ':' or '#'", path, line
-        ) from None
+        line, message = _yaml_problem(exc, lines[1:end])
+        raise ContentError(f"broken front matter: {message}", path, line) from None
     if not isinstance(meta, dict):
         raise ContentError("front matter must be 'key: value' lines", path, 2)
 
@@ -236,13 +282,14 @@ def read_brief_text(path: Path) -> BriefText:
         img = meta["image"]
         if not isinstance(img, dict) or not img.get("src"):
             raise ContentError("'image' needs 'src' and 'alt' keys", path, line_of("image"))
-        if not str(img.get("alt") or "").strip():
+        if img.get("alt") is None:  # alt: "" is a choice (decoration); no alt is not
             raise ContentError(
-                "image has no 'alt' text; describe the picture for readers who cannot see it",
+                "image has no 'alt' text; describe the picture for readers who cannot see "
+                'it, or write alt: "" if it is only decoration',
                 path,
                 line_of("image"),
             )
-        image = Image(src=str(img["src"]), alt=str(img["alt"]))
+        image = Image(src=str(img["src"]), alt=str(img["alt"]).strip())
     tags = meta.get("tags") or []
     if isinstance(tags, str):
         tags = [t.strip() for t in tags.split(",") if t.strip()]
@@ -439,6 +486,9 @@ def _key_line(text: str, section: str, key: str | None) -> int | None:
         if key is not None and current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
             return number
     return None
+
+
+toml_key_line = _key_line  # also names the line of a colour in the theme file (theme.py)
 
 
 def _second_line(text: str, slug: str) -> int | None:

@@ -23,7 +23,7 @@ _md = MarkdownIt("commonmark", {"html": False, "typographer": False})
 class Html:
     html: str
     links: tuple[str, ...]  # every link written, the refused ones too (for the checks)
-    images: tuple[tuple[str, str], ...]  # (src, alt)
+    images: tuple[tuple[str, str, int], ...]  # (src, alt, line of the source, from 0)
 
 
 _REFUSED_LINK = re.compile(r"\]\(\s*<?([a-z][a-z0-9+.-]*:[^)\s>]*)", re.IGNORECASE)
@@ -82,14 +82,15 @@ def to_html(source: str, lang: str) -> Html:
     tokens = _md.parse(source)
     _smarten_tokens(tokens, lang)
     links: list[str] = []
-    images: list[tuple[str, str]] = []
+    images: list[tuple[str, str, int]] = []
     for token in tokens:
         for child in token.children or ():
             if child.type == "link_open":
                 links.append(str(child.attrGet("href") or ""))
             elif child.type == "image":
                 alt = "".join(c.content for c in child.children or ())
-                images.append((str(child.attrGet("src") or ""), alt))
+                line = token.map[0] if token.map else 0
+                images.append((str(child.attrGet("src") or ""), alt, line))
     # markdown-it leaves a link it refuses (javascript:, data:...) as the text typed
     links += (m[1] for m in _REFUSED_LINK.finditer(source) if not _md.validateLink(m[1]))
     html = _md.renderer.render(tokens, _md.options, {})

@@ -4,8 +4,9 @@ One `Preview` holds the latest build (or the error that stopped it) as an immuta
 `Snapshot` with a version number. A watcher rebuilds on every saved brief, manifest,
 template or `.env`; the page hears of each new version by Server-Sent Events and fetches
 `/state.json` again. Editions are served at their own URL with a Content-Security-Policy
-that forbids scripts, and the page shows them in `<iframe sandbox="">`, so nothing in an
-issue can script the page.
+that forbids scripts, and the page shows them in frames sandboxed without scripts, so
+nothing in an issue can script the page. Each edition can be shown in the light scheme,
+in dark as clients that follow prefers-color-scheme show it, and in Outlook's dark.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import email
 import email.policy
 import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,6 +59,25 @@ PAGE_CSP = (
     "frame-ancestors 'none'"
 )
 NO_STORE = {"Cache-Control": "no-store"}
+SCHEMES = ("light", "dark", "outlook")
+_DARK_QUERY = re.compile(r"\(\s*prefers-color-scheme\s*:\s*dark\s*\)", re.IGNORECASE)
+_LIGHT_QUERY = re.compile(r"\(\s*prefers-color-scheme\s*:\s*light\s*\)", re.IGNORECASE)
+_BODY = re.compile(r"<body\b", re.IGNORECASE)
+
+
+def in_scheme(html: str, scheme: str) -> str:
+    """The edition as a client in `scheme` would apply its CSS.
+
+    `dark`: the prefers-color-scheme: dark rules apply, as in Apple Mail (a frame cannot be
+    told to prefer dark on its own). `outlook`: <body> carries the data-ogsc and data-ogsb
+    marks that Outlook.com and its apps put on what they recolour."""
+    if scheme == "dark":
+        return _LIGHT_QUERY.sub("(max-width: 0px)", _DARK_QUERY.sub("(min-width: 0px)", html))
+    if scheme == "outlook":
+        return _BODY.sub('<body data-ogsc="" data-ogsb=""', html, count=1)
+    return html
+
+
 ASSETS = {"preview.js": "text/javascript", "preview.css": "text/css"}
 
 
@@ -337,8 +358,13 @@ def create_app(preview: Preview, allowed_hosts: Iterable[str] = LOOPBACK_NAMES) 
         edition = preview.snapshot.edition(request.path_params["name"])
         if edition is None:
             return Response("no such edition in the current build", 404, media_type="text/plain")
+        scheme = request.query_params.get("scheme", "light")
+        if scheme not in SCHEMES:
+            return Response(
+                f"no such scheme; one of {', '.join(SCHEMES)}", 404, media_type="text/plain"
+            )
         headers = {"Content-Security-Policy": EDITION_CSP, **NO_STORE}
-        return HTMLResponse(edition.html, headers=headers)
+        return HTMLResponse(in_scheme(edition.html, scheme), headers=headers)
 
     async def edition_text(request: Request) -> Response:
         edition = preview.snapshot.edition(request.path_params["name"])

@@ -14,13 +14,15 @@ from markupsafe import Markup
 from .archive.paths import absolute, edition_path
 from .config import Identity
 from .content import LANGS, Brief, Image, Issue
+from .errors import ContentError
 from .markup import Html, inline_html, inline_text, to_html, to_text
 from .typography import HTML_LANG, colon, long_date, smarten
 
 EDITIONS = ("en", "fr", "bilingual")
 # The labels this module reads from labels.toml (templates may use more of them).
 LABEL_KEYS = (
-    "issue", "only_en", "only_fr", "jump", "why", "unsubscribe", "preferences", "contact",
+    "issue", "only_en", "only_fr", "jump", "contents", "version", "jump_back", "why",
+    "unsubscribe", "preferences", "contact",
 )  # fmt: skip
 # Per-recipient parts are plain ASCII sentinels: premailer and libxml2 leave them alone,
 # and sending replaces them (see message.py).
@@ -63,17 +65,52 @@ class SectionView:
     labels: Mapping[str, str]
     intro_html: Markup
     intro_text: str
-    jump: Jump | None
+    jump: Jump | None  # bilingual: to the other half (the archive's pages show it)
+    heading: str | None  # bilingual edition: "Version française" where the French half starts
+    back: Jump | None  # and the way back to the top
     blocks: tuple[BlockView, ...]
 
 
 @dataclass(frozen=True)
-class MastheadView:
+class Words:
+    """Text in one language; `foreign` when not the edition's, so it is marked with lang=."""
+
+    text: str
     html_lang: str
     foreign: bool
+
+
+@dataclass(frozen=True)
+class MastheadLine:
+    html_lang: str
+    foreign: bool
+    org: str
+    issue: str  # "Issue 1"
+    date: str
+
+
+@dataclass(frozen=True)
+class MastheadView:
+    name: tuple[Words, ...]  # the newsletter's name, in both languages: News / Brèves
+    lines: tuple[MastheadLine, ...]  # one per language of the edition
+
+
+@dataclass(frozen=True)
+class ContentsEntry:
+    anchor: str
     title: str
-    line1: str
-    line2: str
+    html_lang: str
+
+
+@dataclass(frozen=True)
+class ContentsView:
+    """One language's list of the briefs, at the top of the bilingual edition."""
+
+    anchor: str  # where that language's half starts
+    html_lang: str
+    foreign: bool
+    label: str
+    entries: tuple[ContentsEntry, ...]
 
 
 @dataclass(frozen=True)
@@ -102,7 +139,8 @@ class EditionView:
     preheader: str
     from_name: str
     from_addr: str
-    masthead: tuple[MastheadView, ...]
+    masthead: MastheadView
+    contents: tuple[ContentsView, ...]  # bilingual edition only: () otherwise
     sections: tuple[SectionView, ...]
     footer: tuple[FooterView, ...]
     org: str
@@ -158,6 +196,15 @@ def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockVie
             stub_href = f"#{other}-{brief.slug}"
     lang = text.lang
     body, body_text = _body(text.body, lang)
+    for src, alt, line in body.images:
+        if not alt.strip():
+            raise ContentError(
+                f"image {src} has no alt text; describe it between the brackets: "
+                f"![what it shows]({src}) (a picture that is only decoration goes in the "
+                'front matter, with alt: "")',
+                text.path,
+                text.body_line + line,
+            )
     return BlockView(
         slug=brief.slug,
         anchor=f"{section_lang}-{brief.slug}",
@@ -171,7 +218,8 @@ def _block(brief: Brief, section_lang: str, labels, bilingual: bool) -> BlockVie
         body_html=Markup(body.html),
         body_text=body_text,
         links=body.links + ((text.link,) if text.link else ()),
-        images=body.images + (((text.image.src, text.image.alt),) if text.image else ()),
+        images=tuple((src, alt) for src, alt, _ in body.images)
+        + (((text.image.src, text.image.alt),) if text.image else ()),
         note=note,
         stub_href=stub_href,
     )
@@ -188,6 +236,7 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
     sections = []
     for i, lang in enumerate(langs):
         intro = issue.text[lang].intro
+        starts_half = bilingual and i > 0
         jump = None
         if bilingual:
             other = langs[1 - i]
@@ -202,32 +251,42 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
                 intro_html=Markup(to_html(intro, lang).html) if intro else Markup(""),
                 intro_text=to_text(intro, lang) if intro else "",
                 jump=jump,
+                heading=labels[lang]["version"] if starts_half else None,
+                back=Jump("top", HTML_LANG[lang], labels[lang]["jump_back"])
+                if starts_half
+                else None,
                 blocks=tuple(_block(b, lang, labels, bilingual) for b in issue.briefs),
             )
         )
-    if bilingual:
-        masthead = tuple(
-            MastheadView(
+    # The name in both languages, always in the same order, as the committee writes it
+    # (News / Brèves): "News" alone reads bare. Once, if both languages name it alike.
+    name_langs = LANGS if len({identity.title[lang] for lang in LANGS}) > 1 else (primary,)
+    masthead = MastheadView(
+        name=tuple(
+            Words(identity.title[lang], HTML_LANG[lang], lang != primary) for lang in name_langs
+        ),
+        lines=tuple(
+            MastheadLine(
                 html_lang=HTML_LANG[lang],
                 foreign=lang != primary,
-                title=identity.title[lang],
-                line1=identity.org[lang],
-                line2=f"{labels[lang]['issue']} {issue.number} · {long_date(issue.date, lang)}",
+                org=identity.org[lang],
+                issue=f"{labels[lang]['issue']} {issue.number}",
+                date=long_date(issue.date, lang),
             )
             for lang in langs
-        )
-    else:
-        masthead = (
-            MastheadView(
-                HTML_LANG[primary], False, identity.title[primary], identity.org[primary], ""
-            ),
-            MastheadView(
-                HTML_LANG[primary],
-                False,
-                f"{labels[primary]['issue']} {issue.number}",
-                long_date(issue.date, primary),
-                "",
-            ),
+        ),
+    )
+    contents = ()
+    if bilingual:
+        contents = tuple(
+            ContentsView(
+                anchor=s.anchor,
+                html_lang=s.html_lang,
+                foreign=s.foreign,
+                label=s.labels["contents"],
+                entries=tuple(ContentsEntry(b.anchor, b.title, b.html_lang) for b in s.blocks),
+            )
+            for s in sections
         )
     footer = tuple(
         FooterView(
@@ -273,6 +332,7 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
         from_name=from_name,
         from_addr=identity.from_addr[primary],
         masthead=masthead,
+        contents=contents,
         sections=tuple(sections),
         footer=footer,
         org=org,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import re
 import shutil
+import tomllib
 from email import policy
 from pathlib import Path
 
@@ -68,8 +69,9 @@ def test_html_lang_and_bilingual_blocks(built: Path) -> None:
             assert block.xpath(".//a[@href='#en-iter-fusion-milestone']")
         else:
             assert block.get("lang") == "fr-CA", block.get("id")
-    jump = tree.xpath("//a[@href='#fr']")
-    assert jump and jump[0].get("lang") == "fr-CA"
+    # the contents lead to each half and to each brief in it, in that half's language
+    (jump,) = tree.xpath("//a[@href='#fr']")
+    assert jump.xpath("ancestor::*[@lang][1]/@lang") == ["fr-CA"]
     # the footer identifies the sender in both languages, the French block marked French
     (org,) = tree.xpath("//p[@class='f'][starts-with(text(), 'Comité pour la République')]")
     assert org.get("lang") == "fr-CA"
@@ -237,7 +239,7 @@ Hello <script>alert(1)</script> and <img src=x onerror="alert(2)">.
 
 <div onclick="alert(3)">click</div>
 
-[a trap](javascript:alert(4)) and [data](data:text/html,hi) and ![](https://news.example.org/x.png)
+[a trap](javascript:alert(4)) and [data](data:text/html,hi) and ![a dot](x.png)
 """
 
 
@@ -251,7 +253,7 @@ def test_hostile_brief_content_never_becomes_markup(cli, workdir: Path) -> None:
     # links in the body that markdown-it refused are reported too, not left silently as text
     assert "link 'javascript:alert(4' is not an absolute" in result.stdout
     assert "link 'data:text/html,hi' is not an absolute" in result.stdout
-    assert "has no alt text" in result.stdout
+    assert "image 'x.png' is not an absolute https: URL" in result.stdout
     for edition in ("en", "fr", "bilingual"):
         tree = parse_html(workdir / "build" / DEMO_ISSUE / f"{edition}.html")
         assert not tree.xpath("//script")
@@ -365,7 +367,10 @@ def test_broken_template_names_the_template(cli, workdir: Path) -> None:
     result = cli("build", f"issues/{DEMO_ISSUE}", NEWSLETTER_TEMPLATES=str(templates))
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: {templates / 'email.mjml.j2'}: MJML does not compile")
+    assert line == (  # the included template that is wrong, not the one including it
+        f"error: {path}:2: MJML does not compile: <mj-column> is not closed: add </mj-column> "
+        "before the </mj-section> of line 8"
+    )
     assert not (workdir / "build").exists()
     path.write_text("{% if %}")
     result = cli("build", f"issues/{DEMO_ISSUE}", NEWSLETTER_TEMPLATES=str(templates))
@@ -613,3 +618,30 @@ def test_an_explicit_env_file_must_exist_and_settings_are_checked(cli, workdir: 
     # the environment wins over .env
     fixed = cli("check", f"issues/{DEMO_ISSUE}", NEWSLETTER_SMTP_PORT="2525")
     assert fixed.returncode == 0, fixed.stderr
+
+
+def test_the_bilingual_contents_lead_to_every_brief_in_both_languages(built: Path) -> None:
+    tree = parse_html(built / "bilingual.html")
+    ids = set(tree.xpath("//@id"))
+    lists = tree.xpath("//ul[@class='toc']")
+    assert len(lists) == 2
+    manifest = built.parents[1] / "issues" / DEMO_ISSUE / "issue.toml"
+    slugs = tomllib.loads(manifest.read_text("utf-8"))["briefs"]
+    for lst, lang in zip(lists, ("en", "fr"), strict=True):
+        targets = lst.xpath(".//a/@href")
+        assert targets == [f"#{lang}-{slug}" for slug in slugs]
+        assert all(t[1:] in ids for t in targets)
+        column = lst.xpath("ancestor::*[@lang][1]/@lang")
+        assert column == (["fr-CA"] if lang == "fr" else ["en-CA"])
+    # the French half starts with a heading, and leads back to the top
+    (start,) = tree.xpath("//*[@id='fr']")
+    assert start.xpath("string(.//h1)") == "Version française"
+    (back,) = start.xpath(".//a")
+    assert back.get("href") == "#top" and "top" in ids
+    # every in-page link of every edition leads somewhere, and none leaves the message
+    for edition in ("en", "fr", "bilingual"):
+        tree = parse_html(built / f"{edition}.html")
+        ids = set(tree.xpath("//@id"))
+        for href in tree.xpath("//a/@href"):
+            if href.startswith("#"):
+                assert href[1:] in ids, (edition, href)

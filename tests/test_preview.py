@@ -165,10 +165,11 @@ def edited(path: Path, old: str, new: str) -> Iterator[None]:
         path.write_text(original, "utf-8")
 
 
-def show(page, edition: str, width: str = "both") -> None:
-    """Pick an edition and a width on the page; return once the frames show that edition."""
+def show(page, edition: str, width: str = "both", scheme: str = "light") -> None:
+    """Pick an edition, a width and a scheme; return once the frames show that edition."""
     page.click(f"[data-edition='{edition}']")
     page.click(f"[data-width='{width}']")
+    page.click(f"[data-scheme='{scheme}']")
     for frame in {"desktop": ["desktop"], "phone": ["phone"]}.get(width, ["desktop", "phone"]):
         html = page.frame_locator(f"#frame-{frame}").locator("html")
         expect(html).to_have_attribute("lang", EDITIONS[edition])
@@ -371,7 +372,8 @@ def test_scripts_in_a_brief_or_a_template_do_not_run(page, server: Server, workd
         assert page.evaluate("window.pwned") is None
         assert page.title() == title != "pwned"
         # Two locks, each enough alone: no scripts in the frame, no scripts in the document.
-        assert frame_element.get_attribute("sandbox") == ""
+        # (allow-same-origin only lets the page keep the frame's scroll across rebuilds.)
+        assert frame_element.get_attribute("sandbox") == "allow-same-origin"
         assert "script-src 'none'" in csp
 
 
@@ -437,3 +439,88 @@ def test_requests_for_another_host_name_are_refused(server: Server) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(forged, timeout=10)
     assert refused.value.code == 400
+
+
+def frame_of(page, width: str = "desktop"):
+    return page.locator(f"#frame-{width}").element_handle().content_frame()
+
+
+def wait_until(condition, what: str) -> None:
+    """Poll a condition (not a delay) until it holds."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
+def test_a_save_keeps_the_frames_scroll_position(page, workdir: Path) -> None:
+    show(page, "en", "both")
+    desktop, phone = frame_of(page, "desktop"), frame_of(page, "phone")
+    desktop.evaluate("window.scrollTo(0, 2400)")  # an editor at work on the fifth brief
+    phone.evaluate("window.scrollTo(0, 3100)")
+    before = (desktop.evaluate("scrollY"), phone.evaluate("scrollY"))
+    assert before == (2400, 3100)
+    with edited(workdir / BRIEF_EN, "Da Nang", "Da Nang, saved again"):
+        expect(page.frame_locator("#frame-desktop").locator("body")).to_contain_text("saved again")
+        wait_until(
+            lambda: (
+                (
+                    frame_of(page, "desktop").evaluate("scrollY"),
+                    frame_of(page, "phone").evaluate("scrollY"),
+                )
+                == before
+            ),
+            f"frames back at {before}",
+        )
+    # switching the edition starts at its top
+    show(page, "fr", "both")
+    assert frame_of(page, "desktop").evaluate("scrollY") == 0
+
+
+SCHEME_COLOURS = """() => [getComputedStyle(document.body).backgroundColor,
+  getComputedStyle(document.querySelector('div.c')).backgroundColor,
+  getComputedStyle(document.querySelector('.x > div')).color]"""
+
+
+@pytest.mark.parametrize("edition", sorted(EDITIONS))
+def test_each_edition_in_light_dark_and_outlook_dark(page, edition: str) -> None:
+    import tomllib
+
+    theme = tomllib.loads((ROOT / "templates" / "theme.toml").read_text("utf-8"))
+
+    def rgb(colour: str) -> str:
+        return "rgb({}, {}, {})".format(*(int(colour[i : i + 2], 16) for i in (1, 3, 5)))
+
+    for scheme, palette in (("light", "light"), ("dark", "dark"), ("outlook", "dark")):
+        show(page, edition, "desktop", scheme)
+        expected = [rgb(theme[palette][token]) for token in ("page", "card", "text")]
+        wait_until(
+            lambda: frame_of(page).evaluate(SCHEME_COLOURS) == expected,  # noqa: B023
+            f"{edition} in {scheme}: {expected}",
+        )
+        marked = frame_of(page).evaluate("document.body.hasAttribute('data-ogsc')")
+        assert marked is (scheme == "outlook")
+        assert f"scheme={scheme}" in page.url
+    # the scheme is kept across a reload of the page, like the edition and width
+    page.reload()
+    expect(page.locator("[data-scheme='outlook']")).to_have_attribute("aria-pressed", "true")
+
+
+def test_the_page_fits_a_phone(browser, server: Server) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 800})
+    context.route("**/*", _only_loopback)
+    page = context.new_page()
+    try:
+        page.goto(server.url + "#edition=bilingual&width=both")
+        expect(page.locator("#preview")).to_be_visible()
+        expect(page.frame_locator("#frame-phone").locator("html")).to_have_attribute(
+            "lang", "en-CA"
+        )
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        # the frames keep their widths, scrolling sideways inside their pane
+        assert frame_of(page, "desktop").evaluate("innerWidth") == 640
+        assert frame_of(page, "phone").evaluate("innerWidth") == 375
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ARTEFACTS / "preview-page-phone.png")
+    finally:
+        context.close()
