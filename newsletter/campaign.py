@@ -13,6 +13,7 @@ bench/send.py call these same functions.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from email.utils import make_msgid
 from pathlib import Path
 
+from .bounces.tokens import BOUNCE_LOCAL, bounce_token, day_of, unsubscribe_mailto
 from .build import Build, build_issue
 from .checks import Finding, Level
 from .config import Settings
@@ -60,7 +62,17 @@ class Prepared:
         base = self.settings.identity.base_url
         # a test address that is not on the list gets links that lead nowhere, harmlessly
         token = make_token(self.secret, subscriber_id) if subscriber_id else "test-address"
-        return Recipient(email, name, unsubscribe_url(base, token), preferences_url(base, token))
+        links = Recipient(email, name, unsubscribe_url(base, token), preferences_url(base, token))
+        domain = self.settings.bounces.domain
+        if not subscriber_id or not domain:
+            return links
+        envid = bounce_token(self.secret, subscriber_id, self.issue_id, day_of(time.time()))
+        return dataclasses.replace(
+            links,
+            unsubscribe_mailto=unsubscribe_mailto(self.secret, domain, subscriber_id),
+            envelope_from=f"{BOUNCE_LOCAL}+{envid}@{domain}",
+            envid=envid,
+        )
 
     def personalise(self, delivery: Delivery) -> Recipient:
         return self.recipient(delivery.subscriber_id, delivery.email, delivery.name)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
@@ -30,7 +30,8 @@ SHIPPED_TEMPLATES = next(
 )
 
 PREFIX = "NEWSLETTER_"
-SECRET_NAMES = frozenset({"SECRET", "SMTP_PASSWORD"})  # never printed, not even when wrong
+# never printed, not even when wrong
+SECRET_NAMES = frozenset({"SECRET", "SMTP_PASSWORD", "BOUNCE_PASSWORD"})
 MAX_CONCURRENCY = 64
 MIN_RATE = 0.001  # messages a second: about one every 17 minutes
 LANGUAGES = ("en", "fr")
@@ -71,6 +72,10 @@ DEFAULTS: dict[str, str] = {
     "DKIM_SELECTOR": "",
     "DKIM_DOMAIN": "",
     "TEMPLATES": "",
+    "BOUNCE_DOMAIN": "",
+    "BOUNCE_MAILBOX": "",
+    "BOUNCE_PASSWORD": "",
+    "BOUNCE_CA_FILE": "",
 }
 
 
@@ -112,6 +117,33 @@ class DkimSettings:
 
 
 @dataclass(frozen=True)
+class Mailbox:
+    """Where bounces, complaints and mailto unsubscribes arrive (NEWSLETTER_BOUNCE_MAILBOX)."""
+
+    scheme: str  # imap (STARTTLS) | imaps | pop3 (STLS) | pop3s
+    host: str
+    port: int
+    user: str
+    folder: str  # IMAP only; POP3 has just the one
+    password: str = field(repr=False)
+    ca_file: str = ""
+
+    @property
+    def imap(self) -> bool:
+        return self.scheme.startswith("imap")
+
+    def __str__(self) -> str:  # never the password
+        folder = f"/{self.folder}" if self.imap else ""
+        return f"{self.scheme}://{self.user}@{self.host}:{self.port}{folder}"
+
+
+@dataclass(frozen=True)
+class BounceSettings:
+    domain: str  # the envelope sender's domain: bounces+TOKEN@domain, unsubscribe+TOKEN@domain
+    mailbox: Mailbox | None
+
+
+@dataclass(frozen=True)
 class Settings:
     identity: Identity
     smtp: SmtpSettings
@@ -127,6 +159,7 @@ class Settings:
     retry_for: float  # seconds after its first attempt that a deferred message expires
     timezone: str  # where `send --at` times are read; checked when a send is scheduled
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
+    bounces: BounceSettings = BounceSettings("", None)
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
 
@@ -249,6 +282,20 @@ def load_settings(
     if timeout == 0:
         raise fail("SMTP_TIMEOUT", "must be more than 0 seconds, e.g. 30")
 
+    bounce_domain = get("BOUNCE_DOMAIN").lower().rstrip(".")
+    if bounce_domain and not re.fullmatch(
+        r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]{2,}", bounce_domain
+    ):
+        raise fail("BOUNCE_DOMAIN", "must be a domain name, e.g. bounces.example.org")
+    mailbox = None
+    if get("BOUNCE_MAILBOX"):
+        try:
+            mailbox = parse_mailbox(
+                get("BOUNCE_MAILBOX"), get("BOUNCE_PASSWORD"), get("BOUNCE_CA_FILE")
+            )
+        except ValueError as exc:
+            raise fail("BOUNCE_MAILBOX", str(exc)) from None
+
     identity = Identity(
         base_url=base_url,
         title={lang: get(f"TITLE_{lang.upper()}") for lang in LANGUAGES},
@@ -285,11 +332,47 @@ def load_settings(
         retry_for=retry_for,
         timezone=get("TIMEZONE"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+        bounces=BounceSettings(bounce_domain, mailbox),
         unknown=tuple(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)
             for name in dict.fromkeys([*environ, *file_values])
             if name.startswith(PREFIX) and name.removeprefix(PREFIX) not in DEFAULTS
         ),
+    )
+
+
+_MAILBOX_PORTS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995}
+
+
+def parse_mailbox(url: str, password: str, ca_file: str = "") -> Mailbox:
+    """imaps://user@host:993/INBOX, imap://... (STARTTLS), pop3s://..., pop3://... (STLS).
+
+    The password comes apart (NEWSLETTER_BOUNCE_PASSWORD), never in the URL, which is shown."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(
+            "cannot read it; write e.g. imaps://bounces@mail.example.org/INBOX"
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme not in _MAILBOX_PORTS:
+        raise ValueError("must start with imaps://, imap:// (STARTTLS), pop3s:// or pop3:// (STLS)")
+    if parts.password is not None:
+        raise ValueError("put the password in NEWSLETTER_BOUNCE_PASSWORD, not in the URL")
+    if not parts.username or not parts.hostname:
+        raise ValueError("needs a user and a host, e.g. imaps://bounces@mail.example.org/INBOX")
+    folder = unquote(parts.path.lstrip("/")) or "INBOX"
+    if scheme.startswith("pop3") and parts.path.strip("/"):
+        raise ValueError("a POP3 mailbox has no folders; leave the path out")
+    return Mailbox(
+        scheme=scheme,
+        host=parts.hostname,
+        port=port or _MAILBOX_PORTS[scheme],
+        user=unquote(parts.username),
+        folder=folder,
+        password=password,
+        ca_file=ca_file,
     )
 
 

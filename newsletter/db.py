@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import StoreError
-from .normalise import check_email, email_key
+from .normalise import check_email, email_key_v1
 from .schema import MIGRATIONS
 
 # How long a connection waits for another process's write lock before it gives up with
@@ -49,7 +49,8 @@ def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Con
             )
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a commit survives a crash
         conn.create_function("nl_ascii_email", 1, _ascii_email, deterministic=True)
-        conn.create_function("nl_email_key", 1, email_key, deterministic=True)
+        # migration 3's key, as it was when that migration was written
+        conn.create_function("nl_email_key", 1, email_key_v1, deterministic=True)
         migrate(conn, path)
         return conn
     except BaseException as exc:
