@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from email.utils import make_msgid
 from pathlib import Path
 
+from .bounces.book import Book as BounceBook
+from .bounces.book import Recorded
 from .bounces.tokens import BOUNCE_LOCAL, bounce_token, day_of, unsubscribe_mailto
 from .build import Build, build_issue
 from .checks import Finding, Level
@@ -216,6 +218,8 @@ class Passes:
     interrupted: bool = False
     held: bool = False  # stopped by Ctrl-C or by failures in a row: only `send` resumes it
     elapsed: float = 0.0
+    # refusals (5xx) classified as bounces once the passes ended: some took people off
+    refusals: list[Recorded] = field(default_factory=list)
 
 
 def run(
@@ -271,7 +275,17 @@ def run(
             ledger.set_state(SendState.HELD)
         elif not left & {State.PENDING, State.SENDING, State.DEFERRED}:
             ledger.set_state(SendState.DONE)
+    passes.refusals = classify_refusals(ledger)
     return passes
+
+
+def classify_refusals(ledger: Ledger) -> list[Recorded]:
+    """The messages a server refused (or that expired) go through the same classification
+    as the bounces that come back later, into the same history: a 5.1.1 at RCPT takes the
+    address off the list now. A crash before this runs leaves them to the next run, or to
+    `bounces fetch`."""
+    with SqliteStore(ledger.path) as store:
+        return BounceBook(store).record_refusals(ledger.issue_id)
 
 
 def _add(total: Progress, more: Progress) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .cli_bounces import bounces
 from .cli_build import build, check
 from .cli_compose import compose, new
 from .cli_context import AppContext
@@ -71,6 +72,7 @@ main.add_command(send)
 main.add_command(status)
 main.add_command(due)
 main.add_command(schedule)
+main.add_command(bounces)
 
 
 def run() -> None:

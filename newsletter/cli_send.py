@@ -443,6 +443,7 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         f"{p.sent:,} sent in {passes.elapsed:.1f} s ({p.sent / max(passes.elapsed, 1e-6):,.0f}/s)"
         f", {p.deferred:,} deferred, {p.failed:,} failed, {p.skipped:,} skipped"
     )
+    _say_refusals(passes)
     if passes.interrupted:
         click.echo(
             "stopped; the messages in flight were finished. Run send again to resume", err=True
@@ -460,6 +461,26 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         raise SystemExit(Exit.DEFERRED)
     if report.total(State.FAILED, State.UNCERTAIN):
         raise SystemExit(Exit.INCOMPLETE)
+
+
+def _say_refusals(passes: campaign.Passes) -> None:
+    """Refusals classified as bounces: who left the list, and policy blocks by domain."""
+    events = [e for r in passes.refusals for e in r.events]
+    gone = [e for e in events if e.action]
+    if gone:
+        click.echo(
+            f"{len(gone):,} address(es) taken off the list (refused for good: "
+            + ", ".join(f"{e.email} {e.status}" for e in gone[:5])
+            + (" ..." if len(gone) > 5 else "")
+            + "); see newsletter bounces list"
+        )
+    blocked = sorted({e.domain for e in events if e.klass == "blocked"})
+    if blocked:
+        click.echo(
+            f"warning: refused for policy or reputation (5.7.x) by {', '.join(blocked)}: nobody "
+            "was taken off the list; check SPF, DKIM, DMARC and the sending address's reputation",
+            err=True,
+        )
 
 
 def _say_deferred(report: campaign.Report) -> None:

@@ -26,6 +26,7 @@ def free_port() -> int:
 class Received:
     rcpt: str
     data: bytes
+    mail_from: str = ""
 
     @property
     def message(self) -> EmailMessage:
@@ -97,7 +98,8 @@ class Handler:
         with self.lock:
             self.stamps.append(time.monotonic())
             for rcpt in envelope.rcpt_tos:
-                self.received.append(Received(rcpt, envelope.original_content or envelope.content))
+                data = envelope.original_content or envelope.content
+                self.received.append(Received(rcpt, data, envelope.mail_from))
 
 
 class Server:

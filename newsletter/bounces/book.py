@@ -125,6 +125,14 @@ class Book:
             note = parsed.problem
         return self._record(fp, origin, events, note, dry_run)
 
+    def skip(self, fp: str, origin: str, note: str, *, dry_run: bool = False) -> Recorded:
+        """Record a message that is not read at all (too large), as unrecognised."""
+        earlier = self.seen(fp)
+        if earlier is not None:
+            return earlier
+        event = Event(Class.UNRECOGNISED, "other", diagnostic=note)
+        return self._record(fp, origin, [event], note, dry_run)
+
     def _interpret(self, parsed: Parsed) -> list[Event]:
         if parsed.kind is Kind.AUTOREPLY:
             return [Event(Class.IGNORED, "autoreply", diagnostic=parsed.subject[:200])]

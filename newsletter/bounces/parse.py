@@ -220,9 +220,12 @@ def _field_blocks(part: Message) -> list[Message]:
     `message/feedback-report` as one embedded message; a `message/global-delivery-status`
     (UTF-8, RFC 6533) it leaves as text, split here on blank lines."""
     payload = part.get_payload(decode=False)
-    if isinstance(payload, list):
+    if isinstance(payload, list) and part.get_content_type() == "message/delivery-status":
         return [p for p in payload if isinstance(p, Message)]
-    raw = part.get_payload(decode=True) or b""
+    if isinstance(payload, list):  # read as an embedded message: its text is the blocks
+        raw = b"".join(p.as_bytes() for p in payload if isinstance(p, Message))
+    else:
+        raw = part.get_payload(decode=True) or b""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     text = text.replace("\r\n", "\n")
     parser = email.parser.HeaderParser(policy=email.policy.compat32)
