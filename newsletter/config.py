@@ -203,6 +203,8 @@ def load_settings(
     def fail(name: str, problem: str) -> SettingsError:
         path, line = where(name)
         shown = "(value hidden)" if name in SECRET_NAMES else repr(get(name))
+        if name == "BOUNCE_MAILBOX":  # a password typed into the URL is not shown either
+            shown = repr(re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", get(name)))
         return SettingsError(f"{PREFIX}{name}={shown}: {problem}", path, line)
 
     def integer(name: str, low: int = 0) -> int:
