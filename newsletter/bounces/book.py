@@ -15,6 +15,7 @@ again.
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -81,8 +82,19 @@ class _Match:
     problem: str = ""  # why nothing may be done
 
 
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^<>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
+
+
 def fingerprint(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
+    """What makes two messages the same report: its Message-ID and body, whatever trace
+    headers each delivery added on top (an MTA that delivers a report twice, a copy left in
+    the inbox), and whatever the line ends; the whole message when it has no Message-ID."""
+    normal = raw.replace(b"\r\n", b"\n")
+    head, sep, body = normal.partition(b"\n\n")
+    found = _MESSAGE_ID.search(head)
+    if found is None or not sep:
+        return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(b"id:" + found.group(1) + b"\n" + body.rstrip()).hexdigest()
 
 
 def _now() -> str:

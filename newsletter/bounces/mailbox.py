@@ -11,6 +11,7 @@ time. Either way, a message met again is found by its fingerprint and never coun
 from __future__ import annotations
 
 import imaplib
+import ipaddress
 import poplib
 import re
 import socket
@@ -95,11 +96,12 @@ class ImapBox:
                 )
             else:
                 self.conn = imaplib.IMAP4(box.host, box.port, timeout=self.timeout)
-                if "STARTTLS" not in self.conn.capabilities:
+                if "STARTTLS" in self.conn.capabilities:
+                    self.conn.starttls(ssl_context=context)
+                elif not _loopback(box.host):
                     raise MailboxError(
                         f"{box}: the server does not offer STARTTLS; use imaps:// (port 993)"
                     )
-                self.conn.starttls(ssl_context=context)
         except (OSError, ssl.SSLError) as exc:
             raise _network_error(box, exc) from None
         except imaplib.IMAP4.error as exc:
@@ -205,11 +207,12 @@ class Pop3Box:
                 )
             else:
                 self.conn = poplib.POP3(box.host, box.port, timeout=self.timeout)
-                if "STLS" not in self.conn.capa():
+                if "STLS" in _capa(self.conn):
+                    self.conn.stls(context=context)
+                elif not _loopback(box.host):
                     raise MailboxError(
                         f"{box}: the server does not offer STLS; use pop3s:// (port 995)"
                     )
-                self.conn.stls(context=context)
         except (OSError, ssl.SSLError) as exc:
             raise _network_error(box, exc) from None
         except poplib.error_proto as exc:
@@ -349,6 +352,22 @@ def _remember(book: Book, mailbox: str, uid: str, fp: str) -> None:
         "INSERT OR IGNORE INTO mailbox_uids (mailbox, uid, fingerprint) VALUES (?, ?, ?)",
         (mailbox, uid, fp),
     )
+
+
+def _loopback(host: str) -> bool:
+    """A mailbox on this machine (a local Dovecot): the password never crosses a network, so
+    imap:// and pop3:// may go without TLS there, and only there."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _capa(conn: poplib.POP3) -> dict:
+    try:
+        return conn.capa()
+    except poplib.error_proto:  # a server without CAPA (RFC 2449) has no STLS either
+        return {}
 
 
 def _quote(folder: str) -> str:
