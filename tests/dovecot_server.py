@@ -72,6 +72,7 @@ protocols = imap pop3 lmtp
 ssl = {ssl}
 {tls_lines}disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 default_internal_user = {user}
 default_internal_group = {group}
 default_login_user = {user}
