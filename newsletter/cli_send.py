@@ -515,6 +515,12 @@ def status(app: AppContext, issue_dir: Path) -> None:
         assert info is not None
         click.echo(f"issue {issue_id} ({info.state}, started {info.started_at}):")
         click.echo(_table(ledger.counts()))
+        if settings.smtp.host:
+            # what a 250 from a relay or a provider means: the rest of the way is theirs
+            click.echo(
+                f"sent = accepted by the relay {settings.smtp.host}:{settings.smtp.port}, not "
+                "delivered: later refusals come back by mail (newsletter bounces fetch)"
+            )
         if in_flight:
             click.echo(f"a send is running: {in_flight} message(s) in flight")
         for d in ledger.in_state(State.DEFERRED):
