@@ -18,6 +18,7 @@ from .cli_subscribers import serve, subscribers
 from .db import describe, is_busy
 from .errors import NewsletterError
 from .exits import EXIT_TABLE, Exit
+from .subscribers import SqliteStore
 
 
 class _Group(click.Group):
@@ -59,6 +60,20 @@ class _Group(click.Group):
 def main(ctx: click.Context, env_file: Path | None) -> None:
     """Bilingual newsletter: compose briefs, build editions, preview, keep subscribers, send."""
     ctx.obj = AppContext(env_file=env_file or Path(".env"), env_file_given=env_file is not None)
+    ctx.call_on_close(lambda: _say_merges(ctx.obj))
+
+
+def _say_merges(app: AppContext) -> None:
+    """After a command that opened the database: what migration 6 merged, said once."""
+    if app._settings is None or not app.settings.db_path.is_file():
+        return
+    try:
+        with SqliteStore(app.settings.db_path) as store:
+            notes = store.merge_notes()
+    except (NewsletterError, sqlite3.Error):
+        return  # the command itself said what is wrong with the database
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
 
 
 main.add_command(new)

@@ -17,6 +17,7 @@ from .config import SUBSCRIBER_LANGUAGES
 from .csvimport import FORMULA_STARTS, read_csv
 from .errors import StoreError
 from .exits import Exit
+from .history import history
 from .normalise import parse_language
 from .subscribers import Status, Subscriber, open_store
 
@@ -36,7 +37,8 @@ def _language(value: str | None) -> str | None:
 
 @click.group()
 def subscribers() -> None:
-    """Keep the list: import, add, unsubscribe, remove, list, export, count."""
+    """Keep the list: import, add, set, show, unsubscribe, reactivate, remove, list, export,
+    count."""
 
 
 @subscribers.command("import")
@@ -113,8 +115,11 @@ def add(
     app: AppContext, email: str, name: str, language: str | None, consent: str, resubscribe: bool
 ) -> None:
     """Add one subscriber."""
-    language = _language(language) or app.settings.default_language
+    language = _language(language)
     with open_store(app.settings) as store:
+        if language is None:  # someone coming back keeps their language unless told
+            known = store.find(email)
+            language = known.language if known else app.settings.default_language
         subscriber = store.add(
             email,
             name=name,
@@ -150,6 +155,71 @@ def unsubscribe(app: AppContext, email: str) -> None:
             click.echo(f"unsubscribed {subscriber.email}")
         else:
             click.echo(f"{subscriber.email} was already {store.get(subscriber.id).status}")
+
+
+@subscribers.command()
+@click.argument("email")
+@pass_app
+def show(app: AppContext, email: str) -> None:
+    """One person's whole history: how and when they joined, language changes, every issue
+    sent, bounces, complaints, unsubscribes and their channel."""
+    with open_store(app.settings) as store:
+        person = store.find(email)
+        if person is None:
+            raise StoreError(f"{email} is not on the list; check the spelling with `list`")
+        happenings = history(store.conn, person.id)
+    name = f" ({person.name})" if person.name else ""
+    left = f" since {person.left_at} ({person.left_how})" if person.left_at else ""
+    click.echo(f"{person.email}{name}: {person.language}, {person.status}{left}")
+    click.echo(f"  joined {person.joined_at} via {person.join_source}"
+               + (f"; consent: {person.consent_note}" if person.consent_note else ""))  # fmt: skip
+    for h in happenings:
+        detail = f"  {h.detail}" if h.detail else ""
+        click.echo(f"{h.at[:16].replace('T', ' ')}  {h.kind:<12} {h.route}{detail}")
+
+
+@subscribers.command("set")
+@click.argument("email")
+@click.option("--language", default=None, help="en, fr or both.")
+@click.option("--name", default=None, help="Name as the subscriber gave it ('' clears it).")
+@pass_app
+def set_(app: AppContext, email: str, language: str | None, name: str | None) -> None:
+    """Change someone's language or name (recorded in their history)."""
+    language = _language(language)
+    if language is None and name is None:
+        raise click.UsageError("give --language, --name or both")
+    with open_store(app.settings) as store:
+        person = store.find(email)
+        if person is None:
+            raise StoreError(f"{email} is not on the list; check the spelling with `list`")
+        changed = []
+        if language is not None and store.set_language(person.id, language, "cli"):
+            changed.append(f"language {language}")
+        if name is not None and store.set_name(person.id, name, "cli"):
+            changed.append(f"name {store.get(person.id).name!r}")
+    click.echo(f"{person.email}: " + (", ".join(changed) if changed else "nothing to change"))
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--reason", required=True, help="Why the address works again (kept as proof).")
+@pass_app
+def reactivate(app: AppContext, email: str, reason: str) -> None:
+    """Make a bounced address active again, e.g. when its owner says it works now."""
+    if not reason.strip():
+        raise click.BadParameter("say why", param_hint="--reason")
+    with open_store(app.settings) as store:
+        person = store.find(email)
+        if person is None:
+            raise StoreError(f"{email} is not on the list; check the spelling with `list`")
+        if person.status in (Status.UNSUBSCRIBED, Status.COMPLAINED):
+            raise StoreError(
+                f"{person.email} {person.status} ({person.left_how}); only their new consent "
+                "brings them back: subscribers add --resubscribe"
+            )
+        if not store.reactivate(person.id, reason.strip()):
+            raise StoreError(f"{person.email} is already active")
+    click.echo(f"reactivated {person.email} ({reason.strip()})")
 
 
 @subscribers.command("list")

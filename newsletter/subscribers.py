@@ -273,6 +273,36 @@ class SqliteStore:
                 self._event(subscriber_id, kind, how, str(status))
         return bool(changed)
 
+    def reactivate(self, subscriber_id: int, reason: str, how: str = "cli") -> bool:
+        """Make a bounced address active again (it works now: the person says so); the reason
+        is kept. Someone who unsubscribed or complained comes back only with new consent
+        (`add --resubscribe`). True if this call changed it."""
+        with db.transaction(self.conn):
+            changed = self.conn.execute(
+                "UPDATE subscribers SET status = 'active', left_at = NULL, left_how = NULL,"
+                " updated_at = ? WHERE id = ? AND status = 'bounced'",
+                (_now(), subscriber_id),
+            ).rowcount
+            if changed:
+                self._event(subscriber_id, "resubscribe", f"{how}:reactivate", reason)
+        return bool(changed)
+
+    def merge_notes(self) -> list[str]:
+        """What migration 6 merged and nobody was told yet; marked told."""
+        with db.transaction(self.conn):
+            rows = self.conn.execute(
+                "SELECT m.merged_id, m.email, m.status, m.language, s.id, s.email AS kept"
+                " FROM subscriber_merges m LEFT JOIN subscribers s ON s.id = m.kept_id"
+                " WHERE m.reported = 0 ORDER BY m.merged_id"
+            ).fetchall()
+            self.conn.execute("UPDATE subscriber_merges SET reported = 1 WHERE reported = 0")
+        return [
+            f"merged {r['email']} (#{r['merged_id']}, {r['status']}, {r['language']}) into "
+            f"{r['kept'] or '(since removed)'} (#{r['id'] or '?'}): one address in two cases; "
+            "the more restrictive status was kept, and both histories"
+            for r in rows
+        ]
+
     def unsubscribe(self, subscriber_id: int, how: str) -> bool:
         """Unsubscribe at once; True if this call did it, False if already done (or unknown)."""
         return self.set_status(subscriber_id, Status.UNSUBSCRIBED, how)

@@ -383,3 +383,43 @@ def test_bounce_settings_are_checked_and_the_password_never_shown(workdir: Path)
     assert "put the password in NEWSLETTER_BOUNCE_PASSWORD" in result.output
     result = bounces(workdir, "fetch")
     assert result.exit_code == 2 and "NEWSLETTER_BOUNCE_MAILBOX is not set" in result.output
+
+
+def test_show_set_and_reactivate_keep_one_history(workdir: Path):
+    add(workdir)
+    send_issue(workdir, handler=Handler(script={"anne@example.org": ["550"]}))
+    shown = cli(workdir, "subscribers", "show", "Anne@Example.org")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith("anne@example.org: en, bounced since ")
+    assert lines[0].endswith("(bounce:5.1.1)")
+    assert lines[1].endswith("via test; consent: form")
+    kinds = [line[18:].split()[0] for line in lines[2:]]
+    assert kinds == ["join", "failed", "hard", "status"], lines
+    assert "issue 2017-11  en edition: 550 5.1.1 No such mailbox" in lines[3]
+    assert lines[4].endswith(
+        "smtp, issue 2017-11  5.1.1 '550 5.1.1 No such mailbox' (matched by send) -> bounced"
+    )
+
+    assert cli(workdir, "subscribers", "reactivate", "anne@example.org").exit_code == 2
+    result = cli(workdir, "subscribers", "reactivate", "anne@example.org", "--reason",
+                 "she fixed her mailbox, said so by phone")  # fmt: skip
+    assert result.output == (
+        "reactivated anne@example.org (she fixed her mailbox, said so by phone)\n"
+    )
+    assert statuses(workdir)["anne@example.org"] is Status.ACTIVE
+    result = cli(workdir, "subscribers", "set", "anne@example.org", "--language", "FR",
+                 "--name", "Anne Smith")  # fmt: skip
+    assert result.output == "anne@example.org: language fr, name 'Anne Smith'\n"
+    assert cli(workdir, "subscribers", "set", "anne@example.org").exit_code == 2
+    history = cli(workdir, "subscribers", "show", "anne@example.org").output
+    assert "resubscribe  cli:reactivate  she fixed her mailbox, said so by phone" in history
+    assert "language     cli  fr" in history
+
+    cli(workdir, "subscribers", "unsubscribe", "bob@example.com")
+    refused = cli(workdir, "subscribers", "reactivate", "bob@example.com", "--reason", "x")
+    assert refused.exit_code == 2
+    assert refused.output == (
+        "error: bob@example.com unsubscribed (cli); only their new consent brings them back: "
+        "subscribers add --resubscribe\n"
+    )

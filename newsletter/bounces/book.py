@@ -321,15 +321,20 @@ class Book:
 
     def soft_streak(self, subscriber_id: int) -> int:
         """Issues in a row that soft-bounced, counting back from the latest one that did;
-        an issue that went out with no report breaks the run."""
+        an issue that went out with no report breaks the run, and so does a reactivation."""
+        since = self.conn.execute(
+            "SELECT max(at) FROM subscriber_events WHERE subscriber_id = ?"
+            " AND kind = 'resubscribe'",
+            (subscriber_id,),
+        ).fetchone()[0]
         rows = self.conn.execute(
             "SELECT d.issue_id, EXISTS (SELECT 1 FROM bounce_events e"
             "   WHERE e.subscriber_id = d.subscriber_id AND e.issue_id = d.issue_id"
             "   AND e.class = 'soft') AS soft"
             " FROM deliveries d JOIN sends s ON s.issue_id = d.issue_id"
             " WHERE d.subscriber_id = ? AND d.state IN ('sent', 'failed')"
-            " ORDER BY s.started_at, s.rowid",
-            (subscriber_id,),
+            " AND s.started_at >= ? ORDER BY s.started_at, s.rowid",
+            (subscriber_id, since or ""),
         ).fetchall()
         flags = [bool(r["soft"]) for r in rows]
         while flags and not flags[-1]:
