@@ -67,8 +67,9 @@ def _database_before_the_merge(path: Path) -> None:
     for sid, email, key, language, status in rows:
         conn.execute(
             "INSERT INTO subscribers (id, email, email_key, language, status, joined_at,"
-            " join_source, updated_at) VALUES (?, ?, ?, ?, ?, '2026-01-0' || ? || 'T00:00:00+00:00',"
-            " 'import:old.csv', '2026-01-01T00:00:00+00:00')",
+            " join_source, updated_at) VALUES (?, ?, ?, ?, ?,"
+            " '2026-01-0' || ? || 'T00:00:00+00:00', 'import:old.csv',"
+            " '2026-01-01T00:00:00+00:00')",
             (sid, email, key, language, status, sid),
         )
         conn.execute(
