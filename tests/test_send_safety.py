@@ -243,6 +243,8 @@ def test_the_systemd_units_verify(tmp_path: Path) -> None:
     assert (bin_dir / "newsletter").exists()
     units = sorted((ROOT / "deploy").glob("newsletter-*"))
     assert {u.name for u in units} == {
+        "newsletter-bounces.service",
+        "newsletter-bounces.timer",
         "newsletter-due.service",
         "newsletter-due.timer",
         "newsletter-serve.service",
