@@ -423,3 +423,46 @@ def test_show_set_and_reactivate_keep_one_history(workdir: Path):
         "error: bob@example.com unsubscribed (cli); only their new consent brings them back: "
         "subscribers add --resubscribe\n"
     )
+
+
+def test_no_damage_to_a_report_makes_reading_it_fail(workdir: Path):
+    """Truncations and byte flips of every kind of report: each is read (recorded, or
+    reported as unrecognised), none raises."""
+    import random
+
+    from newsletter.bounces.book import Book
+
+    add(workdir, PEOPLE[:2])
+    sent, _ = send_issue(workdir)
+    anne, marie = sent["anne@example.org"], sent["marie@example.org"]
+    samples = [
+        fx.dsn(anne, "5.1.1", "550 5.1.1 gone"),
+        fx.dsn(anne, "5.1.1", "550 5.1.1 gone", global_=True),
+        fx.arf(marie),
+        fx.unsubscribe_mail(f"unsubscribe+{'b' * 24}@{BOUNCE_DOMAIN}", "x@example.com"),
+    ]
+    rng = random.Random(9)
+    with SqliteStore(workdir / "news.db") as store:
+        book = Book(store, SECRET.encode())
+        for n in range(400):
+            raw = bytearray(rng.choice(samples))
+            for _ in range(rng.randint(1, 8)):
+                at = rng.randrange(len(raw))
+                if rng.random() < 0.3:
+                    del raw[at:]
+                    raw += b"\r\n"
+                else:
+                    raw[at] = rng.choice(b"\x00\xff\r\n;:=<>@\"'\\ -.5")
+            recorded = book.read(bytes(raw), f"sample {n}", dry_run=True)
+            assert recorded.events, n
+
+
+def test_read_from_a_pipe_asks_the_mta_to_retry_when_it_cannot_record(workdir: Path):
+    (workdir / "not-a-database").mkdir()
+    env = {"NEWSLETTER_DB": str(workdir / "not-a-database")}
+    result = bounces(workdir, "read", "-", input=fx.junk(), **env)
+    assert result.exit_code == 75  # EX_TEMPFAIL: Postfix keeps the message and tries later
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert "the message was not recorded (try again later)" in result.output
+    files = bounces(workdir, "read", write(workdir, "junk.eml", fx.junk()), **env)
+    assert files.exit_code == 2  # a person at a terminal: the usual bad-input status

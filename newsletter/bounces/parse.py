@@ -90,14 +90,18 @@ class Parsed:
 def parse(raw: bytes) -> Parsed:
     """What `raw` is; never raises for bad input (the problem is in `problem`)."""
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except Exception as exc:  # noqa: BLE001 - the parser is lenient; this is a last guard
-        return Parsed(Kind.OTHER, problem=f"not a readable message: {exc}")
+        return _parse(raw)
+    except Exception as exc:  # noqa: BLE001 - any input at all must give one line, no traceback
+        return Parsed(Kind.OTHER, problem=f"not a readable message ({type(exc).__name__}: {exc})")
+
+
+def _parse(raw: bytes) -> Parsed:
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     subject = header_text(msg.get("subject", ""))
     sender = header_text(msg.get("from", ""))
     tokens = _envelope_tokens(msg)
     content_type = msg.get_content_type()
-    report_type = (msg.get_param("report-type") or "").lower() if msg.is_multipart() else ""
+    report_type = _clean(msg.get_param("report-type") or "").lower() if msg.is_multipart() else ""
     if content_type == "multipart/report" and report_type in (
         "delivery-status",
         "global-delivery-status",
