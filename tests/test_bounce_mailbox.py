@@ -244,3 +244,16 @@ def test_imaps_verifies_the_certificate(workdir: Path, tmp_path: Path):
         # imap:// on loopback takes STARTTLS when the server offers it, and verifies it too
         starttls = bounces(workdir, "fetch", **mailbox_env(server, "imap"))
         assert starttls.exit_code == 2 and "not trusted" in starttls.output
+
+
+def test_a_message_too_large_for_a_bounce_is_not_downloaded(workdir: Path, dovecot: Dovecot):
+    add(workdir, PEOPLE[:1])
+    dovecot.deliver(USER, b"Subject: huge\r\nMessage-ID: <huge@example.net>\r\n\r\n"
+                    + b"x" * 76 + b"\r\n" * 40_000 + (b"y" * 78 + b"\r\n") * 40_000)  # fmt: skip
+    result = bounces(workdir, "fetch", **mailbox_env(dovecot))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"  unrecognised  imap://{USER}@127.0.0.1:{dovecot.ports.imap}/INBOX UID 1: 3.3 MB, "
+        "larger than a bounce can be (2 MB); not read" in result.output
+    )
+    assert folders(dovecot) == {"INBOX": 0, "Processed": 0, "Ignored": 0, "Unrecognised": 1}
