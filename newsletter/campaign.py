@@ -37,7 +37,7 @@ from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
 from .signing import Signer, signer_for
 from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status, edition_for
-from .tokens import make_token, preferences_url, resolve_secret, unsubscribe_url
+from .tokens import make_token, preferences_url, signing_key, unsubscribe_url
 from .transport import Transport, transport_for
 from .views import EDITIONS
 
@@ -109,7 +109,7 @@ def prepare(
         issue_id=build.issue.id,
         issue_dir=Path(issue_dir),
         editions=editions,
-        secret=resolve_secret(settings),
+        secret=signing_key(settings),  # the secret bound to this list
         transport=transport_for(settings.smtp, settings.outbox / build.issue.id),
         signer=signer_for(settings.dkim),
         findings=build.findings,
@@ -130,7 +130,7 @@ def thaw(settings: Settings, issue_id: str, issue_dir: Path, frozen: Mapping[str
         issue_id=issue_id,
         issue_dir=issue_dir,
         editions={name: CompiledEdition.from_json(frozen[name]) for name in EDITIONS},
-        secret=resolve_secret(settings),
+        secret=signing_key(settings),  # the secret bound to this list
         transport=transport_for(settings.smtp, settings.outbox / issue_id),
         signer=signer_for(settings.dkim),
     )
@@ -322,6 +322,7 @@ class DueItem:
     issue_id: str
     action: str  # "started", "retried", "missed", "refused"
     detail: str = ""
+    issue_dir: Path = Path()
     passes: Passes | None = None
     report: Report | None = None
 
@@ -416,6 +417,12 @@ def _start_scheduled(
         start(store, ledger, prepared, schedule.options)
         options, _ = options_for(settings, schedule.options, {})
         passes = run(prepared, ledger, options)
-        return DueItem(issue_id, "started", passes=passes, report=report(ledger))
+        return DueItem(
+            issue_id,
+            "started",
+            passes=passes,
+            report=report(ledger),
+            issue_dir=Path(schedule.issue_dir),
+        )
     finally:
         ledger.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .cli_archive import archive
 from .cli_bounces import bounces
 from .cli_build import build, check
 from .cli_compose import compose, new
@@ -64,7 +65,8 @@ def main(ctx: click.Context, env_file: Path | None) -> None:
 
 
 def _say_merges(app: AppContext) -> None:
-    """After a command that opened the database: what migration 6 merged, said once."""
+    """After a command that opened the database: what the case-merging migration merged,
+    said once."""
     if app._settings is None or not app.settings.db_path.is_file():
         return
     try:
@@ -87,6 +89,7 @@ main.add_command(send)
 main.add_command(status)
 main.add_command(due)
 main.add_command(schedule)
+main.add_command(archive)
 main.add_command(bounces)
 
 

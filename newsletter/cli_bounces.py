@@ -19,7 +19,7 @@ from .cli_context import AppContext, pass_app
 from .errors import NewsletterError, SettingsError, StoreError
 from .exits import Exit
 from .subscribers import open_store
-from .tokens import resolve_secret
+from .tokens import signing_key
 
 CLASSES = [c.value for c in Class]
 LABELS = {Class.UNSUBSCRIBE: "unsubscribe request"}
@@ -47,8 +47,9 @@ def fetch(app: AppContext, dry_run: bool) -> None:
         )
     if not box.password:
         raise SettingsError(f"NEWSLETTER_BOUNCE_PASSWORD is not set; it is the password of {box}")
+    key = signing_key(settings)  # the tokens are signed as the links are, bound to the list
     with open_store(settings) as store:
-        book = Book(store, resolve_secret(settings))
+        book = Book(store, key)
         refusals = [] if dry_run else book.record_refusals()
         records = fetch_mailbox(book, box, dry_run=dry_run)
     _report([*refusals, *records], f"mailbox {box}", dry_run)
@@ -67,8 +68,9 @@ def read(app: AppContext, files: tuple[str, ...], dry_run: bool) -> None:
     settings = app.settings
     messages = [(name, _read_input(name)) for name in files]
     try:
+        key = signing_key(settings)
         with open_store(settings) as store:
-            book = Book(store, resolve_secret(settings))
+            book = Book(store, key)
             records = [book.read(raw, origin, dry_run=dry_run) for origin, raw in messages]
     except (StoreError, sqlite3.OperationalError) as exc:
         if files == ("-",):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import socket
 import webbrowser
 from pathlib import Path
@@ -13,7 +12,9 @@ import click
 import uvicorn
 
 from .cli_context import AppContext, pass_app
+from .config import is_loopback
 from .errors import NewsletterError
+from .hosts import allowed_hosts, check_name
 from .preview import Preview, Snapshot, Targets, create_app
 
 LOOPBACK = "127.0.0.1"
@@ -58,13 +59,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def _report(snapshot: Snapshot, seconds: float) -> None:
     if snapshot.error:
         click.echo(snapshot.error, err=True)
@@ -93,9 +87,24 @@ def _report_watch(targets: Targets) -> None:
     show_default=True,
     help="Port to listen on; 0 picks a free one.",
 )
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests for this host name (repeatable). Addresses and localhost are "
+    "always answered; any other name is refused, against DNS rebinding.",
+)
 @click.option("--no-open", is_flag=True, help="Do not open the page in the default browser.")
 @pass_app
-def preview(app: AppContext, issue_dir: Path, host: str, port: int, no_open: bool) -> None:
+def preview(
+    app: AppContext,
+    issue_dir: Path,
+    host: str,
+    port: int,
+    allow_hosts: tuple[str, ...],
+    no_open: bool,
+) -> None:
     """Preview ISSUE_DIR in a browser: each edition at desktop and phone width, the text part,
     the inbox headers and the checks. Saving a brief, the manifest, a template or .env
     updates the open page. A file that breaks the build shows its error on the page."""
@@ -105,16 +114,27 @@ def preview(app: AppContext, issue_dir: Path, host: str, port: int, no_open: boo
         raise NewsletterError(
             "no such issue folder; give the path of an issue, e.g. issues/2017-11", issue_dir
         )
+    try:
+        names = allowed_hosts(host, [check_name(name) for name in allow_hosts])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-host") from None
     sock = _bind(host, port)  # before building: a taken port should not wait for a build
     try:
         state = Preview(issue_dir, app.env_file, on_rebuild=_report, on_watch=_report_watch)
         state.build_now()
-        app_ = create_app(state) if _is_loopback(host) else create_app(state, ("*",))
-        config = uvicorn.Config(app_, log_level="warning", access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            create_app(state, names), log_level="warning", access_log=False, lifespan="on"
+        )
         server = _Server(config, state)
-        url = f"http://{f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]}/"
-        if not _is_loopback(host):
-            click.echo(f"warning: listening on {host}: anyone who can reach it sees this issue")
+        bound_port = sock.getsockname()[1]
+        url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}/"
+        if not is_loopback(host):
+            click.echo(
+                f"warning: listening on {host}: anyone who can reach this machine on port "
+                f"{bound_port} sees the unsent issue, by address or as "
+                f"{', '.join(sorted(names))} (other names are refused; add one with "
+                "--allow-host)"
+            )
         click.echo(f"preview at {url} (Ctrl-C to stop)")
         if not no_open:
             webbrowser.open(url)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from .checks import Finding, Level
 from .cli_context import AppContext, pass_app
 from .config import MAX_CONCURRENCY, parse_duration
 from .delivery import Progress, outgoing
-from .errors import DeliveryError
+from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendBusy, State, send_lock
 from .normalise import check_email
@@ -247,7 +246,8 @@ def send(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--grace") from None
     settings = app.settings
-    _warn_cleartext(settings)
+    for warning in settings.smtp.warnings:  # once per run, not once per connection
+        click.echo(f"warning: {warning}", err=True)
     given = {"concurrency": concurrency, "rate": rate, "hourly_cap": hourly_cap}
     issue_id = _issue_id(issue_dir)
     if test or dry_run:
@@ -287,16 +287,6 @@ def send(
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()
-
-
-def _warn_cleartext(settings) -> None:
-    smtp = settings.smtp
-    if smtp.host and smtp.user and smtp.security == "none" and not _loopback(smtp.host):
-        click.echo(
-            f"warning: the password for {smtp.host} goes unencrypted "
-            "(NEWSLETTER_SMTP_SECURITY=none); use starttls or ssl",
-            err=True,
-        )
 
 
 def _begin(prepared: campaign.Prepared, store, ledger: Ledger, given: dict, yes: bool) -> None:
@@ -444,6 +434,7 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         f", {p.deferred:,} deferred, {p.failed:,} failed, {p.skipped:,} skipped"
     )
     _say_refusals(passes)
+    _rebuild_archive(prepared.settings, prepared.issue_dir)
     if passes.interrupted:
         click.echo(
             "stopped; the messages in flight were finished. Run send again to resume", err=True
@@ -583,6 +574,8 @@ def due(app: AppContext) -> None:
             click.echo(f"issue {item.issue_id}: {item.detail}", err=True)
             worst = max(worst, Exit.INCOMPLETE)
             continue
+        if item.action == "started":
+            _rebuild_archive(settings, item.issue_dir)
         p = item.passes.progress
         line = f"issue {item.issue_id}: {p.sent:,} sent, {p.deferred:,} deferred"
         line += f", {p.failed:,} failed, {p.uncertain:,} uncertain"
@@ -625,9 +618,20 @@ def schedule_cancel(app: AppContext, key: str) -> None:
     click.echo(f"cancelled: issue {cancelled.issue_id} at {cancelled.when()}")
 
 
-def _loopback(host: str) -> bool:
-    """A server on this machine, where `none` sends nothing over a network."""
+# --- The public archive (work item #11) ----------------------------------------------------
+
+
+def _rebuild_archive(settings, issue_dir: Path) -> None:
+    """Once messages are out, their "View in browser" link must lead somewhere: the site
+    is rebuilt with this issue. A failure is the archive's, not the send's: a warning."""
+    from .archive.site import rebuild_after_send
+
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
+        site = rebuild_after_send(settings, issue_dir)
+    except NewsletterError as exc:
+        click.echo(
+            f"warning: the web archive was not rebuilt: {exc}; then run 'newsletter archive build'",
+            err=True,
+        )
+        return
+    click.echo(f"web archive: {len(site.issues)} issue(s) in {site.out_dir}/")

@@ -320,13 +320,22 @@ def count(app: AppContext) -> None:
 def serve(
     app: AppContext, host: str, port: int, forwarded_allow_ips: str, access_log: bool
 ) -> None:
-    """Run the unsubscribe and preferences web app (behind a reverse proxy in production)."""
+    """Run the web app (behind a reverse proxy in production): the public archive, and the
+    unsubscribe and preferences pages."""
     import uvicorn  # only this command needs the server
 
+    from .archive.serve import with_archive
     from .web import RedactTokens, create_app
 
-    web_app = create_app(app.settings)
+    site = app.settings.archive_dir
+    web_app = with_archive(create_app(app.settings), site)
     click.echo(f"serving on http://{host}:{port}/ (links use {app.settings.identity.base_url})")
+    if not (site / "index.html").is_file():
+        click.echo(
+            f"warning: no archive in {site}/ yet: the home page and issue pages answer 404 "
+            "until 'newsletter archive build' (or a send) writes it",
+            err=True,
+        )
     config = uvicorn.Config(
         web_app,
         host=host,

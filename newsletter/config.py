@@ -8,6 +8,7 @@ no `.env` at all. `.env.example` lists and explains each name.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -36,6 +37,14 @@ MAX_CONCURRENCY = 64
 MIN_RATE = 0.001  # messages a second: about one every 17 minutes
 LANGUAGES = ("en", "fr")
 SUBSCRIBER_LANGUAGES = ("en", "fr", "both")
+MAX_TEXT = 200  # characters of a sender name, title or organisation: one line of a page
+# A DNS name in its ASCII form: what a DKIM selector and domain are (RFC 6376 3.1, 3.5).
+DNS_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # fmt: skip
+# Control characters (C0 but tab, DEL, C1) and the line separators: in a header they would
+# start a new line, in the templates MJML refuses them.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 DEFAULTS: dict[str, str] = {
     "BASE_URL": "https://news.example.org",
@@ -62,6 +71,7 @@ DEFAULTS: dict[str, str] = {
     "SMTP_TIMEOUT": "30",
     "SMTP_VERIFY": "true",
     "SMTP_CA_FILE": "",
+    "SMTP_ALLOW_CLEARTEXT_LOGIN": "false",
     "CONCURRENCY": "4",
     "RATE": "0",
     "HOURLY_CAP": "0",
@@ -72,6 +82,7 @@ DEFAULTS: dict[str, str] = {
     "DKIM_SELECTOR": "",
     "DKIM_DOMAIN": "",
     "TEMPLATES": "",
+    "ARCHIVE_DIR": "site",
     "BOUNCE_DOMAIN": "",
     "BOUNCE_MAILBOX": "",
     "BOUNCE_PASSWORD": "",
@@ -103,6 +114,25 @@ class SmtpSettings:
     timeout: float
     verify: bool
     ca_file: str
+    allow_cleartext_login: bool = False
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What is weak in these settings, one line each, for `send` to say before it starts."""
+        found = []
+        if self.host and self.security != "none" and not self.verify:
+            found.append(
+                f"NEWSLETTER_SMTP_VERIFY=false: the certificate of {self.host} is not checked, "
+                "so anyone on the way can pose as it and read the password and every message; "
+                "use NEWSLETTER_SMTP_CA_FILE for a private certificate instead"
+            )
+        if self.host and self.user and self.security == "none" and not is_loopback(self.host):
+            found.append(
+                f"the password for {self.host} goes unencrypted "
+                "(NEWSLETTER_SMTP_SECURITY=none, NEWSLETTER_SMTP_ALLOW_CLEARTEXT_LOGIN=true); "
+                "use starttls or ssl"
+            )
+        return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -159,6 +189,7 @@ class Settings:
     retry_for: float  # seconds after its first attempt that a deferred message expires
     timezone: str  # where `send --at` times are read; checked when a send is scheduled
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
+    archive_dir: Path  # the public archive's static site: written by `archive`, served by `serve`
     bounces: BounceSettings = BounceSettings("", None)
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
@@ -216,6 +247,19 @@ def load_settings(
             raise fail(name, f"must be at least {low}")
         return value
 
+    def boolean(name: str) -> bool:
+        value = get(name).lower()
+        if value not in _TRUE + _FALSE:
+            raise fail(name, "must be true or false")
+        return value in _TRUE
+
+    def text(name: str, limit: int = MAX_TEXT) -> None:
+        value = get(name)
+        if _CONTROL.search(value):
+            raise fail(name, "must be one line of text, with no control characters")
+        if len(value) > limit:
+            raise fail(name, f"is {len(value)} characters long; keep it to {limit}")
+
     def number(name: str) -> float:
         try:
             value = float(get(name))
@@ -247,21 +291,52 @@ def load_settings(
             raise fail("SMTP_PORT", "must be a port number, 1 to 65535")
     else:
         port = {"starttls": 587, "ssl": 465, "none": 25}[security]
-    verify = get("SMTP_VERIFY").lower()
-    if verify not in ("true", "false", "1", "0", "yes", "no"):
-        raise fail("SMTP_VERIFY", "must be true or false")
+    verify = boolean("SMTP_VERIFY")
+    allow_cleartext_login = boolean("SMTP_ALLOW_CLEARTEXT_LOGIN")
+    smtp_host, smtp_user = get("SMTP_HOST"), get("SMTP_USER")
+    if (
+        smtp_host
+        and smtp_user
+        and security == "none"
+        and not is_loopback(smtp_host)
+        and not allow_cleartext_login
+    ):
+        raise fail(
+            "SMTP_SECURITY",
+            f"would send the password of NEWSLETTER_SMTP_USER to {smtp_host} unencrypted; "
+            "use starttls or ssl (or, on a network you trust, set "
+            "NEWSLETTER_SMTP_ALLOW_CLEARTEXT_LOGIN=true)",
+        )
 
     for lang in LANGUAGES:
-        address = get(f"FROM_{lang.upper()}")
-        if "@" not in address or any(c in address for c in "\r\n<> "):
+        if not _plain_address(get(f"FROM_{lang.upper()}")):
             raise fail(f"FROM_{lang.upper()}", "must be a plain address, e.g. news@example.org")
+    # Shown in headers (From, List-Id) or in every page of the message: one line of text.
+    for name in ("FROM_NAME", "TITLE", "ORG"):
+        for lang in LANGUAGES:
+            text(f"{name}_{lang.upper()}")
+    text("POSTAL_ADDRESS", 400)
 
-    if get("REPLY_TO") and (
-        "@" not in get("REPLY_TO") or any(c in get("REPLY_TO") for c in "\r\n<> ")
-    ):
+    if get("REPLY_TO") and not _plain_address(get("REPLY_TO")):
         raise fail("REPLY_TO", "must be a plain address, e.g. editors@example.org")
-    if get("LIST_ID") and not re.fullmatch(r"[A-Za-z0-9.-]+", get("LIST_ID")):
+    if get("LIST_ID") and not DNS_NAME.fullmatch(get("LIST_ID")):
         raise fail("LIST_ID", "must look like a domain name, e.g. news.example.org")
+    dkim = {name: get(f"DKIM_{name}") for name in ("KEY", "SELECTOR", "DOMAIN")}
+    if any(dkim.values()):
+        missing = [name for name, value in dkim.items() if not value]
+        if missing:  # else messages would go unsigned without a word
+            raise fail(
+                f"DKIM_{missing[0]}",
+                "DKIM signing needs NEWSLETTER_DKIM_KEY, NEWSLETTER_DKIM_SELECTOR and "
+                "NEWSLETTER_DKIM_DOMAIN together (else messages go unsigned); set this one "
+                "too, or empty all three",
+            )
+        for name, example in (("SELECTOR", "news2017"), ("DOMAIN", "example.org")):
+            if not DNS_NAME.fullmatch(dkim[name]) or len(dkim[name]) > 253:
+                raise fail(
+                    f"DKIM_{name}",
+                    f"must be a DNS name in ASCII (letters, digits, hyphens, dots), e.g. {example}",
+                )
     if get("SECRET") and len(get("SECRET")) < 16:
         raise fail("SECRET", "is too short to sign links safely; use 32 random characters")
 
@@ -306,7 +381,7 @@ def load_settings(
         from_addr={lang: get(f"FROM_{lang.upper()}") for lang in LANGUAGES},
         reply_to=get("REPLY_TO"),
         postal_address=get("POSTAL_ADDRESS"),
-        list_id=get("LIST_ID") or (parts.hostname or "newsletter.example.org"),
+        list_id=get("LIST_ID") or _default_list_id(parts.hostname or ""),
     )
     return Settings(
         identity=identity,
@@ -317,12 +392,11 @@ def load_settings(
             user=get("SMTP_USER"),
             password=get("SMTP_PASSWORD"),
             timeout=timeout,
-            verify=verify in ("true", "1", "yes"),
+            verify=verify,
             ca_file=get("SMTP_CA_FILE"),
+            allow_cleartext_login=allow_cleartext_login,
         ),
-        dkim=DkimSettings(
-            key_path=get("DKIM_KEY"), selector=get("DKIM_SELECTOR"), domain=get("DKIM_DOMAIN")
-        ),
+        dkim=DkimSettings(key_path=dkim["KEY"], selector=dkim["SELECTOR"], domain=dkim["DOMAIN"]),
         db_path=Path(get("DB")),
         secret=get("SECRET"),
         default_language=default_language,
@@ -334,6 +408,7 @@ def load_settings(
         retry_for=retry_for,
         timezone=get("TIMEZONE"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+        archive_dir=Path(get("ARCHIVE_DIR") or DEFAULTS["ARCHIVE_DIR"]),
         bounces=BounceSettings(bounce_domain, mailbox),
         unknown=tuple(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)
@@ -391,6 +466,22 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _default_list_id(host: str) -> str:
+    """The base URL's host, when it can be one (an IP address cannot)."""
+    if DNS_NAME.fullmatch(host) and not host.replace(".", "").isdigit():
+        return host
+    return "newsletter.example.org"
+
+
+def is_loopback(host: str) -> bool:
+    """A name for this machine, where a connection crosses no network. Only what cannot be
+    pointed elsewhere: a loopback address written out, or `localhost`."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower().rstrip(".") == "localhost"
+
+
 def _env_lines(path: Path) -> dict[str, int]:
     """The line each name is set on in a .env file (the last one wins, as in dotenv), or a
     SettingsError for a line dotenv cannot read (it would only log it and go on)."""
@@ -407,6 +498,11 @@ def _env_lines(path: Path) -> dict[str, int]:
             if binding.key:
                 found[binding.key] = binding.original.line
     return found
+
+
+def _plain_address(address: str) -> bool:
+    """An address with nothing a header could take for the end of a line or of an address."""
+    return "@" in address and not (_CONTROL.search(address) or any(c in address for c in "<> \t,"))
 
 
 def _plain_base_url(url: str) -> bool:

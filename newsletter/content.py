@@ -85,6 +85,40 @@ class Issue:
     bilingual_preheader: str | None
 
 
+# Characters the templates cannot carry. Word writes a manual line break as U+000B and a
+# page break as U+000C: in Markdown a line break inside a paragraph reads as a space, so
+# both become a space. Every other control character (C0 but tab and line ends, DEL, C1) and
+# the noncharacters U+FFFE and U+FFFF are refused with their line: they are invisible, MJML
+# cannot take most of them, and a guess at what they stood for would hide a damaged file.
+_AS_SPACE = str.maketrans({"\v": " ", "\f": " "})
+_REFUSED = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+
+
+def _refused(char: str, where: str = "") -> str:
+    """What is wrong with a refused character (`where`: " at column 4"), and what to do."""
+    code = f"U+{ord(char):04X}"
+    if "\x80" <= char <= "\x9f":
+        return (
+            f"invisible control character {code}{where}, often a Windows quote or dash read "
+            "as Latin-1; type that character again"
+        )
+    if char in "\ufffe\uffff":
+        return f"{code}{where} is no character (a stray byte-order mark?); delete it"
+    if "\ud800" <= char <= "\udfff":
+        return f"half a character ({code}){where}; write the whole character, not its escape"
+    return f"invisible control character {code}{where}; delete it (it came with a paste?)"
+
+
+def clean_text(value: str, path: Path, line: int | None, what: str = "") -> str:
+    """`value` with Word's line and page breaks as spaces, or a ContentError at `line` for
+    a character the templates cannot carry (see _REFUSED)."""
+    value = value.translate(_AS_SPACE)
+    bad = _REFUSED.search(value)
+    if bad:
+        raise ContentError(f"{what}{_refused(bad.group())}", path, line)
+    return value
+
+
 class _Loader(yaml.SafeLoader):
     """YAML without implicit timestamps: dates are checked here, with their line."""
 
@@ -106,7 +140,13 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ContentError("not valid UTF-8; save the file as UTF-8", path, line) from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").translate(_AS_SPACE)
+    bad = _REFUSED.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - text.rfind("\n", 0, bad.start())
+        raise ContentError(_refused(bad.group(), f" at column {column}"), path, line)
+    return text
 
 
 def split_brief_name(path: Path) -> tuple[str, str]:
@@ -160,6 +200,9 @@ def read_brief_text(path: Path) -> BriefText:
                 return i + 1
         return 1
 
+    # What YAML escapes decode to ("\x1c" in double quotes) was not in the file itself.
+    meta = {key: _clean_yaml(value, path, line_of(str(key)), f"'{key}' holds ")
+            for key, value in meta.items()}  # fmt: skip
     unknown = sorted(set(map(str, meta)) - FRONT_MATTER_KEYS)
     if unknown:
         close = difflib.get_close_matches(unknown[0], FRONT_MATTER_KEYS, n=1)
@@ -219,6 +262,17 @@ def read_brief_text(path: Path) -> BriefText:
     )
 
 
+def _clean_yaml(value: Any, path: Path, line: int, what: str) -> Any:
+    """Front matter with clean_text applied to every string, in lists and tables too."""
+    if isinstance(value, str):
+        return clean_text(value, path, line, what)
+    if isinstance(value, list):
+        return [_clean_yaml(item, path, line, what) for item in value]
+    if isinstance(value, dict):
+        return {key: _clean_yaml(item, path, line, what) for key, item in value.items()}
+    return value
+
+
 def read_briefs(briefs_dir: Path) -> dict[str, Brief]:
     """Every brief under `briefs_dir`, by slug."""
     texts: dict[str, dict[str, BriefText]] = {}
@@ -266,8 +320,9 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         ) from None
 
 
-def read_issue(issue_dir: Path) -> Issue:
-    """Read `issue_dir/issue.toml` and the briefs it selects."""
+def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue:
+    """Read `issue_dir/issue.toml` and the briefs it selects, from `briefs` when the caller
+    has read the briefs folder already (the archive reads many issues), else from disk."""
     issue_dir = Path(issue_dir)
     path = issue_dir / MANIFEST
     if not path.is_file():
@@ -292,6 +347,11 @@ def read_issue(issue_dir: Path) -> Issue:
             )
         return value
 
+    def clean(section: str, key: str, value: str) -> str:
+        # A TOML escape ("\u001c") decodes to what the file itself could not hold.
+        line = _key_line(text, section, key)
+        return clean_text(value, path, line, f"[{section}] {key} holds ").strip()
+
     number = need(data, "number", int)
     date = data.get("date")
     if not isinstance(date, dt.date) or isinstance(date, dt.datetime):
@@ -307,7 +367,7 @@ def read_issue(issue_dir: Path) -> Issue:
             raise ContentError(
                 f"missing [{lang}] table with subject, preheader and intro", path, None
             )
-        subject = need(table, "subject", str, f"{lang}.").strip()
+        subject = clean(lang, "subject", need(table, "subject", str, f"{lang}."))
         if not subject:
             raise ContentError(
                 f"[{lang}] subject is empty; write the line readers see in their inbox",
@@ -316,8 +376,8 @@ def read_issue(issue_dir: Path) -> Issue:
             )
         texts[lang] = IssueText(
             subject=subject,
-            preheader=str(table.get("preheader", "")).strip(),
-            intro=str(table.get("intro", "")).strip(),
+            preheader=clean(lang, "preheader", str(table.get("preheader", ""))),
+            intro=clean(lang, "intro", str(table.get("intro", ""))),
         )
     bilingual = data.get("bilingual", {})
     if not isinstance(bilingual, dict):
@@ -326,8 +386,12 @@ def read_issue(issue_dir: Path) -> Issue:
             path,
             _key_line(text, "", "bilingual"),
         )
+    bilingual = {
+        key: clean("bilingual", key, value) if isinstance(value, str) else value
+        for key, value in bilingual.items()
+    }
     slugs = need(data, "briefs", list)
-    available = read_briefs(briefs_dir_for(issue_dir))
+    available = read_briefs(briefs_dir_for(issue_dir)) if briefs is None else briefs
     seen: set[str] = set()
     briefs = []
     for slug in slugs:

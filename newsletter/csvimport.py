@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import StoreError
-from .normalise import check_email, email_key, parse_language
+from .normalise import MAX_NAME, check_email, clean_name, email_key, parse_language
 from .subscribers import Row
 
 HEADER_HINT = "the first row must name the columns: email,name,language"
@@ -203,4 +203,8 @@ def _row(record: list[str], columns: dict[str, int], line: int) -> Row | Rejecte
     except ValueError as exc:
         return Rejected(line, str(exc))
     name = value("name")
+    if name and len(clean_name(name)) > MAX_NAME:  # as the web app's preferences page
+        return Rejected(
+            line, f"the name is {len(clean_name(name))} characters long; keep it to {MAX_NAME}"
+        )
     return Row(email=email, name=name or None, language=language, line=line)

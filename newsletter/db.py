@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -19,8 +20,11 @@ from .schema import MIGRATIONS
 BUSY_TIMEOUT_MS = 30_000
 
 
-def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Connection:
-    """Open (creating if needed) the database at `path`, WAL mode, migrated to the latest schema.
+def connect(
+    path: Path | str, busy_timeout_ms: int | None = None, *, create: bool = True
+) -> sqlite3.Connection:
+    """Open (creating if needed, unless not `create`) the database at `path`, WAL mode,
+    migrated to the latest schema.
 
     The connection is in autocommit mode (`isolation_level=None`): callers open transactions
     explicitly with `BEGIN IMMEDIATE`, so that a writer takes the lock before it reads and two
@@ -31,13 +35,22 @@ def connect(path: Path | str, busy_timeout_ms: int | None = None) -> sqlite3.Con
     if busy_timeout_ms is None:
         busy_timeout_ms = BUSY_TIMEOUT_MS
     conn: sqlite3.Connection | None = None
+    if not create and not path.is_file():
+        raise StoreError("no database here; check NEWSLETTER_DB", path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _create_private(path)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
+        # mode=rw never creates the file, even if it vanishes after the check above.
+        target = path if create else f"file:{urllib.parse.quote(str(path.absolute()))}?mode=rw"
         # check_same_thread=False: the web app may open a store in one worker thread and use
         # it in another. A connection must still not be used by two threads at once.
         conn = sqlite3.connect(
-            path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            target,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=not create,
         )
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

@@ -39,3 +39,7 @@ class StoreError(NewsletterError):
 
 class DeliveryError(NewsletterError):
     """A send cannot start or cannot go on (SMTP login, TLS, connection)."""
+
+
+class ArchiveError(NewsletterError):
+    """The public archive cannot be built or changed as asked."""

@@ -21,7 +21,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
 from .config import Identity
-from .message import Recipient, build_message, html_escape_url, one_line
+from .message import Recipient, build_message, display_name, html_escape_url
 from .render import RenderedEdition
 from .views import PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
 
@@ -109,7 +109,7 @@ class CompiledEdition:
         return cls(data["name"], pieces, data["from"], data["mailto"])
 
     def _values(self, recipient: Recipient, message_id: str, date: str) -> dict[str, bytes]:
-        to = formataddr((one_line(recipient.name), recipient.email))
+        to = formataddr((display_name(recipient.name), recipient.email))
         to_line = (
             b"To: " + to.encode("ascii") + _CRLF
             if to.isascii() and len(to) < 70

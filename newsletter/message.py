@@ -10,17 +10,25 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from email import policy
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry, UniqueAddressHeader
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 
 from .config import Identity
+from .normalise import MAX_NAME
 from .render import RenderedEdition
 from .views import PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
 
 SAMPLE_EMAIL = "reader@example.org"
 SAMPLE_NAME = "Sample Reader"
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]+")
+
+# List-Id (RFC 2919) is a display name and an id in angle brackets: an address header but for
+# the @. Parsed as one, its name is quoted or encoded by the stdlib as From's is, whatever
+# commas, quotes or accents it holds.
+_HEADER_TYPES = HeaderRegistry()
+_HEADER_TYPES.map_to_type("list-id", UniqueAddressHeader)
+POLICY = policy.SMTP.clone(header_factory=_HEADER_TYPES)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,20 @@ def sample_recipient(identity: Identity) -> Recipient:
 def one_line(value: str) -> str:
     """Header text from content: a CR or LF must never start a new header."""
     return _LINE_BREAKS.sub(" ", value).strip()
+
+
+def display_name(name: str) -> str:
+    """A subscriber's name as the To header shows it: one line, and no longer than the web
+    app and an import allow, so that a word the stdlib cannot fold (it folds at spaces, and
+    encodes only non-ASCII words) keeps the line far below RFC 5322's 998 characters. Longer
+    names come only from stores written before that limit."""
+    name = one_line(name)
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1].rstrip() + "…"
+
+
+def list_id(name: str, identity: Identity) -> str:
+    """The List-Id value: the sender's name quoted or encoded as an address's would be."""
+    return formataddr((one_line(name), identity.list_id))
 
 
 def html_escape_url(url: str) -> str:
@@ -82,17 +104,17 @@ def build_message(
 ) -> EmailMessage:
     """The complete message for one recipient: multipart/alternative, text then HTML."""
     view = edition.view
-    msg = EmailMessage(policy=policy.SMTP)
+    msg = EmailMessage(policy=POLICY)
     local, _, domain = view.from_addr.partition("@")
     msg["From"] = Address(one_line(view.from_name), local, domain)
     to_local, _, to_domain = recipient.email.partition("@")
-    msg["To"] = Address(one_line(recipient.name), to_local, to_domain)
+    msg["To"] = Address(display_name(recipient.name), to_local, to_domain)
     if identity.reply_to:
         msg["Reply-To"] = identity.reply_to
     msg["Subject"] = one_line(subject_prefix + view.subject)
     msg["Date"] = format_datetime(date or dt.datetime.now(dt.UTC))
     msg["Message-ID"] = message_id or make_msgid(domain=domain)
-    msg["List-Id"] = f"{one_line(view.from_name)} <{identity.list_id}>"
+    msg["List-Id"] = list_id(view.from_name, identity)
     msg["List-Unsubscribe"] = list_unsubscribe(edition, recipient)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(personalise_text(edition.text, recipient), cte="quoted-printable")

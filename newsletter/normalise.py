@@ -13,14 +13,15 @@ def email_key(email: str) -> str:
     """What makes two addresses the same person: the whole address without regard to case.
 
     RFC 5321 lets a server tell `Kevin` from `kevin` before the @-sign, but no mailbox
-    provider does, and treating them as two people sends one mailbox two copies (schema
-    migration 6 merged such pairs). A non-ASCII domain counts as its IDNA form, the one the
-    store keeps (see check_email)."""
+    provider does, and treating them as two people sends one mailbox two copies (the
+    subscriber_merges migration merged such pairs). A non-ASCII domain counts as its IDNA
+    form, the one the store keeps (see check_email)."""
     return email_key_v1(email).lower()
 
 
 def email_key_v1(email: str) -> str:
-    """The key of schema versions 1 to 5 (local part case-sensitive): migration 3 uses it."""
+    """The key before the case-merging migration (local part case-sensitive): migration 3
+    uses it."""
     email = email.strip()
     if not email.isascii():
         # one the store cannot hold keeps its non-ASCII form, which matches no stored key
@@ -79,6 +80,8 @@ def parse_language(text: str | None) -> str | None:
         return tag.group(1)
     raise ValueError(f"unknown language {text.strip()!r}; use en, fr or both")
 
+
+MAX_NAME = 200  # characters of a subscriber's name, wherever it comes from
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 

@@ -17,14 +17,13 @@ import email.policy
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -35,6 +34,7 @@ from .checks import CLIP_LIMIT, CLIP_WARNING
 from .config import SHIPPED_TEMPLATES, load_settings
 from .content import briefs_dir_for
 from .errors import NewsletterError
+from .hosts import HostAllowList
 from .render import Templates
 
 log = logging.getLogger(__name__)
@@ -301,14 +301,15 @@ class Preview:
         return changed or bool(failures)
 
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+LOOPBACK_NAMES = ("localhost",)
 
 
-def create_app(preview: Preview, allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES) -> Starlette:
+def create_app(preview: Preview, allowed_hosts: Iterable[str] = LOOPBACK_NAMES) -> Starlette:
     """The preview page, its assets, the state as JSON, each edition's HTML, and the events.
 
-    Only requests naming an allowed host are answered, so a web page the editor visits
-    cannot read the unsent issue through a DNS name rebound to 127.0.0.1."""
+    Only requests naming an address or one of `allowed_hosts` are answered (see hosts.py),
+    so a web page the editor visits cannot read the unsent issue through a DNS name rebound
+    to this machine, whatever address the preview listens on."""
     pages = jinja2.Environment(
         loader=jinja2.FileSystemLoader(PAGE_DIR),
         autoescape=True,
@@ -375,5 +376,5 @@ def create_app(preview: Preview, allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
             Route("/events", events),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
+        middleware=[Middleware(HostAllowList, names=allowed_hosts)],
     )

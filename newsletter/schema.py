@@ -168,7 +168,53 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # 5: what comes back after a send: bounces (DSN), complaints (ARF), mailto unsubscribes,
+    # 5: the public archive. Which issues are on the web is worked out from `sends` (an issue
+    # whose send has started is public) and from an editor's word, kept here: `published`
+    # puts an issue that was not sent on the web, `unpublished` takes any issue off it.
+    # archive_entries remembers, per issue and language, a digest of what the page says, so
+    # that a feed's `updated` moves only when an issue is corrected, never on a rebuild; and
+    # when the entry was first public, which its tag: id carries for good.
+    """
+    CREATE TABLE archive_issues (
+        issue_id      TEXT PRIMARY KEY,
+        state         TEXT NOT NULL CHECK (state IN ('published', 'unpublished')),
+        changed_at    TEXT NOT NULL
+    );
+    CREATE TABLE archive_entries (
+        issue_id      TEXT NOT NULL,
+        lang          TEXT NOT NULL CHECK (lang IN ('en', 'fr')),
+        digest        TEXT NOT NULL,
+        published_at  TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        PRIMARY KEY (issue_id, lang)
+    ) WITHOUT ROWID;
+    """
+)
+
+LIST_IDENTITY = (
+    # The list's own id, random, which every link's signature covers (see tokens.py): two
+    # lists that share NEWSLETTER_SECRET no longer accept each other's links. Links mailed
+    # before this migration were signed without it; they stay valid for 90 days (CASL asks
+    # for 60 after sending), and only for the subscribers who existed then.
+    """
+    CREATE TABLE list_identity (
+        only_row      INTEGER PRIMARY KEY CHECK (only_row = 1),
+        uid           TEXT NOT NULL,
+        legacy_until  TEXT NOT NULL,
+        legacy_max_id INTEGER NOT NULL
+    );
+    INSERT INTO list_identity (only_row, uid, legacy_until, legacy_max_id) VALUES (
+        1,
+        lower(hex(randomblob(16))),
+        strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+90 days'),
+        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'subscribers'), 0)
+    );
+    """
+)
+MIGRATIONS.append(LIST_IDENTITY)
+
+MIGRATIONS.append(
+    # 7: what comes back after a send: bounces (DSN), complaints (ARF), mailto unsubscribes,
     # and the refusals a server gave during the send itself.
     # - `bounce_messages`: each message read once, by a fingerprint (the SHA-256 of its bytes;
     #   `send:ISSUE:ID` for a refusal during a send). Recording it and its events is one
@@ -215,7 +261,7 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # 6: one person, one address. Addresses are now compared without regard to case, the
+    # 8: one person, one address. Addresses are now compared without regard to case, the
     # local part too (every mailbox provider does; RFC 5321 allows either), so that
     # KEVIN.Smith@Example.ORG and kevin.smith@example.org stop getting two copies. Rows that
     # differ only in case are merged into the one with the most restrictive status (a

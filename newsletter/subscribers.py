@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from . import db
 from .config import SUBSCRIBER_LANGUAGES, Settings
 from .errors import StoreError
-from .normalise import check_email, clean_name, email_key
+from .normalise import MAX_NAME, check_email, clean_name, email_key
 
 Edition = Literal["en", "fr", "bilingual"]
 
@@ -41,6 +41,16 @@ class Subscriber:
     consent_note: str
     left_at: str | None
     left_how: str | None
+
+
+@dataclass(frozen=True)
+class ListIdentity:
+    """What binds links to this list: a random id made with the database, and until when a
+    link signed before there was one still counts (for subscribers up to `legacy_max_id`)."""
+
+    uid: str
+    legacy_until: datetime
+    legacy_max_id: int
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,8 @@ class SubscriberStore(Protocol):
 
     def remove(self, email: str, how: str = "cli") -> bool: ...
 
+    def list_identity(self) -> ListIdentity: ...
+
     def counts(self) -> dict[tuple[str, Status], int]: ...
 
     def import_rows(
@@ -155,9 +167,9 @@ class SqliteStore:
     """The subscriber store in a SQLite file. Every change is one `BEGIN IMMEDIATE`
     transaction, so concurrent processes (the web app, an import, a send) serialise cleanly."""
 
-    def __init__(self, path: Path | str, busy_timeout_ms: int | None = None):
+    def __init__(self, path: Path | str, busy_timeout_ms: int | None = None, create: bool = True):
         self.path = Path(path)
-        self.conn = db.connect(self.path, busy_timeout_ms)
+        self.conn = db.connect(self.path, busy_timeout_ms, create=create)
 
     def close(self) -> None:
         self.conn.close()
@@ -200,6 +212,15 @@ class SqliteStore:
         for row in self.conn.execute(query + " ORDER BY id", params):
             yield _subscriber(row)
 
+    def list_identity(self) -> ListIdentity:
+        """This list's own id, which signed links are bound to (see tokens.py)."""
+        row = self.conn.execute(
+            "SELECT uid, legacy_until, legacy_max_id FROM list_identity WHERE only_row = 1"
+        ).fetchone()
+        return ListIdentity(
+            row["uid"], datetime.fromisoformat(row["legacy_until"]), row["legacy_max_id"]
+        )
+
     def counts(self) -> dict[tuple[str, Status], int]:
         """Number of subscribers per (language, status); absent pairs are zero."""
         rows = self.conn.execute(
@@ -227,6 +248,7 @@ class SqliteStore:
             raise StoreError(str(exc)) from None
         if language not in SUBSCRIBER_LANGUAGES:
             raise StoreError(f"unknown language {language!r}; use en, fr or both")
+        _check_name(name)
         with db.transaction(self.conn):
             existing = self.find(email)
             left = self._left_before(email) if existing is None else None
@@ -288,7 +310,7 @@ class SqliteStore:
         return bool(changed)
 
     def merge_notes(self) -> list[str]:
-        """What migration 6 merged and nobody was told yet; marked told."""
+        """What the case-merging migration merged and nobody was told yet; marked told."""
         with db.transaction(self.conn):
             rows = self.conn.execute(
                 "SELECT m.merged_id, m.email, m.status, m.language, s.id, s.email AS kept"
@@ -313,6 +335,7 @@ class SqliteStore:
         return self._set(subscriber_id, "language", language, how)
 
     def set_name(self, subscriber_id: int, name: str, how: str) -> bool:
+        _check_name(name)
         return self._set(subscriber_id, "name", clean_name(name), how)
 
     def remove(self, email: str, how: str = "cli") -> bool:
@@ -461,7 +484,16 @@ class SqliteStore:
         return [dict(row) for row in rows]
 
 
-def open_store(settings: Settings, busy_timeout_ms: int | None = None) -> SqliteStore:
-    """The store named by the settings (NEWSLETTER_DB), created and migrated if needed; it
-    waits `busy_timeout_ms` for another writer (by default db.BUSY_TIMEOUT_MS)."""
-    return SqliteStore(settings.db_path, busy_timeout_ms)
+def _check_name(name: str) -> None:
+    if len(clean_name(name)) > MAX_NAME:
+        raise StoreError(
+            f"the name is {len(clean_name(name))} characters long; keep it to {MAX_NAME}"
+        )
+
+
+def open_store(
+    settings: Settings, busy_timeout_ms: int | None = None, *, create: bool = True
+) -> SqliteStore:
+    """The store named by the settings (NEWSLETTER_DB), migrated, and created if needed unless
+    not `create`; it waits `busy_timeout_ms` for another writer (default db.BUSY_TIMEOUT_MS)."""
+    return SqliteStore(settings.db_path, busy_timeout_ms, create)

@@ -1,7 +1,13 @@
 """Signed links for unsubscribing and preferences: the token is the credential, so no login.
 
-A token is base64url(id as 8 bytes + first 16 bytes of HMAC-SHA256(secret, label + id)):
+A token is base64url(id as 8 bytes + first 16 bytes of HMAC-SHA256(key, label + id)):
 32 characters, no padding. 128 bits of MAC cannot be guessed; the id lets us find the row.
+
+The key is the secret bound to the list: HMAC-SHA256(secret, "newsletter/list/v2:" + the
+random id the database was given, see schema.py). Two lists sharing NEWSLETTER_SECRET thus
+never accept each other's links, although their subscriber ids overlap. Links mailed before
+lists had an id were signed with the bare secret; those stay valid for a while after the
+upgrade (ListIdentity.legacy_until), for the subscribers who existed then.
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ import hmac
 import os
 import secrets
 import sys
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from .config import Settings
 from .errors import StoreError
+from .subscribers import ListIdentity, open_store
 
 _LABEL = b"newsletter/subscriber/v1:"  # so a MAC made for another purpose never matches
+_LIST_LABEL = b"newsletter/list/v2:"
 _ID_BYTES = 8
 _MAC_BYTES = 16
 TOKEN_LENGTH = 4 * (_ID_BYTES + _MAC_BYTES) // 3  # 32; (8 + 16) % 3 == 0, so no padding
@@ -55,18 +65,66 @@ def read_token(secret: bytes, token: str) -> int | None:
     return subscriber_id if subscriber_id > 0 else None
 
 
+def list_key(secret: bytes, list_uid: str) -> bytes:
+    """The key that signs one list's links: the secret, bound to the list's own id."""
+    return hmac.new(secret, _LIST_LABEL + list_uid.encode("ascii"), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class LinkKeys:
+    """What signs a list's links now, and what signed them before lists had an id."""
+
+    key: bytes = field(repr=False)
+    legacy_key: bytes = field(repr=False)  # the bare secret
+    legacy_until: datetime
+    legacy_max_id: int
+
+    def make(self, subscriber_id: int) -> str:
+        return make_token(self.key, subscriber_id)
+
+    def read(self, token: str, now: datetime) -> int | None:
+        """The subscriber id in a token of this list; None for anything else. A token from
+        before list ids counts until `legacy_until`, for an id that existed then."""
+        subscriber_id = read_token(self.key, token)
+        if subscriber_id is None and now < self.legacy_until:
+            subscriber_id = read_token(self.legacy_key, token)
+            if subscriber_id is not None and subscriber_id > self.legacy_max_id:
+                return None
+        return subscriber_id
+
+
+def link_keys(secret: bytes, identity: ListIdentity) -> LinkKeys:
+    return LinkKeys(
+        list_key(secret, identity.uid), secret, identity.legacy_until, identity.legacy_max_id
+    )
+
+
+def signing_key(settings: Settings) -> bytes:
+    """The key that signs the links `send` puts in messages: the secret bound to the list in
+    NEWSLETTER_DB (creating both, as a first send does)."""
+    secret = resolve_secret(settings)
+    with open_store(settings) as store:
+        return list_key(secret, store.list_identity().uid)
+
+
 def secret_path(settings: Settings) -> Path:
     return settings.db_path.with_name(settings.db_path.name + ".secret")
 
 
-def resolve_secret(settings: Settings) -> bytes:
-    """NEWSLETTER_SECRET, or else a random secret kept beside the database (made on first use),
-    so that links already mailed keep working across restarts."""
+def resolve_secret(settings: Settings, create: bool = True) -> bytes:
+    """NEWSLETTER_SECRET, or else a random secret kept beside the database (made on first use
+    unless not `create`), so that links already mailed keep working across restarts."""
     if settings.secret:
         return settings.secret.encode("utf-8")
     path = secret_path(settings)
     if path.exists():
         return _read_secret(path)
+    if not create:
+        raise StoreError(
+            "no signing secret here: the first send makes it beside the database; links "
+            "already mailed need this very file back, or NEWSLETTER_SECRET set as for send",
+            path,
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written whole to a private temporary file, then linked into place: link() fails if

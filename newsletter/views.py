@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from markupsafe import Markup
 
+from .archive.paths import absolute, edition_path
 from .config import Identity
 from .content import LANGS, Brief, Image, Issue
 from .markup import Html, inline_html, inline_text, to_html, to_text
@@ -102,6 +103,7 @@ class EditionView:
     base_url_label: str
     unsubscribe_url: str
     preferences_url: str
+    web_url: str  # the edition's page in the public archive: the same for every reader
 
 
 def localised_labels(labels: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
@@ -253,6 +255,7 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
         base_url_label=identity.base_url.split("://", 1)[1],
         unsubscribe_url=UNSUBSCRIBE_SENTINEL,
         preferences_url=PREFERENCES_SENTINEL,
+        web_url=absolute(identity.base_url, edition_path(name, issue.id)),
     )
 
 

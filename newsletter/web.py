@@ -2,6 +2,8 @@
 
 The signed token in the URL is the credential: whoever holds the link may act for that one
 address, and nothing else. GET never changes anything, because link scanners follow GETs.
+The app never creates the database or the signing secret: without them it answers 503
+(every link would otherwise look invalid, and every unsubscribe be lost).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sqlite3
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from jinja2 import (
@@ -27,17 +30,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
+from .errors import StoreError
+from .normalise import MAX_NAME
 from .subscribers import SqliteStore, Subscriber, open_store
-from .tokens import read_token, resolve_secret
+from .tokens import link_keys, resolve_secret
+from .webguard import GuardedApp, route
 
 TEMPLATES = SHIPPED_TEMPLATES / "web"
 LOCALES = {"en": "en-CA", "fr": "fr-CA"}
-MAX_NAME = 200
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 body: List-Unsubscribe=One-Click
 
 # Mail clients do not retry a one-click unsubscribe that failed, so the app waits for another
@@ -46,20 +49,9 @@ ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 body: List-Unsubscribe
 # so that the client gets our 503 and Retry-After, not the proxy's 504.
 BUSY_TIMEOUT_MS = 45_000
 RETRY_AFTER_S = 60
-
-# Every answer: never cached (a shared cache must not serve one person's page to another),
-# never indexed, and the token never leaks to another site through Referer.
-HEADERS = [
-    (b"cache-control", b"no-store"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-robots-tag", b"noindex"),
-    (b"x-content-type-options", b"nosniff"),
-    (
-        b"content-security-policy",
-        b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        b"frame-ancestors 'none'; base-uri 'none'",
-    ),
-]
+# Every form here is a few fields (a name is 200 characters): a body is refused past this
+# before anything reads it, since parsing megabytes costs seconds of CPU.
+MAX_BODY = 64 * 1024
 
 T = TypeVar("T")
 
@@ -91,31 +83,16 @@ class _Busy(Exception):
     """Another process held the database's write lock for longer than the app waits."""
 
 
+class _Unavailable(Exception):
+    """The database is missing or cannot be opened (moved away, damaged, a newer schema)."""
+
+
 @dataclass(frozen=True)
 class _Wanted:
     """What a preferences form asks for; None keeps the current value (the field was not sent)."""
 
     language: str | None = None
     name: str | None = None
-
-
-class _Headers:
-    """ASGI middleware adding HEADERS to every response, errors included."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *HEADERS]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def web_loader(settings: Settings) -> BaseLoader:
@@ -132,14 +109,16 @@ def create_app(
     *,
     busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     retry_after_s: int = RETRY_AFTER_S,
+    max_body: int = MAX_BODY,
 ) -> Starlette:
     """The ASGI app for `newsletter serve` (uvicorn) or any ASGI server.
 
     A change waits up to `busy_timeout_ms` for another process's write lock; past that the
-    answer is 503 with `Retry-After: retry_after_s`.
+    answer is 503 with `Retry-After: retry_after_s`. A StoreError if the database or the
+    signing secret is missing: the app makes neither.
     """
-    secret = resolve_secret(settings)
-    open_store(settings).close()  # create and migrate the file now, not on the first click
+    secret = resolve_secret(settings, create=False)
+    open_store(settings, create=False).close()  # migrate the file now, not on the first click
     env = Environment(
         # The pages follow NEWSLETTER_TEMPLATES, like the emails, when that folder has them.
         loader=web_loader(settings),
@@ -176,12 +155,21 @@ def create_app(
         headers = {"Retry-After": str(retry_after_s)}
         return page("busy.html.j2", subscriber.language, 503, headers)
 
+    def unavailable(exc: _Unavailable) -> HTMLResponse:
+        # Nothing can be read or recorded until the operator puts the database back.
+        log.error("answering 503: %s", exc)
+        return page("unavailable.html.j2", "both", 503, {"Retry-After": str(retry_after_s)})
+
     async def with_store(work: Callable[[SqliteStore], T]) -> T:
         # One connection per request, in a worker thread: SQLite calls block, and a
         # connection must not be shared by requests running at the same time.
         def run() -> T:
             try:
-                with open_store(settings, busy_timeout_ms) as store:
+                try:
+                    store = open_store(settings, busy_timeout_ms, create=False)
+                except StoreError as exc:  # missing, unreadable, not a database: never made
+                    raise _Unavailable(str(exc)) from None
+                with store:
                     return work(store)
             except sqlite3.OperationalError as exc:
                 if db.is_busy(exc):
@@ -191,10 +179,14 @@ def create_app(
         return await run_in_threadpool(run)
 
     async def subscriber_for(request: Request) -> Subscriber | None:
-        subscriber_id = read_token(secret, request.path_params["token"])
-        if subscriber_id is None:
-            return None
-        return await with_store(lambda store: store.get(subscriber_id))
+        token = request.path_params["token"]
+
+        def find(store: SqliteStore) -> Subscriber | None:
+            # The keys come from the database answering, which may have been replaced.
+            subscriber_id = link_keys(secret, store.list_identity()).read(token, datetime.now(UTC))
+            return store.get(subscriber_id) if subscriber_id is not None else None
+
+        return await with_store(find)
 
     async def unsubscribe_page(request: Request) -> Response:
         subscriber = await subscriber_for(request)
@@ -273,18 +265,22 @@ def create_app(
             return Response(exc.detail, exc.status_code, headers=exc.headers)
         return invalid()
 
-    app = Starlette(
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, _Unavailable)
+        return unavailable(exc)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Starlette logs the traceback after this answer; the reader gets a page, not a trace.
+        return page("error.html.j2", "both", 500)
+
+    return GuardedApp(
         routes=[
-            Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
-            Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),
-            # A GET route also answers HEAD: both only show the page.
-            Route("/preferences/{token}", show_preferences, methods=["GET"]),
-            Route("/preferences/{token}", save_preferences, methods=["POST"]),
+            route("/unsubscribe/{token}", get=unsubscribe_page, post=unsubscribe),
+            route("/preferences/{token}", get=show_preferences, post=save_preferences),
         ],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, _Unavailable: store_unavailable, 500: server_error},
+        max_body=max_body,
     )
-    app.add_middleware(_Headers)
-    return app
 
 
 async def _form(request: Request) -> dict[str, str] | None:

@@ -26,6 +26,7 @@ from newsletter.config import load_settings
 from newsletter.delivery import SendOptions
 from newsletter.ledger import Ledger
 from newsletter.subscribers import SqliteStore, Status
+from newsletter.tokens import signing_key
 
 from . import bounce_fixtures as fx
 from .conftest import DEMO_ISSUE
@@ -45,6 +46,11 @@ PEOPLE = [
 
 def bounce_env(workdir: Path, port: int, **extra: str) -> dict[str, str]:
     return env_for(workdir, port, **{"NEWSLETTER_BOUNCE_DOMAIN": BOUNCE_DOMAIN, **extra})
+
+
+def key(workdir: Path) -> bytes:
+    """What signs the tokens of this list: the secret bound to the list, as for the links."""
+    return signing_key(load_settings(None, environ=bounce_env(workdir, 1)))
 
 
 def add(workdir: Path, people=PEOPLE) -> dict[str, int]:
@@ -130,11 +136,11 @@ def test_each_message_has_its_own_envelope_sender_and_mailto(workdir: Path):
     for email, s in sent.items():
         local, _, domain = s.verp.partition("@")
         assert domain == BOUNCE_DOMAIN and local.startswith("bounces+") and len(local) <= 64
-        token = read_bounce_token(SECRET.encode(), s.envid)
+        token = read_bounce_token(key(workdir), s.envid)
         assert (token.subscriber_id, token.issue_tag) == (ids[email], issue_tag(DEMO_ISSUE))
         mailto = s.list_unsubscribe.split("<mailto:")[1].split("?")[0]
         assert mailto.endswith(f"@{BOUNCE_DOMAIN}") and mailto.startswith("unsubscribe+")
-        assert read_unsubscribe_token(SECRET.encode(), mailto[12:].split("@")[0]) == ids[email]
+        assert read_unsubscribe_token(key(workdir), mailto[12:].split("@")[0]) == ids[email]
 
 
 @pytest.mark.parametrize("offered", [True, False])
@@ -443,7 +449,7 @@ def test_no_damage_to_a_report_makes_reading_it_fail(workdir: Path):
     ]
     rng = random.Random(9)
     with SqliteStore(workdir / "news.db") as store:
-        book = Book(store, SECRET.encode())
+        book = Book(store, key(workdir))
         for n in range(400):
             raw = bytearray(rng.choice(samples))
             for _ in range(rng.randint(1, 8)):

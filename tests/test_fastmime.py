@@ -35,6 +35,9 @@ RECIPIENTS = [
         "https://news.example.org/u/a",
         "https://news.example.org/p/a",
     ),
+    # a name longer than a header line may be: both paths cut it alike (stored before the
+    # limit of 200 characters)
+    Recipient("long@example.org", "x" * 1200, "https://e.example.org/u", "https://e.example.org/p"),
     # a base URL with a query string: '=' and '&' must be encoded, '&' escaped in HTML only
     Recipient(
         "q@example.com", "", "https://example.com/u?t=a&l=fr", "https://example.com/p?t=a&x=1"

@@ -17,7 +17,7 @@ from newsletter.config import load_settings
 from newsletter.delivery import SendOptions, SendRun
 from newsletter.ledger import Ledger, State
 from newsletter.subscribers import SqliteStore
-from newsletter.tokens import read_token
+from newsletter.tokens import read_token, signing_key
 
 from .conftest import DEMO_ISSUE, clean_env, run_cli
 from .smtp_server import Handler, Server, accept_only
@@ -101,7 +101,8 @@ def test_each_subscriber_gets_the_edition_of_their_language(workdir: Path, pipel
             assert msg["From"].addresses[0].display_name == sender
             assert msg["Subject"].startswith(subject)
             assert msg["To"].addresses[0].addr_spec == rcpt
-            assert msg["List-Id"] == f"{sender} <news.example.org>"
+            # (the stdlib may fold a long List-Id right after the colon)
+            assert msg["List-Id"].strip() == f"{sender} <news.example.org>"
             assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
             assert msg["Message-ID"].endswith("@example.org>")
             assert msg.get_content_type() == "multipart/alternative"
@@ -111,7 +112,8 @@ def test_each_subscriber_gets_the_edition_of_their_language(workdir: Path, pipel
             unsub = msg["List-Unsubscribe"].split(",")[0].strip("<> ")
             assert unsub.startswith("https://news.example.org/unsubscribe/")
             token = unsub.rsplit("/", 1)[1]
-            assert read_token(SECRET.encode(), token) == ids[rcpt]
+            key = signing_key(load_settings(None, environ=env_for(workdir, 1)))  # as serve's
+            assert read_token(key, token) == ids[rcpt]
             assert unsub in html and unsub in text
             assert f"https://news.example.org/preferences/{token}" in html
             assert "mailto:" in msg["List-Unsubscribe"]
@@ -387,22 +389,6 @@ def test_login_refused_says_so_once_without_the_password(workdir: Path) -> None:
         )
         assert good.returncode == 0, good.stderr
         assert len(handler.received) == 3
-
-
-def test_a_password_sent_in_clear_over_a_network_is_warned_about(workdir: Path) -> None:
-    add_people(workdir)
-    env = {"NEWSLETTER_SMTP_USER": "news", "NEWSLETTER_SMTP_PASSWORD": "hunter2"}
-    env["NEWSLETTER_SMTP_SECURITY"] = "none"
-    # a dry run connects to nothing: mail.example.org is only named
-    far = send(workdir, 1, "--dry-run", NEWSLETTER_SMTP_HOST="mail.example.org", **env)
-    assert far.returncode == 0, far.stderr
-    assert far.stderr.splitlines()[0] == (
-        "warning: the password for mail.example.org goes unencrypted "
-        "(NEWSLETTER_SMTP_SECURITY=none); use starttls or ssl"
-    )
-    assert "hunter2" not in far.stdout + far.stderr
-    near = send(workdir, 1, "--dry-run", **env)  # 127.0.0.1: nothing crosses a network
-    assert near.returncode == 0 and "unencrypted" not in near.stderr
 
 
 def test_a_password_with_accents_logs_in_as_utf8(workdir: Path) -> None:
