@@ -186,10 +186,14 @@ class SqliteStore:
         """The subscriber with this id, or the one it was merged into (links already mailed
         to either address keep working)."""
         row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM subscribers WHERE id = coalesce("
-            " (SELECT kept_id FROM subscriber_merges WHERE merged_id = ?), ?)",
-            (subscriber_id, subscriber_id),
+            f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)
         ).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM subscribers WHERE id ="
+                " (SELECT kept_id FROM subscriber_merges WHERE merged_id = ?)",
+                (subscriber_id,),
+            ).fetchone()
         return _subscriber(row) if row else None
 
     def find(self, email: str) -> Subscriber | None:
