@@ -583,6 +583,7 @@ def due(app: AppContext) -> None:
             line += f"; {item.report.total(State.DEFERRED):,} to retry, next "
             line += _when(item.report.next_retry)
         click.echo(line)
+        _say_refusals(item.passes)
         if item.passes.paused:
             click.echo(f"issue {item.issue_id}: {item.passes.paused}", err=True)
     if worst:

@@ -315,6 +315,9 @@ class SqliteStore:
 
     def merge_notes(self) -> list[str]:
         """What the case-merging migration merged and nobody was told yet; marked told."""
+        waiting = self.conn.execute("SELECT 1 FROM subscriber_merges WHERE reported = 0 LIMIT 1")
+        if waiting.fetchone() is None:
+            return []  # the usual case: no write, so no wait for another writer's lock
         with db.transaction(self.conn):
             rows = self.conn.execute(
                 "SELECT m.merged_id, m.email, m.status, m.language, s.id, s.email AS kept"
