@@ -157,7 +157,9 @@ class Plan:
         return sum(self.editions.values())
 
 
-def plan(store: SqliteStore) -> Plan:
+def plan(store: SqliteStore, include_lapsed: bool = False) -> Plan:
+    """Active subscribers per edition, less those whose implied consent has lapsed unless
+    `include_lapsed` (see store.mailable); the others counted by why they are left out."""
     editions: Counter[str] = Counter({name: 0 for name in EDITIONS})
     left_out: Counter[str] = Counter()
     for (language, status), n in store.counts().items():
@@ -165,16 +167,24 @@ def plan(store: SqliteStore) -> Plan:
             editions[EDITION_FOR_LANGUAGE[language]] += n
         else:
             left_out[str(status)] += n
-    return Plan(dict(editions), dict(left_out))
+    if not include_lapsed:
+        for language, n in store.lapsed_counts().items():
+            editions[EDITION_FOR_LANGUAGE[language]] -= n
+            left_out["implied consent lapsed"] += n
+    return Plan(dict(editions), {k: v for k, v in left_out.items() if v})
 
 
 def start(
     store: SqliteStore, ledger: Ledger, prepared: Prepared, options: Mapping[str, object]
 ) -> int:
-    """Fix the recipient list in the ledger and freeze the editions; returns how many."""
+    """Fix the recipient list in the ledger and freeze the editions; returns how many.
+
+    The list is who the store says may be mailed now: active, with a consent that has not
+    lapsed (unless `options` says include_lapsed)."""
     domain = prepared.settings.identity.from_addr["en"].rpartition("@")[2]
+    mailable = store.mailable(include_lapsed=bool(options.get("include_lapsed")))
     count = ledger.start(
-        ((s.id, s.email, s.name, edition_for(s)) for s in store.iter(status=Status.ACTIVE)),
+        ((s.id, s.email, s.name, edition_for(s)) for s in mailable),
         domain,
         str(prepared.issue_dir.resolve()),
         {k: v for k, v in options.items() if k in KEPT_OPTIONS and v is not None},

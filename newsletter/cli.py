@@ -15,6 +15,7 @@ from .cli_compose import compose, new
 from .cli_context import AppContext
 from .cli_preview import preview
 from .cli_send import due, schedule, send, status
+from .cli_signup import show, signup_form
 from .cli_subscribers import serve, subscribers
 from .db import describe, is_busy
 from .errors import NewsletterError
@@ -85,6 +86,8 @@ main.add_command(check)
 main.add_command(preview)
 main.add_command(subscribers)
 main.add_command(serve)
+main.add_command(signup_form)
+subscribers.add_command(show)
 main.add_command(send)
 main.add_command(status)
 main.add_command(due)

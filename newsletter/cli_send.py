@@ -99,12 +99,13 @@ def _send_tests(prepared: campaign.Prepared, addresses: tuple[str, ...]) -> None
         raise SystemExit(Exit.INCOMPLETE)
 
 
-def _dry_run(prepared: campaign.Prepared, app: AppContext) -> None:
+def _dry_run(prepared: campaign.Prepared, app: AppContext, include_lapsed: bool) -> None:
     with open_store(app.settings) as store:
+        _warn_lapsed(store, include_lapsed)
         counts = {name: 0 for name in EDITIONS}
         sizes = {name: 0 for name in EDITIONS}
         started = time.perf_counter()
-        for s in store.iter(status="active"):
+        for s in store.mailable(include_lapsed=include_lapsed):
             edition = edition_for(s)
             data = prepared.editions[edition].render(
                 prepared.recipient(s.id, s.email, s.name), prepared.message_id()
@@ -112,7 +113,7 @@ def _dry_run(prepared: campaign.Prepared, app: AppContext) -> None:
             counts[edition] += 1
             sizes[edition] += len(data)
         elapsed = time.perf_counter() - started
-        left_out = campaign.plan(store).left_out
+        left_out = campaign.plan(store, include_lapsed).left_out
     click.echo(f"dry run of issue {prepared.issue_id} via {prepared.transport.description}:")
     for name in EDITIONS:
         mean = sizes[name] // counts[name] if counts[name] else 0
@@ -208,6 +209,11 @@ def _issue_id(issue_dir: Path) -> str:
     is_flag=True,
     help="Send again the messages whose fate is unknown (in flight when a send died).",
 )
+@click.option(
+    "--include-lapsed",
+    is_flag=True,
+    help="Also send to people whose implied consent is over two years old (CASL).",
+)
 @pass_app
 def send(
     app: AppContext,
@@ -225,8 +231,12 @@ def send(
     rate: float | None,
     hourly_cap: int | None,
     resend_uncertain: bool,
+    include_lapsed: bool,
 ) -> None:
-    """Send an issue: each active subscriber gets the edition of their language."""
+    """Send an issue: each active subscriber gets the edition of their language.
+
+    People whose only consent is implied and over two years old are skipped, with a warning,
+    unless --include-lapsed."""
     if addresses and not test:
         raise click.UsageError("addresses are for --test: newsletter send ISSUE --test ADDR...")
     if test and not addresses:
@@ -248,12 +258,17 @@ def send(
     settings = app.settings
     for warning in settings.smtp.warnings:  # once per run, not once per connection
         click.echo(f"warning: {warning}", err=True)
-    given = {"concurrency": concurrency, "rate": rate, "hourly_cap": hourly_cap}
+    given = {
+        "concurrency": concurrency,
+        "rate": rate,
+        "hourly_cap": hourly_cap,
+        "include_lapsed": include_lapsed or None,
+    }
     issue_id = _issue_id(issue_dir)
     if test or dry_run:
         prepared = campaign.prepare(settings, issue_dir, strict=strict, test=test)
         _show_findings(prepared.findings, test)
-        return _send_tests(prepared, addresses) if test else _dry_run(prepared, app)
+        return _send_tests(prepared, addresses) if test else _dry_run(prepared, app, include_lapsed)
     with send_lock(settings.db_path), open_store(settings) as store:
         ledger = Ledger(settings.db_path, issue_id)
         try:
@@ -289,8 +304,29 @@ def send(
             ledger.close()
 
 
+def _warn_lapsed(store, include_lapsed: bool) -> None:
+    """Implied consent (a membership, a donation) lapses after two years (CASL)."""
+    lapsed = sum(store.lapsed_counts().values())
+    if not lapsed:
+        return
+    if include_lapsed:
+        click.echo(
+            f"warning: including {lapsed:,} subscriber(s) whose implied consent has lapsed "
+            "(--include-lapsed)",
+            err=True,
+        )
+        return
+    click.echo(
+        f"warning: skipping {lapsed:,} subscriber(s) whose implied consent is over two years "
+        "old (CASL); see them with 'newsletter subscribers list --lapsed', ask them to "
+        "confirm, or send with --include-lapsed",
+        err=True,
+    )
+
+
 def _begin(prepared: campaign.Prepared, store, ledger: Ledger, given: dict, yes: bool) -> None:
-    the_plan = campaign.plan(store)
+    _warn_lapsed(store, bool(given.get("include_lapsed")))
+    the_plan = campaign.plan(store, bool(given.get("include_lapsed")))
     if not the_plan.total:
         raise DeliveryError(
             "no active subscribers to send to; add some with "
@@ -400,7 +436,7 @@ def _schedule(
             campaign.inputs_of(prepared),
             prepared.frozen(),
         )
-    the_plan = campaign.plan(store)
+    the_plan = campaign.plan(store, bool(given.get("include_lapsed")))
     summary = ", ".join(f"{name} {n:,}" for name, n in the_plan.editions.items())
     click.echo(
         f"issue {prepared.issue_id} scheduled for {schedule.when()} (schedule {schedule.id})"

@@ -4,6 +4,7 @@ of subscribers.py, csvimport.py and web.py."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import logging
 import sys
 from collections.abc import Iterable
@@ -14,14 +15,56 @@ import click
 
 from .cli_context import AppContext, pass_app
 from .config import SUBSCRIBER_LANGUAGES
+from .consent import Basis, Consent, lapses_on
 from .csvimport import FORMULA_STARTS, read_csv
 from .errors import StoreError
 from .exits import Exit
-from .history import history
 from .normalise import parse_language
 from .subscribers import Status, Subscriber, open_store
 
 STATUSES = [status.value for status in Status]
+PENDING = "pending"  # signup requests waiting for their confirmation: not subscribers
+
+
+def _consent_options(command):
+    """--consent, --consent-date and --note: the basis of these people's consent (CASL)."""
+    command = click.option(
+        "--note", default=None, help="How they consented, in your words, kept as proof."
+    )(command)
+    command = click.option(
+        "--consent-date",
+        type=click.DateTime(["%Y-%m-%d"]),
+        default=None,
+        help="When they consented (YYYY-MM-DD); for implied consent, when the membership "
+        "or donation began: it lapses two years later.",
+    )(command)
+    return click.option(
+        "--consent",
+        "basis",
+        type=click.Choice([b.value for b in Basis]),
+        default=None,
+        help="express (they asked for it) or implied (a membership, a donation).",
+    )(command)
+
+
+def _consent(basis: str | None, date: dt.datetime | None, note: str, method: str) -> Consent | None:
+    """The consent to record, from the options; UsageError for a combination that proves
+    nothing."""
+    if basis is None:
+        if date is not None:
+            raise click.UsageError("--consent-date goes with --consent express or implied")
+        return None
+    if basis == Basis.IMPLIED and date is None:
+        raise click.UsageError(
+            "--consent implied needs --consent-date: when the membership or donation began "
+            "(implied consent lapses two years later)"
+        )
+    day = date.date() if date is not None else None
+    if day is not None and day > dt.datetime.now(dt.UTC).date():
+        raise click.UsageError(f"--consent-date {day} is in the future")
+    return Consent(Basis(basis), method, consent_date=day.isoformat() if day else "", note=note)
+
+
 EXPORT_COLUMNS = (
     "email", "name", "language", "status", "joined_at", "join_source", "consent_note",
     "left_at", "left_how",
@@ -48,26 +91,39 @@ def subscribers() -> None:
     is_flag=True,
     help="Make people who left active again (only with their new consent).",
 )
-@click.option("--consent", default="", help="How these people consented, kept as proof (CASL).")
+@_consent_options
 @click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
 @pass_app
-def import_(app: AppContext, file: Path, resubscribe: bool, consent: str, dry_run: bool) -> None:
+def import_(
+    app: AppContext,
+    file: Path,
+    resubscribe: bool,
+    basis: str | None,
+    consent_date: dt.datetime | None,
+    note: str | None,
+    dry_run: bool,
+) -> None:
     """Add or update subscribers from FILE.csv (columns email, name, language).
 
     Accepts , or ; separators and a UTF-8 BOM. A blank name or language keeps what an existing
     subscriber has (a new one gets the default language). Within the file, the last row for an
     address wins. The whole import is one transaction. Exits 1 when rows were rejected (the
     other rows are imported), 2 when the file cannot be read (nothing is).
+
+    With --consent, each person added or resubscribed (and each one already on the list with
+    no consent recorded) gets a consent record: express, or implied with --consent-date.
     """
+    consent = _consent(basis, consent_date, note or "", f"import:{file.name}")
     parsed = read_csv(file)
     with open_store(app.settings) as store:
         result = store.import_rows(
             parsed.rows,
             source=f"import:{file.name}",
             default_language=app.settings.default_language,
-            consent_note=consent,
+            consent_note=note or "",
             resubscribe=resubscribe,
             dry_run=dry_run,
+            consent=consent,
         )
     verb = "would import" if dry_run else "imported"
     click.echo(
@@ -76,6 +132,13 @@ def import_(app: AppContext, file: Path, resubscribe: bool, consent: str, dry_ru
     )
     if result.resubscribed:
         click.echo(f"{result.resubscribed} resubscribed (--resubscribe)")
+    ends = lapses_on(consent) if consent is not None else None
+    if ends is not None and ends <= dt.datetime.now(dt.UTC).date():
+        click.echo(
+            f"warning: implied consent dated {consent.consent_date} lapsed on {ends}: "
+            "send skips these people until they confirm again",
+            err=True,
+        )
     notes = [(r.line, r.reason) for r in (*parsed.unread, *parsed.rejected)]
     notes += [
         (d.line, f"{d.email} also on line {d.earlier_line}; this later row wins")
@@ -108,13 +171,21 @@ def import_(app: AppContext, file: Path, resubscribe: bool, consent: str, dry_ru
 @click.option(
     "--language", default=None, help="en, fr or both (default: NEWSLETTER_DEFAULT_LANGUAGE)."
 )
-@click.option("--consent", default="added by hand", show_default=True, help="How they consented.")
+@_consent_options
 @click.option("--resubscribe", is_flag=True, help="Re-add someone who left (with their consent).")
 @pass_app
 def add(
-    app: AppContext, email: str, name: str, language: str | None, consent: str, resubscribe: bool
+    app: AppContext,
+    email: str,
+    name: str,
+    language: str | None,
+    basis: str | None,
+    consent_date: dt.datetime | None,
+    note: str | None,
+    resubscribe: bool,
 ) -> None:
     """Add one subscriber."""
+    consent = _consent(basis, consent_date, note or "", "cli")
     language = _language(language)
     with open_store(app.settings) as store:
         if language is None:  # someone coming back keeps their language unless told
@@ -125,8 +196,9 @@ def add(
             name=name,
             language=language,
             source="cli",
-            consent_note=consent,
+            consent_note="added by hand" if note is None else note,
             resubscribe=resubscribe,
+            consent=consent,
         )
     click.echo(f"added {subscriber.email} ({subscriber.language})")
 
@@ -155,27 +227,6 @@ def unsubscribe(app: AppContext, email: str) -> None:
             click.echo(f"unsubscribed {subscriber.email}")
         else:
             click.echo(f"{subscriber.email} was already {store.get(subscriber.id).status}")
-
-
-@subscribers.command()
-@click.argument("email")
-@pass_app
-def show(app: AppContext, email: str) -> None:
-    """One person's whole history: how and when they joined, language changes, every issue
-    sent, bounces, complaints, unsubscribes and their channel."""
-    with open_store(app.settings) as store:
-        person = store.find(email)
-        if person is None:
-            raise StoreError(f"{email} is not on the list; check the spelling with `list`")
-        happenings = history(store.conn, person.id)
-    name = f" ({person.name})" if person.name else ""
-    left = f" since {person.left_at} ({person.left_how})" if person.left_at else ""
-    click.echo(f"{person.email}{name}: {person.language}, {person.status}{left}")
-    click.echo(f"  joined {person.joined_at} via {person.join_source}"
-               + (f"; consent: {person.consent_note}" if person.consent_note else ""))  # fmt: skip
-    for h in happenings:
-        detail = f"  {h.detail}" if h.detail else ""
-        click.echo(f"{h.at[:16].replace('T', ' ')}  {h.kind:<12} {h.route}{detail}")
 
 
 @subscribers.command("set")
@@ -223,15 +274,36 @@ def reactivate(app: AppContext, email: str, reason: str) -> None:
 
 
 @subscribers.command("list")
-@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
+@click.option(
+    "--status",
+    type=click.Choice([*STATUSES, PENDING]),
+    default=None,
+    help="Only this status; pending: signup requests not confirmed yet (not subscribers).",
+)
 @click.option(
     "--language", type=click.Choice(SUBSCRIBER_LANGUAGES), default=None, help="Only this language."
 )
+@click.option(
+    "--lapsed", is_flag=True, help="Only active subscribers whose implied consent has lapsed."
+)
 @pass_app
-def list_(app: AppContext, status: str | None, language: str | None) -> None:
-    """Print subscribers, one a line: email, language, status, name (tab-separated)."""
+def list_(app: AppContext, status: str | None, language: str | None, lapsed: bool) -> None:
+    """Print subscribers, one a line: email, language, status, name (tab-separated).
+
+    Pending requests add when they were made and when they expire."""
+    from .cli_signup import list_pending
+
     with open_store(app.settings) as store:
-        for subscriber in store.iter(status=status, language=language):
+        if status == PENDING:
+            for line in list_pending(store, language):
+                click.echo(line)
+            return
+        if lapsed and status not in (None, "active"):
+            raise click.UsageError("--lapsed lists active subscribers; leave out --status")
+        people = store.lapsed() if lapsed else store.iter(status=status, language=language)
+        for subscriber in people:
+            if language not in (None, subscriber.language):
+                continue
             click.echo(
                 f"{subscriber.email}\t{subscriber.language}\t{subscriber.status}\t{subscriber.name}"
             )
@@ -240,12 +312,23 @@ def list_(app: AppContext, status: str | None, language: str | None) -> None:
 @subscribers.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
+@click.option(
+    "--consent",
+    "consent",
+    is_flag=True,
+    help="Instead: the proof for an auditor, every consent record, join and leaving.",
+)
 @pass_app
-def export(app: AppContext, file: Path | None, status: str | None) -> None:
+def export(app: AppContext, file: Path | None, status: str | None, consent: bool) -> None:
     """Write subscribers, with how they joined and left, as CSV to FILE (or standard output).
 
     The file can be imported again: import reads email, name and language and ignores the rest.
+    With --consent: one row per consent record (basis, times, form, words' version and hash,
+    language, IP if recorded) and per join, unsubscribe, bounce, complaint or removal, with
+    the words of each consent text at the end.
     """
+    if consent:
+        return _export_consent(app, file, status)
     with open_store(app.settings) as store:
         people = list(store.iter(status=status))
     if file is None:
@@ -257,6 +340,23 @@ def export(app: AppContext, file: Path | None, status: str | None) -> None:
     except OSError as exc:
         raise StoreError(f"cannot write: {exc.strerror}", file) from None
     click.echo(f"exported {len(people)} subscribers to {file}", err=True)
+
+
+def _export_consent(app: AppContext, file: Path | None, status: str | None) -> None:
+    from .cli_signup import write_consent_csv
+
+    if status is not None:
+        raise click.UsageError("--consent exports everyone's records; leave out --status")
+    with open_store(app.settings) as store:
+        if file is None:
+            write_consent_csv(sys.stdout, store, _cell)
+            return
+        try:
+            with file.open("w", encoding="utf-8", newline="") as out:
+                rows = write_consent_csv(out, store, _cell)
+        except OSError as exc:
+            raise StoreError(f"cannot write: {exc.strerror}", file) from None
+    click.echo(f"exported {rows} consent rows to {file}", err=True)
 
 
 def _cell(value: object) -> object:

@@ -58,6 +58,8 @@ DEFAULTS: dict[str, str] = {
     "FROM_FR": "breves@example.org",
     "REPLY_TO": "",
     "POSTAL_ADDRESS": "PO Box 1234, Station B, Ottawa ON  K1P 0A1, Canada",
+    "POSTAL_ADDRESS_FR": "",
+    "CONTACT": "",
     "LIST_ID": "",
     "DB": "newsletter.db",
     "SECRET": "",
@@ -83,6 +85,8 @@ DEFAULTS: dict[str, str] = {
     "DKIM_DOMAIN": "",
     "TEMPLATES": "",
     "ARCHIVE_DIR": "site",
+    "SIGNUP_GUARD": "300",
+    "RECORD_CONSENT_IP": "false",
     "BOUNCE_DOMAIN": "",
     "BOUNCE_MAILBOX": "",
     "BOUNCE_PASSWORD": "",
@@ -102,6 +106,10 @@ class Identity:
     reply_to: str
     postal_address: str
     list_id: str
+    # The sender's identification in each language (CASL): a mailing address, and a contact
+    # (an e-mail address, a phone number or a web address).
+    postal: Mapping[str, str]
+    contact: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,12 @@ class DkimSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.key_path and self.selector and self.domain)
+
+
+@dataclass(frozen=True)
+class SignupSettings:
+    guard_s: int  # after the confirmation mail, seconds during which only a click confirms
+    record_ip: bool  # keep the IP address and user agent in the consent record
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,7 @@ class Settings:
     timezone: str  # where `send --at` times are read; checked when a send is scheduled
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
     archive_dir: Path  # the public archive's static site: written by `archive`, served by `serve`
+    signup: SignupSettings
     bounces: BounceSettings = BounceSettings("", None)
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
@@ -356,6 +371,12 @@ def load_settings(
     retry_backoff = duration("RETRY_BACKOFF")
     retry_for = duration("RETRY_FOR")
     timeout = number("SMTP_TIMEOUT")
+    record_ip = get("RECORD_CONSENT_IP").lower()
+    if record_ip not in ("true", "false", "1", "0", "yes", "no"):
+        raise fail("RECORD_CONSENT_IP", "must be true or false")
+    contact = get("CONTACT") or get("REPLY_TO")
+    if any(c in contact for c in "\r\n<>"):
+        raise fail("CONTACT", "must be one line: an e-mail address, a phone number or a URL")
     if timeout == 0:
         raise fail("SMTP_TIMEOUT", "must be more than 0 seconds, e.g. 30")
 
@@ -382,6 +403,11 @@ def load_settings(
         reply_to=get("REPLY_TO"),
         postal_address=get("POSTAL_ADDRESS"),
         list_id=get("LIST_ID") or _default_list_id(parts.hostname or ""),
+        postal={
+            "en": get("POSTAL_ADDRESS"),
+            "fr": get("POSTAL_ADDRESS_FR") or get("POSTAL_ADDRESS"),
+        },
+        contact={lang: contact or get(f"FROM_{lang.upper()}") for lang in LANGUAGES},
     )
     return Settings(
         identity=identity,
@@ -409,6 +435,9 @@ def load_settings(
         timezone=get("TIMEZONE"),
         templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
         archive_dir=Path(get("ARCHIVE_DIR") or DEFAULTS["ARCHIVE_DIR"]),
+        signup=SignupSettings(
+            guard_s=integer("SIGNUP_GUARD"), record_ip=record_ip in ("true", "1", "yes")
+        ),
         bounces=BounceSettings(bounce_domain, mailbox),
         unknown=tuple(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)

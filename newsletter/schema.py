@@ -214,7 +214,95 @@ LIST_IDENTITY = (
 MIGRATIONS.append(LIST_IDENTITY)
 
 MIGRATIONS.append(
-    # 7: what comes back after a send: bounces (DSN), complaints (ARF), mailto unsubscribes,
+    # 7: joining by the web form (double opt-in) and the proof of consent.
+    #
+    # signup_requests: a request waiting for its confirmation click. It is not a subscriber:
+    # it lives here, apart, is never mailed an issue and counted nowhere else, and goes away
+    # 7 days after it was made (or once confirmed and its link has expired). One open
+    # request per address; asking again refreshes it. The link carries the id and a MAC
+    # over the id and `nonce`. ip and user_agent are kept only with RECORD_CONSENT_IP.
+    #
+    # signup_limits: one row per attempt, keyed by a keyed hash of the IP address or of the
+    # address asked for, so that the limits hold across processes and restarts without
+    # keeping either in clear. Rows older than a day are deleted.
+    #
+    # consent_texts and consents: the proof (CASL, GDPR art. 7(1)). consents is append-only
+    # (the triggers refuse any change) and outlives the subscriber, like subscriber_events;
+    # email is the email_key. A consent text is kept once, under the hash of its words.
+    """
+    CREATE TABLE signup_requests (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        email         TEXT NOT NULL,
+        email_key     TEXT NOT NULL,
+        name          TEXT NOT NULL DEFAULT '',
+        language      TEXT NOT NULL CHECK (language IN ('en', 'fr', 'both')),
+        page_language TEXT NOT NULL CHECK (page_language IN ('en', 'fr', 'both')),
+        method        TEXT NOT NULL,
+        nonce         TEXT NOT NULL,
+        requested_at  TEXT NOT NULL,
+        expires_at    TEXT NOT NULL,
+        mailed_at     TEXT,
+        confirmed_at  TEXT,
+        subscriber_id INTEGER,
+        form_url      TEXT NOT NULL,
+        text_hash     TEXT NOT NULL,
+        ip            TEXT NOT NULL DEFAULT '',
+        user_agent    TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX signup_requests_open ON signup_requests (email_key)
+        WHERE confirmed_at IS NULL;
+    CREATE INDEX signup_requests_expiry ON signup_requests (expires_at);
+
+    CREATE TABLE signup_limits (
+        key           TEXT NOT NULL,
+        at            TEXT NOT NULL
+    );
+    CREATE INDEX signup_limits_key ON signup_limits (key, at);
+    CREATE INDEX signup_limits_at ON signup_limits (at);
+
+    CREATE TABLE consent_texts (
+        hash          TEXT PRIMARY KEY,
+        version       TEXT NOT NULL,
+        language      TEXT NOT NULL,
+        text          TEXT NOT NULL,
+        first_used    TEXT NOT NULL
+    );
+
+    CREATE TABLE consents (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscriber_id      INTEGER NOT NULL,
+        email              TEXT NOT NULL,
+        basis              TEXT NOT NULL CHECK (basis IN ('express', 'implied')),
+        method             TEXT NOT NULL,
+        recorded_at        TEXT NOT NULL,
+        consent_date       TEXT NOT NULL DEFAULT '',
+        requested_at       TEXT NOT NULL DEFAULT '',
+        confirmed_at       TEXT NOT NULL DEFAULT '',
+        form_url           TEXT NOT NULL DEFAULT '',
+        text_version       TEXT NOT NULL DEFAULT '',
+        text_hash          TEXT NOT NULL DEFAULT '',
+        language           TEXT NOT NULL DEFAULT '',
+        request_ip         TEXT NOT NULL DEFAULT '',
+        request_user_agent TEXT NOT NULL DEFAULT '',
+        confirm_ip         TEXT NOT NULL DEFAULT '',
+        confirm_user_agent TEXT NOT NULL DEFAULT '',
+        note               TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX consents_subscriber ON consents (subscriber_id, id);
+    CREATE INDEX consents_email ON consents (email);
+    CREATE TRIGGER consents_no_update BEFORE UPDATE ON consents
+    BEGIN
+        SELECT RAISE(ABORT, 'consent records are append-only');
+    END;
+    CREATE TRIGGER consents_no_delete BEFORE DELETE ON consents
+    BEGIN
+        SELECT RAISE(ABORT, 'consent records are append-only');
+    END;
+    """
+)
+
+MIGRATIONS.append(
+    # 8: what comes back after a send: bounces (DSN), complaints (ARF), mailto unsubscribes,
     # and the refusals a server gave during the send itself.
     # - `bounce_messages`: each message read once, by a fingerprint (the SHA-256 of its bytes;
     #   `send:ISSUE:ID` for a refusal during a send). Recording it and its events is one
@@ -261,13 +349,14 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # 8: one person, one address. Addresses are now compared without regard to case, the
+    # 9: one person, one address. Addresses are now compared without regard to case, the
     # local part too (every mailbox provider does; RFC 5321 allows either), so that
     # KEVIN.Smith@Example.ORG and kevin.smith@example.org stop getting two copies. Rows that
     # differ only in case are merged into the one with the most restrictive status (a
     # complaint, then an unsubscribe, then a bounce, then the oldest): its history takes the
-    # other's, `subscriber_merges` keeps what was merged (links already mailed to the other
-    # still find the person; the CLI says what it merged), and the keys are folded.
+    # other's (audit trail, consent records, bounce reports), `subscriber_merges` keeps what
+    # was merged (links already mailed to the other still find the person; the CLI says what
+    # it merged), and the keys are folded everywhere they are kept.
     """
     CREATE TABLE subscriber_merges (
         merged_id     INTEGER PRIMARY KEY,
@@ -298,8 +387,34 @@ MIGRATIONS.append(
                'merged #' || merged_id || ' ' || email || ' (' || status || ', ' || language
                || ') into this subscriber: the same address in another case'
         FROM subscriber_merges;
+    UPDATE bounce_events
+        SET subscriber_id = (SELECT kept_id FROM subscriber_merges
+                             WHERE merged_id = bounce_events.subscriber_id)
+        WHERE subscriber_id IN (SELECT merged_id FROM subscriber_merges);
     DELETE FROM subscribers WHERE id IN (SELECT merged_id FROM subscriber_merges);
     UPDATE subscribers SET email_key = lower(email_key);
     UPDATE subscriber_events SET email = lower(email);
+
+    -- Consent records are append-only; here, once, their key column takes the new key and a
+    -- merged person's records follow them to the row kept (what they prove is untouched),
+    -- and the guard is set again in the same transaction.
+    DROP TRIGGER consents_no_update;
+    UPDATE consents
+        SET email = lower(email),
+            subscriber_id = coalesce((SELECT kept_id FROM subscriber_merges
+                                      WHERE merged_id = consents.subscriber_id), subscriber_id);
+    CREATE TRIGGER consents_no_update BEFORE UPDATE ON consents
+    BEGIN
+        SELECT RAISE(ABORT, 'consent records are append-only');
+    END;
+    -- one open signup request per address whatever its case: the latest stays
+    DELETE FROM signup_requests WHERE confirmed_at IS NULL AND id NOT IN
+        (SELECT max(id) FROM signup_requests WHERE confirmed_at IS NULL
+         GROUP BY lower(email_key));
+    UPDATE signup_requests
+        SET email_key = lower(email_key),
+            subscriber_id = coalesce((SELECT kept_id FROM subscriber_merges
+                                      WHERE merged_id = signup_requests.subscriber_id),
+                                     subscriber_id);
     """
 )

@@ -14,10 +14,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Protocol
 
+from . import consent as consents
 from . import db
 from .config import SUBSCRIBER_LANGUAGES, Settings
+from .consent import Consent, ConsentRecord
 from .errors import StoreError
 from .normalise import MAX_NAME, check_email, clean_name, email_key
+from .signup.requests import SignupRequests
 
 Edition = Literal["en", "fr", "bilingual"]
 
@@ -94,6 +97,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _today(today: str | None) -> str:
+    return today or datetime.now(UTC).date().isoformat()
+
+
 class SubscriberStore(Protocol):
     """What the rest of the program may ask of a subscriber store."""
 
@@ -106,6 +113,7 @@ class SubscriberStore(Protocol):
         source: str,
         consent_note: str = "",
         resubscribe: bool = False,
+        consent: Consent | None = None,
     ) -> Subscriber: ...
 
     def get(self, subscriber_id: int) -> Subscriber | None: ...
@@ -139,6 +147,7 @@ class SubscriberStore(Protocol):
         consent_note: str = "",
         resubscribe: bool = False,
         dry_run: bool = False,
+        consent: Consent | None = None,
     ) -> ImportResult: ...
 
     def close(self) -> None: ...
@@ -163,9 +172,10 @@ def _subscriber(row: sqlite3.Row) -> Subscriber:
     return Subscriber(**values)
 
 
-class SqliteStore:
+class SqliteStore(SignupRequests):
     """The subscriber store in a SQLite file. Every change is one `BEGIN IMMEDIATE`
-    transaction, so concurrent processes (the web app, an import, a send) serialise cleanly."""
+    transaction, so concurrent processes (the web app, an import, a send) serialise cleanly.
+    Signup requests waiting for confirmation are kept here too (signup/requests.py)."""
 
     def __init__(self, path: Path | str, busy_timeout_ms: int | None = None, create: bool = True):
         self.path = Path(path)
@@ -232,6 +242,56 @@ class SqliteStore:
         )
         return {(language, Status(status)): n for language, status, n in rows}
 
+    # -- consent -------------------------------------------------------------------------
+
+    def mailable(self, *, include_lapsed: bool = False, today: str | None = None
+                 ) -> Iterator[Subscriber]:  # fmt: skip
+        """Who may be mailed an issue now, in id order: active subscribers, less those whose
+        only consent is implied and has lapsed (unless `include_lapsed`)."""
+        query = f"SELECT {_COLUMNS} FROM subscribers WHERE status = 'active'"
+        if not include_lapsed:
+            query += f" AND NOT {consents.lapsed_sql()}"
+        for row in self.conn.execute(query + " ORDER BY id", {"today": _today(today)}):
+            yield _subscriber(row)
+
+    def lapsed(self, today: str | None = None) -> Iterator[Subscriber]:
+        """Active subscribers whose implied consent has lapsed (see consent.py)."""
+        query = f"SELECT {_COLUMNS} FROM subscribers WHERE status = 'active' AND "
+        for row in self.conn.execute(
+            query + consents.lapsed_sql() + " ORDER BY id", {"today": _today(today)}
+        ):
+            yield _subscriber(row)
+
+    def lapsed_counts(self, today: str | None = None) -> dict[str, int]:
+        """Number of active subscribers with lapsed implied consent, per language."""
+        rows = self.conn.execute(
+            "SELECT language, count(*) FROM subscribers WHERE status = 'active' AND "
+            + consents.lapsed_sql()
+            + " GROUP BY language",
+            {"today": _today(today)},
+        )
+        return {language: n for language, n in rows}
+
+    def record_consent(self, subscriber_id: int, consent: Consent) -> int:
+        """Append the proof of someone's consent; the record is never changed afterwards."""
+        with db.transaction(self.conn):
+            key = self.conn.execute(
+                "SELECT email_key FROM subscribers WHERE id = ?", (subscriber_id,)
+            ).fetchone()
+            if key is None:
+                raise StoreError(f"no subscriber {subscriber_id} to record consent for")
+            return consents.insert(self.conn, subscriber_id, key[0], consent, _now())
+
+    def consents(self, subscriber_id: int | None = None, email: str | None = None
+                 ) -> list[ConsentRecord]:  # fmt: skip
+        """Consent records, oldest first: one subscriber's, those of an address (which outlive
+        a removal), or all of them."""
+        if subscriber_id is not None:
+            return consents.records(self.conn, "subscriber_id = ?", (subscriber_id,))
+        if email is not None:
+            return consents.records(self.conn, "email = ?", (email_key(email),))
+        return consents.records(self.conn, "1 = 1", ())
+
     # -- changing ------------------------------------------------------------------------
 
     def add(
@@ -243,9 +303,11 @@ class SqliteStore:
         source: str,
         consent_note: str = "",
         resubscribe: bool = False,
+        consent: Consent | None = None,
     ) -> Subscriber:
         """Add one person; StoreError if already on the list (and, for someone who left,
-        unless `resubscribe`: re-adding needs their new consent)."""
+        unless `resubscribe`: re-adding needs their new consent). `consent`, when given, is
+        recorded as the proof of it."""
         try:
             email = check_email(email)
         except ValueError as exc:
@@ -276,6 +338,8 @@ class SqliteStore:
                 subscriber_id = existing.id
                 self._resubscribe(existing, source, consent_note)
                 self._update(existing, Row(email, name or None, language), source)
+            if consent is not None:
+                self.record_consent(subscriber_id, consent)
         subscriber = self.get(subscriber_id)
         assert subscriber is not None
         return subscriber
@@ -369,8 +433,12 @@ class SqliteStore:
         consent_note: str = "",
         resubscribe: bool = False,
         dry_run: bool = False,
+        consent: Consent | None = None,
     ) -> ImportResult:
-        """Add or update each row, all in one transaction (rolled back for a dry run)."""
+        """Add or update each row, all in one transaction (rolled back for a dry run).
+
+        `consent` is recorded for each person added or resubscribed, and for each one already
+        on the list with no consent recorded yet (never over proof they gave themselves)."""
         added = updated = unchanged = resubscribed = 0
         kept: list[Kept] = []
         with db.transaction(self.conn, commit=not dry_run):
@@ -381,7 +449,9 @@ class SqliteStore:
                     if left and not resubscribe:
                         kept.append(Kept(row, *left))
                         continue
-                    self._insert(row, default_language, source, consent_note)
+                    subscriber_id = self._insert(row, default_language, source, consent_note)
+                    if consent is not None:
+                        self.record_consent(subscriber_id, consent)
                     added += 1
                     continue
                 if existing.status is not Status.ACTIVE:
@@ -390,6 +460,10 @@ class SqliteStore:
                         continue
                     self._resubscribe(existing, source, consent_note)
                     resubscribed += 1
+                    if consent is not None:
+                        self.record_consent(existing.id, consent)
+                elif consent is not None and not self.consents(existing.id):
+                    self.record_consent(existing.id, consent)
                 if self._update(existing, row, source):
                     updated += 1
                 elif existing.status is Status.ACTIVE:
@@ -489,6 +563,22 @@ class SqliteStore:
             (subscriber_id,),
         )
         return [dict(row) for row in rows]
+
+    def trail(self, email: str | None = None, kinds: Iterable[str] = ()) -> list[dict[str, str]]:
+        """The audit trail by address, which outlives a removal (or every address's), oldest
+        first, optionally only events of `kinds`; each with its address's key as `email`."""
+        query, params = "SELECT email, at, kind, route, detail FROM subscriber_events", []
+        clauses = []
+        if email is not None:
+            clauses.append("email = ?")
+            params.append(email_key(email))
+        kinds = list(kinds)
+        if kinds:
+            clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            params.extend(kinds)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        return [dict(row) for row in self.conn.execute(query + " ORDER BY id", params)]
 
 
 def _check_name(name: str) -> None:

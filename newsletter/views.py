@@ -19,7 +19,9 @@ from .typography import HTML_LANG, colon, long_date, smarten
 
 EDITIONS = ("en", "fr", "bilingual")
 # The labels this module reads from labels.toml (templates may use more of them).
-LABEL_KEYS = ("issue", "only_en", "only_fr", "jump", "why", "unsubscribe", "preferences")
+LABEL_KEYS = (
+    "issue", "only_en", "only_fr", "jump", "why", "unsubscribe", "preferences", "contact",
+)  # fmt: skip
 # Per-recipient parts are plain ASCII sentinels: premailer and libxml2 leave them alone,
 # and sending replaces them (see message.py).
 UNSUBSCRIBE_SENTINEL = "https://sentinel.invalid/nl-unsubscribe-0000"
@@ -83,6 +85,12 @@ class FooterView:
     unsubscribe: str
     preferences: str
     org: str  # "" when the same as the language before it
+    # The sender's identification in this language (CASL): name, mailing address, contact.
+    sender: str
+    address: str
+    contact_label: str
+    contact: str
+    contact_href: str  # mailto:, http(s): or tel:; "" for text that is none of these
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,19 @@ def localised_labels(labels: Mapping[str, Mapping[str, str]]) -> dict[str, dict[
     for lang in LANGS:
         out[lang]["colon"] = colon(lang)
     return out
+
+
+def contact_href(contact: str) -> str:
+    """A link for a contact (an address, a web page, a phone number), or "" for plain text."""
+    text = contact.strip()
+    if safe_url(text):
+        return text
+    if "@" in text and " " not in text:
+        return f"mailto:{text}"
+    digits = "".join(c for c in text if c.isdigit())
+    if 7 <= len(digits) <= 15 and all(c.isdigit() or c in "+-. ()" for c in text):
+        return "tel:" + ("+" if text.startswith("+") else "") + digits
+    return ""
 
 
 def safe_url(url: str | None) -> bool:
@@ -219,6 +240,11 @@ def edition_view(issue: Issue, name: str, identity: Identity, labels) -> Edition
             org=identity.org[lang]
             if i == 0 or identity.org[lang] != identity.org[langs[0]]
             else "",
+            sender=identity.org[lang],
+            address=identity.postal[lang],
+            contact_label=labels[lang]["contact"],
+            contact=identity.contact[lang],
+            contact_href=contact_href(identity.contact[lang]),
         )
         for i, lang in enumerate(langs)
     )

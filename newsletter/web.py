@@ -35,9 +35,10 @@ from . import db
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
 from .errors import StoreError
 from .normalise import MAX_NAME
+from .signup.pages import SignupPages
 from .subscribers import SqliteStore, Subscriber, open_store
 from .tokens import link_keys, resolve_secret
-from .webguard import GuardedApp, route
+from .webguard import HEADERS, GuardedApp, route
 
 TEMPLATES = SHIPPED_TEMPLATES / "web"
 LOCALES = {"en": "en-CA", "fr": "fr-CA"}
@@ -57,7 +58,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-_TOKEN_IN_PATH = re.compile(r"(/(?:unsubscribe|preferences)/)[^/?#\s]+")
+_TOKEN_IN_PATH = re.compile(r"(/(?:unsubscribe|preferences|confirm|cancel)/)[^/?#\s]+")
 
 
 class RedactTokens(logging.Filter):
@@ -216,7 +217,8 @@ def create_app(
             after = await with_store(leave)
         except _Busy:
             return busy(subscriber, f"an unsubscribe ({how})")
-        return page("unsubscribed.html.j2", subscriber.language, subscriber=after or subscriber)
+        return page("unsubscribed.html.j2", subscriber.language, subscriber=after or subscriber,
+                    token=request.path_params["token"])  # fmt: skip
 
     def preferences_page(
         subscriber: Subscriber, token: str, status_code: int = 200, **context: Any
@@ -260,6 +262,12 @@ def create_app(
             return busy(subscriber, "a change of preferences")
         return preferences_page(after, token, saved=True)
 
+    signup = SignupPages(
+        settings, secret, env, page, invalid,
+        csp=dict(HEADERS)[b"content-security-policy"].decode(),
+        busy_timeout_ms=busy_timeout_ms, retry_after_s=retry_after_s,
+    )  # fmt: skip
+
     async def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code != 404:
             return Response(exc.detail, exc.status_code, headers=exc.headers)
@@ -277,6 +285,7 @@ def create_app(
         routes=[
             route("/unsubscribe/{token}", get=unsubscribe_page, post=unsubscribe),
             route("/preferences/{token}", get=show_preferences, post=save_preferences),
+            *signup.routes,  # /subscribe, /abonnement, /confirm, /cancel, coming back
         ],
         exception_handlers={404: not_found, _Unavailable: store_unavailable, 500: server_error},
         max_body=max_body,

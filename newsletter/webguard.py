@@ -41,7 +41,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *HEADERS]
+                # a page may set its own (the signup confirmation allows its one script)
+                own = list(message.get("headers", []))
+                have = {k.lower() for k, _ in own}
+                message["headers"] = [*own, *(h for h in HEADERS if h[0] not in have)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

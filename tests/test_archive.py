@@ -183,7 +183,13 @@ def test_a_base_url_under_a_path(issues: Path) -> None:
 def test_the_home_page_offers_signup_only_when_the_app_has_it(issues: Path) -> None:
     settings = settings_for(issues)
     home = issues / "site" / "index.html"
-    assert "signup" not in home.read_text("utf-8")  # today's app: nothing, not an empty box
+    # the app has signup pages: the home page links to each language's
+    page = read_page(home.read_text("utf-8"))
+    joins = {a["href"]: a["text"] for a in page.anchors if a["href"].startswith(BASE + "/")}
+    assert joins[f"{BASE}/subscribe"] == "Subscribe"
+    assert joins[f"{BASE}/abonnement"] == "S’abonner"
+    build_site(settings, issues / "issues", signup=None)  # an app without them: nothing
+    assert "/subscribe" not in home.read_text("utf-8")
     link = Signup(url={"en": f"{BASE}/signup/en", "fr": f"{BASE}/signup/fr"})
     build_site(settings, issues / "issues", signup=link)
     page = read_page(home.read_text("utf-8"))

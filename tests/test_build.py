@@ -70,8 +70,8 @@ def test_html_lang_and_bilingual_blocks(built: Path) -> None:
             assert block.get("lang") == "fr-CA", block.get("id")
     jump = tree.xpath("//a[@href='#fr']")
     assert jump and jump[0].get("lang") == "fr-CA"
-    # the footer names the organisation in both languages, the French name marked French
-    (org,) = tree.xpath("//span[text()='Comité pour la République du Canada']")
+    # the footer identifies the sender in both languages, the French block marked French
+    (org,) = tree.xpath("//p[@class='f'][starts-with(text(), 'Comité pour la République')]")
     assert org.get("lang") == "fr-CA"
 
 
@@ -142,6 +142,44 @@ def test_footer_has_unsubscribe_and_postal_address(built: Path) -> None:
         assert links, edition
         assert "PO Box 1234" in visible_text(tree)
     assert "Se désabonner" in visible_text(parse_html(built / "fr.html"))
+
+
+SENDER = {
+    "en": ("Committee for the Republic of Canada", "Contact:", "news@example.org"),
+    "fr": (
+        "Comité pour la République du Canada",
+        f"Pour nous joindre{NBSP}:",
+        "breves@example.org",
+    ),
+}
+
+
+def test_footer_identifies_the_sender_in_each_language(built: Path) -> None:
+    # CASL: name, mailing address and a contact, in the language of each part of the edition.
+    for edition, langs in (("en", ["en"]), ("fr", ["fr"]), ("bilingual", ["en", "fr"])):
+        html = visible_text(parse_html(built / f"{edition}.html"))
+        text = (built / f"{edition}.txt").read_text()
+        for lang in langs:
+            name, label, contact = SENDER[lang]
+            block = f"{name}\nPO Box 1234, Station B, Ottawa ON  K1P 0A1, Canada\n{label} {contact}"
+            assert block + " · https://news.example.org" in text, (edition, lang)
+            assert f"{label} {contact} · news.example.org" in html, (edition, lang)
+    tree = parse_html(built / "bilingual.html")
+    assert tree.xpath("//a[@href='mailto:breves@example.org']/ancestor::p[@lang='fr-CA']")
+
+
+def test_footer_takes_the_french_address_and_the_contact_from_the_settings(cli, workdir) -> None:
+    (workdir / ".env").write_text(
+        "NEWSLETTER_POSTAL_ADDRESS_FR=C.P. 1234, succursale B, Ottawa (Ontario)  K1P 0A1\n"
+        "NEWSLETTER_CONTACT=+1 613-555-0100\n"
+    )
+    assert cli("build", f"issues/{DEMO_ISSUE}").returncode == 0
+    built = workdir / "build" / DEMO_ISSUE
+    text = (built / "bilingual.txt").read_text()
+    assert "PO Box 1234, Station B, Ottawa ON  K1P 0A1, Canada\nContact: +1 613-555-0100" in text
+    assert f"C.P. 1234, succursale B, Ottawa (Ontario)  K1P 0A1\nPour nous joindre{NBSP}:" in text
+    tree = parse_html(built / "fr.html")
+    assert tree.xpath("//a[@href='tel:+16135550100']")
 
 
 def test_plain_text_is_readable_at_72_columns(built: Path) -> None:

@@ -204,7 +204,7 @@ def test_cli_import_report(tmp_path: Path):
         "bad@@example.org;;\n"
         "new@example.net;New;EN\n",
     )
-    result = run_import(db_path, str(path), "--consent", "signed up at the AGM")
+    result = run_import(db_path, str(path), "--note", "signed up at the AGM")
     assert result.exit_code == 1  # the good rows are in, but not every row
     assert result.output.splitlines() == [
         f"imported {path}: 1 added, 1 updated, 1 unchanged, 1 rejected",

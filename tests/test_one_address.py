@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from newsletter import db
@@ -83,6 +84,11 @@ def _database_before_the_merge(path: Path) -> None:
         " (2, 'KEVIN.Smith@example.org', '2026-01-05T00:00:00+00:00', 'unsubscribe', 'web',"
         " 'unsubscribed')"
     )
+    conn.execute(  # the proof of consent of the row that will be merged away
+        "INSERT INTO consents (subscriber_id, email, basis, method, recorded_at, note) VALUES"
+        " (1, 'kevin.smith@example.org', 'express', 'import', '2026-01-01T00:00:00+00:00',"
+        " 'paper form')"
+    )
     conn.close()
 
 
@@ -113,5 +119,11 @@ def test_the_migration_merges_what_differs_only_in_case_and_says_so(workdir: Pat
             ("unsubscribe", "web"),
             ("update", "migration:same-address"),
         ]
+        # his consent record followed him, and consent records are append-only again
+        record = store.conn.execute("SELECT subscriber_id, email, note FROM consents").fetchone()
+        assert tuple(record) == (2, "kevin.smith@example.org", "paper form")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            store.conn.execute("UPDATE consents SET note = 'x'")
     shown = run(workdir, "subscribers", "show", "Kevin.Smith@example.org").output
+    assert "express, import" in shown
     assert "merged #1 kevin.smith@example.org (active, en) into this subscriber" in shown

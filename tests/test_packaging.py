@@ -58,3 +58,4 @@ def test_the_installed_tool_builds_with_its_own_templates(installed: Path, workd
     assert result.returncode == 0, result.stderr
     html = (workdir / "build" / "2017-11" / "fr.html").read_text("utf-8")
     assert html.startswith("<!DOCTYPE html>") and 'lang="fr-CA"' in html
+    assert (installed / "newsletter" / "signup" / "pages.py").is_file()  # subpackages too

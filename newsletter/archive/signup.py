@@ -24,9 +24,11 @@ class Signup:
 
 
 def signup_for(identity: Identity) -> Signup | None:
-    """What the home page offers to join with; None while the web app has no signup page.
+    """What the home page offers to join with: links to the web app's signup pages.
 
-    The signup pages (work item #10) plug in here: return Signup(url={"en": ..., "fr": ...})
-    for a link, with form={...} to show the form itself on the home page.
+    A link, not the form itself: the form carries a signed timestamp, which would make every
+    build differ and go stale on a static page; the signup page makes a fresh one.
     """
-    return None
+    return Signup(
+        url={"en": f"{identity.base_url}/subscribe", "fr": f"{identity.base_url}/abonnement"}
+    )

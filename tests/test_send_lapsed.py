@@ -1,0 +1,55 @@
+"""`send` skips people whose implied consent has lapsed (CASL: two years), and says so.
+
+The rule is the store's (SqliteStore.mailable, lapsed_counts); this is where the send fixes
+its recipient list with it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import time_machine
+
+from newsletter.consent import Basis, Consent
+from newsletter.subscribers import SqliteStore
+
+from .conftest import DEMO_ISSUE
+from .smtp_server import Handler, Server
+from .test_consent import cli
+
+NOW = dt.datetime(2025, 3, 3, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def clock():
+    with time_machine.travel(NOW, tick=False) as traveller:
+        yield traveller
+
+
+def test_send_skips_lapsed_implied_consent_and_says_so(workdir, clock):
+    with SqliteStore(workdir / "news.db") as store:
+        for email, date in (
+            ("lapsed@example.org", "2022-12-31"),
+            ("fresh@example.org", "2024-12-31"),
+        ):
+            store.add(email, language="en", source="import:m.csv",
+                      consent=Consent(Basis.IMPLIED, "import:m.csv", date))  # fmt: skip
+    listed = cli(workdir, "subscribers", "list", "--lapsed")
+    assert listed.output == "lapsed@example.org\ten\tactive\t\n"
+
+    dry = cli(workdir, "send", f"issues/{DEMO_ISSUE}", "--dry-run")
+    assert "en                1 subscriber(s)" in dry.output
+    assert "warning: skipping 1 subscriber(s) whose implied consent is over two years old" in (
+        dry.output
+    )
+    dry_all = cli(workdir, "send", f"issues/{DEMO_ISSUE}", "--dry-run", "--include-lapsed")
+    assert "en                2 subscriber(s)" in dry_all.output
+    assert "warning: including 1 subscriber(s) whose implied consent has lapsed" in dry_all.output
+
+    with Server(Handler()) as smtp:
+        result = cli(workdir, "send", f"issues/{DEMO_ISSUE}", "--yes",
+                     NEWSLETTER_SMTP_HOST="127.0.0.1", NEWSLETTER_SMTP_PORT=str(smtp.port),
+                     NEWSLETTER_SMTP_SECURITY="none")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "recipient list fixed: 1 subscribers" in result.output
+        assert [r.rcpt for r in smtp.handler.received] == ["fresh@example.org"]
