@@ -13,6 +13,7 @@ bench/send.py call these same functions.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,9 @@ from dataclasses import dataclass, field
 from email.utils import make_msgid
 from pathlib import Path
 
+from .bounces.book import Book as BounceBook
+from .bounces.book import Recorded
+from .bounces.tokens import BOUNCE_LOCAL, bounce_token, day_of, unsubscribe_mailto
 from .build import Build, build_issue
 from .checks import Finding, Level
 from .config import Settings
@@ -60,7 +64,17 @@ class Prepared:
         base = self.settings.identity.base_url
         # a test address that is not on the list gets links that lead nowhere, harmlessly
         token = make_token(self.secret, subscriber_id) if subscriber_id else "test-address"
-        return Recipient(email, name, unsubscribe_url(base, token), preferences_url(base, token))
+        links = Recipient(email, name, unsubscribe_url(base, token), preferences_url(base, token))
+        domain = self.settings.bounces.domain
+        if not subscriber_id or not domain:
+            return links
+        envid = bounce_token(self.secret, subscriber_id, self.issue_id, day_of(time.time()))
+        return dataclasses.replace(
+            links,
+            unsubscribe_mailto=unsubscribe_mailto(self.secret, domain, subscriber_id),
+            envelope_from=f"{BOUNCE_LOCAL}+{envid}@{domain}",
+            envid=envid,
+        )
 
     def personalise(self, delivery: Delivery) -> Recipient:
         return self.recipient(delivery.subscriber_id, delivery.email, delivery.name)
@@ -214,6 +228,8 @@ class Passes:
     interrupted: bool = False
     held: bool = False  # stopped by Ctrl-C or by failures in a row: only `send` resumes it
     elapsed: float = 0.0
+    # refusals (5xx) classified as bounces once the passes ended: some took people off
+    refusals: list[Recorded] = field(default_factory=list)
 
 
 def run(
@@ -269,7 +285,17 @@ def run(
             ledger.set_state(SendState.HELD)
         elif not left & {State.PENDING, State.SENDING, State.DEFERRED}:
             ledger.set_state(SendState.DONE)
+    passes.refusals = classify_refusals(ledger)
     return passes
+
+
+def classify_refusals(ledger: Ledger) -> list[Recorded]:
+    """The messages a server refused (or that expired) go through the same classification
+    as the bounces that come back later, into the same history: a 5.1.1 at RCPT takes the
+    address off the list now. A crash before this runs leaves them to the next run, or to
+    `bounces fetch`."""
+    with SqliteStore(ledger.path) as store:
+        return BounceBook(store).record_refusals(ledger.issue_id)
 
 
 def _add(total: Progress, more: Progress) -> None:

@@ -12,6 +12,7 @@ import click
 from .cli_context import AppContext
 from .errors import NewsletterError
 from .exits import EXIT_TABLE, Exit
+from .subscribers import SqliteStore
 
 # name -> (module, attribute, summary). A command's module is imported only when that
 # command runs: `build` then pays for neither DKIM, DNS and SMTP nor the web servers, and
@@ -22,6 +23,11 @@ COMMANDS = {
         "cli_archive",
         "archive",
         "The public archive: a static site of every sent issue, with a feed per language.",
+    ),
+    "bounces": (
+        "cli_bounces",
+        "bounces",
+        "Bounces, complaints and mailto unsubscribes: read them, record them, list them.",
     ),
     "build": (
         "cli_build",
@@ -72,7 +78,8 @@ COMMANDS = {
     "subscribers": (
         "cli_subscribers",
         "subscribers",
-        "Keep the list: import, add, unsubscribe, remove, list, export, count.",
+        "Keep the list: import, add, set, show, unsubscribe, reactivate, remove, list, export,"
+        " count.",
     ),
 }
 # Subcommands that live in another module than their group: added when the group loads.
@@ -156,6 +163,21 @@ class _Group(click.Group):
 def main(ctx: click.Context, env_file: Path | None) -> None:
     """Bilingual newsletter: compose briefs, build editions, preview, keep subscribers, send."""
     ctx.obj = AppContext(env_file=env_file or Path(".env"), env_file_given=env_file is not None)
+    ctx.call_on_close(lambda: _say_merges(ctx.obj))
+
+
+def _say_merges(app: AppContext) -> None:
+    """After a command that opened the database: what the case-merging migration merged,
+    said once."""
+    if app._settings is None or not app.settings.db_path.is_file():
+        return
+    try:
+        with SqliteStore(app.settings.db_path) as store:
+            notes = store.merge_notes()
+    except (NewsletterError, sqlite3.Error):
+        return  # the command itself said what is wrong with the database
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
 
 
 def run() -> None:

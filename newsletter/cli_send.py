@@ -469,6 +469,7 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         f"{p.sent:,} sent in {passes.elapsed:.1f} s ({p.sent / max(passes.elapsed, 1e-6):,.0f}/s)"
         f", {p.deferred:,} deferred, {p.failed:,} failed, {p.skipped:,} skipped"
     )
+    _say_refusals(passes)
     _rebuild_archive(prepared.settings, prepared.issue_dir)
     if passes.interrupted:
         click.echo(
@@ -487,6 +488,26 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         raise SystemExit(Exit.DEFERRED)
     if report.total(State.FAILED, State.UNCERTAIN):
         raise SystemExit(Exit.INCOMPLETE)
+
+
+def _say_refusals(passes: campaign.Passes) -> None:
+    """Refusals classified as bounces: who left the list, and policy blocks by domain."""
+    events = [e for r in passes.refusals for e in r.events]
+    gone = [e for e in events if e.action]
+    if gone:
+        click.echo(
+            f"{len(gone):,} address(es) taken off the list (refused for good: "
+            + ", ".join(f"{e.email} {e.status}" for e in gone[:5])
+            + (" ..." if len(gone) > 5 else "")
+            + "); see newsletter bounces list"
+        )
+    blocked = sorted({e.domain for e in events if e.klass == "blocked"})
+    if blocked:
+        click.echo(
+            f"warning: refused for policy or reputation (5.7.x) by {', '.join(blocked)}: nobody "
+            "was taken off the list; check SPF, DKIM, DMARC and the sending address's reputation",
+            err=True,
+        )
 
 
 def _say_deferred(report: campaign.Report) -> None:
@@ -521,6 +542,12 @@ def status(app: AppContext, issue_dir: Path) -> None:
         assert info is not None
         click.echo(f"issue {issue_id} ({info.state}, started {info.started_at}):")
         click.echo(_table(ledger.counts()))
+        if settings.smtp.host:
+            # what a 250 from a relay or a provider means: the rest of the way is theirs
+            click.echo(
+                f"sent = accepted by the relay {settings.smtp.host}:{settings.smtp.port}, not "
+                "delivered: later refusals come back by mail (newsletter bounces fetch)"
+            )
         if in_flight:
             click.echo(f"a send is running: {in_flight} message(s) in flight")
         for d in ledger.in_state(State.DEFERRED):
@@ -592,6 +619,7 @@ def due(app: AppContext) -> None:
             line += f"; {item.report.total(State.DEFERRED):,} to retry, next "
             line += _when(item.report.next_retry)
         click.echo(line)
+        _say_refusals(item.passes)
         if item.passes.paused:
             click.echo(f"issue {item.issue_id}: {item.passes.paused}", err=True)
     if worst:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 import click
@@ -18,6 +18,7 @@ import click
 from .cli_context import AppContext, pass_app
 from .consent import ConsentRecord, ConsentText, lapses_on
 from .errors import StoreError
+from .history import Happening, sends_and_reports
 from .signup.requests import SignupRequest
 from .subscribers import SqliteStore, Subscriber, open_store
 
@@ -49,6 +50,7 @@ class Profile:
     consents: list[ConsentRecord]
     texts: dict[str, ConsentText]  # by hash
     pending: SignupRequest | None
+    mail: list[Happening] = field(default_factory=list)  # issues sent, reports about them
 
 
 def profile(store: SqliteStore, email: str, now: dt.datetime) -> Profile:
@@ -63,7 +65,8 @@ def profile(store: SqliteStore, email: str, now: dt.datetime) -> Profile:
         text = store.consent_text(record.consent.text_hash) if record.consent.text_hash else None
         if text is not None:
             texts[record.consent.text_hash] = text
-    return Profile(email, subscriber, trail, consents, texts, pending[0] if pending else None)
+    mail = sends_and_reports(store.conn, subscriber.id) if subscriber else []
+    return Profile(email, subscriber, trail, consents, texts, pending[0] if pending else None, mail)
 
 
 def _who(p: Profile) -> list[str]:
@@ -131,8 +134,19 @@ def _history(p: Profile) -> list[str]:
         what = EVENT_WORDS.get(event["kind"], event["kind"])
         if event["kind"] == "status":
             what = event["detail"]  # bounced, complained
-        detail = event["detail"] if event["kind"] == "language" else ""
+        # the language chosen, the reason for a reactivation, what a merge joined
+        detail = event["detail"] if event["kind"] in ("language", "resubscribe", "update") else ""
         lines.append(f"  {event['at']}  {what:<13} {event['route']}  {detail}".rstrip())
+    return lines
+
+
+def _mail(p: Profile) -> list[str]:
+    """Every issue sent, and every bounce, complaint or mailto unsubscribe about it."""
+    if not p.mail:
+        return []
+    lines = ["sends and reports"]
+    for h in p.mail:
+        lines.append(f"  {h.at}  {h.kind:<13} {h.route}  {h.detail}".rstrip())
     return lines
 
 
@@ -147,7 +161,7 @@ def _pending(p: Profile) -> list[str]:
     ]
 
 
-SECTIONS: list[Callable[[Profile], list[str]]] = [_who, _consent, _history, _pending]
+SECTIONS: list[Callable[[Profile], list[str]]] = [_who, _consent, _history, _mail, _pending]
 
 
 @click.command()

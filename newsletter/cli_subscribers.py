@@ -80,7 +80,8 @@ def _language(value: str | None) -> str | None:
 
 @click.group()
 def subscribers() -> None:
-    """Keep the list: import, add, unsubscribe, remove, list, export, count."""
+    """Keep the list: import, add, set, show, unsubscribe, reactivate, remove, list, export,
+    count."""
 
 
 @subscribers.command("import")
@@ -185,8 +186,11 @@ def add(
 ) -> None:
     """Add one subscriber."""
     consent = _consent(basis, consent_date, note or "", "cli")
-    language = _language(language) or app.settings.default_language
+    language = _language(language)
     with open_store(app.settings) as store:
+        if language is None:  # someone coming back keeps their language unless told
+            known = store.find(email)
+            language = known.language if known else app.settings.default_language
         subscriber = store.add(
             email,
             name=name,
@@ -223,6 +227,50 @@ def unsubscribe(app: AppContext, email: str) -> None:
             click.echo(f"unsubscribed {subscriber.email}")
         else:
             click.echo(f"{subscriber.email} was already {store.get(subscriber.id).status}")
+
+
+@subscribers.command("set")
+@click.argument("email")
+@click.option("--language", default=None, help="en, fr or both.")
+@click.option("--name", default=None, help="Name as the subscriber gave it ('' clears it).")
+@pass_app
+def set_(app: AppContext, email: str, language: str | None, name: str | None) -> None:
+    """Change someone's language or name (recorded in their history)."""
+    language = _language(language)
+    if language is None and name is None:
+        raise click.UsageError("give --language, --name or both")
+    with open_store(app.settings) as store:
+        person = store.find(email)
+        if person is None:
+            raise StoreError(f"{email} is not on the list; check the spelling with `list`")
+        changed = []
+        if language is not None and store.set_language(person.id, language, "cli"):
+            changed.append(f"language {language}")
+        if name is not None and store.set_name(person.id, name, "cli"):
+            changed.append(f"name {store.get(person.id).name!r}")
+    click.echo(f"{person.email}: " + (", ".join(changed) if changed else "nothing to change"))
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--reason", required=True, help="Why the address works again (kept as proof).")
+@pass_app
+def reactivate(app: AppContext, email: str, reason: str) -> None:
+    """Make a bounced address active again, e.g. when its owner says it works now."""
+    if not reason.strip():
+        raise click.BadParameter("say why", param_hint="--reason")
+    with open_store(app.settings) as store:
+        person = store.find(email)
+        if person is None:
+            raise StoreError(f"{email} is not on the list; check the spelling with `list`")
+        if person.status in (Status.UNSUBSCRIBED, Status.COMPLAINED):
+            raise StoreError(
+                f"{person.email} {person.status} ({person.left_how}); only their new consent "
+                "brings them back: subscribers add --resubscribe"
+            )
+        if not store.reactivate(person.id, reason.strip()):
+            raise StoreError(f"{person.email} is already active")
+    click.echo(f"reactivated {person.email} ({reason.strip()})")
 
 
 @subscribers.command("list")

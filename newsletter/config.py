@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
@@ -31,7 +31,8 @@ SHIPPED_TEMPLATES = next(
 )
 
 PREFIX = "NEWSLETTER_"
-SECRET_NAMES = frozenset({"SECRET", "SMTP_PASSWORD"})  # never printed, not even when wrong
+# never printed, not even when wrong
+SECRET_NAMES = frozenset({"SECRET", "SMTP_PASSWORD", "BOUNCE_PASSWORD"})
 MAX_CONCURRENCY = 64
 MIN_RATE = 0.001  # messages a second: about one every 17 minutes
 LANGUAGES = ("en", "fr")
@@ -86,6 +87,10 @@ DEFAULTS: dict[str, str] = {
     "ARCHIVE_DIR": "site",
     "SIGNUP_GUARD": "300",
     "RECORD_CONSENT_IP": "false",
+    "BOUNCE_DOMAIN": "",
+    "BOUNCE_MAILBOX": "",
+    "BOUNCE_PASSWORD": "",
+    "BOUNCE_CA_FILE": "",
 }
 
 
@@ -156,6 +161,33 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class Mailbox:
+    """Where bounces, complaints and mailto unsubscribes arrive (NEWSLETTER_BOUNCE_MAILBOX)."""
+
+    scheme: str  # imap (STARTTLS) | imaps | pop3 (STLS) | pop3s
+    host: str
+    port: int
+    user: str
+    folder: str  # IMAP only; POP3 has just the one
+    password: str = field(repr=False)
+    ca_file: str = ""
+
+    @property
+    def imap(self) -> bool:
+        return self.scheme.startswith("imap")
+
+    def __str__(self) -> str:  # never the password
+        folder = f"/{self.folder}" if self.imap else ""
+        return f"{self.scheme}://{self.user}@{self.host}:{self.port}{folder}"
+
+
+@dataclass(frozen=True)
+class BounceSettings:
+    domain: str  # the envelope sender's domain: bounces+TOKEN@domain, unsubscribe+TOKEN@domain
+    mailbox: Mailbox | None
+
+
+@dataclass(frozen=True)
 class Settings:
     identity: Identity
     smtp: SmtpSettings
@@ -173,6 +205,7 @@ class Settings:
     templates_dir: Path | None  # None: the templates/ folder shipped with the package
     archive_dir: Path  # the public archive's static site: written by `archive`, served by `serve`
     signup: SignupSettings
+    bounces: BounceSettings = BounceSettings("", None)
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
 
@@ -216,6 +249,8 @@ def load_settings(
     def fail(name: str, problem: str) -> SettingsError:
         path, line = where(name)
         shown = "(value hidden)" if name in SECRET_NAMES else repr(get(name))
+        if name == "BOUNCE_MAILBOX":  # a password typed into the URL is not shown either
+            shown = repr(re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", get(name)))
         return SettingsError(f"{PREFIX}{name}={shown}: {problem}", path, line)
 
     def integer(name: str, low: int = 0) -> int:
@@ -345,6 +380,20 @@ def load_settings(
     if timeout == 0:
         raise fail("SMTP_TIMEOUT", "must be more than 0 seconds, e.g. 30")
 
+    bounce_domain = get("BOUNCE_DOMAIN").lower().rstrip(".")
+    if bounce_domain and not re.fullmatch(
+        r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]{2,}", bounce_domain
+    ):
+        raise fail("BOUNCE_DOMAIN", "must be a domain name, e.g. bounces.example.org")
+    mailbox = None
+    if get("BOUNCE_MAILBOX"):
+        try:
+            mailbox = parse_mailbox(
+                get("BOUNCE_MAILBOX"), get("BOUNCE_PASSWORD"), get("BOUNCE_CA_FILE")
+            )
+        except ValueError as exc:
+            raise fail("BOUNCE_MAILBOX", str(exc)) from None
+
     identity = Identity(
         base_url=base_url,
         title={lang: get(f"TITLE_{lang.upper()}") for lang in LANGUAGES},
@@ -389,11 +438,47 @@ def load_settings(
         signup=SignupSettings(
             guard_s=integer("SIGNUP_GUARD"), record_ip=record_ip in ("true", "1", "yes")
         ),
+        bounces=BounceSettings(bounce_domain, mailbox),
         unknown=tuple(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)
             for name in dict.fromkeys([*environ, *file_values])
             if name.startswith(PREFIX) and name.removeprefix(PREFIX) not in DEFAULTS
         ),
+    )
+
+
+_MAILBOX_PORTS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995}
+
+
+def parse_mailbox(url: str, password: str, ca_file: str = "") -> Mailbox:
+    """imaps://user@host:993/INBOX, imap://... (STARTTLS), pop3s://..., pop3://... (STLS).
+
+    The password comes apart (NEWSLETTER_BOUNCE_PASSWORD), never in the URL, which is shown."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(
+            "cannot read it; write e.g. imaps://bounces@mail.example.org/INBOX"
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme not in _MAILBOX_PORTS:
+        raise ValueError("must start with imaps://, imap:// (STARTTLS), pop3s:// or pop3:// (STLS)")
+    if parts.password is not None:
+        raise ValueError("put the password in NEWSLETTER_BOUNCE_PASSWORD, not in the URL")
+    if not parts.username or not parts.hostname:
+        raise ValueError("needs a user and a host, e.g. imaps://bounces@mail.example.org/INBOX")
+    folder = unquote(parts.path.lstrip("/")) or "INBOX"
+    if scheme.startswith("pop3") and parts.path.strip("/"):
+        raise ValueError("a POP3 mailbox has no folders; leave the path out")
+    return Mailbox(
+        scheme=scheme,
+        host=parts.hostname,
+        port=port or _MAILBOX_PORTS[scheme],
+        user=unquote(parts.username),
+        folder=folder,
+        password=password,
+        ca_file=ca_file,
     )
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import StoreError
-from .normalise import check_email, email_key
+from .normalise import check_email, email_key_v1
 from .schema import MIGRATIONS
 
 # How long a connection waits for another process's write lock before it gives up with
@@ -62,7 +62,8 @@ def connect(
             )
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a commit survives a crash
         conn.create_function("nl_ascii_email", 1, _ascii_email, deterministic=True)
-        conn.create_function("nl_email_key", 1, email_key, deterministic=True)
+        # migration 3's key, as it was when that migration was written
+        conn.create_function("nl_email_key", 1, email_key_v1, deterministic=True)
         migrate(conn, path)
         return conn
     except BaseException as exc:

@@ -83,13 +83,17 @@ def outgoing(
     signer: Signer | None = None,
 ) -> Outgoing:
     """One message, rendered from the compiled edition only when the transport asks."""
+    # with a bounce domain, each message has its own envelope sender (VERP): a bounce
+    # names the delivery it is about
+    mail_from = recipient.envelope_from or compiled.from_addr
     if signer is None:
         return Outgoing(
-            mail_from=compiled.from_addr,
+            mail_from=mail_from,
             rcpt=recipient.email,
             filename=filename,
             data=lambda: compiled.render(recipient, message_id),
             smtp_data=lambda: compiled.smtp_payload(recipient, message_id),
+            envid=recipient.envid,
         )
 
     def signed() -> bytes:
@@ -97,11 +101,12 @@ def outgoing(
         return signer.header(message) + message
 
     return Outgoing(
-        mail_from=compiled.from_addr,
+        mail_from=mail_from,
         rcpt=recipient.email,
         filename=filename,
         data=signed,
         smtp_data=lambda: dot_stuff(signed()) + b".\r\n",
+        envid=recipient.envid,
     )
 
 

@@ -18,6 +18,9 @@ class Exit(IntEnum):
     # a send left only deferred messages (temporary refusals): run send again later, or let
     # `newsletter due` retry them
     DEFERRED = 4
+    # `bounces read -` could not record the message (a busy or full database): an MTA that
+    # piped it keeps it and tries again later (sysexits.h EX_TEMPFAIL)
+    TEMPFAIL = 75
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -25,4 +28,4 @@ EXIT_TABLE = """\
 Exit status: 0 done; 1 check errors, rejected rows, or a send finished with failed or
 uncertain messages; 2 bad input, settings or login (nothing done); 3 send paused (run it
 again to resume); 4 only deferred messages left (run send again later, or newsletter due);
-130 interrupted."""
+75 bounces read - could not record the message (an MTA retries later); 130 interrupted."""

@@ -124,7 +124,7 @@ class CompiledEdition:
             LIST_UNSUB: b"List-Unsubscribe: <"
             + unsub
             + b">,\r\n <"
-            + self.mailto.encode()
+            + (recipient.unsubscribe_mailto or self.mailto).encode("ascii")
             + b">\r\n",
             TEXT_UNSUB: _qp_piece(unsub),
             TEXT_PREFS: _qp_piece(prefs),

@@ -37,6 +37,11 @@ class Recipient:
     name: str
     unsubscribe_url: str
     preferences_url: str
+    # With NEWSLETTER_BOUNCE_DOMAIN: the person's List-Unsubscribe mailto, and this message's
+    # envelope sender (VERP) and DSN envelope id. Empty: the edition's defaults.
+    unsubscribe_mailto: str = ""
+    envelope_from: str = ""
+    envid: str = ""
 
 
 def sample_recipient(identity: Identity) -> Recipient:
@@ -84,7 +89,8 @@ def personalise_text(text: str, recipient: Recipient) -> str:
 
 
 def list_unsubscribe(edition: RenderedEdition, recipient: Recipient) -> str:
-    return f"<{recipient.unsubscribe_url}>, <mailto:{edition.view.from_addr}?subject=unsubscribe>"
+    mailto = recipient.unsubscribe_mailto or f"mailto:{edition.view.from_addr}?subject=unsubscribe"
+    return f"<{recipient.unsubscribe_url}>, <{mailto}>"
 
 
 def build_message(

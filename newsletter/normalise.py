@@ -8,9 +8,18 @@ import unicodedata
 
 
 def email_key(email: str) -> str:
-    """What makes two addresses the same person: the domain is case-insensitive, the local part
-    is not (RFC 5321), though almost every server treats it so; we keep to the standard. A
-    non-ASCII domain counts as its IDNA form, the one the store keeps (see check_email)."""
+    """What makes two addresses the same person: the whole address without regard to case.
+
+    RFC 5321 lets a server tell `Kevin` from `kevin` before the @-sign, but no mailbox
+    provider does, and treating them as two people sends one mailbox two copies (the
+    subscriber_merges migration merged such pairs). A non-ASCII domain counts as its IDNA
+    form, the one the store keeps (see check_email)."""
+    return email_key_v1(email).lower()
+
+
+def email_key_v1(email: str) -> str:
+    """The key before the case-merging migration (local part case-sensitive): migration 3
+    uses it."""
     email = email.strip()
     if not email.isascii():
         # one the store cannot hold keeps its non-ASCII form, which matches no stored key

@@ -193,9 +193,17 @@ class SqliteStore(SignupRequests):
     # -- reading -------------------------------------------------------------------------
 
     def get(self, subscriber_id: int) -> Subscriber | None:
+        """The subscriber with this id, or the one it was merged into (links already mailed
+        to either address keep working)."""
         row = self.conn.execute(
             f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)
         ).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM subscribers WHERE id ="
+                " (SELECT kept_id FROM subscriber_merges WHERE merged_id = ?)",
+                (subscriber_id,),
+            ).fetchone()
         return _subscriber(row) if row else None
 
     def find(self, email: str) -> Subscriber | None:
@@ -354,6 +362,39 @@ class SqliteStore(SignupRequests):
                 kind = "unsubscribe" if status is Status.UNSUBSCRIBED else "status"
                 self._event(subscriber_id, kind, how, str(status))
         return bool(changed)
+
+    def reactivate(self, subscriber_id: int, reason: str, how: str = "cli") -> bool:
+        """Make a bounced address active again (it works now: the person says so); the reason
+        is kept. Someone who unsubscribed or complained comes back only with new consent
+        (`add --resubscribe`). True if this call changed it."""
+        with db.transaction(self.conn):
+            changed = self.conn.execute(
+                "UPDATE subscribers SET status = 'active', left_at = NULL, left_how = NULL,"
+                " updated_at = ? WHERE id = ? AND status = 'bounced'",
+                (_now(), subscriber_id),
+            ).rowcount
+            if changed:
+                self._event(subscriber_id, "resubscribe", f"{how}:reactivate", reason)
+        return bool(changed)
+
+    def merge_notes(self) -> list[str]:
+        """What the case-merging migration merged and nobody was told yet; marked told."""
+        waiting = self.conn.execute("SELECT 1 FROM subscriber_merges WHERE reported = 0 LIMIT 1")
+        if waiting.fetchone() is None:
+            return []  # the usual case: no write, so no wait for another writer's lock
+        with db.transaction(self.conn):
+            rows = self.conn.execute(
+                "SELECT m.merged_id, m.email, m.status, m.language, s.id, s.email AS kept"
+                " FROM subscriber_merges m LEFT JOIN subscribers s ON s.id = m.kept_id"
+                " WHERE m.reported = 0 ORDER BY m.merged_id"
+            ).fetchall()
+            self.conn.execute("UPDATE subscriber_merges SET reported = 1 WHERE reported = 0")
+        return [
+            f"merged {r['email']} (#{r['merged_id']}, {r['status']}, {r['language']}) into "
+            f"{r['kept'] or '(since removed)'} (#{r['id'] or '?'}): one address in two cases; "
+            "the more restrictive status was kept, and both histories"
+            for r in rows
+        ]
 
     def unsubscribe(self, subscriber_id: int, how: str) -> bool:
         """Unsubscribe at once; True if this call did it, False if already done (or unknown)."""

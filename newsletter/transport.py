@@ -39,6 +39,7 @@ class Outgoing:
     filename: str  # a name for the outbox
     data: Callable[[], bytes]  # the message, CRLF line ends
     smtp_data: Callable[[], bytes]  # the same, dot-stuffed and ended with CRLF.CRLF
+    envid: str = ""  # DSN envelope id (RFC 3461), sent with RET=HDRS where the server has DSN
 
 
 class SendFailure(Exception):
@@ -176,6 +177,9 @@ class SmtpConnection:
             raise Refused("address contains spaces or angle brackets")
         client = self.client
         mail, rcpt = f"MAIL FROM:<{message.mail_from}>", f"RCPT TO:<{message.rcpt}>"
+        if message.envid and "DSN" in client.extensions:
+            # a bounce then carries our id and only the headers, not the whole issue back
+            mail += f" RET=HDRS ENVID={message.envid}"
         replies: list[Reply] = []
         try:
             if self.pipelining:

@@ -45,6 +45,7 @@ class ScriptedServer:
         self.stored: list[tuple[str, bytes]] = []
         self.sessions = 0
         self.commands: list[str] = []
+        self.lines: list[str] = []  # every command line but AUTH, whole
         self.listener = socket.socket()
         # a small window, so that a server that stops reading makes the client's write wait
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -110,6 +111,8 @@ class ScriptedServer:
             verb = line.split(" ", 1)[0].upper()
             with self.lock:
                 self.commands.append(verb)
+                if verb != "AUTH":
+                    self.lines.append(line)
             if verb == "EHLO":
                 reply = self._take(s.ehlo)
                 if reply == "250":

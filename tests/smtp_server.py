@@ -26,6 +26,7 @@ def free_port() -> int:
 class Received:
     rcpt: str
     data: bytes
+    mail_from: str = ""
 
     @property
     def message(self) -> EmailMessage:
@@ -35,7 +36,8 @@ class Received:
 @dataclass
 class Handler:
     """Records what it accepts. `script[rcpt]` lists what to do on the next RCPT TO of that
-    address, one action per attempt: "421", "451", "550" (answer that), "drop" (close the
+    address, one action per attempt: "421", "451", "550" (answer that; or a whole reply such
+    as "550 5.7.1 blocked"), "drop" (close the
     connection), "hold-discard" / "hold-keep" (at DATA: block until `gate` is set, then
     discard, or keep the message having stored it first)."""
 
@@ -71,6 +73,8 @@ class Handler:
             if action == "421":
                 server.transport.close()
             return f"{action} {text}"
+        if action[:3].isdigit() and " " in action:  # a whole reply of the test's own
+            return action
         if action == "drop":
             server.transport.close()
             return "421 closing"
@@ -97,7 +101,8 @@ class Handler:
         with self.lock:
             self.stamps.append(time.monotonic())
             for rcpt in envelope.rcpt_tos:
-                self.received.append(Received(rcpt, envelope.original_content or envelope.content))
+                data = envelope.original_content or envelope.content
+                self.received.append(Received(rcpt, data, envelope.mail_from))
 
 
 class Server:
