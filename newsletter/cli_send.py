@@ -362,7 +362,10 @@ def _resume(
     recovered = ledger.recover()
     uncertain = ledger.in_state(State.UNCERTAIN)
     if recovered:
-        click.echo(f"{recovered} message(s) were in flight when the last send stopped.")
+        click.echo(
+            f"{recovered} message(s) were claimed by the last send when it stopped (in flight, "
+            "or next in line)."
+        )
     resend = len(uncertain) if resend_uncertain else 0
     if uncertain and not resend:
         click.echo(
@@ -549,7 +552,9 @@ def status(app: AppContext, issue_dir: Path) -> None:
                 "delivered: later refusals come back by mail (newsletter bounces fetch)"
             )
         if in_flight:
-            click.echo(f"a send is running: {in_flight} message(s) in flight")
+            click.echo(
+                f"a send is running: {in_flight} message(s) claimed (in flight, or next in line)"
+            )
         for d in ledger.in_state(State.DEFERRED):
             click.echo(
                 f"deferred   {d.email} (attempt {d.attempts}, next {_when(d.next_attempt)}): "
@@ -573,7 +578,8 @@ def _relabel(db_path: Path, ledger: Ledger) -> int:
     except SendBusy:
         return len(ledger.in_state(State.SENDING))
     click.echo(
-        f"{recovered} message(s) were in flight when the last send stopped: now uncertain "
+        f"{recovered} message(s) were claimed by the last send when it stopped (in flight, or "
+        "next in line): now uncertain "
         "(they may have arrived; resend them with send --resend-uncertain)"
     )
     return 0

@@ -1,19 +1,29 @@
-"""One pass over the ledger: workers over reused connections, a rate limit, the retry queue.
+"""One pass of one worker over the ledger: threads over reused connections, claiming the
+ledger's rows in batches.
 
-Reads like the algorithm: open a session, claim a row, render its message from the
-edition's compiled template, hand it to the transport, record what the server said and
-claim the next row in the same commit. What is recorded follows the SMTP phase a failure
-happened in (see transport.py): a temporary refusal is `deferred` to a later attempt
-(backoff doubling from `retry_backoff` up to an hour, until `retry_for` has passed since
-its first attempt), a permanent one `failed`, a lost reply `uncertain`. A session that
-cannot be opened is nobody's fault: no row is claimed for it. The pass ends when nothing
-is due; deferred rows wait for the next pass. Too many failures in a row pause it; Ctrl-C
-lets the messages in flight finish.
+Reads like the algorithm: claim k rows (one commit: each becomes `sending`, ours until our
+lease runs out), and for each, in one of `concurrency` threads, open a session if needed,
+render the message from its edition's compiled template, hand it to the transport and keep
+what the server said; the outcomes are recorded in batches too (one commit), only where we
+still hold the row. What is recorded follows the SMTP phase a failure happened in (see
+transport.py): a temporary refusal is `deferred` (backoff doubling from `retry_backoff` up
+to an hour, until `retry_for` has passed since its first attempt), a permanent one
+`failed`, a lost reply `uncertain`. A session that cannot be opened is nobody's fault: the
+rows waiting for it go back as they were.
+
+The worker renews its leases while it lives; a row whose lease lapsed (a worker killed or
+frozen) is turned uncertain by the next claim, anyone's. A worker never starts an SMTP
+transaction after its lease has run out by its own clock, so one frozen past it sends
+nothing more when it wakes. The pass ends when nothing is due; too many failures in a row
+pause it; Ctrl-C lets the messages in flight finish.
 """
 
 from __future__ import annotations
 
 import collections
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,22 +32,21 @@ from dataclasses import dataclass
 from .fastmime import CompiledEdition, dot_stuff
 from .ledger import Delivery, Ledger, Outcome, State
 from .message import Recipient
+from .pacing import HOUR, Limiter, Sessions
 from .signing import Signer
 from .transport import (
     ConnectFailure,
     Connection,
     Deferred,
-    Halt,
     Outgoing,
     Refused,
     Transport,
     Uncertain,
 )
 
-HOUR = 3600.0
 MAX_BACKOFF = HOUR  # a deferred message is tried at least once an hour
-MAX_CONNECT_BACKOFF = 60.0
 IDLE_CLOSE = 30.0  # a session left waiting longer than this for the limiter is closed
+FLUSH_EVERY = 0.5  # seconds an outcome may wait in memory before it is recorded
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,13 @@ class SendOptions:
     retry_for: float = 2 * 86400.0  # a deferred message expires this long after its first try
     pause_after: int = 20  # permanent or uncertain outcomes in a row before the pass pauses
     connect_patience: float = 300.0  # seconds of failing to open any session before a pause
+    batch: int = 0  # rows claimed at a time; 0: twice the concurrency
+    lease: float = 60.0  # seconds a claim holds without renewal
+    workers: int = 1  # worker processes (see workers.py)
+
+    @property
+    def k(self) -> int:
+        return self.batch or 2 * self.concurrency
 
 
 @dataclass
@@ -61,6 +77,15 @@ class Progress:
     uncertain: int = 0
     skipped: int = 0
     note: str = ""
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "deferred": self.deferred,
+            "uncertain": self.uncertain,
+            "skipped": self.skipped,
+        }
 
 
 @dataclass(frozen=True)
@@ -110,98 +135,13 @@ def outgoing(
     )
 
 
-class _Limiter:
-    """Spaces messages `1/rate` apart and keeps an hourly cap over a rolling hour."""
-
-    def __init__(self, rate: float, hourly_cap: int, sent_last_hour: int):
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.cap = hourly_cap
-        self.lock = threading.Lock()
-        self.next_slot = 0.0
-        now = time.monotonic()
-        # what was sent in the last hour before this run counts against the cap
-        self.stamps: collections.deque[float] = collections.deque([now] * sent_last_hour)
-
-    def wait(self, stop: threading.Event, progress: Progress) -> bool:
-        """Block until a message may go; False if the run is stopping."""
-        if not self.interval and not self.cap:
-            return not stop.is_set()
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                if self.cap:
-                    while self.stamps and self.stamps[0] <= now - HOUR:
-                        self.stamps.popleft()
-                    if len(self.stamps) >= self.cap:
-                        delay = self.stamps[0] + HOUR - now
-                        progress.note = f"hourly cap of {self.cap} reached; waiting {delay:.0f} s"
-                    else:
-                        delay = max(0.0, self.next_slot - now)
-                        if delay == 0.0:
-                            self.next_slot = max(now, self.next_slot) + self.interval
-                            if self.cap:
-                                self.stamps.append(now)
-                            progress.note = ""
-                            return not stop.is_set()
-                else:
-                    delay = max(0.0, self.next_slot - now)
-                    if delay == 0.0:
-                        self.next_slot = max(now, self.next_slot) + self.interval
-                        return not stop.is_set()
-            if stop.wait(min(delay, 1.0)):
-                return False
-
-
-class _Sessions:
-    """Opens sessions for every worker, with one shared backoff after a failure."""
-
-    def __init__(self, transport: Transport, patience: float):
-        self.transport = transport
-        self.patience = patience
-        self.lock = threading.Lock()
-        self.failures = 0
-        self.failing_since: float | None = None
-        self.next_try = 0.0
-        self.last_error = ""
-
-    def open(self, stop: threading.Event) -> Connection | None:
-        """A new session, or None when the pass is stopping; raises a permanent failure.
-
-        A temporary failure is retried after a pause that doubles, shared by all workers
-        so that a server that is down is not hammered; after `patience` seconds without a
-        single session it raises, and the caller pauses the pass.
-        """
-        while not stop.is_set():
-            with self.lock:
-                delay = self.next_try - time.monotonic()
-            if delay > 0:
-                if stop.wait(min(delay, 1.0)):
-                    return None
-                continue
-            try:
-                conn = self.transport.connect()
-            except ConnectFailure as exc:
-                if not exc.temporary:
-                    raise
-                with self.lock:
-                    now = time.monotonic()
-                    self.failures += 1
-                    self.last_error = str(exc)
-                    if self.failing_since is None:
-                        self.failing_since = now
-                    if now - self.failing_since >= self.patience:
-                        raise
-                    backoff = min(0.5 * 2 ** (self.failures - 1), MAX_CONNECT_BACKOFF)
-                    self.next_try = max(self.next_try, now + backoff)
-                continue
-            with self.lock:
-                self.failures, self.failing_since = 0, None
-            return conn
-        return None
+def worker_name() -> str:
+    """Unique among every process of every host taking part in a send."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class SendRun:
-    """One pass over the ledger of one issue."""
+    """One pass of one worker (a process) over the ledger of one issue."""
 
     def __init__(
         self,
@@ -212,6 +152,9 @@ class SendRun:
         options: SendOptions,
         on_progress: Callable[[Progress], None] = lambda p: None,
         signer: Signer | None = None,
+        limiter: Limiter | None = None,
+        worker: str | None = None,
+        stop: threading.Event | None = None,
     ):
         self.signer = signer
         self.ledger = ledger
@@ -220,57 +163,103 @@ class SendRun:
         self.personalise = personalise
         self.options = options
         self.on_progress = on_progress
+        self.worker = worker or worker_name()
         self.progress = Progress()
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.paused: str | None = None
         self.held = False
-        self.queue: collections.deque[Delivery] = collections.deque()
-        self.queued: set[int] = set()
-        self.cursor = 0  # the last subscriber id taken from the ledger
         self.lock = threading.Lock()
+        self.queue: collections.deque[Delivery] = collections.deque()
+        self.cursor = 0  # the last subscriber id claimed, for the next claim
+        self.exhausted = False
+        self.outcomes: list[Outcome] = []
+        self.flushed_at = time.monotonic()
+        self.unsent: list[int] = []  # claimed, no SMTP transaction started: given back
         self.in_flight = 0
         self.failures_in_row = 0
-        self.sessions = _Sessions(transport, options.connect_patience)
-        self.limiter = _Limiter(
+        self.sessions = Sessions(transport, options.connect_patience)
+        self.limiter = limiter or Limiter(
             options.rate, options.hourly_cap, ledger.sent_since(HOUR) if options.hourly_cap else 0
         )
+        self.lease_until = 0.0  # by this process's monotonic clock, with a margin
         self.errors: list[BaseException] = []
         self.all_done = threading.Event()
         self.live_workers = 0
 
-    # --- dispatch ------------------------------------------------------------------------
+    # --- claims and outcomes ---------------------------------------------------------------
 
-    def _refill(self) -> Delivery | None:
-        """Under self.lock: the next queued row, fetching a batch from the ledger if needed."""
-        if not self.queue:
-            self.ledger.check_in_place()
-            batch = self.ledger.due(256, self.queued, self.cursor)
-            if not batch and self.cursor:
-                # past the end: what is left behind us are retries now due
-                self.cursor = 0
-                batch = self.ledger.due(256, self.queued, 0)
+    def _claim(self) -> None:
+        """Under self.lock: refill the queue with a batch of claimed rows."""
+        self.ledger.check_in_place()
+        self.ledger.reap()
+        while not self.queue and not self.exhausted:
+            started = time.monotonic()
+            # no more than k rows held at once, counting those still in flight: that bounds
+            # what a crash leaves uncertain
+            want = max(1, self.options.k - self.in_flight)
+            batch, cursor, skipped = self.ledger.claim(
+                self.worker, want, self.options.lease, self.cursor
+            )
+            self.progress.skipped += skipped
+            if not batch and cursor == 0:
+                if self.cursor == 0:
+                    self.exhausted = True  # nothing due anywhere: this pass is over
+                self.cursor = 0  # past the end: what is behind us are retries now due
+                continue
+            self.cursor = cursor
             if batch:
-                self.cursor = batch[-1].subscriber_id
-            self.queue.extend(batch)
-            self.queued.update(d.subscriber_id for d in batch)
-        if not self.queue:
-            return None
-        self.in_flight += 1
-        return self.queue.popleft()
+                # a margin below the lease the database holds: never send on a lapsed claim
+                self.lease_until = started + 0.8 * self.options.lease
+                self.queue.extend(batch)
 
     def _take(self) -> Delivery | None:
-        """The next row for a worker; None when nothing is due (the pass is over for it)."""
-        if self.stop.is_set():
-            return None
+        """The next claimed row for a thread; None when the pass is over for it."""
         with self.lock:
-            return self._refill()
+            if self.stop.is_set():
+                return None
+            if not self.queue:
+                self._flush_locked()
+                self._claim()
+            if not self.queue:
+                return None
+            self.in_flight += 1
+            return self.queue.popleft()
 
-    def _done(self, delivery: Delivery) -> None:
+    def _done(self, outcome: Outcome | None, delivery: Delivery) -> None:
         with self.lock:
             self.in_flight -= 1
-            self.queued.discard(delivery.subscriber_id)
+            if outcome is None:
+                self.unsent.append(delivery.subscriber_id)
+            else:
+                self.outcomes.append(outcome)
+                due = time.monotonic() - self.flushed_at > FLUSH_EVERY
+                if len(self.outcomes) >= self.options.k or due:
+                    self._flush_locked()
 
-    # --- one worker ----------------------------------------------------------------------
+    def _flush_locked(self) -> None:
+        if self.outcomes:
+            self.ledger.mark(self.worker, self.outcomes)
+            self.outcomes = []
+        if self.unsent:
+            self.ledger.release(self.worker, self.unsent)
+            self.unsent = []
+        self.flushed_at = time.monotonic()
+
+    def _renew(self) -> None:
+        """Keep our claims alive while we hold any; stop if the database cannot be reached."""
+        interval = self.options.lease / 4
+        while not self.all_done.wait(interval):
+            started = time.monotonic()
+            try:
+                self.ledger.renew(self.worker, self.options.lease)
+            except Exception as exc:  # noqa: BLE001 - the workers stop at the lease, not here
+                self.errors.append(exc)
+                self.stop.set()
+                return
+            with self.lock:
+                self.lease_until = started + 0.8 * self.options.lease
+
+    # --- one message -----------------------------------------------------------------------
 
     def _outgoing(self, delivery: Delivery) -> Outgoing:
         return outgoing(
@@ -288,8 +277,7 @@ class SendRun:
         if now - first >= self.options.retry_for:
             waited = _duration(now - first)
             return Outcome(delivery.subscriber_id, State.FAILED, f"expired after {waited}: {reply}")
-        attempts = delivery.attempts + 1
-        delay = min(self.options.retry_backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        delay = min(self.options.retry_backoff * 2 ** (delivery.attempts - 1), MAX_BACKOFF)
         # never past the expiry: the last try happens when the time is up
         retry_at = min(now + delay, first + self.options.retry_for)
         return Outcome(delivery.subscriber_id, State.DEFERRED, reply, retry_at)
@@ -332,56 +320,45 @@ class SendRun:
                         f"(last: {outcome.reply}); run send again to resume"
                     )
                     self.stop.set()
+        p.note = self.limiter.note
         self.on_progress(p)
 
-    def _worker(self) -> None:
+    # --- one thread ------------------------------------------------------------------------
+
+    def _thread(self) -> None:
         conn: Connection | None = None
-        outcome: Outcome | None = None
         idle_since = time.monotonic()
-
-        def flush() -> None:
-            nonlocal outcome
-            if outcome is not None:
-                self.ledger.record(outcome, None)
-                outcome = None
-
         try:
             while True:
                 delivery = self._take()
                 if delivery is None:
                     break
+                outcome: Outcome | None = None
                 try:
                     if self.limiter.interval or self.limiter.cap:
-                        flush()  # the limiter may hold this worker for a while
-                        if not self.limiter.wait(self.stop, self.progress):
+                        if not self.limiter.wait(self.stop):
                             break
                         if conn is not None and time.monotonic() - idle_since > IDLE_CLOSE:
                             conn.close()  # the server may have given up on it meanwhile
                             conn = None
                     if conn is None:
                         # a session first: a failure to open one is no reader's attempt
-                        flush()
                         conn = self.sessions.open(self.stop)
                         if conn is None:
                             break
-                    claimed = self.ledger.record(outcome, delivery.subscriber_id)
-                    outcome = None
-                    if not claimed:
-                        with self.lock:
-                            self.progress.skipped += 1
-                        continue
-                    try:
-                        outcome, alive = self._attempt(conn, delivery)
-                    except Halt:
-                        self.ledger.release(delivery.subscriber_id)
-                        raise
+                    if time.monotonic() >= self.lease_until:
+                        # frozen or cut off past our lease: its rows may be someone else's
+                        self.stop.set()
+                        break
+                    # (a Halt leaves `outcome` None: the row goes back as it was)
+                    outcome, alive = self._attempt(conn, delivery)
                     idle_since = time.monotonic()
                     if not alive:
                         conn.close()
                         conn = None
                     self._count(outcome)
                 finally:
-                    self._done(delivery)
+                    self._done(outcome, delivery)
         except ConnectFailure as exc:
             if exc.temporary:
                 with self.lock:
@@ -395,7 +372,6 @@ class SendRun:
             self.stop.set()
         finally:
             try:
-                flush()
                 if conn is not None:
                     conn.close()
             finally:
@@ -405,13 +381,16 @@ class SendRun:
                         self.all_done.set()
 
     def run(self) -> RunResult:
-        workers = [
-            threading.Thread(target=self._worker, name=f"send-{n}", daemon=True)
+        self.ledger.join(self.worker, socket.gethostname(), os.getpid())
+        threads = [
+            threading.Thread(target=self._thread, name=f"send-{n}", daemon=True)
             for n in range(self.options.concurrency)
         ]
-        self.live_workers = len(workers)
-        for w in workers:
-            w.start()
+        self.live_workers = len(threads)
+        renewer = threading.Thread(target=self._renew, name="send-lease", daemon=True)
+        renewer.start()
+        for t in threads:
+            t.start()
         interrupted = False
         # Waiting on an Event, not Thread.join(): a join interrupted by Ctrl-C can leave
         # CPython (before 3.13) believing the thread has ended while it still sends.
@@ -423,6 +402,13 @@ class SendRun:
             interrupted = True
             self.stop.set()
             self.all_done.wait()
+        renewer.join()
+        with self.lock:
+            # what was claimed and never started goes back as it was
+            self.unsent.extend(d.subscriber_id for d in self.queue)
+            self.queue.clear()
+            self._flush_locked()
+        self.ledger.tally(self.worker, self.progress.counts(), finished=True)
         for exc in self.errors:
             raise exc
         return RunResult(self.progress, self.paused, interrupted=interrupted, held=self.held)

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from . import db
 from .errors import DeliveryError, StoreError
@@ -68,6 +69,12 @@ class Outcome:
     state: State  # SENT, FAILED, UNCERTAIN, or DEFERRED (retry at next_attempt)
     reply: str
     next_attempt: float = 0.0
+
+
+class Claim(NamedTuple):
+    rows: list[Delivery]
+    cursor: int  # claim from just past this id next; 0: the end was reached
+    skipped: int  # rows of people who had left, marked skipped by this claim
 
 
 @dataclass(frozen=True)
@@ -224,7 +231,8 @@ class Ledger:
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE deliveries SET state = 'uncertain', updated_at = ?,"
-                " last_reply = 'in flight when a previous send stopped; it may have arrived'"
+                " last_reply = 'claimed by a send that stopped (in flight, or next in line);"
+                " it may have arrived'"
                 " WHERE issue_id = ? AND state = 'sending'",
                 (_now(), self.issue_id),
             )
@@ -278,60 +286,150 @@ class Ledger:
         ).fetchone()
         return row[0]
 
-    def record(self, outcome: Outcome | None, claim: int | None, now: float | None = None) -> bool:
-        """Record an outcome and claim the next row, in one commit.
+    def claim(
+        self, worker: str, k: int, lease: float, after: int = 0, now: float | None = None
+    ) -> Claim:
+        """Claim up to `k` rows that are due, walking forward by id from just past `after`,
+        in one commit: each becomes `sending`, owned by `worker` until `now + lease`.
+        Returns them, the cursor to claim from next, and how many were skipped.
 
-        The claim succeeds only for a pending (or deferred) row whose subscriber is still
-        active; a subscriber who left meanwhile is marked skipped. Returns whether the claim
-        holds.
+        A row whose subscriber has left meanwhile is marked skipped instead. A cursor of 0
+        means the end was reached: the next claim starts again from the first id (the retries
+        that came due behind). No transaction stays open while the messages go.
         """
-        claimed = False
         now = time.time() if now is None else now
+        stamp = _now()
         with self._tx() as conn:
-            stamp = _now()
-            if outcome is not None:
-                conn.execute(
-                    "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
-                    " updated_at = ? WHERE issue_id = ? AND subscriber_id = ?"
-                    " AND state = 'sending'",
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT subscriber_id FROM deliveries WHERE issue_id = ? AND subscriber_id > ?"
+                    " AND (state = 'pending' OR (state = 'deferred' AND next_attempt <= ?))"
+                    " ORDER BY subscriber_id LIMIT ?",
+                    (self.issue_id, after, now, k),
+                )
+            ]
+            if not ids:
+                return Claim([], 0, 0)
+            marks = ",".join("?" * len(ids))
+            skipped = conn.execute(
+                "UPDATE deliveries SET state = 'skipped', updated_at = ?,"
+                " last_reply = 'no longer subscribed' WHERE issue_id = ?"
+                f" AND subscriber_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM subscribers s"
+                " WHERE s.id = deliveries.subscriber_id AND s.status = 'active')",
+                (stamp, self.issue_id, *ids),
+            ).rowcount
+            rows = conn.execute(
+                "UPDATE deliveries SET state = 'sending', owner = ?, lease_until = ?,"
+                " attempts = attempts + 1, first_attempt = coalesce(first_attempt, ?),"
+                f" updated_at = ? WHERE issue_id = ? AND subscriber_id IN ({marks})"
+                " AND state IN ('pending', 'deferred') RETURNING *",
+                (worker, now + lease, now, stamp, self.issue_id, *ids),
+            ).fetchall()
+        claimed = sorted((_delivery(r) for r in rows), key=lambda d: d.subscriber_id)
+        return Claim(claimed, ids[-1], skipped)
+
+    def mark(self, worker: str, outcomes: Iterable[Outcome]) -> int:
+        """Record outcomes in one commit, only where `worker` still holds the row (fenced: a
+        row whose lease lapsed was turned uncertain and stays so). Returns how many held."""
+        stamp = _now()
+        with self._tx() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
+                " updated_at = ?, owner = NULL, lease_until = NULL WHERE issue_id = ?"
+                " AND subscriber_id = ? AND state = 'sending' AND owner = ?",
+                [
                     (
-                        outcome.state.value,
-                        outcome.reply[:500],
-                        outcome.next_attempt,
+                        o.state.value,
+                        o.reply[:500],
+                        o.next_attempt,
                         stamp,
                         self.issue_id,
-                        outcome.subscriber_id,
-                    ),
-                )
-            if claim is not None:
-                cur = conn.execute(
-                    "UPDATE deliveries SET state = 'sending', attempts = attempts + 1,"
-                    " first_attempt = coalesce(first_attempt, ?), updated_at = ?"
-                    " WHERE issue_id = ? AND subscriber_id = ?"
-                    " AND state IN ('pending', 'deferred') AND EXISTS (SELECT 1 FROM"
-                    " subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active')",
-                    (now, stamp, self.issue_id, claim),
-                )
-                claimed = cur.rowcount == 1
-                if not claimed:
-                    conn.execute(
-                        "UPDATE deliveries SET state = 'skipped', updated_at = ?,"
-                        " last_reply = 'no longer subscribed' WHERE issue_id = ?"
-                        " AND subscriber_id = ? AND state IN ('pending', 'deferred')",
-                        (stamp, self.issue_id, claim),
+                        o.subscriber_id,
+                        worker,
                     )
-        return claimed
+                    for o in outcomes
+                ],
+            )
+            return conn.total_changes - before
 
-    def release(self, subscriber_id: int) -> None:
-        """Undo a claim whose message never reached a server: as it was, no attempt counted."""
+    def release(self, worker: str, subscriber_ids: Iterable[int]) -> None:
+        """Give back claimed rows whose message never reached a server: as they were, no
+        attempt counted (fenced on the owner, so never a row someone else holds)."""
         with self._tx() as conn:
-            conn.execute(
-                "UPDATE deliveries SET attempts = attempts - 1,"
+            conn.executemany(
+                "UPDATE deliveries SET attempts = attempts - 1, owner = NULL, lease_until = NULL,"
                 " state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'pending' END,"
                 " first_attempt = CASE WHEN attempts > 1 THEN first_attempt END"
-                " WHERE issue_id = ? AND subscriber_id = ? AND state = 'sending'",
-                (self.issue_id, subscriber_id),
+                " WHERE issue_id = ? AND subscriber_id = ? AND state = 'sending' AND owner = ?",
+                [(self.issue_id, sid, worker) for sid in subscriber_ids],
             )
+
+    def renew(self, worker: str, lease: float, now: float | None = None) -> None:
+        """Extend the leases of every row `worker` holds, and say it is alive."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE issue_id = ? AND owner = ?"
+                " AND state = 'sending'",
+                (now + lease, self.issue_id, worker),
+            )
+            conn.execute(
+                "UPDATE send_workers SET seen_at = ? WHERE issue_id = ? AND worker = ?",
+                (now, self.issue_id, worker),
+            )
+
+    def reap(self, now: float | None = None) -> int:
+        """Rows whose lease lapsed (their worker died or froze): they may have gone, so they
+        become uncertain, never pending. Returns how many."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            return conn.execute(
+                "UPDATE deliveries SET state = 'uncertain', owner = NULL, lease_until = NULL,"
+                " updated_at = ?, last_reply = 'in flight when its worker stopped (its lease"
+                " ran out); it may have arrived' WHERE issue_id = ? AND state = 'sending'"
+                " AND lease_until < ?",
+                (_now(), self.issue_id, now),
+            ).rowcount
+
+    # --- the workers -----------------------------------------------------------------------
+
+    def join(self, worker: str, host: str, pid: int, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO send_workers (issue_id, worker, host, pid, started_at, seen_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, worker) DO UPDATE SET"
+                " seen_at = excluded.seen_at, finished_at = NULL",
+                (self.issue_id, worker, host, pid, now, now),
+            )
+
+    def tally(self, worker: str, progress: dict[str, int], finished: bool = False) -> None:
+        """Add a worker's counts since its last tally (status shows each worker's share)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE send_workers SET sent = sent + ?, failed = failed + ?,"
+                " deferred = deferred + ?, uncertain = uncertain + ?, seen_at = ?,"
+                " finished_at = CASE WHEN ? THEN ? END WHERE issue_id = ? AND worker = ?",
+                (
+                    progress.get("sent", 0),
+                    progress.get("failed", 0),
+                    progress.get("deferred", 0),
+                    progress.get("uncertain", 0),
+                    time.time(),
+                    finished,
+                    time.time(),
+                    self.issue_id,
+                    worker,
+                ),
+            )
+
+    def workers(self) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM send_workers WHERE issue_id = ? ORDER BY started_at, worker",
+            (self.issue_id,),
+        ).fetchall()
 
     # --- reports -------------------------------------------------------------------------
 

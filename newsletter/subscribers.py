@@ -361,6 +361,12 @@ class SqliteStore(SignupRequests):
             if changed:
                 kind = "unsubscribe" if status is Status.UNSUBSCRIBED else "status"
                 self._event(subscriber_id, kind, how, str(status))
+                # in the same commit: no send's worker can claim their message after this
+                self.conn.execute(
+                    "UPDATE deliveries SET state = 'skipped', last_reply = 'no longer subscribed',"
+                    " updated_at = ? WHERE subscriber_id = ? AND state IN ('pending', 'deferred')",
+                    (now, subscriber_id),
+                )
         return bool(changed)
 
     def reactivate(self, subscriber_id: int, reason: str, how: str = "cli") -> bool:

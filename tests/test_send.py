@@ -238,23 +238,31 @@ def test_sigkill_mid_send_then_resume_gives_everyone_exactly_one_copy(workdir, h
         time.sleep(0.1)
         assert handler.copies(victim) == (1 if hold == "hold-keep" else 0)
         resumed = send(workdir, server.port, "--yes")
-        assert "1 message(s) were in flight when the last send stopped" in resumed.stdout
+        # claims come in batches of k = 2 x concurrency: the held message and the one
+        # claimed with it were "in flight" (the second never started, but nothing says so)
+        assert "2 message(s) were claimed by the last send when it stopped" in resumed.stdout
         assert victim in resumed.stdout  # reported as uncertain
-        assert ledger_states(workdir)[victim] is State.UNCERTAIN
+        states = ledger_states(workdir)
+        uncertain = {a for a, s in states.items() if s is State.UNCERTAIN}
+        assert uncertain == {victim, "reader7@example.org"}
         if hold == "hold-discard":
-            # asked to resend it, the editor says no at the prompt: nothing changes
+            # asked to resend them, the editor says no at the prompt: nothing changes
             declined = run_cli(
                 "send", f"issues/{DEMO_ISSUE}", "--resend-uncertain", cwd=workdir,
                 env=env_for(workdir, server.port), input="n\n",
             )  # fmt: skip
             assert declined.returncode == 1 and "Aborted" in declined.stderr
-            assert "1 message(s) left, 1 of them uncertain (sent again)" in declined.stdout
+            assert "2 message(s) left, 2 of them uncertain (sent again)" in declined.stdout
             assert ledger_states(workdir)[victim] is State.UNCERTAIN
-            # the editor checked: it never arrived; send it again
+            # the editor checked: they never arrived; send them again
             final = send(workdir, server.port, "--yes", "--resend-uncertain")
             assert final.returncode == 0, final.stderr
+            uncertain = set()
         for address, _, _ in people:
-            assert handler.copies(address) == 1, address
+            if address in uncertain:
+                assert handler.copies(address) <= 1, address
+            else:
+                assert handler.copies(address) == 1, address
 
 
 def test_sigkill_at_a_random_moment_never_sends_twice(workdir: Path) -> None:
@@ -271,7 +279,7 @@ def test_sigkill_at_a_random_moment_never_sends_twice(workdir: Path) -> None:
         assert resumed.returncode in (0, 1), resumed.stderr
         states = ledger_states(workdir)
         uncertain = [a for a, s in states.items() if s is State.UNCERTAIN]
-        assert len(uncertain) <= 4
+        assert len(uncertain) <= 8  # a worker holds at most k = 2 x concurrency rows
         for address, _, _ in people:
             copies = server.handler.copies(address)
             if address in uncertain:
