@@ -238,13 +238,15 @@ def test_sigkill_mid_send_then_resume_gives_everyone_exactly_one_copy(workdir, h
         time.sleep(0.1)
         assert handler.copies(victim) == (1 if hold == "hold-keep" else 0)
         resumed = send(workdir, server.port, "--yes")
-        # claims come in batches of k = 2 x concurrency: the held message and the one
-        # claimed with it were "in flight" (the second never started, but nothing says so)
-        assert "2 message(s) were claimed by the last send when it stopped" in resumed.stdout
+        # a worker holds up to k = 2 x concurrency + 2 rows (in flight, pipelined, next in
+        # line): after a kill they are uncertain, the held message among them
+        line = next(x for x in resumed.stdout.splitlines() if "were claimed by the last" in x)
+        claimed = int(line.split()[0])
+        assert 1 <= claimed <= 4
         assert victim in resumed.stdout  # reported as uncertain
         states = ledger_states(workdir)
         uncertain = {a for a, s in states.items() if s is State.UNCERTAIN}
-        assert uncertain == {victim, "reader7@example.org"}
+        assert victim in uncertain and len(uncertain) == claimed
         if hold == "hold-discard":
             # asked to resend them, the editor says no at the prompt: nothing changes
             declined = run_cli(
@@ -252,12 +254,20 @@ def test_sigkill_mid_send_then_resume_gives_everyone_exactly_one_copy(workdir, h
                 env=env_for(workdir, server.port), input="n\n",
             )  # fmt: skip
             assert declined.returncode == 1 and "Aborted" in declined.stderr
-            assert "2 message(s) left, 2 of them uncertain (sent again)" in declined.stdout
+            assert f"{claimed} message(s) left, {claimed} of them uncertain (sent again)" in (
+                declined.stdout
+            )
             assert ledger_states(workdir)[victim] is State.UNCERTAIN
-            # the editor checked: they never arrived; send them again
+            # the editor chooses to send them again: a second copy can only ever reach
+            # someone the tool named as uncertain
             final = send(workdir, server.port, "--yes", "--resend-uncertain")
             assert final.returncode == 0, final.stderr
-            uncertain = set()
+            for address, _, _ in people:
+                assert handler.copies(address) >= 1, address
+                if handler.copies(address) > 1:
+                    assert address in uncertain, address
+            assert handler.copies(victim) == 1  # the held one was discarded by the server
+            return
         for address, _, _ in people:
             if address in uncertain:
                 assert handler.copies(address) <= 1, address
@@ -279,7 +289,7 @@ def test_sigkill_at_a_random_moment_never_sends_twice(workdir: Path) -> None:
         assert resumed.returncode in (0, 1), resumed.stderr
         states = ledger_states(workdir)
         uncertain = [a for a, s in states.items() if s is State.UNCERTAIN]
-        assert len(uncertain) <= 8  # a worker holds at most k = 2 x concurrency rows
+        assert len(uncertain) <= 10  # a worker holds at most k = 2 x concurrency + 2 rows
         for address, _, _ in people:
             copies = server.handler.copies(address)
             if address in uncertain:
