@@ -452,20 +452,45 @@ def test_starttls_with_a_verified_certificate(workdir: Path, tmp_path: Path) -> 
         assert len(handler.received) == 3
 
 
-def test_dkim_signature_verifies(workdir: Path, tmp_path: Path) -> None:
-    dkim = pytest.importorskip("dkim")
-    key = tmp_path / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
-        check=True,
-        capture_output=True,
-    ).stdout
+def _dkim_key(tmp_path: Path, kind: str) -> tuple[Path, bytes]:
+    """A private key file and the DNS record that publishes its public half."""
     import base64
 
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    path = tmp_path / f"dkim-{kind}.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    if kind == "rsa":
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    else:  # RFC 8463: the raw 32 bytes
+        public = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+    return path, b"v=DKIM1; k=" + kind.encode() + b"; p=" + base64.b64encode(public)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+def test_dkim_signature_verifies(workdir: Path, tmp_path: Path, kind: str) -> None:
+    dkim = pytest.importorskip("dkim")
+    if kind == "ed25519":
+        pytest.importorskip("nacl")  # dkimpy verifies Ed25519 with PyNaCl
+    key, record = _dkim_key(tmp_path, kind)
     add_people(workdir)
-    with Server(Handler()) as server:
+    with Server(Handler(pipelining=True)) as server:
         result = send(
             workdir,
             server.port,
@@ -477,7 +502,7 @@ def test_dkim_signature_verifies(workdir: Path, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert len(server.handler.received) == 3
         for received in server.handler.received:
-            assert received.data.startswith(b"DKIM-Signature:")
+            assert received.data.startswith(b"DKIM-Signature: v=1; a=" + kind.encode())
             looked_up: list[bytes] = []
 
             def dns(name, timeout=5, looked_up=looked_up):
@@ -491,6 +516,32 @@ def test_dkim_signature_verifies(workdir: Path, tmp_path: Path) -> None:
             assert header_changed != received.data and body_changed != received.data
             assert not dkim.verify(header_changed, dnsfunc=dns)
             assert not dkim.verify(body_changed, dnsfunc=dns)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a key", "not a PEM private key; check NEWSLETTER_DKIM_KEY"),
+        (
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "unusable DKIM key: ",
+        ),
+    ],
+    ids=["not PEM", "broken PEM"],
+)
+def test_an_unusable_dkim_key_is_one_line(workdir: Path, content: bytes, message: str) -> None:
+    add_people(workdir)
+    (workdir / "dkim.pem").write_bytes(content)
+    result = send(
+        workdir,
+        1,
+        "--dry-run",
+        NEWSLETTER_DKIM_KEY=str(workdir / "dkim.pem"),
+        NEWSLETTER_DKIM_SELECTOR="news2017",
+        NEWSLETTER_DKIM_DOMAIN="example.org",
+    )
+    assert result.returncode == 2
+    assert message in _one_line(result)
 
 
 def test_outbox_is_the_default_with_no_smtp_host(workdir: Path) -> None:
