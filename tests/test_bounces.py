@@ -391,6 +391,24 @@ def test_bounce_settings_are_checked_and_the_password_never_shown(workdir: Path)
     assert result.exit_code == 2 and "NEWSLETTER_BOUNCE_MAILBOX is not set" in result.output
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "imaps://b:p@hunter2@mail.example.org/INBOX",  # an @ in the password
+        "imaps://b:hun/ter2@mail.example.org/INBOX",  # a / in it: urlsplit stops the host there
+        "imaps://b:hunter2?x@mail.example.org/INBOX",
+        "imaps://b:hunter2@mail.example.org:notaport/INBOX",
+        "pop3s://b:hunter2@mail.example.org/folder@x",
+    ],
+)
+def test_a_password_typed_into_the_mailbox_url_is_never_shown(workdir: Path, url: str):
+    result = bounces(workdir, "list", NEWSLETTER_BOUNCE_MAILBOX=url)
+    assert result.exit_code == 2, result.output
+    assert "hunter2" not in result.output and "ter2" not in result.output, result.output
+    assert result.output.startswith("error: NEWSLETTER_BOUNCE_MAILBOX='")
+    assert "b:***@" in result.output
+
+
 def test_show_set_and_reactivate_keep_one_history(workdir: Path):
     add(workdir)
     send_issue(workdir, handler=Handler(script={"anne@example.org": ["550"]}))
