@@ -152,7 +152,6 @@ class SignupPages:
             Route("/cancel/{token}", self.cancel, methods=["POST"]),
             Route("/preferences/{token}/resubscribe", self.come_back, methods=["POST"]),
         ]
-        env.globals["signup_form"] = self.form_fragment
         env.globals["consent_words"] = self.consent_words
 
     # -- for other pages ----------------------------------------------------------------
@@ -160,11 +159,6 @@ class SignupPages:
     def form(self, lang: str, **values: Any) -> SignupForm:
         """A fresh form in `lang` (en or fr), stamped now."""
         return new_form(self.secret, self.wording, lang, self.clock(), root=self.root, **values)
-
-    def form_fragment(self, lang: str) -> Markup:
-        """The form alone, for another page of the app (a home page): `signup_form("fr")`."""
-        fragment = self.env.get_template("_signup_form.html.j2")
-        return Markup(fragment.render(form=self.form(lang)))
 
     def consent_words(self, langs: list[str]) -> list[tuple[str, str]]:
         """(language, words) for the consent box of a page in `langs`."""

@@ -581,24 +581,6 @@ def test_without_an_smtp_server_the_confirmation_goes_to_the_outbox(tmp_path, cl
     assert b"To: ola@example.org" in eml.read_bytes()
 
 
-def test_pages_of_the_app_can_show_the_form(settings, clock):
-    # The archive's home page (another engineer's) shows the form through this function.
-    from newsletter.web import create_app
-
-    app = create_app(settings)
-    env_form = None
-    for route in app.routes:
-        endpoint = getattr(route, "endpoint", None)
-        owner = getattr(endpoint, "__self__", None)
-        if owner is not None and hasattr(owner, "form_fragment"):
-            env_form = owner.env.globals["signup_form"]
-            break
-    assert env_form is not None
-    fragment = str(env_form("fr"))
-    assert fragment.startswith("<form") and 'action="/abonnement"' in fragment
-    assert 'name="stamp"' in fragment and "<html" not in fragment
-
-
 def test_an_unusable_consent_wording_stops_the_app_with_one_line(tmp_path: Path, settings):
     import dataclasses
 
