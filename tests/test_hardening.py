@@ -464,6 +464,18 @@ def _options(settings, store, server, token, tmp_path, caplog) -> Reply:
         405,
         {*["GET", "HEAD", "OPTIONS", "POST"]},
     )
+    # the signup pages too, which came with another change
+    for path in ("/subscribe", "/abonnement", "/confirm/x", "/cancel/x"):
+        assert request(server.url(path), method="OPTIONS").headers["allow"] == (
+            "GET, HEAD, OPTIONS, POST"
+        ), path
+        put = request(server.url(path), method="PUT")
+        assert (put.status, set(put.headers["allow"].split(", "))) == (
+            405,
+            {"GET", "HEAD", "OPTIONS", "POST"},
+        ), path
+    resubscribe = request(server.url(f"/preferences/{token}/resubscribe"), method="OPTIONS")
+    assert resubscribe.headers["allow"] == "OPTIONS, POST"
     return reply
 
 

@@ -31,13 +31,13 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Route
 
 from .. import db
 from ..config import SUBSCRIBER_LANGUAGES, Settings
 from ..consent import ConsentText
 from ..subscribers import SqliteStore, Subscriber, open_store
 from ..tokens import LinkKeys, link_keys, preferences_url, unsubscribe_url
+from ..webguard import route
 from . import mail
 from .forms import (
     HONEYPOT,
@@ -139,18 +139,15 @@ class SignupPages:
         self.base = settings.identity.base_url
         # where the app's pages are, seen from the browser (behind a proxy, maybe /news)
         self.root = urlsplit(self.base).path.rstrip("/")
+        # one route per path, naming all its methods (see webguard.route)
         self.routes = [
-            Route(PATHS["en"], self.show_form, methods=["GET"]),
-            Route(PATHS["fr"], self.show_form, methods=["GET"]),
-            Route(PATHS["en"], self.submit, methods=["POST"]),
-            Route(PATHS["fr"], self.submit, methods=["POST"]),
-            Route(SENT_PATHS["en"], self.show_sent, methods=["GET"]),
-            Route(SENT_PATHS["fr"], self.show_sent, methods=["GET"]),
-            Route("/confirm/{token}", self.show_confirm, methods=["GET"]),
-            Route("/confirm/{token}", self.confirm, methods=["POST"]),
-            Route("/cancel/{token}", self.show_cancel, methods=["GET"]),
-            Route("/cancel/{token}", self.cancel, methods=["POST"]),
-            Route("/preferences/{token}/resubscribe", self.come_back, methods=["POST"]),
+            route(PATHS["en"], get=self.show_form, post=self.submit),
+            route(PATHS["fr"], get=self.show_form, post=self.submit),
+            route(SENT_PATHS["en"], get=self.show_sent),
+            route(SENT_PATHS["fr"], get=self.show_sent),
+            route("/confirm/{token}", get=self.show_confirm, post=self.confirm),
+            route("/cancel/{token}", get=self.show_cancel, post=self.cancel),
+            route("/preferences/{token}/resubscribe", post=self.come_back),
         ]
         env.globals["consent_words"] = self.consent_words
 
