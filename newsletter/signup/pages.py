@@ -35,9 +35,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from .. import db
 from ..config import SUBSCRIBER_LANGUAGES, Settings
 from ..consent import ConsentText
+from ..errors import StoreError
 from ..subscribers import SqliteStore, Subscriber, open_store
 from ..tokens import LinkKeys, link_keys, preferences_url, unsubscribe_url
-from ..webguard import route
+from ..webguard import StoreBusy, StoreUnavailable, route
 from . import mail
 from .forms import (
     HONEYPOT,
@@ -86,10 +87,6 @@ _SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_CONFIRM.encode()).digest()).
 def csp_with_script(csp: str) -> str:
     """The app's Content-Security-Policy, allowing the one script above."""
     return f"{csp}; script-src 'sha256-{_SCRIPT_HASH}'"
-
-
-class _Busy(Exception):
-    """Another process held the database's write lock for longer than the app waits."""
 
 
 def _network(ip: str) -> str:
@@ -199,7 +196,7 @@ class SignupPages:
             return self._form_page(self._again(lang, fields, errors), 400)
         try:
             text = await self._text_shown(lang, fields.get("text", ""))
-        except _Busy:
+        except StoreBusy:
             return self._busy(lang)
         form_url = self.base + PATHS[lang]
         if stamp.kind is StampKind.EMBED:  # the page of the other site, when it says
@@ -268,7 +265,7 @@ class SignupPages:
 
         try:
             admission = await self._in_store(admit)
-        except _Busy:
+        except StoreBusy:
             return self._busy(lang)
         if admission.kind is Admitted.LIMITED:
             headers = {"Retry-After": str(admission.retry_after)}
@@ -297,10 +294,10 @@ class SignupPages:
         )  # fmt: skip
         if not self._send(message, f"signup request {request.id}"):
             return
-        try:
-            with open_store(self.settings, self.busy_timeout_ms) as store:
+        try:  # never a new database: the app makes none (a moved one answers 503)
+            with open_store(self.settings, self.busy_timeout_ms, create=False) as store:
                 store.signup_mailed(request.id, self.clock())
-        except sqlite3.OperationalError as exc:  # the link still works; only later
+        except (sqlite3.OperationalError, StoreError) as exc:  # the link still works; only later
             log.warning("could not record that signup request %d was mailed: %s", request.id, exc)
 
     def _link_keys(self) -> LinkKeys:
@@ -365,7 +362,7 @@ class SignupPages:
         token = request.path_params["token"]
         try:
             found = await self._request_for(token)
-        except _Busy:
+        except StoreBusy:
             return self._busy("both")
         if found is None:
             return self.invalid()
@@ -397,7 +394,7 @@ class SignupPages:
                     user_agent=agent if record_ip else "",
                 )
             )
-        except _Busy:
+        except StoreBusy:
             return self._busy("both" if found is None else found.page_language)
         lang = found.page_language
         if result.outcome is Confirmed.UNKNOWN:
@@ -417,7 +414,7 @@ class SignupPages:
         token = request.path_params["token"]
         try:
             found = await self._request_for(token)
-        except _Busy:
+        except StoreBusy:
             return self._busy("both")
         if found is None:
             return self.invalid()
@@ -434,7 +431,7 @@ class SignupPages:
             if found.confirmed_at is not None:
                 return self.page("signup_confirmed.html.j2", found.page_language, already=True)
             await self._in_store(lambda store: store.cancel_signup(found.id))
-        except _Busy:
+        except StoreBusy:
             return self._busy("both")
         return self.page("signup_cancel.html.j2", found.page_language, done=True)
 
@@ -449,7 +446,7 @@ class SignupPages:
                 if subscriber_id is not None
                 else None
             )
-        except _Busy:
+        except StoreBusy:
             return self._busy("both")
         if subscriber is None:
             return self.invalid()
@@ -482,11 +479,15 @@ class SignupPages:
         # One connection per request, in a worker thread, as in web.py.
         def run() -> T:
             try:
-                with open_store(self.settings, self.busy_timeout_ms) as store:
+                try:  # never a new database: web.py answers 503 for this
+                    store = open_store(self.settings, self.busy_timeout_ms, create=False)
+                except StoreError as exc:
+                    raise StoreUnavailable(str(exc)) from None
+                with store:
                     return work(store)
             except sqlite3.OperationalError as exc:
                 if db.is_busy(exc):
-                    raise _Busy from exc
+                    raise StoreBusy from exc
                 raise
 
         return await run_in_threadpool(run)

@@ -571,6 +571,24 @@ def test_a_mail_server_that_is_down_is_logged_and_the_visitor_is_told_the_same(
     assert "ned@example.org" not in caplog.text
 
 
+def test_a_database_moved_away_while_the_mail_goes_is_not_made_again(
+    app, settings, mail_server, clock, caplog
+):
+    """The web app never makes the store (#14, finding 4): not even in the task that records,
+    after the e-mail went, that the request was mailed."""
+    mail_server.handler.script["eve@example.org"] = ["hold-keep"]
+    reply = post_form(app.url("/subscribe"), fill(settings, "eve@example.org"))
+    assert reply.status == 303
+    wait_until(mail_server.handler.holding.is_set, "the e-mail at DATA")
+    settings.db_path.rename(settings.db_path.with_name("moved.db"))
+    mail_server.handler.gate.set()
+    wait_until(lambda: "signup request" in caplog.text, "the warning")
+    assert not settings.db_path.exists()
+    (line,) = [r for r in caplog.records if "signup request" in r.getMessage()]
+    assert "no database here" in line.getMessage() and line.exc_info is None
+    assert "eve@example.org" not in caplog.text
+
+
 def test_without_an_smtp_server_the_confirmation_goes_to_the_outbox(tmp_path, clock):
     settings = signup_settings(tmp_path, None)
     with Server(settings) as app:
