@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from starlette.responses import HTMLResponse, Response
 from . import db
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
 from .errors import StoreError
-from .normalise import MAX_NAME
+from .normalise import MAX_NAME, printable
 from .signup.pages import SignupPages
 from .subscribers import SqliteStore, Subscriber, open_store
 from .tokens import link_keys, resolve_secret
@@ -312,5 +311,5 @@ def _wanted(form: dict[str, str]) -> _Wanted | None:
 
 def _clean_name(value: str) -> str | None:
     """The name without control characters, or None if too long to be a name."""
-    text = "".join(c for c in value if unicodedata.category(c)[0] != "C").strip()
+    text = printable(value)
     return text if len(text) <= MAX_NAME else None

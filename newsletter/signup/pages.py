@@ -36,6 +36,7 @@ from .. import db
 from ..config import SUBSCRIBER_LANGUAGES, Settings
 from ..consent import ConsentText
 from ..errors import StoreError
+from ..normalise import MAX_NAME, printable
 from ..subscribers import SqliteStore, Subscriber, open_store
 from ..tokens import LinkKeys, link_keys, preferences_url, unsubscribe_url
 from ..webguard import StoreBusy, StoreUnavailable, route
@@ -44,12 +45,10 @@ from .forms import (
     HONEYPOT,
     MAX_EMAIL,
     MAX_FILL,
-    MAX_NAME,
     MIN_FILL,
     PATHS,
     SignupForm,
     check_fields,
-    clean_text,
     new_form,
     read_form,
 )
@@ -200,7 +199,7 @@ class SignupPages:
             return self._busy(lang)
         form_url = self.base + PATHS[lang]
         if stamp.kind is StampKind.EMBED:  # the page of the other site, when it says
-            form_url = clean_text(request.headers.get("referer", ""))[:500] or form_url
+            form_url = printable(request.headers.get("referer", ""))[:500] or form_url
         return await self._admit(
             request,
             lang,
@@ -247,7 +246,7 @@ class SignupPages:
     ) -> Response:
         now = self.clock()
         ip = request.client.host if request.client else ""
-        agent = clean_text(request.headers.get("user-agent", ""))[:MAX_AGENT]
+        agent = printable(request.headers.get("user-agent", ""))[:MAX_AGENT]
         record_ip = self.settings.signup.record_ip
         keys = {
             limit_key(self.secret, "ip", _network(ip)): IP_LIMITS,
@@ -377,7 +376,7 @@ class SignupPages:
         fields, _ = await read_form(request)
         automatic = (fields or {}).get("how") == "auto"
         ip = request.client.host if request.client else ""
-        agent = clean_text(request.headers.get("user-agent", ""))[:MAX_AGENT]
+        agent = printable(request.headers.get("user-agent", ""))[:MAX_AGENT]
         record_ip = self.settings.signup.record_ip
         found = None
         try:
