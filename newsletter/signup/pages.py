@@ -129,7 +129,6 @@ class SignupPages:
         self.busy_timeout_ms = busy_timeout_ms
         self.retry_after_s = retry_after_s
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._keys: LinkKeys | None = None
         self.guard = dt.timedelta(seconds=settings.signup.guard_s)
         self.wording: Wording = load_wording(settings.templates_dir, settings.identity)
         self.base = settings.identity.base_url
@@ -299,24 +298,39 @@ class SignupPages:
         except (sqlite3.OperationalError, StoreError) as exc:  # the link still works; only later
             log.warning("could not record that signup request %d was mailed: %s", request.id, exc)
 
-    def _link_keys(self) -> LinkKeys:
-        """The keys of this list's subscriber links (bound to the list: see tokens.py)."""
-        if self._keys is None:
+    def _link_keys(self, store: SqliteStore) -> LinkKeys:
+        """The keys of this list's subscriber links (bound to the list: see tokens.py), read
+        from the database answering now, as web.py does: one put in place of another while
+        the app runs is another list, whose ids name other people."""
+        return link_keys(self.secret, store.list_identity())
+
+    def _token(self, subscriber: Subscriber, what: str) -> str | None:
+        """A link token for a message sent after the answer; None (logged) if the store
+        cannot say which list it is now."""
+        try:
             with open_store(self.settings, self.busy_timeout_ms, create=False) as store:
-                self._keys = link_keys(self.secret, store.list_identity())
-        return self._keys
+                return self._link_keys(store).make(subscriber.id)
+        except (sqlite3.OperationalError, StoreError) as exc:
+            log.warning("could not send %s: %s", what, exc)
+            return None
 
     def _mail_already(self, subscriber: Subscriber, page_language: str) -> None:
-        token = self._link_keys().make(subscriber.id)
+        what = f"the already-subscribed note to subscriber {subscriber.id}"
+        token = self._token(subscriber, what)
+        if token is None:
+            return
         links = mail.Links(preferences_url=preferences_url(self.base, token))
         message = mail.build(
             self.settings, self.env.loader, "already", subscriber.email, page_language, links,
             self.clock(),
         )  # fmt: skip
-        self._send(message, f"the already-subscribed note to subscriber {subscriber.id}")
+        self._send(message, what)
 
     def _mail_welcome(self, subscriber: Subscriber, page_language: str) -> None:
-        token = self._link_keys().make(subscriber.id)
+        what = f"the welcome message to subscriber {subscriber.id}"
+        token = self._token(subscriber, what)
+        if token is None:
+            return
         links = mail.Links(
             preferences_url=preferences_url(self.base, token),
             unsubscribe_url=unsubscribe_url(self.base, token),
@@ -325,7 +339,7 @@ class SignupPages:
             self.settings, self.env.loader, "welcome", subscriber.email, page_language, links,
             self.clock(), welcome=self.wording.welcome,
         )  # fmt: skip
-        self._send(message, f"the welcome message to subscriber {subscriber.id}")
+        self._send(message, what)
 
     def _send(self, message, what: str) -> bool:
         try:
@@ -438,13 +452,13 @@ class SignupPages:
 
     async def come_back(self, request: Request) -> Response:
         token = request.path_params["token"]
-        subscriber_id = self._link_keys().read(token, self.clock())
+
+        def find(store: SqliteStore) -> Subscriber | None:
+            subscriber_id = self._link_keys(store).read(token, self.clock())
+            return store.get(subscriber_id) if subscriber_id is not None else None
+
         try:
-            subscriber = (
-                await self._in_store(lambda store: store.get(subscriber_id))
-                if subscriber_id is not None
-                else None
-            )
+            subscriber = await self._in_store(find)
         except StoreBusy:
             return self._busy("both")
         if subscriber is None:

@@ -455,6 +455,32 @@ def test_tampered_expired_and_deleted_links(app, settings, store, mail_server, c
 # -- coming back ------------------------------------------------------------------------------
 
 
+def test_coming_back_reads_the_links_keys_from_the_database_answering(
+    app, settings, store, mail_server, clock
+):
+    """As the unsubscribe and preferences pages do (#14, finding 8): a database put in place
+    of another while serve runs is another list, whose ids name other people."""
+    kim = store.add("kim@example.org", language="fr", source="test").id
+    store.unsubscribe(kim, "test")
+    token = make_token(signing_key(settings), kim)
+    first = post_form(app.url(f"/preferences/{token}/resubscribe"), {"consent": "yes"})
+    assert first.status == 200  # the link of this list works, and the app has read its keys
+    store.close()
+    moved = settings.db_path.with_name("list-a.db")
+    for path in list(settings.db_path.parent.glob(settings.db_path.name + "*")):
+        if not path.name.endswith(".secret"):
+            path.rename(moved.with_name(path.name.replace(settings.db_path.name, moved.name)))
+    with SqliteStore(settings.db_path) as other:  # another list: its own id, its own people
+        lee = other.add("lee@example.org", language="en", source="test").id
+        other.unsubscribe(lee, "test")
+    assert lee == kim
+    clock.shift(700)  # past the per-address limit of the first request
+    stale = post_form(app.url(f"/preferences/{token}/resubscribe"), {"consent": "yes"})
+    assert stale.status == 404, stale.body
+    time.sleep(0.3)
+    assert [m.rcpt for m in mails(mail_server)] == ["kim@example.org"]
+
+
 def test_someone_who_left_comes_back_with_a_fresh_confirmation(
     app, settings, store, mail_server, clock
 ):
