@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,6 +369,12 @@ def load_settings(
         except ValueError as exc:
             raise fail(name, str(exc)) from None
 
+    try:  # checked here, not when the first send is scheduled
+        zoneinfo.ZoneInfo(get("TIMEZONE"))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise fail(
+            "TIMEZONE", "is not a time zone; write one such as America/Toronto or America/Vancouver"
+        ) from None
     retry_backoff = duration("RETRY_BACKOFF")
     retry_for = duration("RETRY_FOR")
     timeout = number("SMTP_TIMEOUT")

@@ -792,3 +792,12 @@ def test_a_send_paused_on_failures_waits_for_a_person_not_for_due(workdir: Path)
         assert len(handler.received) == 0  # due left it alone
         assert send(workdir, server.port, "--yes").returncode == 1
         assert len(handler.received) == 5
+
+
+def test_a_test_send_in_an_empty_folder_makes_no_database(workdir: Path) -> None:
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--test", "editor@example.com")
+        assert result.returncode == 0, result.stderr
+        assert len(server.handler.received) == 3
+    assert not (workdir / "news.db").exists()
+    assert not (workdir / "news.db.secret").exists()
