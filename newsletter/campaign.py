@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from email.utils import make_msgid
 from pathlib import Path
 
+from . import workers
 from .bounces.book import Book as BounceBook
 from .bounces.book import Recorded
 from .bounces.tokens import BOUNCE_LOCAL, bounce_token, day_of, unsubscribe_mailto
@@ -43,7 +44,7 @@ from .views import EDITIONS
 
 TEST_PREFIX = "[TEST] "
 # the options a send remembers, so that a resume goes on as it started
-KEPT_OPTIONS = ("concurrency", "rate", "hourly_cap")
+KEPT_OPTIONS = ("concurrency", "rate", "hourly_cap", "workers")
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ def options_for(
         "concurrency": settings.concurrency,
         "rate": settings.rate,
         "hourly_cap": settings.hourly_cap,
+        "workers": 0,  # one per core, for a send large enough to gain from them
     }
     keep = {k: kept[k] for k in KEPT_OPTIONS if kept.get(k) is not None}
     keep.update({k: given[k] for k in KEPT_OPTIONS if given.get(k) is not None})
@@ -212,6 +214,7 @@ def options_for(
         concurrency=int(chosen["concurrency"]),  # type: ignore[call-overload]
         rate=float(chosen["rate"]),  # type: ignore[arg-type]
         hourly_cap=int(chosen["hourly_cap"]),  # type: ignore[call-overload]
+        workers=int(chosen["workers"]),  # type: ignore[call-overload]
         retry_backoff=settings.retry_backoff,
         retry_for=settings.retry_for,
     )
@@ -255,15 +258,27 @@ def run(
     ledger.set_state(SendState.ACTIVE)
     try:
         while True:
-            result: RunResult = SendRun(
-                ledger,
-                prepared.transport,
-                prepared.editions,
-                prepared.personalise,
-                options,
-                on_progress=on_progress,
-                signer=prepared.signer,
-            ).run()
+            processes = workers.how_many(options.workers, ledger.count_due())
+            result: RunResult
+            if processes > 1:
+                result = workers.run_pass(
+                    prepared.settings,
+                    prepared.issue_id,
+                    prepared.issue_dir,
+                    options,
+                    processes,
+                    on_progress,
+                )
+            else:
+                result = SendRun(
+                    ledger,
+                    prepared.transport,
+                    prepared.editions,
+                    prepared.personalise,
+                    options,
+                    on_progress=on_progress,
+                    signer=prepared.signer,
+                ).run()
             _add(passes.progress, result.progress)
             if result.interrupted or result.paused:
                 passes.interrupted, passes.paused = result.interrupted, result.paused

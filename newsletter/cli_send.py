@@ -195,6 +195,17 @@ def _issue_id(issue_dir: Path) -> str:
     help="Parallel connections [default: as the send started, NEWSLETTER_CONCURRENCY, or 4].",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    help="Worker processes, each with --concurrency connections; 0: one per core when the "
+    "send is large enough to gain from it [default: as the send started, or 0].",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(1),
+    hidden=True,  # for tests: how long a claim holds unrenewed (default 60 s)
+)
+@click.option(
     "--rate",
     type=click.FloatRange(0),
     help="Messages per second, 0 for no limit [default: as the send started, NEWSLETTER_RATE].",
@@ -228,6 +239,8 @@ def send(
     wait: bool,
     strict: bool,
     concurrency: int | None,
+    workers: int | None,
+    lease: float | None,
     rate: float | None,
     hourly_cap: int | None,
     resend_uncertain: bool,
@@ -260,6 +273,7 @@ def send(
         click.echo(f"warning: {warning}", err=True)
     given = {
         "concurrency": concurrency,
+        "workers": workers,
         "rate": rate,
         "hourly_cap": hourly_cap,
         "include_lapsed": include_lapsed or None,
@@ -296,9 +310,14 @@ def send(
             info = ledger.info()
             options, keep = campaign.options_for(settings, info.options if info else {}, given)
             ledger.set_options(keep)
+            if lease is not None:
+                options = dataclasses.replace(options, lease=lease)
             rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
             cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
-            click.echo(f"concurrency {options.concurrency}, {rate}, {cap}")
+            processes = (
+                f"{options.workers} worker process(es)" if options.workers else "workers: auto"
+            )
+            click.echo(f"{processes}, concurrency {options.concurrency}, {rate}, {cap}")
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()
@@ -553,6 +572,7 @@ def status(app: AppContext, issue_dir: Path) -> None:
                 f"sent = accepted by the relay {settings.smtp.host}:{settings.smtp.port}, not "
                 "delivered: later refusals come back by mail (newsletter bounces fetch)"
             )
+        _show_workers(ledger)
         if in_flight:
             click.echo(
                 f"a send is running: {in_flight} message(s) claimed (in flight, or next in line)"
@@ -568,6 +588,27 @@ def status(app: AppContext, issue_dir: Path) -> None:
             click.echo(f"uncertain  {d.email}: {d.last_reply}")
     finally:
         ledger.close()
+
+
+def _show_workers(ledger: Ledger) -> None:
+    """Each worker's share of the send and its rate."""
+    rows = ledger.workers()
+    if len(rows) < 2:
+        return
+    click.echo("workers:")
+    for w in rows:
+        until = w["finished_at"] or w["seen_at"]
+        rate = w["sent"] / max(until - w["started_at"], 1e-6)
+        state = "finished" if w["finished_at"] else f"last seen {_ago(w['seen_at'])}"
+        click.echo(
+            f"  {w['worker']:<32} sent {w['sent']:>9,} ({rate:,.0f}/s), failed {w['failed']:,},"
+            f" deferred {w['deferred']:,}, uncertain {w['uncertain']:,}; {state}"
+        )
+
+
+def _ago(at: float) -> str:
+    seconds = max(0, int(time.time() - at))
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
 def _relabel(db_path: Path, ledger: Ledger) -> int:

@@ -60,7 +60,7 @@ class SendOptions:
     connect_patience: float = 300.0  # seconds of failing to open any session before a pause
     batch: int = 0  # rows a worker holds at most (claimed at a time); 0: 2 x concurrency + 2
     lease: float = 60.0  # seconds a claim holds without renewal
-    workers: int = 1  # worker processes (see workers.py)
+    workers: int = 1  # worker processes (see workers.py); 0: one per core, when it pays
 
     @property
     def k(self) -> int:
@@ -186,6 +186,7 @@ class SendRun:
         self.errors: list[BaseException] = []
         self.all_done = threading.Event()
         self.live_workers = 0
+        self.tallied: dict[str, int] = {}  # counts already added to send_workers
 
     # --- claims and outcomes ---------------------------------------------------------------
 
@@ -259,6 +260,14 @@ class SendRun:
                 return
             with self.lock:
                 self.lease_until = started + 0.8 * self.options.lease
+            self._tally()
+
+    def _tally(self, finished: bool = False) -> None:
+        """Add what was done since the last tally to this worker's row (status shows it)."""
+        counts = self.progress.counts()
+        delta = {k: v - self.tallied.get(k, 0) for k, v in counts.items()}
+        self.ledger.tally(self.worker, delta, finished)
+        self.tallied = counts
 
     # --- one message -----------------------------------------------------------------------
 
@@ -442,7 +451,7 @@ class SendRun:
             self.unsent.extend(d.subscriber_id for d in self.queue)
             self.queue.clear()
             self._flush_locked()
-        self.ledger.tally(self.worker, self.progress.counts(), finished=True)
+        self._tally(finished=True)
         for exc in self.errors:
             raise exc
         return RunResult(self.progress, self.paused, interrupted=interrupted, held=self.held)

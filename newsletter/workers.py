@@ -1,0 +1,187 @@
+"""Several worker processes over one ledger: one send uses every core.
+
+One Python process spends its time in the interpreter, under one lock (the GIL), so a send
+is spread over processes, each a `SendRun` with its own connections, claiming rows from the
+same ledger: the claims, leases and fenced marks (ledger.py) keep them from ever sending a
+row twice. The parent only starts them, adds up their progress for the display, and says
+how the pass ended. Each worker keeps `rate / N` and `hourly cap / N`, so the limits hold
+for the whole host; a worker that ends early does not lend its share to the others.
+
+Processes are started with `spawn` (not `fork`: the parent may hold threads and open
+connections), so a worker costs a fresh interpreter, about half a second: `auto` starts
+extra workers only for sends large enough to gain from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable
+from multiprocessing.sharedctypes import SynchronizedArray
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .delivery import Progress, RunResult, SendOptions, SendRun, worker_name
+from .errors import DeliveryError, NewsletterError
+
+# Below this many messages due, a send stays in one process: starting more costs more.
+AUTO_MIN_MESSAGES = 2000
+_FIELDS = ("sent", "failed", "deferred", "uncertain", "skipped")
+
+
+def how_many(requested: int, due: int) -> int:
+    """Worker processes for a pass: `requested`, or 0 for one per core when it pays."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1) if due >= AUTO_MIN_MESSAGES else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    settings: Settings
+    issue_id: str
+    issue_dir: str
+    options: SendOptions
+    slot: int
+
+
+def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> None:
+    """One worker process: thaw the frozen editions from the ledger, run one pass."""
+    from .campaign import thaw  # the child imports only what it runs
+    from .ledger import Ledger
+
+    outcome: dict[str, Any] = {"slot": job.slot}
+    try:
+        ledger = Ledger(job.settings.db_path, job.issue_id)
+        try:
+            prepared = thaw(job.settings, job.issue_id, Path(job.issue_dir), ledger.frozen())
+            base = job.slot * len(_FIELDS)
+
+            def publish(p: Progress) -> None:
+                for n, name in enumerate(_FIELDS):
+                    counts[base + n] = getattr(p, name)
+
+            run = SendRun(
+                ledger,
+                prepared.transport,
+                prepared.editions,
+                prepared.personalise,
+                job.options,
+                on_progress=publish,
+                signer=prepared.signer,
+                worker=worker_name(),
+            )
+            watcher = _StopWatcher(stop, run)
+            result = run.run()
+            watcher.done = True
+            publish(result.progress)
+            outcome.update(paused=result.paused, held=result.held, interrupted=result.interrupted)
+        finally:
+            ledger.close()
+    except NewsletterError as exc:
+        outcome["error"] = str(exc)
+    except KeyboardInterrupt:
+        outcome["interrupted"] = True
+    except Exception as exc:  # noqa: BLE001 - reported by the parent, in one line
+        outcome["error"] = f"a worker failed: {type(exc).__name__}: {exc}"
+    if outcome.get("paused") or outcome.get("error"):
+        stop.set()  # one worker's pause or failure stops the others
+    results.put(outcome)
+
+
+class _StopWatcher:
+    """Passes the parent's stop (another worker paused or failed) to this worker's run."""
+
+    def __init__(self, stop: Any, run: SendRun):
+        import threading
+
+        self.done = False
+
+        def watch() -> None:
+            while not self.done:
+                if stop.wait(0.2):
+                    run.stop.set()
+                    return
+
+        threading.Thread(target=watch, name="send-stop", daemon=True).start()
+
+
+def run_pass(
+    settings: Settings,
+    issue_id: str,
+    issue_dir: Path,
+    options: SendOptions,
+    processes: int,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+) -> RunResult:
+    """One pass over the ledger in `processes` worker processes; like SendRun.run."""
+    share = dataclasses.replace(
+        options,
+        workers=1,
+        rate=options.rate / processes,
+        hourly_cap=-(-options.hourly_cap // processes) if options.hourly_cap else 0,
+    )
+    ctx = multiprocessing.get_context("spawn")
+    counts = ctx.Array("q", processes * len(_FIELDS), lock=False)
+    stop = ctx.Event()
+    results = ctx.Queue()
+    children = [
+        ctx.Process(
+            target=_child,
+            args=(_Job(settings, issue_id, str(issue_dir), share, n), counts, stop, results),
+            name=f"send-worker-{n}",
+        )
+        for n in range(processes)
+    ]
+    for child in children:
+        child.start()
+    outcomes: list[dict[str, Any]] = []
+    interrupted = False
+
+    def total() -> Progress:
+        sums = [sum(counts[w * len(_FIELDS) + n] for w in range(processes)) for n in range(5)]
+        return Progress(**dict(zip(_FIELDS, sums, strict=True)))
+
+    def collect() -> None:
+        while len(outcomes) < processes:
+            try:
+                outcomes.append(results.get(timeout=0.2))
+            except queue.Empty:
+                on_progress(total())
+                if not any(c.is_alive() for c in children):
+                    with contextlib.suppress(queue.Empty):
+                        while True:  # what the last ones put before they ended
+                            outcomes.append(results.get(timeout=0.5))
+                    return
+
+    while True:
+        try:
+            collect()
+            break
+        except KeyboardInterrupt:
+            # the workers got it too: they finish the messages in flight, then report
+            interrupted = True
+            stop.set()
+    for child in children:
+        child.join()
+    errors = [o["error"] for o in outcomes if o.get("error")]
+    if errors:
+        raise DeliveryError(errors[0])
+    paused = next((o["paused"] for o in outcomes if o.get("paused")), None)
+    lost = processes - len(outcomes)
+    if lost and not paused:
+        paused = (
+            f"paused: {lost} worker process(es) stopped unexpectedly (killed?) and the others "
+            "finished; run send again: what the lost ones held is reported uncertain"
+        )
+    return RunResult(
+        total(),
+        paused,
+        held=any(o.get("held") for o in outcomes),
+        interrupted=interrupted or any(o.get("interrupted") for o in outcomes),
+    )
