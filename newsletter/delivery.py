@@ -193,7 +193,6 @@ class SendRun:
     def _claim(self) -> None:
         """Under self.lock: refill the queue with a batch of claimed rows."""
         self.ledger.check_in_place()
-        self.ledger.reap()
         while not self.queue and not self.exhausted:
             started = time.monotonic()
             # no more than k rows held at once, counting those still in flight: that bounds
