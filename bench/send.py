@@ -427,7 +427,7 @@ def main() -> None:
 
     k = len(sizes)
     one_small, one_big = rows[0], rows[k - 1]
-    all_small, all_big = rows[k], rows[2 * k - 1]
+    all_big = rows[2 * k - 1]
     dkim_rsa, dkim_ed = rows[2 * k], rows[2 * k + 1]
     source, plain = rows[-2], rows[-1]
     cpu_us = all_big[1]["cpu"] / all_big[1]["sent"] * 1e6
