@@ -8,11 +8,10 @@ import click
 
 from .build import Build, build_issue, write_build
 from .checks import Level
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, issue_dir_argument, pass_app
 from .exits import Exit
 from .render import Templates
 
-issue_dir_argument = click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
 strict_option = click.option(
     "--strict", is_flag=True, help="Treat a brief missing in one language as an error."
 )

@@ -26,3 +26,14 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+def _issue_folder(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    # issues/2017-11/issue.toml names the issue as well as its folder does
+    return value.parent if value.name == "issue.toml" and value.is_file() else value
+
+
+# An issue folder; a missing or wrong one is explained by content.not_an_issue when read.
+issue_dir_argument = click.argument(
+    "issue_dir", type=click.Path(path_type=Path), callback=_issue_folder
+)

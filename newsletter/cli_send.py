@@ -15,8 +15,9 @@ import click
 
 from . import campaign
 from .checks import Finding, Level
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, issue_dir_argument, pass_app
 from .config import MAX_CONCURRENCY, parse_duration
+from .content import not_an_issue
 from .delivery import Progress, outgoing
 from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
@@ -156,14 +157,12 @@ class _Bar:
 
 def _issue_id(issue_dir: Path) -> str:
     if not (issue_dir / "issue.toml").is_file():
-        raise DeliveryError(
-            "no issue.toml here; give an issue folder, e.g. issues/2017-11", issue_dir
-        )
+        raise not_an_issue(issue_dir)
     return issue_dir.resolve().name
 
 
 @click.command(epilog=EXIT_TABLE)
-@click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
+@issue_dir_argument
 @click.argument("addresses", nargs=-1)
 @click.option("--test", is_flag=True, help="Send every edition to ADDRESSES, marked [TEST].")
 @click.option("--dry-run", is_flag=True, help="Build every message; send and record nothing.")
@@ -521,7 +520,7 @@ def _say_deferred(report: campaign.Report) -> None:
 
 
 @click.command(epilog=EXIT_TABLE)
-@click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
+@issue_dir_argument
 @pass_app
 def status(app: AppContext, issue_dir: Path) -> None:
     """Where the send of an issue stands: sent, pending, deferred, failed, uncertain."""

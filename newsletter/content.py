@@ -367,13 +367,46 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         ) from None
 
 
+def not_an_issue(issue_dir: Path) -> ContentError:
+    """Why `issue_dir` (given on the command line) holds no issue, and the likely fix."""
+    return wrong_issue_folder(issue_dir) or ContentError(
+        f"no {MANIFEST} here; create one with 'newsletter new issue'", issue_dir
+    )
+
+
+def wrong_issue_folder(issue_dir: Path) -> ContentError | None:
+    """The error for a path that cannot become an issue folder: a missing one (often the
+    issue id without `issues/`, or a typo), the issues folder itself, the briefs folder.
+    None for a folder that only lacks its issue.toml so far."""
+    issue_dir = Path(issue_dir)
+    # Where issues are: in or beside the folder given, else the usual ./issues.
+    homes = [issue_dir, issue_dir.parent, Path("issues")]
+    issues = sorted({p.parent for home in homes for p in home.glob(f"*/{MANIFEST}")})
+    example = f"e.g. {issues[-1].as_posix()}" if issues else "e.g. issues/2017-11"
+    if issue_dir in {p.parent for p in issues}:
+        problem = "this folder holds the issues; give one of them"
+    elif issue_dir.name == BRIEFS_DIR:
+        problem = "this is the briefs folder; give an issue folder"
+    elif issue_dir.is_dir():
+        return None
+    else:
+        named = [p for p in issues if p.name == issue_dir.name]
+        close = difflib.get_close_matches(issue_dir.name, [p.name for p in issues], 1, 0.8)
+        guess = named[0] if named else next((p for p in issues if p.name in close), None)
+        if guess is not None:
+            problem = f"no such issue folder; did you mean {guess.as_posix()}?"
+            return ContentError(problem, issue_dir)
+        problem = "no such issue folder; give the path of an issue"
+    return ContentError(f"{problem}, {example}", issue_dir)
+
+
 def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue:
     """Read `issue_dir/issue.toml` and the briefs it selects, from `briefs` when the caller
     has read the briefs folder already (the archive reads many issues), else from disk."""
     issue_dir = Path(issue_dir)
     path = issue_dir / MANIFEST
     if not path.is_file():
-        raise ContentError(f"no {MANIFEST} here; create one with 'newsletter new issue'", issue_dir)
+        raise not_an_issue(issue_dir)
     text = read_text(path)
     data = parse_toml(text, path)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import main
@@ -39,3 +40,44 @@ def test_check_does_not_say_ok_to_an_issue_send_refuses(workdir: Path) -> None:
     assert build.exit_code == 0 and build.stdout.strip().splitlines()[-1] == last
     demo = invoke(workdir, "check", f"issues/{DEMO_ISSUE}")
     assert demo.stdout.strip().splitlines()[-1] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        # the issue id without its folder, as `archive publish` and `schedule cancel` take it
+        ("2017-11", "2017-11: no such issue folder; did you mean issues/2017-11?"),
+        ("issues/2017-1", "issues/2017-1: no such issue folder; did you mean issues/2017-11?"),
+        ("issues", "issues: this folder holds the issues; give one of them, e.g. issues/2017-11"),
+        (
+            "issues/briefs",
+            "issues/briefs: this is the briefs folder; give an issue folder, e.g. issues/2017-11",
+        ),
+        (
+            "issues/2099-01",
+            "issues/2099-01: no such issue folder; give the path of an issue, e.g. issues/2017-11",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["build", "check", "send", "status", "preview"])
+def test_a_wrong_issue_path_says_which_one_was_meant(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, command: str, given: str, expected: str
+) -> None:
+    def started(*args):
+        raise AssertionError("the preview started instead of saying what is wrong")
+
+    monkeypatch.setattr("newsletter.cli_preview._bind", started)
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    result = invoke(workdir, command, given)
+    assert (result.exit_code, result.stderr) == (2, f"error: {expected}\n")
+    assert "new issue" not in result.stderr  # nothing to create: it exists, or was mistyped
+    after = sorted(p.relative_to(workdir) for p in workdir.rglob("*") if p.name != "empty.env")
+    assert after == before
+
+
+def test_the_manifest_names_its_issue(workdir: Path) -> None:
+    check = invoke(workdir, "check", f"issues/{DEMO_ISSUE}/issue.toml")
+    assert check.exit_code == 0, check.output
+    assert check.stdout.endswith("has no fr version (En anglais seulement)\nok\n")
+    status = invoke(workdir, "status", f"issues/{DEMO_ISSUE}/issue.toml")
+    assert (status.exit_code, status.stdout) == (0, f"issue {DEMO_ISSUE} has not been sent.\n")
