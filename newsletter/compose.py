@@ -92,8 +92,9 @@ def past_issues(issues_dir: Path) -> list[PastIssue]:
 def unused_briefs(
     issues_dir: Path, until: dt.date | None = None
 ) -> tuple[list[Brief], PastIssue | None]:
-    """Briefs dated after the last issue (and not after `until`) that no issue has used
-    yet, oldest first."""
+    """Briefs dated on or after the last issue's day (and not after `until`) that no issue
+    has used yet, oldest first. The same day counts: a brief written after that day's issue
+    went out belongs to the next one."""
     issues = past_issues(issues_dir)
     last = issues[-1] if issues else None
     used = {slug for p in issues for slug in p.slugs}
@@ -102,7 +103,7 @@ def unused_briefs(
         b
         for b in briefs
         if b.slug not in used
-        and (last is None or b.date > last.date)
+        and (last is None or b.date >= last.date)
         and (until is None or b.date <= until)
     ]
     return sorted(fresh, key=lambda b: (b.date, b.slug)), last

@@ -81,3 +81,16 @@ def test_the_manifest_names_its_issue(workdir: Path) -> None:
     assert check.stdout.endswith("has no fr version (En anglais seulement)\nok\n")
     status = invoke(workdir, "status", f"issues/{DEMO_ISSUE}/issue.toml")
     assert (status.exit_code, status.stdout) == (0, f"issue {DEMO_ISSUE} has not been sent.\n")
+
+
+def test_a_brief_written_the_day_of_the_last_issue_goes_in_the_next(workdir: Path) -> None:
+    assert invoke(workdir, "compose", "--date", "2017-11-27").exit_code == 0
+    late = workdir / "issues" / "briefs" / "late-news.en.md"
+    late.write_text(
+        '---\ntitle: "Late news"\ndate: 2017-11-27\nsource: "EIRNS"\n---\nIt happened.\n', "utf-8"
+    )
+    result = invoke(workdir, "compose", "--date", "2017-12-04")
+    assert result.exit_code == 0, result.output
+    assert "  2017-11-27  late-news  [en]" in result.stdout
+    manifest = (workdir / "issues" / "2017-12-04" / "issue.toml").read_text("utf-8")
+    assert '    "late-news",\n]' in manifest and "churchill" not in manifest
