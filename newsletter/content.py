@@ -22,6 +22,14 @@ BRIEFS_DIR = "briefs"
 MANIFEST = "issue.toml"
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FRONT_MATTER_KEYS = {"title", "date", "source", "link", "image", "tags"}
+# What a manifest may hold, per table ("" = the top level): anything else is a typo that
+# would be ignored ([bilingue], subjet), so it stops the build as a brief's unknown key does.
+MANIFEST_KEYS = {
+    "": ("number", "date", "briefs", "en", "fr", "bilingual"),
+    "en": ("subject", "preheader", "intro"),
+    "fr": ("subject", "preheader", "intro"),
+    "bilingual": ("subject", "preheader"),
+}
 
 
 @dataclass(frozen=True)
@@ -409,6 +417,7 @@ def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue
         raise not_an_issue(issue_dir)
     text = read_text(path)
     data = parse_toml(text, path)
+    _unknown_manifest_keys(data, text, path)
 
     kinds = {
         int: "a whole number; write it like number = 2",
@@ -504,6 +513,25 @@ def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue
         bilingual_subject=str(bilingual["subject"]) if bilingual.get("subject") else None,
         bilingual_preheader=str(bilingual["preheader"]) if bilingual.get("preheader") else None,
     )
+
+
+def _unknown_manifest_keys(data: dict[str, Any], text: str, path: Path) -> None:
+    for section, allowed in MANIFEST_KEYS.items():
+        table = data.get(section, {}) if section else data
+        if not isinstance(table, dict):
+            continue  # a table of the wrong type: read_issue says so
+        for key in table:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            where = f" in [{section}]" if section else ""
+            line = _key_line(text, section, key) or (
+                None if section else _key_line(text, key, None)
+            )
+            raise ContentError(
+                f"unknown key '{key}'{where}{hint}; allowed: {', '.join(allowed)}", path, line
+            )
 
 
 def _key_line(text: str, section: str, key: str | None) -> int | None:

@@ -94,3 +94,39 @@ def test_a_brief_written_the_day_of_the_last_issue_goes_in_the_next(workdir: Pat
     assert "  2017-11-27  late-news  [en]" in result.stdout
     manifest = (workdir / "issues" / "2017-12-04" / "issue.toml").read_text("utf-8")
     assert '    "late-news",\n]' in manifest and "churchill" not in manifest
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "[bilingual]",
+            "[bilingue]",
+            ":34: unknown key 'bilingue' (did you mean 'bilingual'?); allowed: number, date, "
+            "briefs, en, fr, bilingual",
+        ),
+        (
+            'subject = "News / Brèves No. 1 —',
+            'subjet = "News / Brèves No. 1 —',
+            ":35: unknown key 'subjet' in [bilingual] (did you mean 'subject'?); allowed: "
+            "subject, preheader",
+        ),
+        (
+            "number = 1",
+            "number = 1\nissue = 1",
+            ":2: unknown key 'issue'; allowed: number, date, briefs, en, fr, bilingual",
+        ),  # fmt: skip
+    ],
+)
+def test_a_typo_in_the_manifest_stops_the_build(
+    workdir: Path, old: str, new: str, expected: str
+) -> None:
+    manifest = workdir / "issues" / DEMO_ISSUE / "issue.toml"
+    text = manifest.read_text("utf-8")
+    assert text.count(old) == 1
+    manifest.write_text(text.replace(old, new), "utf-8")
+    result = invoke(workdir, "check", f"issues/{DEMO_ISSUE}")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: issues/{DEMO_ISSUE}/issue.toml{expected}\n",
+    )
