@@ -67,6 +67,24 @@ def _refuse(blocking: list[Finding], issue_dir: Path) -> None:
     raise SystemExit(Exit.INCOMPLETE)
 
 
+def _ask(question: str) -> None:
+    """Go on only on a yes. A no, nobody to answer (a timer or a pipe without --yes) and
+    Ctrl-C each stop here, before anything is fixed or sent, and say so in words."""
+    try:
+        if click.confirm(question):
+            return
+    except click.Abort as exc:  # click turns both into Abort; the cause stays in __context__
+        if isinstance(exc.__context__, EOFError):
+            raise DeliveryError(
+                "nothing sent: no answer to the question (standard input is not a terminal); "
+                "add --yes to send without asking"
+            ) from None
+        click.echo("\ninterrupted: nothing sent", err=True)
+        raise SystemExit(Exit.INTERRUPTED) from None
+    click.echo("nothing sent", err=True)
+    raise SystemExit(Exit.INCOMPLETE)
+
+
 def _send_tests(prepared: campaign.Prepared, addresses: tuple[str, ...]) -> None:
     if prepared.blocking:
         click.echo(
@@ -341,7 +359,7 @@ def _begin(prepared: campaign.Prepared, store, ledger: Ledger, given: dict, yes:
             "left out: " + ", ".join(f"{n:,} {s}" for s, n in sorted(the_plan.left_out.items()))
         )
     if not yes:
-        click.confirm("Send it now?", abort=True)
+        _ask("Send it now?")
     prepared.transport.connect().close()  # a wrong host or password stops us here
     fixed = campaign.start(store, ledger, prepared, given)
     click.echo(f"recipient list fixed: {fixed:,} subscribers")
@@ -403,7 +421,7 @@ def _resume(
         + (" (rebuilt from the files now)" if rebuild else " (as frozen when it started)")
     )
     if not yes:
-        click.confirm("Resume sending?", abort=True)
+        _ask("Resume sending?")
     prepared.transport.connect().close()
     if rebuild:  # only now: a "no" above, or a server that is down, changes nothing
         ledger.refreeze(prepared.frozen())

@@ -4,6 +4,7 @@ demo content."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 
 from newsletter.cli import main
 
-from .conftest import DEMO_ISSUE
+from .conftest import DEMO_ISSUE, ROOT
 
 
 def invoke(workdir: Path, *args: str, input: str | None = None, **env: str):
@@ -129,4 +130,45 @@ def test_a_typo_in_the_manifest_stops_the_build(
     assert (result.exit_code, result.stderr) == (
         2,
         f"error: issues/{DEMO_ISSUE}/issue.toml{expected}\n",
+    )
+
+
+class _CtrlC(io.RawIOBase):
+    """Standard input of someone who presses Ctrl-C at the question."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not len(buffer):  # click's test runner looks whether the stream gives bytes
+            return 0
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "said"),
+    [
+        ("n\n", 1, "nothing sent\n"),
+        # a timer or a pipe that forgot --yes
+        (
+            "",
+            2,
+            "error: nothing sent: no answer to the question (standard input is not a "
+            "terminal); add --yes to send without asking\n",
+        ),  # fmt: skip
+        (_CtrlC(), 130, "\ninterrupted: nothing sent\n"),
+    ],
+)
+def test_a_send_not_confirmed_says_why_and_sends_nothing(
+    workdir: Path, answer, status: int, said: str
+) -> None:
+    imported = invoke(workdir, "subscribers", "import", str(ROOT / "samples" / "subscribers.csv"))
+    assert imported.exit_code == 0, imported.output
+    secret = "s" * 32  # so that no line about a generated secret comes first
+    result = invoke(workdir, "send", f"issues/{DEMO_ISSUE}", input=answer, NEWSLETTER_SECRET=secret)
+    assert "Send it now? [y/N]:" in result.stdout
+    assert (result.exit_code, result.stderr) == (status, said)
+    assert not (workdir / "outbox").exists()
+    assert invoke(workdir, "status", f"issues/{DEMO_ISSUE}").stdout == (
+        f"issue {DEMO_ISSUE} has not been sent.\n"
     )
