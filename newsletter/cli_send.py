@@ -21,7 +21,7 @@ from .content import not_an_issue
 from .delivery import Progress, outgoing
 from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
-from .ledger import Ledger, SendBusy, State, send_lock
+from .ledger import Ledger, SendBusy, SendState, State, send_lock
 from .normalise import check_email
 from .schedule import DEFAULT_GRACE, Book, format_when, parse_when
 from .subscribers import edition_for, open_store
@@ -576,8 +576,29 @@ def status(app: AppContext, issue_dir: Path) -> None:
             click.echo(f"failed     {d.email}: {d.last_reply}")
         for d in ledger.in_state(State.UNCERTAIN):
             click.echo(f"uncertain  {d.email}: {d.last_reply}")
+        if not in_flight and (next_step := _next_step(info.state, ledger.counts(), issue_dir)):
+            click.echo(next_step)
     finally:
         ledger.close()
+
+
+def _next_step(state: SendState, counts: dict, issue_dir: Path) -> str | None:
+    """What the state word means for the editor, and what to run, when a send is unfinished
+    and none is running: `held` and `active` alone say neither."""
+    pending = sum(n for (_, st), n in counts.items() if st is State.PENDING)
+    deferred = sum(n for (_, st), n in counts.items() if st is State.DEFERRED)
+    issue = issue_dir.as_posix()
+    resume = f"run 'newsletter send {issue}' to resume"
+    if state is SendState.HELD:
+        return f"held: stopped by Ctrl-C, {pending + deferred:,} left; {resume}"
+    if state is SendState.ACTIVE and pending:
+        return f"unfinished: {pending:,} not sent yet (paused, or the send died); {resume}"
+    if state is SendState.ACTIVE and deferred:
+        return (
+            f"waiting to retry {deferred:,} deferred message(s): 'newsletter due' (from its "
+            f"timer) or 'newsletter send {issue}' retries them"
+        )
+    return None
 
 
 def _relabel(db_path: Path, ledger: Ledger) -> int:

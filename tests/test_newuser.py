@@ -5,6 +5,10 @@ demo content."""
 from __future__ import annotations
 
 import io
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from click.testing import CliRunner
 
 from newsletter.cli import main
 
-from .conftest import DEMO_ISSUE, ROOT
+from .conftest import DEMO_ISSUE, ROOT, clean_env
 
 
 def invoke(workdir: Path, *args: str, input: str | None = None, **env: str):
@@ -172,3 +176,34 @@ def test_a_send_not_confirmed_says_why_and_sends_nothing(
     assert invoke(workdir, "status", f"issues/{DEMO_ISSUE}").stdout == (
         f"issue {DEMO_ISSUE} has not been sent.\n"
     )
+
+
+def test_status_says_what_held_means_and_how_to_resume(workdir: Path) -> None:
+    env = {**clean_env(), "NEWSLETTER_DB": str(workdir / "news.db")}
+    imported = invoke(workdir, "subscribers", "import", str(ROOT / "samples" / "subscribers.csv"))
+    assert imported.exit_code == 0, imported.output
+    # one message a second into the outbox, and Ctrl-C once the first is written
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}", "--yes"]
+        + ["--rate", "1", "--concurrency", "1"],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    outbox = workdir / "outbox" / DEMO_ISSUE
+    deadline = time.monotonic() + 60
+    while not any(outbox.glob("*.eml")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    sent = len(list(outbox.glob("*.eml")))
+    assert 1 <= sent < 8
+    status = invoke(workdir, "status", f"issues/{DEMO_ISSUE}")
+    assert status.exit_code == 0, status.output
+    assert status.stdout.splitlines()[-1] == (
+        f"held: stopped by Ctrl-C, {8 - sent} left; run 'newsletter send issues/{DEMO_ISSUE}' "
+        "to resume"
+    )
+    resumed = invoke(workdir, "send", f"issues/{DEMO_ISSUE}", "--yes", "--rate", "0")
+    assert resumed.exit_code == 0, resumed.output
+    done = invoke(workdir, "status", f"issues/{DEMO_ISSUE}").stdout
+    assert done.startswith(f"issue {DEMO_ISSUE} (done,") and "resume" not in done
