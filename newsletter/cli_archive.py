@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .archive.site import SiteBuild, build_site, publish, unpublish
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, as_issue_id, pass_app
 
 out_option = click.option(
     "--out",
@@ -52,7 +52,7 @@ def build_(app: AppContext, out: Path | None, issues_dir: Path) -> None:
 
 
 @archive.command("publish")
-@click.argument("issue_id")
+@click.argument("issue_id", callback=as_issue_id)
 @click.option("--unsent", is_flag=True, help="Publish an issue that was never sent.")
 @out_option
 @issues_option
@@ -67,7 +67,7 @@ def publish_(
 
 
 @archive.command("unpublish")
-@click.argument("issue_id")
+@click.argument("issue_id", callback=as_issue_id)
 @out_option
 @issues_option
 @pass_app

@@ -37,3 +37,12 @@ def _issue_folder(ctx: click.Context, param: click.Parameter, value: Path) -> Pa
 issue_dir_argument = click.argument(
     "issue_dir", type=click.Path(path_type=Path), callback=_issue_folder
 )
+
+
+def as_issue_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An issue id, also when given as its folder (`issues/2017-11`, as `send` and `build`
+    take it) or its manifest: the id is the folder's name."""
+    path = Path(value)
+    if path.name == "issue.toml":
+        path = path.parent
+    return path.name if len(path.parts) > 1 else value

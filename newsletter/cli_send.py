@@ -15,7 +15,7 @@ import click
 
 from . import campaign
 from .checks import Finding, Level
-from .cli_context import AppContext, issue_dir_argument, pass_app
+from .cli_context import AppContext, as_issue_id, issue_dir_argument, pass_app
 from .config import MAX_CONCURRENCY, parse_duration
 from .content import not_an_issue
 from .delivery import Progress, outgoing
@@ -684,7 +684,7 @@ def schedule_list(app: AppContext) -> None:
 
 
 @schedule.command("cancel")
-@click.argument("key", metavar="ID")
+@click.argument("key", metavar="ID", callback=as_issue_id)
 @pass_app
 def schedule_cancel(app: AppContext, key: str) -> None:
     """Cancel a waiting schedule, by its number or its issue id."""

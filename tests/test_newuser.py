@@ -207,3 +207,21 @@ def test_status_says_what_held_means_and_how_to_resume(workdir: Path) -> None:
     assert resumed.exit_code == 0, resumed.output
     done = invoke(workdir, "status", f"issues/{DEMO_ISSUE}").stdout
     assert done.startswith(f"issue {DEMO_ISSUE} (done,") and "resume" not in done
+
+
+def test_an_issue_given_as_its_folder_where_an_id_is_asked(workdir: Path) -> None:
+    published = invoke(workdir, "archive", "publish", f"issues/{DEMO_ISSUE}", "--unsent")
+    assert published.exit_code == 0, published.output
+    assert published.stdout.startswith(f"published {DEMO_ISSUE}\n")
+    assert (workdir / "site" / "en" / DEMO_ISSUE / "index.html").is_file()
+    taken = invoke(workdir, "archive", "unpublish", f"issues/{DEMO_ISSUE}/")
+    assert taken.stdout.startswith(f"took {DEMO_ISSUE} off the web\n"), taken.output
+    imported = invoke(workdir, "subscribers", "import", str(ROOT / "samples" / "subscribers.csv"))
+    assert imported.exit_code == 0, imported.output
+    at = invoke(workdir, "send", f"issues/{DEMO_ISSUE}", "--at", "2099-01-05 07:00")
+    assert at.exit_code == 0, at.output
+    cancelled = invoke(workdir, "schedule", "cancel", f"issues/{DEMO_ISSUE}")
+    assert (cancelled.exit_code, cancelled.stdout) == (
+        0,
+        f"cancelled: issue {DEMO_ISSUE} at 2099-01-05 07:00 EST (12:00 UTC)\n",
+    )
