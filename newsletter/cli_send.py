@@ -678,9 +678,22 @@ def schedule_list(app: AppContext) -> None:
     if not found:
         click.echo("nothing scheduled; schedule a send with: newsletter send ISSUE --at TIME")
         return
-    for s in found:
-        note = f"  {s.note}" if s.note else ""
-        click.echo(f"{s.id:>4}  {s.issue_id:<12} {format_when(s.at, s.zone)}  {s.state}{note}")
+    # A header, so that the first column reads as the number `schedule cancel` takes.
+    rows = [("#", "issue", "time", "state")]
+    rows += [
+        (
+            str(s.id),
+            s.issue_id,
+            format_when(s.at, s.zone),
+            s.state + (f"  {s.note}" if s.note else ""),
+        )
+        for s in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for number, issue, when, state in rows:
+        click.echo(
+            f"{number:>{widths[0]}}  {issue:<{widths[1]}}  {when:<{widths[2]}}  {state}".rstrip()
+        )
 
 
 @schedule.command("cancel")

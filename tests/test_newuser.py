@@ -225,3 +225,16 @@ def test_an_issue_given_as_its_folder_where_an_id_is_asked(workdir: Path) -> Non
         0,
         f"cancelled: issue {DEMO_ISSUE} at 2099-01-05 07:00 EST (12:00 UTC)\n",
     )
+
+
+def test_schedule_list_names_its_columns(workdir: Path) -> None:
+    imported = invoke(workdir, "subscribers", "import", str(ROOT / "samples" / "subscribers.csv"))
+    assert imported.exit_code == 0, imported.output
+    assert (
+        invoke(workdir, "send", f"issues/{DEMO_ISSUE}", "--at", "2099-01-05 07:00").exit_code == 0
+    )
+    listed = invoke(workdir, "schedule", "list")
+    assert listed.stdout.splitlines() == [
+        "#  issue    time                              state",
+        "1  2017-11  2099-01-05 07:00 EST (12:00 UTC)  scheduled",
+    ]
