@@ -207,11 +207,16 @@ def add(
 @click.argument("email")
 @pass_app
 def remove(app: AppContext, email: str) -> None:
-    """Delete a subscriber's record entirely (e.g. on a request to erase their data)."""
+    """Delete a subscriber's record: name, language and status (e.g. on a request to erase
+    their data).
+
+    The address stays in the audit trail (when they joined and consented, what they were
+    sent, bounces, this removal), which proves what was done; `show EMAIL` still shows it.
+    They are no longer on the list, and `add` may put them back."""
     with open_store(app.settings) as store:
         if not store.remove(email, how="cli"):
             raise StoreError(f"{email} is not on the list; check the spelling with `list`")
-    click.echo(f"removed {email}")
+    click.echo(f"removed {email} (name, language, status); the audit trail keeps the address")
 
 
 @subscribers.command()

@@ -238,3 +238,18 @@ def test_schedule_list_names_its_columns(workdir: Path) -> None:
         "#  issue    time                              state",
         "1  2017-11  2099-01-05 07:00 EST (12:00 UTC)  scheduled",
     ]
+
+
+def test_remove_says_what_it_erases_and_what_the_audit_keeps(workdir: Path) -> None:
+    assert invoke(workdir, "subscribers", "add", "bob@example.com", "--name", "Bob").exit_code == 0
+    shown_help = invoke(workdir, "subscribers", "remove", "--help").stdout
+    assert "entirely" not in shown_help
+    assert "The address stays in the audit trail" in shown_help
+    removed = invoke(workdir, "subscribers", "remove", "bob@example.com")
+    assert removed.stdout == (
+        "removed bob@example.com (name, language, status); the audit trail keeps the address\n"
+    )
+    # what the help and the line promise, `show` gives
+    shown = invoke(workdir, "subscribers", "show", "bob@example.com").stdout
+    assert shown.startswith("bob@example.com\n  status      removed on ")
+    assert "Bob" not in shown
