@@ -253,3 +253,10 @@ def test_remove_says_what_it_erases_and_what_the_audit_keeps(workdir: Path) -> N
     shown = invoke(workdir, "subscribers", "show", "bob@example.com").stdout
     assert shown.startswith("bob@example.com\n  status      removed on ")
     assert "Bob" not in shown
+
+
+def test_serve_help_names_the_signup_pages(workdir: Path) -> None:
+    # the README sends visitors to /subscribe and /abonnement, served by `serve`
+    assert "/subscribe and /abonnement" in " ".join(
+        invoke(workdir, "serve", "--help").stdout.split()
+    )
