@@ -6,7 +6,17 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from .content import BRIEFS_DIR, LANGS, MANIFEST, SLUG_RE, Brief, parse_toml, read_briefs, read_text
+from .content import (
+    BRIEFS_DIR,
+    LANGS,
+    MANIFEST,
+    SLUG_RE,
+    Brief,
+    parse_toml,
+    read_briefs,
+    read_text,
+    suggest_slug,
+)
 from .errors import ContentError
 
 BRIEF_TEMPLATE = """---
@@ -48,8 +58,9 @@ class PastIssue:
 def new_brief(issues_dir: Path, slug: str, langs: tuple[str, ...], today: dt.date) -> list[Path]:
     """Create `issues/briefs/SLUG.LANG.md` for each language; never overwrite."""
     if not SLUG_RE.match(slug):
+        example = suggest_slug(slug) or "syria-ceasefire"
         raise ContentError(
-            f"slug '{slug}' must be lowercase letters, digits and hyphens, e.g. syria-ceasefire"
+            f"slug '{slug}' must be lowercase letters, digits and hyphens, e.g. {example}"
         )
     folder = issues_dir / BRIEFS_DIR
     paths = [folder / f"{slug}.{lang}.md" for lang in langs]

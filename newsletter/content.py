@@ -9,6 +9,7 @@ import datetime as dt
 import difflib
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,8 +169,10 @@ def split_brief_name(path: Path) -> tuple[str, str]:
     if lang not in LANGS:
         raise ContentError(f"unknown language suffix '.{lang}'; use .en.md or .fr.md", path)
     if not SLUG_RE.match(slug):
+        fix = f" (e.g. {suggest_slug(slug)}.{lang}.md)" if suggest_slug(slug) else ""
         raise ContentError(
-            f"slug '{slug}' must be lowercase letters, digits and hyphens; rename the file", path
+            f"slug '{slug}' must be lowercase letters, digits and hyphens; rename the file{fix}",
+            path,
         )
     return slug, lang
 
@@ -373,6 +376,14 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
             path,
             line,
         ) from None
+
+
+def suggest_slug(text: str) -> str:
+    """The slug a title or a mistyped slug most likely meant: `Hydro Québec` is
+    `hydro-quebec`; a file name given for a slug loses its `.fr.md`."""
+    text = re.sub(r"\.(en|fr)\.md$|\.md$", "", text.strip())
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return "-".join(re.findall(r"[a-z0-9]+", plain.lower()))
 
 
 def not_an_issue(issue_dir: Path) -> ContentError:

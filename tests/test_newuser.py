@@ -260,3 +260,32 @@ def test_serve_help_names_the_signup_pages(workdir: Path) -> None:
     assert "/subscribe and /abonnement" in " ".join(
         invoke(workdir, "serve", "--help").stdout.split()
     )
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("Hydro Québec", "hydro-quebec"),
+        ("Hydro-Québec : contrat « record » !", "hydro-quebec-contrat-record"),
+        ("hydro-quebec.fr.md", "hydro-quebec"),  # the file name for the slug
+    ],
+)
+def test_a_slug_typed_as_a_title_gets_the_slug_to_type(
+    workdir: Path, typed: str, meant: str
+) -> None:
+    result = invoke(workdir, "new", "brief", typed)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: slug '{typed}' must be lowercase letters, digits and hyphens, e.g. {meant}\n",
+    )
+    assert invoke(workdir, "new", "brief", meant).exit_code == 0  # and the suggestion works
+
+
+def test_a_brief_file_with_a_title_for_a_name_gets_the_name_to_give(workdir: Path) -> None:
+    brief = workdir / "issues" / "briefs" / "Hydro Québec.fr.md"
+    brief.write_text('---\ntitle: "x"\ndate: 2017-11-12\nsource: "a"\n---\nx\n', "utf-8")
+    result = invoke(workdir, "check", f"issues/{DEMO_ISSUE}")
+    assert result.stderr == (
+        f"error: {brief.relative_to(workdir).as_posix()}: slug 'Hydro Québec' must be lowercase "
+        "letters, digits and hyphens; rename the file (e.g. hydro-quebec.fr.md)\n"
+    )
