@@ -105,6 +105,9 @@ def import_(
 ) -> None:
     """Add or update subscribers from FILE.csv (columns email, name, language).
 
+    An optional status column (as `export` writes it) keeps off who left: a new address
+    the file says unsubscribed, bounced or complained is recorded so, and sent nothing.
+
     Accepts , or ; separators and a UTF-8 BOM. A blank name or language keeps what an existing
     subscriber has (a new one gets the default language). Within the file, the last row for an
     address wins. The whole import is one transaction. Exits 1 when rows were rejected (the
@@ -132,6 +135,11 @@ def import_(
     )
     if result.resubscribed:
         click.echo(f"{result.resubscribed} resubscribed (--resubscribe)")
+    if result.left:
+        click.echo(
+            f"{result.left} added as having left (the file's status column says so): "
+            "they are sent nothing, and stay off when imported again"
+        )
     ends = lapses_on(consent) if consent is not None else None
     if ends is not None and ends <= dt.datetime.now(dt.UTC).date():
         click.echo(
@@ -151,6 +159,14 @@ def import_(
             "not resubscribed (use --resubscribe only if they asked to come back)",
         )
         for k in result.kept
+    ]
+    notes += [
+        (
+            row.line or 0,
+            f"{row.email}: the file says {row.status}, but they are active here; left as is "
+            f"(if the file is right: newsletter subscribers unsubscribe {row.email})",
+        )
+        for row in result.still_active
     ]
     for line, note in sorted(notes, key=lambda note: note[0]):
         click.echo(f"{file}:{line}: {note}")
@@ -327,7 +343,8 @@ def list_(app: AppContext, status: str | None, language: str | None, lapsed: boo
 def export(app: AppContext, file: Path | None, status: str | None, consent: bool) -> None:
     """Write subscribers, with how they joined and left, as CSV to FILE (or standard output).
 
-    The file can be imported again: import reads email, name and language and ignores the rest.
+    The file can be imported again, into this list or another: import reads email, name,
+    language and status (who left stays off) and ignores the rest.
     With --consent: one row per consent record (basis, times, form, words' version and hash,
     language, IP if recorded) and per join, unsubscribe, bounce, complaint or removal, with
     the words of each consent text at the end.

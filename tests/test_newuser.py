@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import main
+from newsletter.subscribers import SqliteStore, Status
 
 from .conftest import DEMO_ISSUE, ROOT, clean_env
 
@@ -288,4 +289,63 @@ def test_a_brief_file_with_a_title_for_a_name_gets_the_name_to_give(workdir: Pat
     assert result.stderr == (
         f"error: {brief.relative_to(workdir).as_posix()}: slug 'Hydro Québec' must be lowercase "
         "letters, digits and hyphens; rename the file (e.g. hydro-quebec.fr.md)\n"
+    )
+
+
+def test_an_export_imported_elsewhere_keeps_off_who_left(workdir: Path) -> None:
+    for address in ("ann@example.org", "bob@example.org", "cy@example.org", "di@example.org"):
+        assert invoke(workdir, "subscribers", "add", address).exit_code == 0
+    assert invoke(workdir, "subscribers", "unsubscribe", "bob@example.org").exit_code == 0
+    with SqliteStore(workdir / "news.db") as store:
+        store.set_status(store.find("cy@example.org").id, Status.COMPLAINED, "test")
+        store.set_status(store.find("di@example.org").id, Status.BOUNCED, "test")
+    exported = workdir / "list.csv"
+    assert invoke(workdir, "subscribers", "export", str(exported)).exit_code == 0
+    # the list moves to a new database, as the export's help says it can
+    moved = {"NEWSLETTER_DB": str(workdir / "moved.db")}
+    imported = invoke(workdir, "subscribers", "import", str(exported), **moved)
+    assert imported.exit_code == 0, imported.output
+    assert imported.stdout.splitlines() == [
+        f"imported {exported}: 1 added, 0 updated, 0 unchanged, 0 rejected",
+        "3 added as having left (the file's status column says so): they are sent nothing, "
+        "and stay off when imported again",
+    ]
+    listed = invoke(workdir, "subscribers", "list", **moved).stdout.splitlines()
+    assert [line.split("\t")[:3] for line in listed] == [
+        ["ann@example.org", "both", "active"],
+        ["bob@example.org", "both", "unsubscribed"],
+        ["cy@example.org", "both", "complained"],
+        ["di@example.org", "both", "bounced"],
+    ]
+    # importing the file again, even with --resubscribe, makes nobody active who left
+    again = invoke(workdir, "subscribers", "import", str(exported), "--resubscribe", **moved)
+    assert again.exit_code == 0, again.output
+    assert invoke(workdir, "subscribers", "list", "--status", "active", **moved).stdout == (
+        "ann@example.org\tboth\tactive\t\n"
+    )
+
+
+def test_a_status_column_the_import_cannot_read_rejects_the_row(workdir: Path) -> None:
+    csv_file = workdir / "other.csv"
+    csv_file.write_text(
+        "email,status\nann@example.org,subscribed\nbob@example.org,pending\n", "utf-8"
+    )
+    result = invoke(workdir, "subscribers", "import", str(csv_file))
+    assert result.exit_code == 1
+    assert (
+        f"{csv_file}:3: unknown status 'pending'; use active, unsubscribed, bounced or "
+        "complained (an export of the list says which)"
+    ) in result.stdout
+    assert invoke(workdir, "subscribers", "list").stdout == "ann@example.org\tboth\tactive\t\n"
+
+
+def test_an_import_says_when_the_file_says_an_active_person_left(workdir: Path) -> None:
+    assert invoke(workdir, "subscribers", "add", "ann@example.org").exit_code == 0
+    csv_file = workdir / "old.csv"
+    csv_file.write_text("email,status\nann@example.org,unsubscribed\n", "utf-8")
+    result = invoke(workdir, "subscribers", "import", str(csv_file))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        f"{csv_file}:2: ann@example.org: the file says unsubscribed, but they are active here; "
+        "left as is (if the file is right: newsletter subscribers unsubscribe ann@example.org)"
     )
