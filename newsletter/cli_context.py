@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .config import Settings, load_settings
+from .errors import StoreError
 
 
 @dataclass
@@ -46,3 +47,16 @@ def as_issue_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if path.name == "issue.toml":
         path = path.parent
     return path.name if len(path.parts) > 1 else value
+
+
+def need_db(settings: Settings, fix: str = "'subscribers import' or 'add' makes a new one") -> None:
+    """For a command that reads or changes the list or a send: no database means it runs in
+    another folder than the one holding newsletter.db (NEWSLETTER_DB is relative). Making an
+    empty one there would answer falsely ("not sent", no subscribers) and leave a stray file
+    with its own signing secret."""
+    if not settings.db_path.is_file():
+        raise StoreError(
+            "no database here; run this in the folder that holds it, or set NEWSLETTER_DB "
+            f"to its path ({fix})",
+            settings.db_path.absolute(),
+        )

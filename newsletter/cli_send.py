@@ -15,7 +15,7 @@ import click
 
 from . import campaign
 from .checks import Finding, Level
-from .cli_context import AppContext, as_issue_id, issue_dir_argument, pass_app
+from .cli_context import AppContext, as_issue_id, issue_dir_argument, need_db, pass_app
 from .config import MAX_CONCURRENCY, parse_duration
 from .content import not_an_issue
 from .delivery import Progress, outgoing
@@ -282,6 +282,8 @@ def send(
         "include_lapsed": include_lapsed or None,
     }
     issue_id = _issue_id(issue_dir)
+    if not test:  # a real send, a dry run or a schedule reads the list
+        need_db(settings)
     if test or dry_run:
         prepared = campaign.prepare(settings, issue_dir, strict=strict, test=test)
         _show_findings(prepared.findings, test)
@@ -542,8 +544,9 @@ def _say_deferred(report: campaign.Report) -> None:
 @pass_app
 def status(app: AppContext, issue_dir: Path) -> None:
     """Where the send of an issue stands: sent, pending, deferred, failed, uncertain."""
-    issue_id = _issue_id(issue_dir)
+    issue_id = _issue_id(issue_dir)  # a wrong path first: it explains more than a missing db
     settings = app.settings
+    need_db(settings)
     with Book(settings.db_path) as book:
         waiting = book.waiting(issue_id)
     ledger = Ledger(settings.db_path, issue_id)
@@ -673,6 +676,7 @@ def schedule() -> None:
 @pass_app
 def schedule_list(app: AppContext) -> None:
     """Every schedule, waiting or not, with what became of it."""
+    need_db(app.settings)
     with Book(app.settings.db_path) as book:
         found = book.all()
     if not found:
@@ -701,6 +705,7 @@ def schedule_list(app: AppContext) -> None:
 @pass_app
 def schedule_cancel(app: AppContext, key: str) -> None:
     """Cancel a waiting schedule, by its number or its issue id."""
+    need_db(app.settings)
     with Book(app.settings.db_path) as book:
         cancelled = book.cancel(key)
     click.echo(f"cancelled: issue {cancelled.issue_id} at {cancelled.when()}")

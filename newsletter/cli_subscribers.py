@@ -13,7 +13,7 @@ from typing import TextIO
 
 import click
 
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, need_db, pass_app
 from .config import SUBSCRIBER_LANGUAGES
 from .consent import Basis, Consent, lapses_on
 from .csvimport import FORMULA_STARTS, read_csv
@@ -229,6 +229,7 @@ def remove(app: AppContext, email: str) -> None:
     The address stays in the audit trail (when they joined and consented, what they were
     sent, bounces, this removal), which proves what was done; `show EMAIL` still shows it.
     They are no longer on the list, and `add` may put them back."""
+    need_db(app.settings)
     with open_store(app.settings) as store:
         if not store.remove(email, how="cli"):
             raise StoreError(f"{email} is not on the list; check the spelling with `list`")
@@ -240,6 +241,7 @@ def remove(app: AppContext, email: str) -> None:
 @pass_app
 def unsubscribe(app: AppContext, email: str) -> None:
     """Unsubscribe someone (keeps the record, as proof they are not to be mailed)."""
+    need_db(app.settings)
     with open_store(app.settings) as store:
         subscriber = store.find(email)
         if subscriber is None:
@@ -257,6 +259,7 @@ def unsubscribe(app: AppContext, email: str) -> None:
 @pass_app
 def set_(app: AppContext, email: str, language: str | None, name: str | None) -> None:
     """Change someone's language or name (recorded in their history)."""
+    need_db(app.settings)
     language = _language(language)
     if language is None and name is None:
         raise click.UsageError("give --language, --name or both")
@@ -278,6 +281,7 @@ def set_(app: AppContext, email: str, language: str | None, name: str | None) ->
 @pass_app
 def reactivate(app: AppContext, email: str, reason: str) -> None:
     """Make a bounced address active again, e.g. when its owner says it works now."""
+    need_db(app.settings)
     if not reason.strip():
         raise click.BadParameter("say why", param_hint="--reason")
     with open_store(app.settings) as store:
@@ -312,6 +316,7 @@ def list_(app: AppContext, status: str | None, language: str | None, lapsed: boo
     """Print subscribers, one a line: email, language, status, name (tab-separated).
 
     Pending requests add when they were made and when they expire."""
+    need_db(app.settings)
     from .cli_signup import list_pending
 
     with open_store(app.settings) as store:
@@ -349,6 +354,7 @@ def export(app: AppContext, file: Path | None, status: str | None, consent: bool
     language, IP if recorded) and per join, unsubscribe, bounce, complaint or removal, with
     the words of each consent text at the end.
     """
+    need_db(app.settings)
     if consent:
         return _export_consent(app, file, status)
     with open_store(app.settings) as store:
@@ -401,6 +407,7 @@ def _write_csv(out: TextIO, people: Iterable[Subscriber]) -> None:
 @pass_app
 def count(app: AppContext) -> None:
     """Number of subscribers by language and status."""
+    need_db(app.settings)
     with open_store(app.settings) as store:
         counts = store.counts()
     width = max(len(status) for status in STATUSES)

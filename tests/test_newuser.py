@@ -85,6 +85,7 @@ def test_the_manifest_names_its_issue(workdir: Path) -> None:
     check = invoke(workdir, "check", f"issues/{DEMO_ISSUE}/issue.toml")
     assert check.exit_code == 0, check.output
     assert check.stdout.endswith("has no fr version (En anglais seulement)\nok\n")
+    assert invoke(workdir, "subscribers", "add", "ann@example.org").exit_code == 0
     status = invoke(workdir, "status", f"issues/{DEMO_ISSUE}/issue.toml")
     assert (status.exit_code, status.stdout) == (0, f"issue {DEMO_ISSUE} has not been sent.\n")
 
@@ -349,3 +350,49 @@ def test_an_import_says_when_the_file_says_an_active_person_left(workdir: Path) 
         f"{csv_file}:2: ann@example.org: the file says unsubscribed, but they are active here; "
         "left as is (if the file is right: newsletter subscribers unsubscribe ann@example.org)"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", f"issues/{DEMO_ISSUE}"],
+        ["send", f"issues/{DEMO_ISSUE}", "--dry-run"],
+        ["send", f"issues/{DEMO_ISSUE}", "--yes"],
+        ["schedule", "list"],
+        ["subscribers", "list"],
+        ["subscribers", "count"],
+        ["subscribers", "show", "ann@example.org"],
+        ["subscribers", "export"],
+        ["bounces", "list"],
+    ],
+)
+def test_a_command_run_in_the_wrong_folder_does_not_answer_from_a_new_empty_list(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    # the list and its sends live in ./news.db; the editor runs a command from issues/
+    env_file = workdir / "empty.env"
+    env_file.touch()
+    db = {"NEWSLETTER_DB": "news.db"}
+    assert (
+        CliRunner().invoke(main, ["subscribers", "add", "ann@example.org"], env=db).exit_code == 0
+    )
+    elsewhere = workdir / "issues"
+    before = sorted(elsewhere.rglob("*"))
+    monkeypatch.chdir(elsewhere)
+    args = [arg.replace("issues/", "") for arg in args]
+    result = CliRunner().invoke(main, ["--env-file", str(env_file), *args], env=db)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: {elsewhere / 'news.db'}: no database here; run this in the folder that holds "
+        "it, or set NEWSLETTER_DB to its path ('subscribers import' or 'add' makes a new one)\n",
+    )
+    assert sorted(elsewhere.rglob("*")) == before  # no stray database, no new secret
+
+
+def test_signup_form_is_not_signed_with_a_secret_the_server_does_not_have(workdir: Path) -> None:
+    result = invoke(workdir, "signup-form")
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "signup-form signs the form with its secret: run it where 'newsletter serve' runs)\n"
+    )
+    assert not (workdir / "news.db").exists() and not (workdir / "news.db.secret").exists()

@@ -340,6 +340,7 @@ def _one_line(result) -> str:
 
 
 def test_no_subscribers(workdir: Path) -> None:
+    SqliteStore(workdir / "news.db").close()  # a list, empty (no list at all: test_newuser)
     with Server(Handler()) as server:
         result = send(workdir, server.port, "--yes")
     assert result.returncode == 2
