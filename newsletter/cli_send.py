@@ -323,6 +323,23 @@ def send(
             ledger.close()
 
 
+def _say_newcomers(settings, ledger: Ledger) -> None:
+    """Who is on the list but not on this issue's: added after its send started, when the
+    list was fixed. Running `send` again does not reach them, which surprises."""
+    on_issue = {d.subscriber_id for d in ledger.in_state(*State)}
+    with open_store(settings) as store:
+        newcomers = [s.email for s in store.mailable() if s.id not in on_issue]
+    if newcomers:
+        info = ledger.info()
+        click.echo(
+            f"{len(newcomers):,} subscriber(s) joined after this send started "
+            f"({info.started_at if info else '?'}), when its list was fixed: "
+            + ", ".join(newcomers[:3])
+            + (" ..." if len(newcomers) > 3 else "")
+            + "; they get the next issue"
+        )
+
+
 def _warn_lapsed(store, include_lapsed: bool) -> None:
     """Implied consent (a membership, a donation) lapses after two years (CASL)."""
     lapsed = sum(store.lapsed_counts().values())
@@ -401,6 +418,7 @@ def _resume(
             raise SystemExit(Exit.DEFERRED)
         click.echo(f"nothing left to send for issue {issue_id}.")
         click.echo(_table(report.counts))
+        _say_newcomers(settings, ledger)
         if report.total(State.FAILED, State.UNCERTAIN):
             raise SystemExit(Exit.INCOMPLETE)
         return None

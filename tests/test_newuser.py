@@ -396,3 +396,19 @@ def test_signup_form_is_not_signed_with_a_secret_the_server_does_not_have(workdi
         "signup-form signs the form with its secret: run it where 'newsletter serve' runs)\n"
     )
     assert not (workdir / "news.db").exists() and not (workdir / "news.db.secret").exists()
+
+
+def test_sending_again_says_who_joined_since_and_is_not_on_the_issue(workdir: Path) -> None:
+    imported = invoke(workdir, "subscribers", "import", str(ROOT / "samples" / "subscribers.csv"))
+    assert imported.exit_code == 0, imported.output
+    assert invoke(workdir, "send", f"issues/{DEMO_ISSUE}", "--yes").exit_code == 0
+    assert invoke(workdir, "subscribers", "add", "late@example.org").exit_code == 0
+    again = invoke(workdir, "send", f"issues/{DEMO_ISSUE}", "--yes")
+    assert again.exit_code == 0, again.output
+    lines = again.stdout.splitlines()
+    assert lines[0] == f"nothing left to send for issue {DEMO_ISSUE}."
+    assert lines[-1].startswith("1 subscriber(s) joined after this send started (")
+    assert lines[-1].endswith(
+        "), when its list was fixed: late@example.org; they get the next issue"
+    )
+    assert len(list((workdir / "outbox" / DEMO_ISSUE).glob("*.eml"))) == 8
