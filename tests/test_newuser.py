@@ -412,3 +412,17 @@ def test_sending_again_says_who_joined_since_and_is_not_on_the_issue(workdir: Pa
         "), when its list was fixed: late@example.org; they get the next issue"
     )
     assert len(list((workdir / "outbox" / DEMO_ISSUE).glob("*.eml"))) == 8
+
+
+def test_a_setting_written_in_lower_case_is_said_to_be_ignored(workdir: Path) -> None:
+    env_file = workdir / "lower.env"
+    env_file.write_text("# mine\nnewsletter_title_en=Our News\n", "utf-8")
+    result = CliRunner().invoke(
+        main, ["--env-file", str(env_file), "subscribers", "add", "ann@example.org"],
+        env={"NEWSLETTER_DB": str(workdir / "news.db")},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"warning: {env_file}:2: newsletter_title_en is not a setting, ignored: names are "
+        "upper case, NEWSLETTER_TITLE_EN\n"
+    )
