@@ -18,6 +18,7 @@ out_option = click.option(
 )
 issues_option = click.option(
     "--issues",
+    "--issues-dir",  # as `new` and `compose` name it
     "issues_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("issues"),

@@ -426,3 +426,12 @@ def test_a_setting_written_in_lower_case_is_said_to_be_ignored(workdir: Path) ->
         f"warning: {env_file}:2: newsletter_title_en is not a setting, ignored: names are "
         "upper case, NEWSLETTER_TITLE_EN\n"
     )
+
+
+def test_archive_takes_the_issues_folder_option_as_compose_names_it(workdir: Path) -> None:
+    (workdir / "issues").rename(workdir / "content")
+    result = invoke(
+        workdir, "archive", "publish", DEMO_ISSUE, "--unsent", "--issues-dir", "content"
+    )
+    assert result.exit_code == 0, result.output
+    assert (workdir / "site" / "en" / DEMO_ISSUE / "index.html").is_file()
