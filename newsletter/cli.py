@@ -63,7 +63,7 @@ COMMANDS = {
         "cli_subscribers",
         "serve",
         "Run the web app (behind a reverse proxy in production): the public archive, the "
-        "unsubscribe and preferences pages, and the signup pages.",
+        "unsubscribe and preferences pages, and the signup pages /subscribe and /abonnement.",
     ),
     "signup-form": (
         "cli_signup",

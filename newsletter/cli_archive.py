@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .archive.site import SiteBuild, build_site, publish, unpublish
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, as_issue_id, pass_app
 
 out_option = click.option(
     "--out",
@@ -18,6 +18,7 @@ out_option = click.option(
 )
 issues_option = click.option(
     "--issues",
+    "--issues-dir",  # as `new` and `compose` name it
     "issues_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("issues"),
@@ -52,7 +53,7 @@ def build_(app: AppContext, out: Path | None, issues_dir: Path) -> None:
 
 
 @archive.command("publish")
-@click.argument("issue_id")
+@click.argument("issue_id", callback=as_issue_id)
 @click.option("--unsent", is_flag=True, help="Publish an issue that was never sent.")
 @out_option
 @issues_option
@@ -67,7 +68,7 @@ def publish_(
 
 
 @archive.command("unpublish")
-@click.argument("issue_id")
+@click.argument("issue_id", callback=as_issue_id)
 @out_option
 @issues_option
 @pass_app

@@ -15,7 +15,7 @@ from .bounces.book import Book, Recorded
 from .bounces.classify import Class
 from .bounces.mailbox import fetch as fetch_mailbox
 from .bounces.parse import MAX_BYTES
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, need_db, pass_app
 from .errors import NewsletterError, SettingsError, StoreError
 from .exits import Exit
 from .subscribers import open_store
@@ -102,6 +102,7 @@ def _read_input(name: str) -> bytes:
 @pass_app
 def list_(app: AppContext, since: str | None, classes: tuple[str, ...]) -> None:
     """Every recorded event: when, class, who, issue, status, what the server said."""
+    need_db(app.settings)
     if since is not None:
         try:
             since = dt.date.fromisoformat(since).isoformat()

@@ -8,11 +8,10 @@ import click
 
 from .build import Build, build_issue, write_build
 from .checks import Level
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, issue_dir_argument, pass_app
 from .exits import Exit
 from .render import Templates
 
-issue_dir_argument = click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
 strict_option = click.option(
     "--strict", is_flag=True, help="Treat a brief missing in one language as an error."
 )
@@ -45,6 +44,20 @@ def _findings(build: Build) -> None:
         click.echo(str(finding), err=finding.level is Level.ERROR)
 
 
+def _not_ready(build: Build) -> str | None:
+    """What `send` would refuse although it is only a warning while composing (placeholder
+    text): said after the findings, so that `check` never says "ok" to an issue `send`
+    refuses."""
+    blocking = [f for f in build.findings if f.blocks_send and f.level is not Level.ERROR]
+    if not blocking:
+        return None
+    first = blocking[0]
+    return (
+        f"not ready to send: {len(blocking)} warning(s) above stop a real send, first: "
+        f"{first.edition}: {first.message}"
+    )
+
+
 def _build(app: AppContext, issue_dir: Path, strict: bool) -> Build:
     return build_issue(
         issue_dir, app.settings.identity, Templates(app.settings.templates_dir), strict=strict
@@ -70,6 +83,8 @@ def build(app: AppContext, issue_dir: Path, out: Path | None, strict: bool) -> N
     click.echo(f"wrote {len(result.editions) * 3} files to {out}/")
     if result.has_errors:
         raise SystemExit(Exit.INCOMPLETE)
+    if note := _not_ready(result):
+        click.echo(note)
 
 
 @click.command()
@@ -83,4 +98,4 @@ def check(app: AppContext, issue_dir: Path, strict: bool) -> None:
     _findings(result)
     if result.has_errors:
         raise SystemExit(Exit.INCOMPLETE)
-    click.echo("ok")
+    click.echo(_not_ready(result) or "ok")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .config import Settings, load_settings
+from .errors import StoreError
 
 
 @dataclass
@@ -26,3 +27,36 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+def _issue_folder(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    # issues/2017-11/issue.toml names the issue as well as its folder does
+    return value.parent if value.name == "issue.toml" and value.is_file() else value
+
+
+# An issue folder; a missing or wrong one is explained by content.not_an_issue when read.
+issue_dir_argument = click.argument(
+    "issue_dir", type=click.Path(path_type=Path), callback=_issue_folder
+)
+
+
+def as_issue_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An issue id, also when given as its folder (`issues/2017-11`, as `send` and `build`
+    take it) or its manifest: the id is the folder's name."""
+    path = Path(value)
+    if path.name == "issue.toml":
+        path = path.parent
+    return path.name if len(path.parts) > 1 else value
+
+
+def need_db(settings: Settings, fix: str = "'subscribers import' or 'add' makes a new one") -> None:
+    """For a command that reads or changes the list or a send: no database means it runs in
+    another folder than the one holding newsletter.db (NEWSLETTER_DB is relative). Making an
+    empty one there would answer falsely ("not sent", no subscribers) and leave a stray file
+    with its own signing secret."""
+    if not settings.db_path.is_file():
+        raise StoreError(
+            "no database here; run this in the folder that holds it, or set NEWSLETTER_DB "
+            f"to its path ({fix})",
+            settings.db_path.absolute(),
+        )

@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 import uvicorn
 
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, issue_dir_argument, pass_app
 from .config import is_loopback
+from .content import wrong_issue_folder
 from .errors import NewsletterError
 from .hosts import allowed_hosts, check_name
 from .preview import Preview, Snapshot, Targets, create_app
@@ -73,7 +74,7 @@ def _report_watch(targets: Targets) -> None:
 
 
 @click.command()
-@click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
+@issue_dir_argument
 @click.option(
     "--host",
     default=LOOPBACK,
@@ -108,12 +109,11 @@ def preview(
     """Preview ISSUE_DIR in a browser: each edition at desktop and phone width, the text part,
     the inbox headers and the checks. Saving a brief, the manifest, a template or .env
     updates the open page. A file that breaks the build shows its error on the page."""
-    # Only a missing folder stops here: there is nothing to watch. Any other problem is
-    # shown on the page, and fixing the file brings the preview back.
-    if not issue_dir.is_dir():
-        raise NewsletterError(
-            "no such issue folder; give the path of an issue, e.g. issues/2017-11", issue_dir
-        )
+    # Only a folder that cannot be an issue stops here: a missing one (nothing to watch), the
+    # issues or the briefs folder. Any other problem is shown on the page, and fixing the
+    # file (or creating issue.toml) brings the preview back.
+    if wrong := wrong_issue_folder(issue_dir):
+        raise wrong
     try:
         names = allowed_hosts(host, [check_name(name) for name in allow_hosts])
     except ValueError as exc:

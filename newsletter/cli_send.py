@@ -15,12 +15,13 @@ import click
 
 from . import campaign
 from .checks import Finding, Level
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, as_issue_id, issue_dir_argument, need_db, pass_app
 from .config import MAX_CONCURRENCY, parse_duration
+from .content import not_an_issue
 from .delivery import Progress, outgoing
 from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
-from .ledger import Ledger, SendBusy, State, send_lock
+from .ledger import Ledger, SendBusy, SendState, State, send_lock
 from .normalise import check_email
 from .schedule import DEFAULT_GRACE, Book, format_when, parse_when
 from .subscribers import edition_for, open_store
@@ -63,6 +64,24 @@ def _refuse(blocking: list[Finding], issue_dir: Path) -> None:
         f"{first.message}; fix them (newsletter check {issue_dir})",
         err=True,
     )
+    raise SystemExit(Exit.INCOMPLETE)
+
+
+def _ask(question: str) -> None:
+    """Go on only on a yes. A no, nobody to answer (a timer or a pipe without --yes) and
+    Ctrl-C each stop here, before anything is fixed or sent, and say so in words."""
+    try:
+        if click.confirm(question):
+            return
+    except click.Abort as exc:  # click turns both into Abort; the cause stays in __context__
+        if isinstance(exc.__context__, EOFError):
+            raise DeliveryError(
+                "nothing sent: no answer to the question (standard input is not a terminal); "
+                "add --yes to send without asking"
+            ) from None
+        click.echo("\ninterrupted: nothing sent", err=True)
+        raise SystemExit(Exit.INTERRUPTED) from None
+    click.echo("nothing sent", err=True)
     raise SystemExit(Exit.INCOMPLETE)
 
 
@@ -156,14 +175,12 @@ class _Bar:
 
 def _issue_id(issue_dir: Path) -> str:
     if not (issue_dir / "issue.toml").is_file():
-        raise DeliveryError(
-            "no issue.toml here; give an issue folder, e.g. issues/2017-11", issue_dir
-        )
+        raise not_an_issue(issue_dir)
     return issue_dir.resolve().name
 
 
 @click.command(epilog=EXIT_TABLE)
-@click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
+@issue_dir_argument
 @click.argument("addresses", nargs=-1)
 @click.option("--test", is_flag=True, help="Send every edition to ADDRESSES, marked [TEST].")
 @click.option("--dry-run", is_flag=True, help="Build every message; send and record nothing.")
@@ -279,6 +296,8 @@ def send(
         "include_lapsed": include_lapsed or None,
     }
     issue_id = _issue_id(issue_dir)
+    if not test:  # a real send, a dry run or a schedule reads the list
+        need_db(settings)
     if test or dry_run:
         prepared = campaign.prepare(settings, issue_dir, strict=strict, test=test)
         _show_findings(prepared.findings, test)
@@ -323,6 +342,23 @@ def send(
             ledger.close()
 
 
+def _say_newcomers(settings, ledger: Ledger) -> None:
+    """Who is on the list but not on this issue's: added after its send started, when the
+    list was fixed. Running `send` again does not reach them, which surprises."""
+    on_issue = {d.subscriber_id for d in ledger.in_state(*State)}
+    with open_store(settings) as store:
+        newcomers = [s.email for s in store.mailable() if s.id not in on_issue]
+    if newcomers:
+        info = ledger.info()
+        click.echo(
+            f"{len(newcomers):,} subscriber(s) joined after this send started "
+            f"({info.started_at if info else '?'}), when its list was fixed: "
+            + ", ".join(newcomers[:3])
+            + (" ..." if len(newcomers) > 3 else "")
+            + "; they get the next issue"
+        )
+
+
 def _warn_lapsed(store, include_lapsed: bool) -> None:
     """Implied consent (a membership, a donation) lapses after two years (CASL)."""
     lapsed = sum(store.lapsed_counts().values())
@@ -361,7 +397,7 @@ def _begin(prepared: campaign.Prepared, store, ledger: Ledger, given: dict, yes:
             "left out: " + ", ".join(f"{n:,} {s}" for s, n in sorted(the_plan.left_out.items()))
         )
     if not yes:
-        click.confirm("Send it now?", abort=True)
+        _ask("Send it now?")
     prepared.transport.connect().close()  # a wrong host or password stops us here
     fixed = campaign.start(store, ledger, prepared, given)
     click.echo(f"recipient list fixed: {fixed:,} subscribers")
@@ -404,6 +440,7 @@ def _resume(
             raise SystemExit(Exit.DEFERRED)
         click.echo(f"nothing left to send for issue {issue_id}.")
         click.echo(_table(report.counts))
+        _say_newcomers(settings, ledger)
         if report.total(State.FAILED, State.UNCERTAIN):
             raise SystemExit(Exit.INCOMPLETE)
         return None
@@ -426,7 +463,7 @@ def _resume(
         + (" (rebuilt from the files now)" if rebuild else " (as frozen when it started)")
     )
     if not yes:
-        click.confirm("Resume sending?", abort=True)
+        _ask("Resume sending?")
     prepared.transport.connect().close()
     if rebuild:  # only now: a "no" above, or a server that is down, changes nothing
         ledger.refreeze(prepared.frozen())
@@ -545,12 +582,13 @@ def _say_deferred(report: campaign.Report) -> None:
 
 
 @click.command(epilog=EXIT_TABLE)
-@click.argument("issue_dir", type=click.Path(file_okay=False, path_type=Path))
+@issue_dir_argument
 @pass_app
 def status(app: AppContext, issue_dir: Path) -> None:
     """Where the send of an issue stands: sent, pending, deferred, failed, uncertain."""
-    issue_id = _issue_id(issue_dir)
+    issue_id = _issue_id(issue_dir)  # a wrong path first: it explains more than a missing db
     settings = app.settings
+    need_db(settings)
     with Book(settings.db_path) as book:
         waiting = book.waiting(issue_id)
     ledger = Ledger(settings.db_path, issue_id)
@@ -586,6 +624,8 @@ def status(app: AppContext, issue_dir: Path) -> None:
             click.echo(f"failed     {d.email}: {d.last_reply}")
         for d in ledger.in_state(State.UNCERTAIN):
             click.echo(f"uncertain  {d.email}: {d.last_reply}")
+        if not in_flight and (next_step := _next_step(info.state, ledger.counts(), issue_dir)):
+            click.echo(next_step)
     finally:
         ledger.close()
 
@@ -609,6 +649,25 @@ def _show_workers(ledger: Ledger) -> None:
 def _ago(at: float) -> str:
     seconds = max(0, int(time.time() - at))
     return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
+
+
+def _next_step(state: SendState, counts: dict, issue_dir: Path) -> str | None:
+    """What the state word means for the editor, and what to run, when a send is unfinished
+    and none is running: `held` and `active` alone say neither."""
+    pending = sum(n for (_, st), n in counts.items() if st is State.PENDING)
+    deferred = sum(n for (_, st), n in counts.items() if st is State.DEFERRED)
+    issue = issue_dir.as_posix()
+    resume = f"run 'newsletter send {issue}' to resume"
+    if state is SendState.HELD:
+        return f"held: stopped by Ctrl-C, {pending + deferred:,} left; {resume}"
+    if state is SendState.ACTIVE and pending:
+        return f"unfinished: {pending:,} not sent yet (paused, or the send died); {resume}"
+    if state is SendState.ACTIVE and deferred:
+        return (
+            f"waiting to retry {deferred:,} deferred message(s): 'newsletter due' (from its "
+            f"timer) or 'newsletter send {issue}' retries them"
+        )
+    return None
 
 
 def _relabel(db_path: Path, ledger: Ledger) -> int:
@@ -684,21 +743,36 @@ def schedule() -> None:
 @pass_app
 def schedule_list(app: AppContext) -> None:
     """Every schedule, waiting or not, with what became of it."""
+    need_db(app.settings)
     with Book(app.settings.db_path) as book:
         found = book.all()
     if not found:
         click.echo("nothing scheduled; schedule a send with: newsletter send ISSUE --at TIME")
         return
-    for s in found:
-        note = f"  {s.note}" if s.note else ""
-        click.echo(f"{s.id:>4}  {s.issue_id:<12} {format_when(s.at, s.zone)}  {s.state}{note}")
+    # A header, so that the first column reads as the number `schedule cancel` takes.
+    rows = [("#", "issue", "time", "state")]
+    rows += [
+        (
+            str(s.id),
+            s.issue_id,
+            format_when(s.at, s.zone),
+            s.state + (f"  {s.note}" if s.note else ""),
+        )
+        for s in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for number, issue, when, state in rows:
+        click.echo(
+            f"{number:>{widths[0]}}  {issue:<{widths[1]}}  {when:<{widths[2]}}  {state}".rstrip()
+        )
 
 
 @schedule.command("cancel")
-@click.argument("key", metavar="ID")
+@click.argument("key", metavar="ID", callback=as_issue_id)
 @pass_app
 def schedule_cancel(app: AppContext, key: str) -> None:
     """Cancel a waiting schedule, by its number or its issue id."""
+    need_db(app.settings)
     with Book(app.settings.db_path) as book:
         cancelled = book.cancel(key)
     click.echo(f"cancelled: issue {cancelled.issue_id} at {cancelled.when()}")

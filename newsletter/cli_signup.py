@@ -15,7 +15,7 @@ from typing import TextIO
 
 import click
 
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, need_db, pass_app
 from .consent import ConsentRecord, ConsentText, lapses_on
 from .errors import StoreError
 from .history import Happening, sends_and_reports
@@ -169,6 +169,7 @@ SECTIONS: list[Callable[[Profile], list[str]]] = [_who, _consent, _history, _mai
 @pass_app
 def show(app: AppContext, email: str) -> None:
     """Everything about one address: status, consent evidence, history, pending request."""
+    need_db(app.settings)
     with open_store(app.settings) as store:
         p = profile(store, email, dt.datetime.now(dt.UTC))
     blocks = [section(p) for section in SECTIONS]
@@ -239,6 +240,10 @@ def signup_form(app: AppContext, lang: str) -> None:
     styles and runs no script. People who send it get the confirmation e-mail as with the
     form on /subscribe and /abonnement.
     """
+    need_db(
+        app.settings,
+        "signup-form signs the form with its secret: run it where 'newsletter serve' runs",
+    )
     from .signup.snippet import snippet  # only this command needs the templates
 
     with open_store(app.settings) as store:

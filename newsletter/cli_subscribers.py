@@ -13,7 +13,7 @@ from typing import TextIO
 
 import click
 
-from .cli_context import AppContext, pass_app
+from .cli_context import AppContext, need_db, pass_app
 from .config import SUBSCRIBER_LANGUAGES
 from .consent import Basis, Consent, lapses_on
 from .csvimport import FORMULA_STARTS, read_csv
@@ -105,6 +105,9 @@ def import_(
 ) -> None:
     """Add or update subscribers from FILE.csv (columns email, name, language).
 
+    An optional status column (as `export` writes it) keeps off who left: a new address
+    the file says unsubscribed, bounced or complained is recorded so, and sent nothing.
+
     Accepts , or ; separators and a UTF-8 BOM. A blank name or language keeps what an existing
     subscriber has (a new one gets the default language). Within the file, the last row for an
     address wins. The whole import is one transaction. Exits 1 when rows were rejected (the
@@ -132,6 +135,11 @@ def import_(
     )
     if result.resubscribed:
         click.echo(f"{result.resubscribed} resubscribed (--resubscribe)")
+    if result.left:
+        click.echo(
+            f"{result.left} added as having left (the file's status column says so): "
+            "they are sent nothing, and stay off when imported again"
+        )
     ends = lapses_on(consent) if consent is not None else None
     if ends is not None and ends <= dt.datetime.now(dt.UTC).date():
         click.echo(
@@ -151,6 +159,14 @@ def import_(
             "not resubscribed (use --resubscribe only if they asked to come back)",
         )
         for k in result.kept
+    ]
+    notes += [
+        (
+            row.line or 0,
+            f"{row.email}: the file says {row.status}, but they are active here; left as is "
+            f"(if the file is right: newsletter subscribers unsubscribe {row.email})",
+        )
+        for row in result.still_active
     ]
     for line, note in sorted(notes, key=lambda note: note[0]):
         click.echo(f"{file}:{line}: {note}")
@@ -207,11 +223,17 @@ def add(
 @click.argument("email")
 @pass_app
 def remove(app: AppContext, email: str) -> None:
-    """Delete a subscriber's record entirely (e.g. on a request to erase their data)."""
+    """Delete a subscriber's record: name, language and status (e.g. on a request to erase
+    their data).
+
+    The address stays in the audit trail (when they joined and consented, what they were
+    sent, bounces, this removal), which proves what was done; `show EMAIL` still shows it.
+    They are no longer on the list, and `add` may put them back."""
+    need_db(app.settings)
     with open_store(app.settings) as store:
         if not store.remove(email, how="cli"):
             raise StoreError(f"{email} is not on the list; check the spelling with `list`")
-    click.echo(f"removed {email}")
+    click.echo(f"removed {email} (name, language, status); the audit trail keeps the address")
 
 
 @subscribers.command()
@@ -219,6 +241,7 @@ def remove(app: AppContext, email: str) -> None:
 @pass_app
 def unsubscribe(app: AppContext, email: str) -> None:
     """Unsubscribe someone (keeps the record, as proof they are not to be mailed)."""
+    need_db(app.settings)
     with open_store(app.settings) as store:
         subscriber = store.find(email)
         if subscriber is None:
@@ -236,6 +259,7 @@ def unsubscribe(app: AppContext, email: str) -> None:
 @pass_app
 def set_(app: AppContext, email: str, language: str | None, name: str | None) -> None:
     """Change someone's language or name (recorded in their history)."""
+    need_db(app.settings)
     language = _language(language)
     if language is None and name is None:
         raise click.UsageError("give --language, --name or both")
@@ -257,6 +281,7 @@ def set_(app: AppContext, email: str, language: str | None, name: str | None) ->
 @pass_app
 def reactivate(app: AppContext, email: str, reason: str) -> None:
     """Make a bounced address active again, e.g. when its owner says it works now."""
+    need_db(app.settings)
     if not reason.strip():
         raise click.BadParameter("say why", param_hint="--reason")
     with open_store(app.settings) as store:
@@ -291,6 +316,7 @@ def list_(app: AppContext, status: str | None, language: str | None, lapsed: boo
     """Print subscribers, one a line: email, language, status, name (tab-separated).
 
     Pending requests add when they were made and when they expire."""
+    need_db(app.settings)
     from .cli_signup import list_pending
 
     with open_store(app.settings) as store:
@@ -322,11 +348,13 @@ def list_(app: AppContext, status: str | None, language: str | None, lapsed: boo
 def export(app: AppContext, file: Path | None, status: str | None, consent: bool) -> None:
     """Write subscribers, with how they joined and left, as CSV to FILE (or standard output).
 
-    The file can be imported again: import reads email, name and language and ignores the rest.
+    The file can be imported again, into this list or another: import reads email, name,
+    language and status (who left stays off) and ignores the rest.
     With --consent: one row per consent record (basis, times, form, words' version and hash,
     language, IP if recorded) and per join, unsubscribe, bounce, complaint or removal, with
     the words of each consent text at the end.
     """
+    need_db(app.settings)
     if consent:
         return _export_consent(app, file, status)
     with open_store(app.settings) as store:
@@ -379,6 +407,7 @@ def _write_csv(out: TextIO, people: Iterable[Subscriber]) -> None:
 @pass_app
 def count(app: AppContext) -> None:
     """Number of subscribers by language and status."""
+    need_db(app.settings)
     with open_store(app.settings) as store:
         counts = store.counts()
     width = max(len(status) for status in STATUSES)
@@ -421,7 +450,7 @@ def serve(
     app: AppContext, host: str, port: int, forwarded_allow_ips: str, access_log: bool
 ) -> None:
     """Run the web app (behind a reverse proxy in production): the public archive, the
-    unsubscribe and preferences pages, and the signup pages."""
+    unsubscribe and preferences pages, and the signup pages /subscribe and /abonnement."""
     import uvicorn  # only this command needs the server
 
     from .archive.serve import with_archive

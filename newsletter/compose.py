@@ -6,7 +6,17 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from .content import BRIEFS_DIR, LANGS, MANIFEST, SLUG_RE, Brief, parse_toml, read_briefs, read_text
+from .content import (
+    BRIEFS_DIR,
+    LANGS,
+    MANIFEST,
+    SLUG_RE,
+    Brief,
+    parse_toml,
+    read_briefs,
+    read_text,
+    suggest_slug,
+)
 from .errors import ContentError
 
 BRIEF_TEMPLATE = """---
@@ -48,8 +58,9 @@ class PastIssue:
 def new_brief(issues_dir: Path, slug: str, langs: tuple[str, ...], today: dt.date) -> list[Path]:
     """Create `issues/briefs/SLUG.LANG.md` for each language; never overwrite."""
     if not SLUG_RE.match(slug):
+        example = suggest_slug(slug) or "syria-ceasefire"
         raise ContentError(
-            f"slug '{slug}' must be lowercase letters, digits and hyphens, e.g. syria-ceasefire"
+            f"slug '{slug}' must be lowercase letters, digits and hyphens, e.g. {example}"
         )
     folder = issues_dir / BRIEFS_DIR
     paths = [folder / f"{slug}.{lang}.md" for lang in langs]
@@ -92,8 +103,9 @@ def past_issues(issues_dir: Path) -> list[PastIssue]:
 def unused_briefs(
     issues_dir: Path, until: dt.date | None = None
 ) -> tuple[list[Brief], PastIssue | None]:
-    """Briefs dated after the last issue (and not after `until`) that no issue has used
-    yet, oldest first."""
+    """Briefs dated on or after the last issue's day (and not after `until`) that no issue
+    has used yet, oldest first. The same day counts: a brief written after that day's issue
+    went out belongs to the next one."""
     issues = past_issues(issues_dir)
     last = issues[-1] if issues else None
     used = {slug for p in issues for slug in p.slugs}
@@ -102,7 +114,7 @@ def unused_briefs(
         b
         for b in briefs
         if b.slug not in used
-        and (last is None or b.date > last.date)
+        and (last is None or b.date >= last.date)
         and (until is None or b.date <= until)
     ]
     return sorted(fresh, key=lambda b: (b.date, b.slug)), last

@@ -221,6 +221,7 @@ def load_settings(
     named on the command line must exist."""
     environ = os.environ if environ is None else environ
     file_values: dict[str, str] = {}
+    miscased: list[str] = []
     lines: dict[str, int] = {}
     env_path = Path(env_file) if env_file else None
     if required and env_path is not None and not env_path.is_file():
@@ -232,6 +233,8 @@ def load_settings(
         except UnicodeDecodeError:
             raise SettingsError("not valid UTF-8; save it as UTF-8", env_path) from None
         file_values = {k: v or "" for k, v in raw.items() if k.startswith(PREFIX)}
+        # newsletter_title_en=...: read as nothing (names are case-sensitive), so said.
+        miscased = [k for k in raw if not k.startswith(PREFIX) and k.upper().startswith(PREFIX)]
 
     def get(name: str) -> str:
         key = PREFIX + name
@@ -450,7 +453,8 @@ def load_settings(
             _unknown(name, env_path if name in lines and name not in environ else None, lines)
             for name in dict.fromkeys([*environ, *file_values])
             if name.startswith(PREFIX) and name.removeprefix(PREFIX) not in DEFAULTS
-        ),
+        )
+        + tuple(_unknown(name, env_path, lines) for name in miscased),
     )
 
 
@@ -572,6 +576,8 @@ def _unknown(name: str, path: Path | None, lines: Mapping[str, int]) -> str:
     """A warning for a NEWSLETTER_ name that no setting has: most often a typo."""
     where = f"{path}:{lines[name]}: " if path else ""
     known = [PREFIX + key for key in DEFAULTS]
-    close = difflib.get_close_matches(name, known, n=1)
+    if name.upper() in known:  # only the case is wrong
+        return f"{where}{name} is not a setting, ignored: names are upper case, {name.upper()}"
+    close = difflib.get_close_matches(name.upper(), known, n=1)
     hint = f"; did you mean {close[0]}?" if close else "; see .env.example for the names"
     return f"{where}{name} is not a setting, ignored{hint}"

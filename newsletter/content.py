@@ -9,6 +9,7 @@ import datetime as dt
 import difflib
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,14 @@ BRIEFS_DIR = "briefs"
 MANIFEST = "issue.toml"
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FRONT_MATTER_KEYS = {"title", "date", "source", "link", "image", "tags"}
+# What a manifest may hold, per table ("" = the top level): anything else is a typo that
+# would be ignored ([bilingue], subjet), so it stops the build as a brief's unknown key does.
+MANIFEST_KEYS = {
+    "": ("number", "date", "briefs", "en", "fr", "bilingual"),
+    "en": ("subject", "preheader", "intro"),
+    "fr": ("subject", "preheader", "intro"),
+    "bilingual": ("subject", "preheader"),
+}
 
 
 @dataclass(frozen=True)
@@ -160,8 +169,10 @@ def split_brief_name(path: Path) -> tuple[str, str]:
     if lang not in LANGS:
         raise ContentError(f"unknown language suffix '.{lang}'; use .en.md or .fr.md", path)
     if not SLUG_RE.match(slug):
+        fix = f" (e.g. {suggest_slug(slug)}.{lang}.md)" if suggest_slug(slug) else ""
         raise ContentError(
-            f"slug '{slug}' must be lowercase letters, digits and hyphens; rename the file", path
+            f"slug '{slug}' must be lowercase letters, digits and hyphens; rename the file{fix}",
+            path,
         )
     return slug, lang
 
@@ -367,15 +378,57 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
         ) from None
 
 
+def suggest_slug(text: str) -> str:
+    """The slug a title or a mistyped slug most likely meant: `Hydro Québec` is
+    `hydro-quebec`; a file name given for a slug loses its `.fr.md`."""
+    text = re.sub(r"\.(en|fr)\.md$|\.md$", "", text.strip())
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return "-".join(re.findall(r"[a-z0-9]+", plain.lower()))
+
+
+def not_an_issue(issue_dir: Path) -> ContentError:
+    """Why `issue_dir` (given on the command line) holds no issue, and the likely fix."""
+    return wrong_issue_folder(issue_dir) or ContentError(
+        f"no {MANIFEST} here; create one with 'newsletter new issue'", issue_dir
+    )
+
+
+def wrong_issue_folder(issue_dir: Path) -> ContentError | None:
+    """The error for a path that cannot become an issue folder: a missing one (often the
+    issue id without `issues/`, or a typo), the issues folder itself, the briefs folder.
+    None for a folder that only lacks its issue.toml so far."""
+    issue_dir = Path(issue_dir)
+    # Where issues are: in or beside the folder given, else the usual ./issues.
+    homes = [issue_dir, issue_dir.parent, Path("issues")]
+    issues = sorted({p.parent for home in homes for p in home.glob(f"*/{MANIFEST}")})
+    example = f"e.g. {issues[-1].as_posix()}" if issues else "e.g. issues/2017-11"
+    if issue_dir in {p.parent for p in issues}:
+        problem = "this folder holds the issues; give one of them"
+    elif issue_dir.name == BRIEFS_DIR:
+        problem = "this is the briefs folder; give an issue folder"
+    elif issue_dir.is_dir():
+        return None
+    else:
+        named = [p for p in issues if p.name == issue_dir.name]
+        close = difflib.get_close_matches(issue_dir.name, [p.name for p in issues], 1, 0.8)
+        guess = named[0] if named else next((p for p in issues if p.name in close), None)
+        if guess is not None:
+            problem = f"no such issue folder; did you mean {guess.as_posix()}?"
+            return ContentError(problem, issue_dir)
+        problem = "no such issue folder; give the path of an issue"
+    return ContentError(f"{problem}, {example}", issue_dir)
+
+
 def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue:
     """Read `issue_dir/issue.toml` and the briefs it selects, from `briefs` when the caller
     has read the briefs folder already (the archive reads many issues), else from disk."""
     issue_dir = Path(issue_dir)
     path = issue_dir / MANIFEST
     if not path.is_file():
-        raise ContentError(f"no {MANIFEST} here; create one with 'newsletter new issue'", issue_dir)
+        raise not_an_issue(issue_dir)
     text = read_text(path)
     data = parse_toml(text, path)
+    _unknown_manifest_keys(data, text, path)
 
     kinds = {
         int: "a whole number; write it like number = 2",
@@ -471,6 +524,25 @@ def read_issue(issue_dir: Path, briefs: dict[str, Brief] | None = None) -> Issue
         bilingual_subject=str(bilingual["subject"]) if bilingual.get("subject") else None,
         bilingual_preheader=str(bilingual["preheader"]) if bilingual.get("preheader") else None,
     )
+
+
+def _unknown_manifest_keys(data: dict[str, Any], text: str, path: Path) -> None:
+    for section, allowed in MANIFEST_KEYS.items():
+        table = data.get(section, {}) if section else data
+        if not isinstance(table, dict):
+            continue  # a table of the wrong type: read_issue says so
+        for key in table:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            where = f" in [{section}]" if section else ""
+            line = _key_line(text, section, key) or (
+                None if section else _key_line(text, key, None)
+            )
+            raise ContentError(
+                f"unknown key '{key}'{where}{hint}; allowed: {', '.join(allowed)}", path, line
+            )
 
 
 def _key_line(text: str, section: str, key: str | None) -> int | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import StoreError
 from .normalise import MAX_NAME, check_email, clean_name, email_key, parse_language
-from .subscribers import Row
+from .subscribers import Row, Status
 
 HEADER_HINT = "the first row must name the columns: email,name,language"
 
@@ -27,7 +27,18 @@ _COLUMN_NAMES = {
     "courriel": "email", "adresse courriel": "email", "adresse": "email",
     "name": "name", "nom": "name", "full name": "name", "nom complet": "name",
     "language": "language", "lang": "language", "langue": "language",
+    "status": "status", "statut": "status",
 }  # fmt: skip
+
+# What a `status` column may say (ours, as `export` writes it, and common words), in both
+# languages. Anything else rejects the row: a file that says something we cannot read about
+# someone must not make them an active subscriber.
+_STATUS_WORDS = {
+    Status.ACTIVE: ("active", "actif", "subscribed", "abonné", "abonne"),
+    Status.UNSUBSCRIBED: ("unsubscribed", "désabonné", "desabonne"),
+    Status.BOUNCED: ("bounced", "cleaned"),
+    Status.COMPLAINED: ("complained",),
+}
 
 
 @dataclass(frozen=True)
@@ -160,7 +171,7 @@ def _header(path: Path, line: int, record: list[str]) -> dict[str, int]:
     for index, value in enumerate(record):
         name = _COLUMN_NAMES.get(" ".join(value.strip().casefold().split()))
         if name is None:
-            continue  # other columns (status, joined_at... from an export) are ignored
+            continue  # other columns (joined_at, left_at... from an export) are ignored
         if name in columns:
             raise StoreError(f"two columns mean {name!r}; keep one", path, line)
         columns[name] = index
@@ -202,9 +213,18 @@ def _row(record: list[str], columns: dict[str, int], line: int) -> Row | Rejecte
         language = parse_language(value("language"))
     except ValueError as exc:
         return Rejected(line, str(exc))
+    said = (value("status") or "").casefold()
+    status = next((st for st, words in _STATUS_WORDS.items() if said in words), None)
+    if said and status is None:
+        return Rejected(
+            line,
+            f"unknown status {value('status')!r}; use active, unsubscribed, bounced or "
+            "complained (an export of the list says which)",
+        )
     name = value("name")
     if name and len(clean_name(name)) > MAX_NAME:  # as the web app's preferences page
         return Rejected(
             line, f"the name is {len(clean_name(name))} characters long; keep it to {MAX_NAME}"
         )
-    return Row(email=email, name=name or None, language=language, line=line)
+    left = None if status is Status.ACTIVE else status  # active: as a row with no status
+    return Row(email=email, name=name or None, language=language, line=line, status=left)

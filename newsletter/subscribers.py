@@ -65,6 +65,9 @@ class Row:
     name: str | None = None
     language: str | None = None
     line: int | None = None
+    # From a `status` column (an export of this list or of another): someone the file says
+    # left (never ACTIVE here: that is None) is recorded as having left, never made active.
+    status: Status | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class ImportResult:
     unchanged: int = 0
     resubscribed: int = 0
     kept: list[Kept] = field(default_factory=list)
+    left: int = 0  # added with the status the file gives them (unsubscribed...): not mailed
+    still_active: list[Row] = field(default_factory=list)  # the file says they left; not here
 
 
 EDITION_FOR_LANGUAGE = {"en": "en", "fr": "fr", "both": "bilingual"}
@@ -445,11 +450,22 @@ class SqliteStore(SignupRequests):
 
         `consent` is recorded for each person added or resubscribed, and for each one already
         on the list with no consent recorded yet (never over proof they gave themselves)."""
-        added = updated = unchanged = resubscribed = 0
+        added = updated = unchanged = resubscribed = gone = 0
         kept: list[Kept] = []
+        still_active: list[Row] = []
         with db.transaction(self.conn, commit=not dry_run):
             for row in rows:
                 existing = self.find(row.email)
+                if row.status is not None:
+                    # What the file says someone did is never undone by importing it, not
+                    # even with --resubscribe: that takes their own new request.
+                    if existing is None:
+                        subscriber_id = self._insert(row, default_language, source, consent_note)
+                        self.set_status(subscriber_id, row.status, source)
+                        gone += 1
+                    elif existing.status is Status.ACTIVE:
+                        still_active.append(row)  # maybe an old file: a person decides
+                    continue
                 if existing is None:
                     left = self._left_before(row.email)
                     if left and not resubscribe:
@@ -474,7 +490,7 @@ class SqliteStore(SignupRequests):
                     updated += 1
                 elif existing.status is Status.ACTIVE:
                     unchanged += 1
-        return ImportResult(added, updated, unchanged, resubscribed, kept)
+        return ImportResult(added, updated, unchanged, resubscribed, kept, gone, still_active)
 
     # -- inside a transaction ------------------------------------------------------------
 

@@ -433,7 +433,9 @@ def test_a_subscriber_with_a_non_ascii_domain_can_be_sent_to(workdir: Path):
 def test_cli_remove_and_export(db_path: Path, tmp_path: Path):
     run(db_path, "add", "ann@example.org", "--name", "Ann, Jr", "--language", "en")
     run(db_path, "add", "bob@example.org", "--language", "fr")
-    assert run(db_path, "remove", "bob@example.org").output == "removed bob@example.org\n"
+    assert run(db_path, "remove", "bob@example.org").output == (
+        "removed bob@example.org (name, language, status); the audit trail keeps the address\n"
+    )
     out = tmp_path / "out.csv"
     result = run(db_path, "export", str(out))
     assert result.exit_code == 0
