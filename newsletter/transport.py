@@ -101,6 +101,9 @@ class OutboxConnection:
             raise Halt(f"cannot write to the outbox: {exc.strerror}", self.folder) from None
         try:
             with os.fdopen(fd, "wb") as fh:
+                # as a mail server does on delivery: the envelope sender (with a bounce
+                # domain, the VERP address) can be seen in the file
+                fh.write(b"Return-Path: <" + message.mail_from.encode("ascii") + b">\r\n")
                 fh.write(message.data())
             os.replace(tmp, path)
         except OSError as exc:

@@ -803,3 +803,17 @@ def test_a_test_send_in_an_empty_folder_makes_no_database(workdir: Path) -> None
         assert len(server.handler.received) == 3
     assert not (workdir / "news.db").exists()
     assert not (workdir / "news.db.secret").exists()
+
+
+def test_an_outbox_file_shows_the_envelope_sender(workdir: Path) -> None:
+    add_people(workdir, many(1))
+    env = clean_env(
+        NEWSLETTER_DB=str(workdir / "news.db"),
+        NEWSLETTER_SECRET=SECRET,
+        NEWSLETTER_BOUNCE_DOMAIN="bounce.example.org",
+    )
+    result = run_cli("send", f"issues/{DEMO_ISSUE}", "--yes", cwd=workdir, env=env)
+    assert result.returncode == 0, result.stderr
+    (eml,) = (workdir / "outbox" / DEMO_ISSUE).glob("*.eml")
+    first = eml.read_bytes().split(b"\r\n", 1)[0]
+    assert first.startswith(b"Return-Path: <bounces+") and first.endswith(b"@bounce.example.org>")
