@@ -279,7 +279,7 @@ class SmtpConnection:
         if following is not None:
             ahead = self._envelope(following) + b"DATA\r\n"
         try:
-            client.write(message.smtp_data() + ahead)
+            client.write_parts([message.smtp_data(), ahead])
         except Lost as exc:
             self.close()  # the final dot never arrived: the server drops the message
             raise Deferred(f"connection lost while sending the message: {exc}", True) from None
@@ -291,10 +291,10 @@ class SmtpConnection:
         client = self.client
         self.lost = ""
         data = message.data()
-        chunk = b"BDAT %d LAST\r\n" % len(data) + data
+        bdat = b"BDAT %d LAST\r\n" % len(data)
         try:
             if self.pipelining:
-                client.write(self._envelope(message) + chunk)
+                client.write_parts([self._envelope(message), bdat, data])
                 replies = self._replies(3)
             else:
                 mail, _, rcpt = self._envelope(message).rstrip(b"\r\n").partition(b"\r\n")
@@ -304,7 +304,7 @@ class SmtpConnection:
                 refusal = self._refusal(replies, ("MAIL", "RCPT"))
                 if refusal is not None:
                     raise refusal
-                client.write(chunk)
+                client.write_parts([bdat, data])
                 replies.extend(self._replies(1))
         except Lost as exc:  # while writing: the last chunk never arrived whole
             self.close()

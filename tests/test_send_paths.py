@@ -54,13 +54,18 @@ def test_each_path_delivers_the_same_message_in_one_write_each(workdir, monkeypa
     people = many(6)  # en, fr and bilingual editions, twice each
     add_people(workdir, people)
     writes: list[bytes] = []
-    real_write = Client.write
+    real_write, real_parts = Client.write, Client.write_parts
 
     def counted(self, data: bytes) -> None:
         writes.append(data)
         real_write(self, data)
 
+    def counted_parts(self, parts: list[bytes]) -> None:
+        writes.append(b"".join(parts))  # one system call's worth: one write
+        real_parts(self, parts)
+
     monkeypatch.setattr(Client, "write", counted)
+    monkeypatch.setattr(Client, "write_parts", counted_parts)
     received: dict[str, dict[str, bytes]] = {}
     messages_writes: dict[str, int] = {}
     for name, extensions in PROFILES.items():
