@@ -169,7 +169,9 @@ def main(ctx: click.Context, env_file: Path | None) -> None:
 def _say_merges(app: AppContext) -> None:
     """After a command that opened the database: what the case-merging migration merged,
     said once."""
-    if app._settings is None or not app.settings.db_path.is_file():
+    if app._settings is None or not isinstance(app.settings.db_path, Path):
+        return  # (the case-merging migration is SQLite's: a PostgreSQL list never had one)
+    if not app.settings.db_path.is_file():
         return
     try:
         with SqliteStore(app.settings.db_path) as store:

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .. import db
+from .. import store as stores
 from ..config import SUBSCRIBER_LANGUAGES, Settings
 from ..consent import ConsentText
 from ..subscribers import SqliteStore, Subscriber, open_store
@@ -309,7 +309,7 @@ class SignupPages:
         try:
             with open_store(self.settings, self.busy_timeout_ms) as store:
                 store.signup_mailed(request.id, self.clock())
-        except sqlite3.OperationalError as exc:  # the link still works; only later
+        except (sqlite3.OperationalError, stores.DbError) as exc:  # the link works; only later
             log.warning("could not record that signup request %d was mailed: %s", request.id, exc)
 
     def _link_keys(self) -> LinkKeys:
@@ -493,8 +493,8 @@ class SignupPages:
             try:
                 with open_store(self.settings, self.busy_timeout_ms) as store:
                     return work(store)
-            except sqlite3.OperationalError as exc:
-                if db.is_busy(exc):
+            except (sqlite3.OperationalError, stores.Busy) as exc:
+                if stores.is_busy(exc):
                     raise _Busy from exc
                 raise
 
