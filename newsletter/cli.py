@@ -41,6 +41,11 @@ COMMANDS = {
         "Create the next issue, pre-selecting the briefs dated since the last issue (up to "
         "--date) that no issue has used yet, oldest first: reorder or trim them in issue.toml.",
     ),
+    "db": (
+        "cli_db",
+        "db",
+        "The database NEWSLETTER_DB names: create or upgrade its schema, copy a list into it.",
+    ),
     "due": (
         "cli_send",
         "due",

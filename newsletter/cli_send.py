@@ -13,11 +13,11 @@ from pathlib import Path
 
 import click
 
-from . import campaign
+from . import campaign, joining
 from .checks import Finding, Level
 from .cli_context import AppContext, pass_app
 from .config import MAX_CONCURRENCY, parse_duration
-from .delivery import Progress, outgoing
+from .delivery import Progress, SendOptions, outgoing
 from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendBusy, State, send_lock
@@ -27,6 +27,7 @@ from .subscribers import edition_for, open_store
 from .transport import SendFailure
 from .views import EDITIONS
 
+DEFAULT_LEASE = SendOptions().lease
 COLUMNS = (State.SENT, State.PENDING, State.DEFERRED, State.FAILED, State.UNCERTAIN, State.SKIPPED)
 
 
@@ -214,6 +215,17 @@ def _issue_id(issue_dir: Path) -> str:
     is_flag=True,
     help="Also send to people whose implied consent is over two years old (CASL).",
 )
+@click.option(
+    "--join",
+    is_flag=True,
+    help="Join the send of this issue that another host started (PostgreSQL NEWSLETTER_DB).",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(1),
+    hidden=True,  # for tests and odd networks: how long a claim holds without renewal
+    help="Seconds a claimed message stays ours without renewal [default: 60].",
+)
 @pass_app
 def send(
     app: AppContext,
@@ -232,6 +244,8 @@ def send(
     hourly_cap: int | None,
     resend_uncertain: bool,
     include_lapsed: bool,
+    join: bool = False,
+    lease: float | None = None,
 ) -> None:
     """Send an issue: each active subscriber gets the edition of their language.
 
@@ -265,11 +279,16 @@ def send(
         "include_lapsed": include_lapsed or None,
     }
     issue_id = _issue_id(issue_dir)
+    if join:
+        if test or dry_run or at_text or rebuild or resend_uncertain or include_lapsed:
+            raise click.UsageError("--join takes the send as it was started: only --wait, "
+                                   "--concurrency, --rate and --hourly-cap go with it")  # fmt: skip
+        return _join(app, issue_dir, issue_id, given, wait, lease)
     if test or dry_run:
         prepared = campaign.prepare(settings, issue_dir, strict=strict, test=test)
         _show_findings(prepared.findings, test)
         return _send_tests(prepared, addresses) if test else _dry_run(prepared, app, include_lapsed)
-    with send_lock(settings.db_path), open_store(settings) as store:
+    with send_lock(settings.db_path, joinable=True), open_store(settings) as store:
         ledger = Ledger(settings.db_path, issue_id)
         try:
             with Book(settings.db_path) as book:
@@ -282,6 +301,8 @@ def send(
             if ledger.started():
                 if at_text is not None:
                     raise DeliveryError(f"issue {issue_id} has already been sent; see status")
+                if ledger.pg:  # other hosts may be sending it now: they are joined, not resumed
+                    joining.refuse_second_start(ledger, issue_dir, lease or DEFAULT_LEASE)
                 prepared = _resume(app, ledger, issue_dir, rebuild, strict, resend_uncertain, yes)
             else:
                 prepared = campaign.prepare(settings, issue_dir, strict=strict)
@@ -295,10 +316,42 @@ def send(
                 return
             info = ledger.info()
             options, keep = campaign.options_for(settings, info.options if info else {}, given)
+            if lease:
+                options = dataclasses.replace(options, lease=lease)
             ledger.set_options(keep)
             rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
             cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
             click.echo(f"concurrency {options.concurrency}, {rate}, {cap}")
+            _run(prepared, ledger, options, wait)
+        finally:
+            ledger.close()
+
+
+def _join(
+    app: AppContext,
+    issue_dir: Path,
+    issue_id: str,
+    given: dict,
+    wait: bool,
+    lease: float | None,
+) -> None:
+    """`send --join`: one more host on a send that another host started (PostgreSQL)."""
+    settings = app.settings
+    joining.require_postgres(settings)
+    with send_lock(settings.db_path, joinable=True):
+        ledger = Ledger(settings.db_path, issue_id)
+        try:
+            prepared = joining.prepare_join(settings, ledger, issue_dir)
+            info = ledger.info()
+            assert info is not None
+            options, _ = campaign.options_for(settings, info.options, given)
+            if lease:
+                options = dataclasses.replace(options, lease=lease)
+            prepared.transport.connect().close()  # a wrong host or password stops us here
+            click.echo(
+                f"joining the send of issue {issue_id} via {prepared.transport.description}: "
+                f"{ledger.count_due():,} message(s) due (as frozen when it started)"
+            )
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()
@@ -545,6 +598,7 @@ def status(app: AppContext, issue_dir: Path) -> None:
         assert info is not None
         click.echo(f"issue {issue_id} ({info.state}, started {info.started_at}):")
         click.echo(_table(ledger.counts()))
+        _say_workers(ledger)
         if settings.smtp.host:
             # what a 250 from a relay or a provider means: the rest of the way is theirs
             click.echo(
@@ -566,6 +620,39 @@ def status(app: AppContext, issue_dir: Path) -> None:
             click.echo(f"uncertain  {d.email}: {d.last_reply}")
     finally:
         ledger.close()
+
+
+def _say_workers(ledger: Ledger) -> None:
+    """Each sending process's share and rate (one line per host and process, whatever its
+    passes), from what the workers record as they join, renew and finish."""
+    rows = ledger.workers()
+    if not rows:
+        return
+    now = ledger.clock()
+    holding = ledger.holding()
+    shares: dict[tuple[str, int], dict] = {}
+    for r in rows:
+        share = shares.setdefault(
+            (r["host"], r["pid"]),
+            {"sent": 0, "failed": 0, "deferred": 0, "uncertain": 0, "holding": 0,
+             "start": r["started_at"], "end": 0.0, "live": False},
+        )  # fmt: skip
+        for key in ("sent", "failed", "deferred", "uncertain"):
+            share[key] += r[key]
+        share["holding"] += holding.get(r["worker"], 0)
+        share["start"] = min(share["start"], r["started_at"])
+        share["end"] = max(share["end"], r["finished_at"] or r["seen_at"])
+        share["live"] |= r["finished_at"] is None and now - r["seen_at"] < 2 * DEFAULT_LEASE
+    total = sum(s["sent"] for s in shares.values()) or 1
+    click.echo(f"workers ({len(shares)}):")
+    for (host, pid), s in sorted(shares.items(), key=lambda kv: kv[1]["start"]):
+        rate = s["sent"] / max(s["end"] - s["start"], 1e-3)
+        state = f"sending, holding {s['holding']:,}" if s["live"] else "stopped"
+        click.echo(
+            f"  {host} process {pid}: {s['sent']:,} sent ({100 * s['sent'] / total:.0f}%), "
+            f"{s['failed']:,} failed, {s['deferred']:,} deferred, {s['uncertain']:,} uncertain, "
+            f"{rate:,.0f}/s; {state}"
+        )
 
 
 def _relabel(db_path: Path, ledger: Ledger) -> int:

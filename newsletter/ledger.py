@@ -568,6 +568,15 @@ class Ledger:
             (self.issue_id, *now, within),
         )
 
+    def holding(self) -> dict[str, int]:
+        """How many rows each worker holds (`sending`) now."""
+        rows = self._read(
+            "SELECT owner, count(*) FROM deliveries WHERE issue_id = ? AND state = 'sending'"
+            " AND owner IS NOT NULL GROUP BY owner",
+            (self.issue_id,),
+        )
+        return {r[0]: r[1] for r in rows}
+
     def clock(self) -> float:
         """The time by the database's clock (PostgreSQL), or this machine's (SQLite)."""
         if not self.pg:
@@ -606,19 +615,12 @@ class Ledger:
 # The PostgreSQL statements of the work queue. `now` is the caller's clock when given (tests),
 # else the database's. The claim picks its rows in id order from the cursor, skipping those
 # another worker is locking, and in the same statement marks each `sending` (ours, with a
-# lease) or `skipped` (the reader left).
+# lease) or `skipped` (the reader left). The pick is a MATERIALIZED CTE, run once: as a
+# subquery in FROM the planner may rescan it for each row updated, and each rescan would
+# lock k more rows past the ones this very statement just changed.
 _NOW = f"coalesce(:now::float8, {PG_NOW})"
 _PG_CLAIM = f"""
-UPDATE deliveries d SET
-    state = CASE WHEN p.active THEN 'sending' ELSE 'skipped' END,
-    owner = CASE WHEN p.active THEN :worker END,
-    lease_until = CASE WHEN p.active THEN {_NOW} + :lease END,
-    attempts = d.attempts + CASE WHEN p.active THEN 1 ELSE 0 END,
-    first_attempt = CASE WHEN p.active THEN coalesce(d.first_attempt, {_NOW})
-                         ELSE d.first_attempt END,
-    last_reply = CASE WHEN p.active THEN d.last_reply ELSE 'no longer subscribed' END,
-    updated_at = :stamp
-FROM (
+WITH p AS MATERIALIZED (
     SELECT q.subscriber_id,
            EXISTS (SELECT 1 FROM subscribers s
                    WHERE s.id = q.subscriber_id AND s.status = 'active') AS active
@@ -628,7 +630,17 @@ FROM (
     ORDER BY q.subscriber_id
     LIMIT :k
     FOR UPDATE OF q SKIP LOCKED
-) p
+)
+UPDATE deliveries d SET
+    state = CASE WHEN p.active THEN 'sending' ELSE 'skipped' END,
+    owner = CASE WHEN p.active THEN :worker END,
+    lease_until = CASE WHEN p.active THEN {_NOW} + :lease END,
+    attempts = d.attempts + CASE WHEN p.active THEN 1 ELSE 0 END,
+    first_attempt = CASE WHEN p.active THEN coalesce(d.first_attempt, {_NOW})
+                         ELSE d.first_attempt END,
+    last_reply = CASE WHEN p.active THEN d.last_reply ELSE 'no longer subscribed' END,
+    updated_at = :stamp
+FROM p
 WHERE d.issue_id = :issue AND d.subscriber_id = p.subscriber_id
 RETURNING d.*
 """
