@@ -12,6 +12,7 @@ import click
 from .cli_context import AppContext
 from .errors import NewsletterError
 from .exits import EXIT_TABLE, Exit
+from .store.target import PgUrl
 from .subscribers import SqliteStore
 
 # name -> (module, attribute, summary). A command's module is imported only when that
@@ -145,6 +146,8 @@ class _Group(click.Group):
             if not is_busy(exc):
                 app = ctx.obj if isinstance(ctx.obj, AppContext) else None
                 where = app.settings.db_path if app is not None else "NEWSLETTER_DB"
+                if not isinstance(where, Path | str) or isinstance(where, PgUrl):
+                    where = "NEWSLETTER_DB"  # (a URL is never printed whole)
                 click.echo(f"error: {describe(exc, where)}", err=True)
                 ctx.exit(Exit.BAD_INPUT)
             click.echo(

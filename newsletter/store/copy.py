@@ -10,6 +10,7 @@ refused: this is a move, never a merge.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,40 +82,44 @@ def copy(source_path: Path, target_url: PgUrl) -> Copied:
     source = db.connect(source_path, create=False)
     target = connect(target_url)
     try:
-        check_empty(target)
-        rows: dict[str, int] = {}
-        with target.transaction():
-            for table in TABLES:
-                wanted = _columns_pg(target, table)
-                have = _columns_sqlite(source, table) + (["rowid"] if table == "sends" else [])
-                if sorted(wanted) != sorted(have):
-                    raise StoreError(
-                        f"table {table} differs between the two databases ({sorted(have)} in "
-                        f"{source_path}, {sorted(wanted)} in {shown(target_url)}); "
-                        "upgrade newsletter on both sides"
-                    )
-                if table in MADE_WITH:
-                    target.execute(f"DELETE FROM {table}")
-                order = "rowid" if table != "list_identity" else "only_row"
-                select = f"SELECT {', '.join(wanted)} FROM {table} ORDER BY {order}"
-                count = 0
-                with target.raw.cursor().copy(
-                    f"COPY {table} ({', '.join(wanted)}) FROM STDIN"
-                ) as out:
-                    for row in source.execute(select):
-                        out.write_row(tuple(row))
-                        count += 1
-                rows[table] = count
-            for table, column in IDENTITIES.items():
-                used = _highest(source, table, column)
-                target.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
-                    " greatest(?::bigint, 1), ?::bigint > 0)",
-                    (used, used),
-                )
+        return _copy(source, source_path, target, target_url)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read it: {exc}", source_path) from None
     finally:
         source.close()
         target.close()
+
+
+def _copy(source, source_path: Path, target, target_url: PgUrl) -> Copied:
+    check_empty(target)
+    rows: dict[str, int] = {}
+    with target.transaction():
+        for table in TABLES:
+            wanted = _columns_pg(target, table)
+            have = _columns_sqlite(source, table) + (["rowid"] if table == "sends" else [])
+            if sorted(wanted) != sorted(have):
+                raise StoreError(
+                    f"table {table} differs between the two databases ({sorted(have)} in "
+                    f"{source_path}, {sorted(wanted)} in {shown(target_url)}); "
+                    "upgrade newsletter on both sides"
+                )
+            if table in MADE_WITH:
+                target.execute(f"DELETE FROM {table}")
+            order = " ORDER BY rowid" if table == "sends" else ""  # keeps their order
+            select = f"SELECT {', '.join(wanted)} FROM {table}{order}"
+            count = 0
+            with target.raw.cursor().copy(f"COPY {table} ({', '.join(wanted)}) FROM STDIN") as out:
+                for row in source.execute(select):
+                    out.write_row(tuple(row))
+                    count += 1
+            rows[table] = count
+        for table, column in IDENTITIES.items():
+            used = _highest(source, table, column)
+            target.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
+                " greatest(?::bigint, 1), ?::bigint > 0)",
+                (used, used),
+            )
     return Copied(rows)
 
 
