@@ -133,6 +133,10 @@ class Ledger:
         self.conn = store.connect(self.path)
         self.pg = self.conn.dialect == "postgres"
         self._lock = threading.RLock()
+        # PostgreSQL: the rows each worker was handed and has not yet recorded, and whether
+        # its last claim died with the connection (its rows, if it committed, are orphans)
+        self._handed: dict[str, set[int]] = {}
+        self._claim_lost: set[str] = set()
         self._file = None if self.pg else _file_id(self.path)  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -408,16 +412,31 @@ class Ledger:
     def _claim_pg(
         self, conn: Any, worker: str, k: int, lease: float, after: int, now: float | None
     ) -> Claim:
+        handed = self._handed.setdefault(worker, set())
+        if worker in self._claim_lost:
+            # The last claim's answer never came (the connection died): if it committed,
+            # its rows are ours and nobody was handed them, so no message of theirs can
+            # have started. They go back as they were, now, not when their lease runs out.
+            conn.execute(
+                _RELEASE + " AND NOT (subscriber_id = ANY(?::bigint[]))",
+                (self.issue_id, worker, sorted(handed)),
+            )
+        self._claim_lost.add(worker)
         rows = conn.execute(_PG_CLAIM, {
             "worker": worker, "lease": lease, "now": now, "stamp": _now(),
             "issue": self.issue_id, "after": after, "k": k,
         }).fetchall()  # fmt: skip
+        self._claim_lost.discard(worker)
         if not rows:
             return Claim([], 0, 0)
         claimed = sorted(
             (_delivery(r) for r in rows if r["state"] == "sending"), key=lambda d: d.subscriber_id
         )
+        handed.update(d.subscriber_id for d in claimed)
         return Claim(claimed, max(r["subscriber_id"] for r in rows), len(rows) - len(claimed))
+
+    def _settled(self, worker: str, ids: Iterable[int]) -> None:
+        self._handed.get(worker, set()).difference_update(ids)
 
     def mark(self, worker: str, outcomes: Iterable[Outcome]) -> int:
         """Record outcomes in one commit, only where `worker` still holds the row (fenced: a
@@ -435,7 +454,9 @@ class Ledger:
                 "nexts": [float(o.next_attempt) for o in outcomes],
                 "stamp": stamp, "issue": self.issue_id, "worker": worker,
             }  # fmt: skip
-            return self._queue(lambda conn: conn.execute(_PG_MARK, params).rowcount)
+            done = self._queue(lambda conn: conn.execute(_PG_MARK, params).rowcount)
+            self._settled(worker, params["ids"])
+            return done
         with self._tx() as conn:
             return conn.executemany(
                 "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
@@ -461,18 +482,14 @@ class Ledger:
         ids = list(subscriber_ids)
         if not ids:
             return
-        back = (
-            "UPDATE deliveries SET attempts = attempts - 1, owner = NULL, lease_until = NULL,"
-            " state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'pending' END,"
-            " first_attempt = CASE WHEN attempts > 1 THEN first_attempt END"
-            " WHERE issue_id = ? AND state = 'sending' AND owner = ?"
-        )
+        back = _RELEASE
         if self.pg:
             self._queue(
                 lambda conn: conn.execute(
                     back + " AND subscriber_id = ANY(?::bigint[])", (self.issue_id, worker, ids)
                 )
             )
+            self._settled(worker, ids)
             return
         with self._tx() as conn:
             conn.executemany(
@@ -611,6 +628,14 @@ class Ledger:
             "SELECT count(*) FROM deliveries WHERE state = 'sent' AND updated_at >= ?", (since,)
         )[0][0]
 
+
+# A row given back unattempted (its message never reached a server), fenced on its owner.
+_RELEASE = (
+    "UPDATE deliveries SET attempts = attempts - 1, owner = NULL, lease_until = NULL,"
+    " state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'pending' END,"
+    " first_attempt = CASE WHEN attempts > 1 THEN first_attempt END"
+    " WHERE issue_id = ? AND state = 'sending' AND owner = ?"
+)
 
 # The PostgreSQL statements of the work queue. `now` is the caller's clock when given (tests),
 # else the database's. The claim picks its rows in id order from the cursor, skipping those
