@@ -68,8 +68,8 @@ COMMANDS = {
     "serve": (
         "cli_subscribers",
         "serve",
-        "Run the web app (behind a reverse proxy in production): the public archive, and the "
-        "unsubscribe and preferences pages.",
+        "Run the web app (behind a reverse proxy in production): the public archive, the "
+        "unsubscribe and preferences pages, and the signup pages.",
     ),
     "signup-form": (
         "cli_signup",

@@ -47,8 +47,11 @@ def fetch(app: AppContext, dry_run: bool) -> None:
         )
     if not box.password:
         raise SettingsError(f"NEWSLETTER_BOUNCE_PASSWORD is not set; it is the password of {box}")
-    key = signing_key(settings)  # the tokens are signed as the links are, bound to the list
-    with open_store(settings) as store:
+    # The tokens are signed as the links are, bound to the list. Never a new database or
+    # secret here: with a wrong NEWSLETTER_DB every report would match nobody and be filed
+    # away as unrecognised.
+    key = signing_key(settings, create=False)
+    with open_store(settings, create=False) as store:
         book = Book(store, key)
         refusals = [] if dry_run else book.record_refusals()
         records = fetch_mailbox(book, box, dry_run=dry_run)
@@ -68,8 +71,8 @@ def read(app: AppContext, files: tuple[str, ...], dry_run: bool) -> None:
     settings = app.settings
     messages = [(name, _read_input(name)) for name in files]
     try:
-        key = signing_key(settings)
-        with open_store(settings) as store:
+        key = signing_key(settings, create=False)  # as fetch: never a new database
+        with open_store(settings, create=False) as store:
             book = Book(store, key)
             records = [book.read(raw, origin, dry_run=dry_run) for origin, raw in messages]
     except (StoreError, sqlite3.OperationalError) as exc:  # (a PostgreSQL one is a StoreError)
@@ -104,7 +107,7 @@ def list_(app: AppContext, since: str | None, classes: tuple[str, ...]) -> None:
             since = dt.date.fromisoformat(since).isoformat()
         except ValueError:
             raise click.BadParameter("write the date as YYYY-MM-DD", param_hint="--since") from None
-    with open_store(app.settings) as store:
+    with open_store(app.settings, create=False) as store:
         events = Book(store).events(since=since, classes=classes)
     if not events:
         click.echo("no bounces, complaints or mailto unsubscribes recorded" + (

@@ -492,6 +492,8 @@ def _schedule(
             campaign.inputs_of(prepared),
             prepared.frozen(),
         )
+    # said now: when it starts, from a timer, nobody reads the warning
+    _warn_lapsed(store, bool(given.get("include_lapsed")))
     the_plan = campaign.plan(store, bool(given.get("include_lapsed")))
     summary = ", ".join(f"{name} {n:,}" for name, n in the_plan.editions.items())
     click.echo(

@@ -420,8 +420,8 @@ def count(app: AppContext) -> None:
 def serve(
     app: AppContext, host: str, port: int, forwarded_allow_ips: str, access_log: bool
 ) -> None:
-    """Run the web app (behind a reverse proxy in production): the public archive, and the
-    unsubscribe and preferences pages."""
+    """Run the web app (behind a reverse proxy in production): the public archive, the
+    unsubscribe and preferences pages, and the signup pages."""
     import uvicorn  # only this command needs the server
 
     from .archive.serve import with_archive

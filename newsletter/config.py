@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,7 +252,7 @@ def load_settings(
         path, line = where(name)
         shown = "(value hidden)" if name in SECRET_NAMES else repr(get(name))
         if name == "BOUNCE_MAILBOX":  # a password typed into the URL is not shown either
-            shown = repr(re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", get(name)))
+            shown = repr(_hide_password(get(name)))
         return SettingsError(f"{PREFIX}{name}={shown}: {problem}", path, line)
 
     def integer(name: str, low: int = 0) -> int:
@@ -369,6 +370,12 @@ def load_settings(
         except ValueError as exc:
             raise fail(name, str(exc)) from None
 
+    try:  # checked here, not when the first send is scheduled
+        zoneinfo.ZoneInfo(get("TIMEZONE"))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise fail(
+            "TIMEZONE", "is not a time zone; write one such as America/Toronto or America/Vancouver"
+        ) from None
     retry_backoff = duration("RETRY_BACKOFF")
     retry_for = duration("RETRY_FOR")
     timeout = number("SMTP_TIMEOUT")
@@ -494,6 +501,17 @@ def parse_duration(text: str) -> float:
     if not match or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError("must be a duration above 0: seconds, or with a unit: 90s, 5m, 2h, 2d")
     return seconds
+
+
+def _hide_password(url: str) -> str:
+    """A mailbox URL as it may be shown: anything between the user's colon and the last @
+    hidden. A password may hold @, / or ?, which end the userinfo for a URL parser, so this
+    goes by the last @ and hides too much rather than too little."""
+    start, at = url.find("//"), url.rfind("@")
+    if start < 0 or at < start:
+        return url
+    user, colon, _ = url[start + 2 : at].partition(":")
+    return f"{url[: start + 2]}{user}:***{url[at:]}" if colon else url
 
 
 def _default_list_id(host: str) -> str:

@@ -58,13 +58,14 @@ class SendOptions:
     retry_for: float = 2 * 86400.0  # a deferred message expires this long after its first try
     pause_after: int = 20  # permanent or uncertain outcomes in a row before the pass pauses
     connect_patience: float = 300.0  # seconds of failing to open any session before a pause
-    batch: int = 0  # rows claimed at a time; 0: twice the concurrency
+    batch: int = 0  # rows a worker holds at most (claimed at a time); 0: 2 x concurrency + 2
     lease: float = 60.0  # seconds a claim holds without renewal
     workers: int = 1  # worker processes (see workers.py)
 
     @property
     def k(self) -> int:
-        return self.batch or 2 * self.concurrency
+        # each thread has a message in flight and, pipelining, the next one's envelope
+        return self.batch or 2 * self.concurrency + 2
 
 
 @dataclass
@@ -282,11 +283,17 @@ class SendRun:
         retry_at = min(now + delay, first + self.options.retry_for)
         return Outcome(delivery.subscriber_id, State.DEFERRED, reply, retry_at)
 
-    def _attempt(self, conn: Connection, delivery: Delivery) -> tuple[Outcome, bool]:
+    def _attempt(
+        self,
+        conn: Connection,
+        delivery: Delivery,
+        message: Outgoing,
+        following: Outgoing | None = None,
+    ) -> tuple[Outcome, bool]:
         """Send one claimed delivery; returns the outcome and whether the connection lives."""
         sid = delivery.subscriber_id
         try:
-            reply = conn.send(self._outgoing(delivery))
+            reply = conn.send(message, following) if following else conn.send(message)
             return Outcome(sid, State.SENT, reply), True
         except Refused as exc:
             return Outcome(sid, State.FAILED, exc.reply), not exc.connection_lost
@@ -325,40 +332,65 @@ class SendRun:
 
     # --- one thread ------------------------------------------------------------------------
 
+    def _next_in_queue(self) -> Delivery | None:
+        """The next row, to pipeline its envelope behind the current message."""
+        with self.lock:
+            if self.stop.is_set():
+                return None
+            if not self.queue and self.in_flight < self.options.k:
+                self._flush_locked()
+                self._claim()
+            if not self.queue:
+                return None
+            self.in_flight += 1
+            return self.queue.popleft()
+
     def _thread(self) -> None:
         conn: Connection | None = None
         idle_since = time.monotonic()
+        paced = bool(self.limiter.interval or self.limiter.cap)
+        held: list[Delivery] = []  # taken from the queue, outcome not yet given
+        message: Outgoing | None = None  # the next delivery's message, when made ahead
         try:
             while True:
-                delivery = self._take()
+                delivery = held[0] if held else self._take()
                 if delivery is None:
                     break
-                outcome: Outcome | None = None
-                try:
-                    if self.limiter.interval or self.limiter.cap:
-                        if not self.limiter.wait(self.stop):
-                            break
-                        if conn is not None and time.monotonic() - idle_since > IDLE_CLOSE:
-                            conn.close()  # the server may have given up on it meanwhile
-                            conn = None
-                    if conn is None:
-                        # a session first: a failure to open one is no reader's attempt
-                        conn = self.sessions.open(self.stop)
-                        if conn is None:
-                            break
-                    if time.monotonic() >= self.lease_until:
-                        # frozen or cut off past our lease: its rows may be someone else's
-                        self.stop.set()
+                if not held:
+                    held.append(delivery)
+                if paced:
+                    if not self.limiter.wait(self.stop):
                         break
-                    # (a Halt leaves `outcome` None: the row goes back as it was)
-                    outcome, alive = self._attempt(conn, delivery)
-                    idle_since = time.monotonic()
-                    if not alive:
-                        conn.close()
+                    if conn is not None and time.monotonic() - idle_since > IDLE_CLOSE:
+                        conn.close()  # the server may have given up on it meanwhile
                         conn = None
-                    self._count(outcome)
-                finally:
-                    self._done(outcome, delivery)
+                if conn is None:
+                    # a session first: a failure to open one is no reader's attempt
+                    conn = self.sessions.open(self.stop)
+                    if conn is None:
+                        break
+                if time.monotonic() >= self.lease_until or self.stop.is_set():
+                    # frozen or cut off past our lease: its rows may be someone else's
+                    self.stop.set()
+                    break
+                if message is None or getattr(conn, "owed", None) is not message:
+                    message = self._outgoing(delivery)
+                ahead = None
+                if not paced and getattr(conn, "takes_following", False):
+                    following = self._next_in_queue()
+                    if following is not None:
+                        held.append(following)
+                        ahead = self._outgoing(following)
+                # (a Halt leaves the row without an outcome: it goes back as it was)
+                outcome, alive = self._attempt(conn, delivery, message, ahead)
+                held.remove(delivery)
+                self._done(outcome, delivery)
+                idle_since = time.monotonic()
+                if not alive:
+                    conn.close()  # a message whose envelope went ahead goes again on the next
+                    conn = None
+                self._count(outcome)
+                message = ahead
         except ConnectFailure as exc:
             if exc.temporary:
                 with self.lock:
@@ -372,6 +404,8 @@ class SendRun:
             self.stop.set()
         finally:
             try:
+                for delivery in held:  # taken, never attempted: given back as they were
+                    self._done(None, delivery)
                 if conn is not None:
                     conn.close()
             finally:

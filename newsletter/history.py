@@ -17,20 +17,25 @@ class Happening:
     detail: str
 
 
+# One person's ids: their own, and those of the rows the case-merging migration merged into
+# it, which the ledger still names (its rows are never rewritten).
+_IDS = "(SELECT :id UNION SELECT merged_id FROM subscriber_merges WHERE kept_id = :id)"
+
+
 def sends_and_reports(conn: Any, subscriber_id: int) -> list[Happening]:
     events = []
     for r in conn.execute(
         "SELECT d.issue_id, d.edition, d.state, d.last_reply, coalesce(d.updated_at,"
         " s.started_at) AS at FROM deliveries d JOIN sends s USING (issue_id)"
-        " WHERE d.subscriber_id = ? ORDER BY s.started_at",
-        (subscriber_id,),
+        f" WHERE d.subscriber_id IN {_IDS} ORDER BY s.started_at",
+        {"id": subscriber_id},
     ):
         detail = f"{r['edition']} edition" + (f": {r['last_reply']}" if r["last_reply"] else "")
         events.append(Happening(r["at"], r["state"], f"issue {r['issue_id']}", detail))
     for r in conn.execute(
         "SELECT at, class, source, issue_id, status, diagnostic, matched_by, action"
-        " FROM bounce_events WHERE subscriber_id = ? ORDER BY id",
-        (subscriber_id,),
+        f" FROM bounce_events WHERE subscriber_id IN {_IDS} ORDER BY id",
+        {"id": subscriber_id},
     ):
         route = r["source"] + (f", issue {r['issue_id']}" if r["issue_id"] else "")
         detail = " ".join(x for x in (r["status"], repr(r["diagnostic"][:120])) if x)

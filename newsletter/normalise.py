@@ -87,6 +87,12 @@ MAX_NAME = 200  # characters of a subscriber's name, wherever it comes from
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
+def printable(text: str) -> str:
+    """What a web form's field or a request header may keep: no control or format characters
+    (Unicode category C), stripped."""
+    return "".join(c for c in text if unicodedata.category(c)[0] != "C").strip()
+
+
 def clean_name(text: str | None) -> str:
     """A display name as one line of printable text (line breaks and controls become spaces)."""
     return " ".join(_CONTROL.sub(" ", text or "").split())

@@ -1,10 +1,23 @@
-"""Optional DKIM signature (dkimpy), added to each message before it goes out."""
+"""Optional DKIM signature (RFC 6376), added to each message before it goes out.
+
+Signed with OpenSSL through the `cryptography` package: RSA-SHA256 (`rsa-sha256`) or
+Ed25519-SHA256 (`ed25519-sha256`, RFC 8463), chosen by the key. dkimpy, pure Python, took
+8.6 ms a message; this takes well under one (bench/send.py --dkim measures it).
+Canonicalisation is relaxed for the headers and simple for the body; each reader's body
+differs (their own links), so its hash is computed for each message, in C (~55 µs for
+80 KB). Verified against dkimpy in the tests.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from pathlib import Path
 
-import dkim
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from .config import DkimSettings
 from .errors import SettingsError
@@ -21,41 +34,91 @@ SIGNED_HEADERS = (
     b"mime-version",
     b"content-type",
 )
+_WSP = re.compile(rb"[ \t]+")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
 class Signer:
     def __init__(self, settings: DkimSettings):
         path = Path(settings.key_path)
         try:
-            self.key = path.read_bytes()
+            pem = path.read_bytes()
         except OSError as exc:
             raise SettingsError(
                 f"cannot read the DKIM key: {exc.strerror}; check NEWSLETTER_DKIM_KEY", path
             ) from None
-        if b"PRIVATE KEY" not in self.key:
+        if b"PRIVATE KEY" not in pem:
             raise SettingsError("not a PEM private key; check NEWSLETTER_DKIM_KEY", path)
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            reason = str(exc).split("\n")[0] or type(exc).__name__
+            raise SettingsError(
+                f"unusable DKIM key: {reason}; check NEWSLETTER_DKIM_KEY", path
+            ) from None
+        if isinstance(key, rsa.RSAPrivateKey):
+            if key.key_size < 1024:
+                raise SettingsError(
+                    f"the DKIM key has {key.key_size} bits; receivers want 1024 at least "
+                    "(2048 is usual); check NEWSLETTER_DKIM_KEY",
+                    path,
+                )
+            self.algorithm = b"rsa-sha256"
+        elif isinstance(key, ed25519.Ed25519PrivateKey):
+            self.algorithm = b"ed25519-sha256"
+        else:
+            raise SettingsError(
+                "the DKIM key must be RSA or Ed25519; check NEWSLETTER_DKIM_KEY", path
+            )
+        self.key = key
         self.selector = settings.selector.encode("ascii")
         self.domain = settings.domain.encode("ascii")
-        try:  # a key dkimpy cannot use should stop the send before it starts
-            self.header(b"From: a@example.org\r\n\r\ncheck\r\n")
-        except dkim.DKIMException as exc:
-            raise SettingsError(
-                f"unusable DKIM key: {exc}; check NEWSLETTER_DKIM_KEY", path
-            ) from None
+
+    def _sign(self, data: bytes) -> bytes:
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        # RFC 8463: Ed25519 signs the SHA-256 hash of what RSA would sign
+        return self.key.sign(hashlib.sha256(data).digest())
 
     def header(self, message: bytes) -> bytes:
-        """The DKIM-Signature header line(s) for `message`, ending with CRLF."""
-        # dkimpy parses the key on each call (~0.1 ms); the body hash differs per recipient
-        # anyway, since each message carries its own unsubscribe link.
-        signature = dkim.sign(
-            message,
-            self.selector,
-            self.domain,
-            self.key,
-            include_headers=list(SIGNED_HEADERS),
-            linesep=b"\r\n",
-        )
-        return signature
+        """The DKIM-Signature header line(s) for `message` (CRLF line ends), ending with CRLF."""
+        head, _, body = message.partition(b"\r\n\r\n")
+        body_hash = base64.b64encode(hashlib.sha256(_canonical_body(body)).digest())
+        fields = _fields(head)
+        signed = [name for name in SIGNED_HEADERS if name in fields]
+        canonical = b"".join(_relaxed(name, fields[name]) for name in signed)
+        value = (
+            b"v=1; a=" + self.algorithm + b"; c=relaxed/simple; d=" + self.domain
+            + b"; s=" + self.selector + b";\r\n\th=" + b":".join(signed)
+            + b";\r\n\tbh=" + body_hash + b";\r\n\tb="
+        )  # fmt: skip
+        unsigned = _relaxed(b"dkim-signature", value).rstrip(b"\r\n")
+        signature = base64.b64encode(self._sign(canonical + unsigned))
+        folded = b"\r\n\t".join(signature[i : i + 72] for i in range(0, len(signature), 72))
+        return b"DKIM-Signature: " + value + folded + b"\r\n"
+
+
+def _fields(head: bytes) -> dict[bytes, bytes]:
+    """The last occurrence of each header field, by lower-case name (values as written).
+    Our messages carry each signed field once."""
+    fields: dict[bytes, bytes] = {}
+    for field in re.split(rb"\r\n(?![ \t])", head):
+        name, sep, value = field.partition(b":")
+        if sep:
+            fields[name.strip().lower()] = value
+    return fields
+
+
+def _relaxed(name: bytes, value: bytes) -> bytes:
+    """RFC 6376 3.4.2: lower-case name, unfolded value, runs of spaces as one, trimmed."""
+    value = _WSP.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")
+    return name.lower() + b":" + value + b"\r\n"
+
+
+def _canonical_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.3 (simple): trailing empty lines removed, one CRLF at the end. (Our
+    bodies have CRLF line ends throughout, so stripping CR and LF is stripping lines.)"""
+    return body.rstrip(b"\r\n") + b"\r\n"
 
 
 def signer_for(settings: DkimSettings) -> Signer | None:

@@ -99,12 +99,13 @@ def link_keys(secret: bytes, identity: ListIdentity) -> LinkKeys:
     )
 
 
-def signing_key(settings: Settings) -> bytes:
+def signing_key(settings: Settings, create: bool = True) -> bytes:
     """The key that signs the links `send` puts in messages: the secret bound to the list in
-    NEWSLETTER_DB (creating both, as a first send does)."""
-    secret = resolve_secret(settings)
-    with open_store(settings) as store:
-        return list_key(secret, store.list_identity().uid)
+    NEWSLETTER_DB (creating both, as a first send does, unless not `create`: reading what
+    came back about a send needs that send's own database and secret)."""
+    with open_store(settings, create=create) as store:
+        uid = store.list_identity().uid
+    return list_key(resolve_secret(settings, create), uid)
 
 
 def secret_path(settings: Settings) -> Path:

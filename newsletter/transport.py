@@ -142,11 +142,23 @@ _UNSAFE_ADDRESS = re.compile(r"[\s<>]")
 
 
 class SmtpConnection:
+    """One session. Each message costs one round trip where the server allows it: with
+    CHUNKING (RFC 3030) the envelope and the whole message go in one write as `BDAT n LAST`,
+    no dot-stuffing needed; with PIPELINING only (RFC 2920), MAIL, RCPT and DATA go in one
+    write and the next message's envelope follows the end-of-data dot at once."""
+
     def __init__(self, client: Client):
         self.client = client
-        # RFC 2920: MAIL, RCPT and DATA go in one write when the server allows it
         self.pipelining = "PIPELINING" in client.extensions
+        self.chunking = "CHUNKING" in client.extensions
         self.closed = False
+        self.owed: Outgoing | None = None  # a message whose envelope was written ahead
+        self.lost = ""  # why the connection was lost while reading pipelined replies
+
+    @property
+    def takes_following(self) -> bool:
+        """Whether `send` can write the next message's envelope ahead (DATA + PIPELINING)."""
+        return self.pipelining and not self.chunking
 
     def _before_dot(self, reply: Reply, phase: str) -> SendFailure:
         """The failure for a refusal before the message went: the server has nothing."""
@@ -172,71 +184,160 @@ class SmtpConnection:
         self.close()
         return False
 
-    def send(self, message: Outgoing) -> str:
-        if _UNSAFE_ADDRESS.search(message.rcpt) or _UNSAFE_ADDRESS.search(message.mail_from):
-            raise Refused("address contains spaces or angle brackets")
-        client = self.client
-        mail, rcpt = f"MAIL FROM:<{message.mail_from}>", f"RCPT TO:<{message.rcpt}>"
-        if message.envid and "DSN" in client.extensions:
+    def _envelope(self, message: Outgoing) -> bytes:
+        mail = f"MAIL FROM:<{message.mail_from}>"
+        if message.envid and "DSN" in self.client.extensions:
             # a bounce then carries our id and only the headers, not the whole issue back
             mail += f" RET=HDRS ENVID={message.envid}"
+        return f"{mail}\r\nRCPT TO:<{message.rcpt}>\r\n".encode()
+
+    def _refusal(self, replies: list[Reply], phases: tuple[str, ...]) -> SendFailure | None:
+        """The first refusal among the envelope's replies, as the failure to raise."""
+        ok = {"MAIL": (250,), "RCPT": (250, 251), "DATA": (354,), "BDAT": (250,)}
+        for reply, phase in zip(replies, phases, strict=False):
+            if reply.code not in ok[phase]:
+                if self.closed:
+                    if reply.temporary or reply.code == 421:
+                        return Deferred(str(reply), connection_lost=True)
+                    if phase == "MAIL":
+                        raise Halt(f"the server refused the sender address: {reply}")
+                    return Refused(str(reply), connection_lost=True)
+                return self._before_dot(reply, phase)
+        return None
+
+    def _replies(self, count: int) -> list[Reply]:
+        """Up to `count` pipelined replies, stopping at a 421. A connection lost meanwhile:
+        the replies so far, the connection closed (the caller decides what it means)."""
         replies: list[Reply] = []
         try:
-            if self.pipelining:
-                client.write(f"{mail}\r\n{rcpt}\r\nDATA\r\n".encode())
-                while len(replies) < 3 and (not replies or replies[-1].code != 421):
-                    replies.append(client.reply())
+            while len(replies) < count and (not replies or replies[-1].code != 421):
+                replies.append(self.client.reply())
+        except (Lost, Garbled) as exc:
+            self.close()
+            self.lost = str(exc)
+        if replies and replies[-1].code == 421:
+            self.close()
+        return replies
+
+    def send(self, message: Outgoing, following: Outgoing | None = None) -> str:
+        """Send `message`; with `following` (see takes_following), write that message's
+        envelope ahead: the next call must then be `send(following, ...)`, or close()."""
+        if _UNSAFE_ADDRESS.search(message.rcpt) or _UNSAFE_ADDRESS.search(message.mail_from):
+            raise Refused("address contains spaces or angle brackets")
+        if following is not None and (
+            _UNSAFE_ADDRESS.search(following.rcpt) or _UNSAFE_ADDRESS.search(following.mail_from)
+        ):
+            following = None  # it will be refused on its own turn
+        if self.owed is not None and self.owed is not message:
+            self.close()  # an envelope is waiting for another message: this session is spent
+            raise Deferred("connection reset before the message was sent", True)
+        if self.chunking:
+            return self._send_bdat(message)
+        return self._send_data(message, following if self.takes_following else None)
+
+    def _send_data(self, message: Outgoing, following: Outgoing | None) -> str:
+        client = self.client
+        self.lost = ""
+        phases = ("MAIL", "RCPT", "DATA")
+        try:
+            if self.owed is message:
+                self.owed = None
+                replies = self._replies(3)
+            elif self.pipelining:
+                client.write(self._envelope(message) + b"DATA\r\n")
+                replies = self._replies(3)
             else:
-                replies.append(client.command(mail))
+                mail, _, rcpt = self._envelope(message).rstrip(b"\r\n").partition(b"\r\n")
+                replies = [client.command(mail.decode())]
                 if replies[0].code == 250:
-                    replies.append(client.command(rcpt))
+                    replies.append(client.command(rcpt.decode()))
                     if replies[1].code in (250, 251):
                         replies.append(client.command("DATA"))
         except (Lost, Garbled) as exc:
             self.close()
-            if not any(r.code >= 400 for r in replies):
-                raise Deferred(
-                    f"connection lost before the message was sent: {exc}", True
-                ) from None
-        if self.closed or replies[-1].code == 421:
-            self.close()  # the server said why before it hung up: that is the reply to keep
-            failed = next(r for r in replies if r.code >= 400)
-            if failed.temporary:
-                raise Deferred(str(failed), connection_lost=True)
-            raise self._before_dot(failed, ("MAIL", "RCPT", "DATA")[replies.index(failed)])
-        ok_codes = ((250,), (250, 251), (354,))
-        if any(r.code not in ok for r, ok in zip(replies, ok_codes, strict=False)):
-            if len(replies) == 3 and replies[2].code == 354:
-                # DATA was accepted although the envelope was not: end it with nothing
-                try:
-                    client.write(b".\r\n")
-                    client.reply()
-                except (Lost, Garbled):
-                    self.close()
-                    raise Deferred("connection lost before the message was sent", True) from None
-            for reply, ok, phase in zip(replies, ok_codes, ("MAIL", "RCPT", "DATA"), strict=False):
-                if reply.code not in ok:
-                    raise self._before_dot(reply, phase)
+            raise Deferred(f"connection lost before the message was sent: {exc}", True) from None
+        if (
+            len(replies) == 3
+            and replies[2].code == 354
+            and any(r.code not in ok for r, ok in zip(replies, ((250,), (250, 251)), strict=False))
+        ):
+            # DATA was accepted although the envelope was not: end it with nothing
+            try:
+                client.write(b".\r\n")
+                client.reply()
+            except (Lost, Garbled):
+                self.close()
+        refusal = self._refusal(replies, phases)
+        if refusal is not None:
+            raise refusal
+        if self.closed or len(replies) < 3:
+            raise Deferred(f"connection lost before the message was sent: {self.lost}", True)
+        ahead = b""
+        if following is not None:
+            ahead = self._envelope(following) + b"DATA\r\n"
         try:
-            client.write(message.smtp_data())
+            client.write(message.smtp_data() + ahead)
         except Lost as exc:
             self.close()  # the final dot never arrived: the server drops the message
             raise Deferred(f"connection lost while sending the message: {exc}", True) from None
+        if following is not None:
+            self.owed = following
+        return self._after_dot()
+
+    def _send_bdat(self, message: Outgoing) -> str:
+        client = self.client
+        self.lost = ""
+        data = message.data()
+        chunk = b"BDAT %d LAST\r\n" % len(data) + data
         try:
-            reply = client.reply()
+            if self.pipelining:
+                client.write(self._envelope(message) + chunk)
+                replies = self._replies(3)
+            else:
+                mail, _, rcpt = self._envelope(message).rstrip(b"\r\n").partition(b"\r\n")
+                replies = [client.command(mail.decode())]
+                if replies[0].code == 250:
+                    replies.append(client.command(rcpt.decode()))
+                refusal = self._refusal(replies, ("MAIL", "RCPT"))
+                if refusal is not None:
+                    raise refusal
+                client.write(chunk)
+                replies.extend(self._replies(1))
+        except Lost as exc:  # while writing: the last chunk never arrived whole
+            self.close()
+            raise Deferred(f"connection lost while sending the message: {exc}", True) from None
+        except Garbled as exc:  # to MAIL or RCPT, before the message went
+            self.close()
+            raise Deferred(f"connection lost before the message was sent: {exc}", True) from None
+        refusal = self._refusal(replies[:2], ("MAIL", "RCPT"))
+        if refusal is not None:
+            raise refusal
+        if len(replies) < 3:
+            # the whole message was written; the server may have taken it, then gone
+            raise Uncertain(f"no usable reply after the message: {self.lost}", True)
+        return self._verdict(replies[2])
+
+    def _after_dot(self) -> str:
+        try:
+            reply = self.client.reply()
         except (Lost, Garbled) as exc:
             self.close()
             raise Uncertain(f"no usable reply after the message: {exc}", True) from None
+        return self._verdict(reply)
+
+    def _verdict(self, reply: Reply) -> str:
+        """The server's word on a whole message."""
         if 200 <= reply.code < 300:
             return str(reply)
         if reply.code == 421:
             self.close()
             raise Deferred(str(reply), connection_lost=True)
         if reply.temporary:
-            raise Deferred(str(reply))
-        raise Refused(str(reply))
+            raise Deferred(str(reply), connection_lost=self.closed)
+        raise Refused(str(reply), connection_lost=self.closed)
 
     def close(self) -> None:
+        self.owed = None
         if not self.closed:
             self.closed = True
             self.client.close()

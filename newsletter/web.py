@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,11 +33,11 @@ from starlette.responses import HTMLResponse, Response
 from . import store as stores
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
 from .errors import StoreError
-from .normalise import MAX_NAME
+from .normalise import MAX_NAME, printable
 from .signup.pages import SignupPages
 from .subscribers import SqliteStore, Subscriber, open_store
 from .tokens import link_keys, resolve_secret
-from .webguard import HEADERS, GuardedApp, route
+from .webguard import HEADERS, GuardedApp, StoreBusy, StoreUnavailable, route
 
 TEMPLATES = SHIPPED_TEMPLATES / "web"
 LOCALES = {"en": "en-CA", "fr": "fr-CA"}
@@ -78,14 +77,6 @@ class RedactTokens(logging.Filter):
 
 def _langs(language: str) -> list[str]:
     return ["en", "fr"] if language == "both" else [language]
-
-
-class _Busy(Exception):
-    """Another process held the database's write lock for longer than the app waits."""
-
-
-class _Unavailable(Exception):
-    """The database is missing or cannot be opened (moved away, damaged, a newer schema)."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +147,7 @@ def create_app(
         headers = {"Retry-After": str(retry_after_s)}
         return page("busy.html.j2", subscriber.language, 503, headers)
 
-    def unavailable(exc: _Unavailable) -> HTMLResponse:
+    def unavailable(exc: StoreUnavailable) -> HTMLResponse:
         # Nothing can be read or recorded until the operator puts the database back.
         log.error("answering 503: %s", exc)
         return page("unavailable.html.j2", "both", 503, {"Retry-After": str(retry_after_s)})
@@ -169,15 +160,15 @@ def create_app(
                 try:
                     store = open_store(settings, busy_timeout_ms, create=False)
                 except StoreError as exc:  # missing, unreadable, not a database: never made
-                    raise _Unavailable(str(exc)) from None
+                    raise StoreUnavailable(str(exc)) from None
                 with store:
                     return work(store)
             except (sqlite3.OperationalError, stores.Busy) as exc:
                 if stores.is_busy(exc):
-                    raise _Busy from exc
+                    raise StoreBusy from exc
                 raise
             except stores.Lost as exc:  # the PostgreSQL server went away mid-request
-                raise _Unavailable(str(exc)) from None
+                raise StoreUnavailable(str(exc)) from None
 
         return await run_in_threadpool(run)
 
@@ -217,7 +208,7 @@ def create_app(
 
         try:
             after = await with_store(leave)
-        except _Busy:
+        except StoreBusy:
             return busy(subscriber, f"an unsubscribe ({how})")
         return page("unsubscribed.html.j2", subscriber.language, subscriber=after or subscriber,
                     token=request.path_params["token"])  # fmt: skip
@@ -260,7 +251,7 @@ def create_app(
 
         try:
             after = await with_store(save) or subscriber
-        except _Busy:
+        except StoreBusy:
             return busy(subscriber, "a change of preferences")
         return preferences_page(after, token, saved=True)
 
@@ -276,7 +267,7 @@ def create_app(
         return invalid()
 
     async def store_unavailable(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, _Unavailable)
+        assert isinstance(exc, StoreUnavailable)
         return unavailable(exc)
 
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -289,7 +280,7 @@ def create_app(
             route("/preferences/{token}", get=show_preferences, post=save_preferences),
             *signup.routes,  # /subscribe, /abonnement, /confirm, /cancel, coming back
         ],
-        exception_handlers={404: not_found, _Unavailable: store_unavailable, 500: server_error},
+        exception_handlers={404: not_found, StoreUnavailable: store_unavailable, 500: server_error},
         max_body=max_body,
     )
 
@@ -322,5 +313,5 @@ def _wanted(form: dict[str, str]) -> _Wanted | None:
 
 def _clean_name(value: str) -> str | None:
     """The name without control characters, or None if too long to be a name."""
-    text = "".join(c for c in value if unicodedata.category(c)[0] != "C").strip()
+    text = printable(value)
     return text if len(text) <= MAX_NAME else None

@@ -1,5 +1,6 @@
 """What every answer of the web app goes through: security headers, a body size limit, and
-routes that name all their methods. Kept apart from the pages (web.py) they guard."""
+routes that name all their methods; and the two ways the store can fail a page, which every
+page (web.py, signup/pages.py) answers alike. Kept apart from the pages they guard."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ HEADERS = [
         b"frame-ancestors 'none'; base-uri 'none'",
     ),
 ]
+
+
+class StoreBusy(Exception):
+    """Another process held the database's write lock for longer than the app waits."""
+
+
+class StoreUnavailable(Exception):
+    """The database is missing or cannot be opened (moved away, damaged, a newer schema): the
+    app answers 503, and never makes a new one (every link would look invalid)."""
 
 
 class SecurityHeaders:

@@ -103,6 +103,7 @@ class ScriptedServer:
             return
         rcpts: list[str] = []
         mail_ok = False
+        bdat = b""
         while not self.closing.is_set():
             raw = reader.readline()
             if not raw:
@@ -144,6 +145,20 @@ class ScriptedServer:
                 say(reply)
                 if reply.startswith("421"):
                     return
+            elif verb == "BDAT":
+                size = int(line.split()[1])
+                chunk = reader.read(size)
+                if len(chunk) < size:
+                    return
+                bdat += chunk
+                if not line.upper().endswith("LAST"):
+                    say("250 2.0.0 chunk taken")
+                    continue
+                data, bdat = bdat, b""
+                if not rcpts:
+                    say("554 5.5.1 no valid recipients")
+                elif not self._verdict(data, rcpts, say):
+                    return
             elif verb == "DATA" and not rcpts:
                 say("554 5.5.1 no valid recipients")
             elif verb == "DATA":
@@ -179,6 +194,10 @@ class ScriptedServer:
         if not rcpts:
             say("554 5.5.1 no valid recipients")
             return True
+        return self._verdict(data, rcpts, say)
+
+    def _verdict(self, data: bytes, rcpts: list[str], say) -> bool:
+        """Answer a whole message as scripted; False when the connection is to end."""
         action = self._take(self.script.after_dot)
         if action in ("garbled", "drop", "stall") or action.startswith("25"):
             with self.lock:

@@ -391,6 +391,24 @@ def test_bounce_settings_are_checked_and_the_password_never_shown(workdir: Path)
     assert result.exit_code == 2 and "NEWSLETTER_BOUNCE_MAILBOX is not set" in result.output
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "imaps://b:p@hunter2@mail.example.org/INBOX",  # an @ in the password
+        "imaps://b:hun/ter2@mail.example.org/INBOX",  # a / in it: urlsplit stops the host there
+        "imaps://b:hunter2?x@mail.example.org/INBOX",
+        "imaps://b:hunter2@mail.example.org:notaport/INBOX",
+        "pop3s://b:hunter2@mail.example.org/folder@x",
+    ],
+)
+def test_a_password_typed_into_the_mailbox_url_is_never_shown(workdir: Path, url: str):
+    result = bounces(workdir, "list", NEWSLETTER_BOUNCE_MAILBOX=url)
+    assert result.exit_code == 2, result.output
+    assert "hunter2" not in result.output and "ter2" not in result.output, result.output
+    assert result.output.startswith("error: NEWSLETTER_BOUNCE_MAILBOX='")
+    assert "b:***@" in result.output
+
+
 def test_show_set_and_reactivate_keep_one_history(workdir: Path):
     add(workdir)
     send_issue(workdir, handler=Handler(script={"anne@example.org": ["550"]}))
@@ -473,3 +491,28 @@ def test_read_from_a_pipe_asks_the_mta_to_retry_when_it_cannot_record(workdir: P
     assert "the message was not recorded (try again later)" in result.output
     files = bounces(workdir, "read", write(workdir, "junk.eml", fx.junk()), **env)
     assert files.exit_code == 2  # a person at a terminal: the usual bad-input status
+
+
+def test_reading_reports_never_makes_a_database_or_a_secret(workdir: Path):
+    """A pipe or a timer started in the wrong folder (a relative NEWSLETTER_DB) must not file
+    every report away as unrecognised in a new, empty database: it stops, and a pipe's MTA
+    keeps the message for later."""
+    report = write(workdir, "junk.eml", fx.junk())
+    env = {"NEWSLETTER_DB": "elsewhere/news.db", "NEWSLETTER_SECRET": ""}
+    from_file = bounces(workdir, "read", report, **env)
+    assert from_file.exit_code == 2
+    assert from_file.output == "error: elsewhere/news.db: no database here; check NEWSLETTER_DB\n"
+    piped = bounces(workdir, "read", "-", input=fx.junk(), **env)
+    assert piped.exit_code == 75
+    assert "the message was not recorded (try again later)" in piped.output
+    assert bounces(workdir, "list", **env).exit_code == 2
+    fetched = bounces(workdir, "fetch", **env, NEWSLETTER_BOUNCE_PASSWORD="x",
+                      NEWSLETTER_BOUNCE_MAILBOX="imap://b@127.0.0.1:1/INBOX")  # fmt: skip
+    assert fetched.exit_code == 2 and "no database here" in fetched.output
+    assert not (workdir / "elsewhere").exists()
+    # the database without its secret file: one line, and no new secret either
+    (workdir / "elsewhere").mkdir()
+    SqliteStore(workdir / "elsewhere" / "news.db").close()
+    no_secret = bounces(workdir, "read", report, **env)
+    assert no_secret.exit_code == 2 and "no signing secret here" in no_secret.output
+    assert sorted(p.name for p in (workdir / "elsewhere").iterdir() if "secret" in p.name) == []

@@ -38,8 +38,9 @@ from newsletter.preview import Preview
 from newsletter.preview import create_app as preview_app
 from newsletter.render import Templates
 from newsletter.schema import LIST_IDENTITY, MIGRATIONS
+from newsletter.signup.stamps import make_stamp
 from newsletter.subscribers import SqliteStore, Status
-from newsletter.tokens import link_keys, make_token, signing_key
+from newsletter.tokens import link_keys, make_token, resolve_secret, signing_key
 from newsletter.webguard import HEADERS
 
 from .conftest import DEMO_ISSUE, ROOT, clean_env
@@ -416,6 +417,21 @@ def _moved_away(settings, store, server, token, tmp_path, caplog) -> Reply:
     return reply
 
 
+def _moved_away_then_a_signup(settings, store, server, token, tmp_path, caplog) -> Reply:
+    # finding 4 on the signup form, which came with another change: no new database either
+    when = datetime.now(UTC) - timedelta(seconds=5)
+    stamp = make_stamp(resolve_secret(settings), when)
+    fields = {"stamp": stamp, "email": "zed@example.org", "language": "en", "consent": "yes"}
+    for path in settings.db_path.parent.iterdir():
+        path.rename(tmp_path / path.name)
+    reply = post(server.url("/subscribe"), fields)
+    assert not settings.db_path.exists() and not any(settings.db_path.parent.iterdir())
+    assert "Réessayez plus tard" in reply.body
+    (logged,) = [r for r in caplog.records if r.name == "newsletter.web"]
+    assert logged.getMessage().endswith("no database here; check NEWSLETTER_DB")
+    return reply
+
+
 def _damaged(settings, store, server, token, tmp_path, caplog) -> Reply:
     # finding 5: a database that cannot answer (here: its table is gone) makes a 500
     store.conn.execute("ALTER TABLE subscribers RENAME TO lost")
@@ -464,11 +480,24 @@ def _options(settings, store, server, token, tmp_path, caplog) -> Reply:
         405,
         {*["GET", "HEAD", "OPTIONS", "POST"]},
     )
+    # the signup pages too, which came with another change
+    for path in ("/subscribe", "/abonnement", "/confirm/x", "/cancel/x"):
+        assert request(server.url(path), method="OPTIONS").headers["allow"] == (
+            "GET, HEAD, OPTIONS, POST"
+        ), path
+        put = request(server.url(path), method="PUT")
+        assert (put.status, set(put.headers["allow"].split(", "))) == (
+            405,
+            {"GET", "HEAD", "OPTIONS", "POST"},
+        ), path
+    resubscribe = request(server.url(f"/preferences/{token}/resubscribe"), method="OPTIONS")
+    assert resubscribe.headers["allow"] == "OPTIONS, POST"
     return reply
 
 
 HOSTILE_REQUESTS = {
     "4: the database moved away": (_moved_away, 503),
+    "4: the database moved away, then a signup": (_moved_away_then_a_signup, 503),
     "5: an unexpected error": (_damaged, 500),
     "6: a 20 MB body, declared": (_declared_20_mb, 413),
     "6: a body past the limit, in chunks": (_chunked_past_the_limit, 413),

@@ -4,6 +4,7 @@ the migration that brought this in merges the pairs an older version let in."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,75 @@ def test_the_migration_merges_what_differs_only_in_case_and_says_so(workdir: Pat
     shown = run(workdir, "subscribers", "show", "Kevin.Smith@example.org").output
     assert "express, import" in shown
     assert "merged #1 kevin.smith@example.org (active, en) into this subscriber" in shown
+
+
+def test_a_report_about_a_message_sent_before_the_merge_reaches_the_person_kept(workdir: Path):
+    """Mail sent to both spellings before the upgrade comes back after it: the report must
+    act on the row kept (the other no longer exists) and show in that person's history."""
+    path = workdir / "news.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.create_function("nl_ascii_email", 1, lambda e: e)
+    conn.create_function("nl_email_key", 1, lambda e: e)
+    for number, script in enumerate(MIGRATIONS[:MERGE], start=1):
+        for statement in db._statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    people = [  # both spellings active: the oldest row is kept, the later one merged into it
+        (1, "kevin@example.org", "kevin@example.org"),
+        (2, "KEVIN@Example.ORG", "KEVIN@example.org"),
+        (3, "ann@example.org", "ann@example.org"),
+        (4, "Ann@example.org", "Ann@example.org"),
+    ]
+    conn.execute(
+        "INSERT INTO sends (issue_id, started_at, finished_at, state) VALUES"
+        " ('2017-11', '2026-01-10T00:00:00+00:00', '2026-01-10T00:01:00+00:00', 'done')"
+    )
+    for sid, email, key in people:
+        conn.execute(
+            "INSERT INTO subscribers (id, email, email_key, language, status, joined_at,"
+            " join_source, updated_at) VALUES (?, ?, ?, 'en', 'active',"
+            " '2026-01-01T00:00:00+00:00', 'import:old.csv', '2026-01-01T00:00:00+00:00')",
+            (sid, email, key),
+        )
+        conn.execute(
+            "INSERT INTO deliveries (issue_id, subscriber_id, email, edition, state,"
+            " attempts, last_reply, updated_at, message_id) VALUES ('2017-11', ?, ?, 'en',"
+            " 'sent', 1, '250 ok', '2026-01-10T00:00:30+00:00', ?)",
+            (sid, email, f"<2017-11.{sid}.abc@example.org>"),
+        )
+    conn.close()
+    assert run(workdir, "subscribers", "count").exit_code == 0  # migrates: 2 into 1, 4 into 3
+
+    from newsletter.bounces.tokens import bounce_token, day_of
+
+    from . import bounce_fixtures as fx
+    from .test_bounces import BOUNCE_DOMAIN, key, write
+
+    token = bounce_token(key(workdir), 2, "2017-11", day_of(time.time()))
+    kevin = fx.Sent(
+        f"bounces+{token}@{BOUNCE_DOMAIN}",
+        "KEVIN@Example.ORG",
+        "<2017-11.2.abc@example.org>",
+        "<https://news.example.org/unsubscribe/x>",
+    )
+    ann = fx.Sent("news@example.org", "Ann@example.org", "<2017-11.4.abc@example.org>",
+                  "<https://news.example.org/unsubscribe/y>")  # fmt: skip
+    files = [
+        write(workdir, "hard.eml", fx.dsn(kevin, "5.1.1", "550 5.1.1 User unknown")),
+        write(workdir, "abuse.eml", fx.arf(ann)),  # redacted: found by its Message-ID
+    ]
+    result = run(workdir, "bounces", "read", *files)
+    assert result.exit_code == 0, result.output
+    assert "-> taken off the list (bounced) (matched by verp)" in result.output
+    assert "-> taken off the list (complained) (matched by message-id)" in result.output
+    with SqliteStore(path) as store:
+        assert {s.id: s.status for s in store.iter()} == {
+            1: Status.BOUNCED,
+            3: Status.COMPLAINED,
+        }
+        recorded = store.conn.execute("SELECT subscriber_id FROM bounce_events ORDER BY id")
+        assert [r[0] for r in recorded] == [1, 3]
+    shown = run(workdir, "subscribers", "show", "kevin@example.org").output
+    sends = shown.split("sends and reports\n")[1].splitlines()
+    assert len([line for line in sends if " sent " in line]) == 2  # both spellings' copies
+    assert any(" hard " in line and "5.1.1" in line for line in sends)

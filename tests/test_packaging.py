@@ -49,6 +49,20 @@ def test_the_wheel_carries_every_template(installed: Path) -> None:
     assert {p.relative_to(inside) for p in inside.rglob("*.*")} == shipped
 
 
+def test_the_wheel_carries_every_module(installed: Path) -> None:
+    """Every subpackage, not only those pyproject.toml happened to list when it was written:
+    `send` imports newsletter.bounces, and a wheel without it cannot send at all."""
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "newsletter").rglob("*.py")}
+    inside = {p.relative_to(installed).as_posix() for p in (installed / "newsletter").rglob("*.py")}
+    assert shipped - inside == set()
+    env = clean_env(PYTHONPATH=str(installed))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import newsletter.campaign, newsletter.cli_bounces"],
+        cwd=installed, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+
+
 def test_the_installed_tool_builds_with_its_own_templates(installed: Path, workdir: Path) -> None:
     env = clean_env(PYTHONPATH=str(installed))  # ahead of the checkout's editable install
     probe = subprocess.run(

@@ -126,8 +126,8 @@ def test_two_due_at_once_give_one_copy_each(workdir: Path) -> None:
         (
             "2027-01-04 07:00",
             "Mars/Olympus_Mons",
-            "error: NEWSLETTER_TIMEZONE='Mars/Olympus_Mons' is not a time zone; write one such "
-            "as America/Toronto or America/Vancouver",
+            "error: NEWSLETTER_TIMEZONE='Mars/Olympus_Mons': is not a time zone; write one "
+            "such as America/Toronto or America/Vancouver",
         ),
     ],
     ids=["DST gap", "ambiguous", "past", "not a time", "unknown zone"],
@@ -139,7 +139,8 @@ def test_times_that_cannot_be_scheduled(workdir: Path, when: str, zone: str, mes
         result = cli(env, "send", ISSUE, "--at", when, "--yes")
     assert result.exit_code == 2
     assert result.output.splitlines()[-1] == message
-    assert "nothing scheduled" in cli(env, "schedule", "list").output
+    listed = cli(env_for(workdir, 1), "schedule", "list")
+    assert "nothing scheduled" in listed.output
 
 
 def test_an_ambiguous_time_with_its_offset_is_taken(workdir: Path) -> None:

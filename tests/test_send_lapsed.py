@@ -53,3 +53,17 @@ def test_send_skips_lapsed_implied_consent_and_says_so(workdir, clock):
         assert result.exit_code == 0, result.output
         assert "recipient list fixed: 1 subscribers" in result.output
         assert [r.rcpt for r in smtp.handler.received] == ["fresh@example.org"]
+
+
+def test_scheduling_a_send_says_who_it_will_skip(workdir, clock):
+    # the skip happens when the send starts, from a timer, where nobody reads a warning
+    with SqliteStore(workdir / "news.db") as store:
+        store.add("lapsed@example.org", language="en", source="import:m.csv",
+                  consent=Consent(Basis.IMPLIED, "import:m.csv", "2022-12-31"))  # fmt: skip
+        store.add("fresh@example.org", language="en", source="test")
+    result = cli(workdir, "send", f"issues/{DEMO_ISSUE}", "--at", "2025-03-10 07:00")
+    assert result.exit_code == 0, result.output
+    assert "warning: skipping 1 subscriber(s) whose implied consent is over two years old" in (
+        result.output
+    )
+    assert "today that is en 1, fr 0, bilingual 0 (1 in all)" in result.output

@@ -6,14 +6,13 @@ Only what a field must be; what the answer says and does is pages.py's.
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 
 from ..config import SUBSCRIBER_LANGUAGES
-from ..normalise import check_email
+from ..normalise import MAX_NAME, check_email, printable
 from .stamps import StampKind, make_stamp
 from .texts import Wording
 
@@ -22,7 +21,6 @@ HONEYPOT = "website"  # a name bots fill in; people never see the field
 MIN_FILL = dt.timedelta(seconds=2)  # no person fills the form in less
 MAX_FILL = dt.timedelta(days=1)  # a page left open longer gets a fresh one
 MAX_EMAIL = 254  # RFC 5321's limit on a path, less the angle brackets
-MAX_NAME = 200
 MAX_BODY = 16 * 1024  # a form of a few short fields
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -73,10 +71,6 @@ def new_form(
     )
 
 
-def clean_text(value: str) -> str:
-    return "".join(c for c in value if unicodedata.category(c)[0] != "C").strip()
-
-
 async def read_form(request: Request) -> tuple[dict[str, str] | None, str]:
     """The posted fields, or None and why not: too-large, not-a-form, unreadable."""
     length = request.headers.get("content-length", "")
@@ -105,7 +99,7 @@ def check_fields(fields: dict[str, str]) -> tuple[str, dict[str, str], dict[str,
             email = check_email(email)
         except ValueError:
             errors["email"] = "invalid"
-    name = clean_text(fields.get("name", ""))
+    name = printable(fields.get("name", ""))
     if len(name) > MAX_NAME:
         errors["name"] = "too-long"
     language = fields.get("language", "")

@@ -31,24 +31,24 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Route
 
 from .. import store as stores
 from ..config import SUBSCRIBER_LANGUAGES, Settings
 from ..consent import ConsentText
+from ..errors import StoreError
+from ..normalise import MAX_NAME, printable
 from ..subscribers import SqliteStore, Subscriber, open_store
 from ..tokens import LinkKeys, link_keys, preferences_url, unsubscribe_url
+from ..webguard import StoreBusy, StoreUnavailable, route
 from . import mail
 from .forms import (
     HONEYPOT,
     MAX_EMAIL,
     MAX_FILL,
-    MAX_NAME,
     MIN_FILL,
     PATHS,
     SignupForm,
     check_fields,
-    clean_text,
     new_form,
     read_form,
 )
@@ -86,10 +86,6 @@ _SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_CONFIRM.encode()).digest()).
 def csp_with_script(csp: str) -> str:
     """The app's Content-Security-Policy, allowing the one script above."""
     return f"{csp}; script-src 'sha256-{_SCRIPT_HASH}'"
-
-
-class _Busy(Exception):
-    """Another process held the database's write lock for longer than the app waits."""
 
 
 def _network(ip: str) -> str:
@@ -133,26 +129,21 @@ class SignupPages:
         self.busy_timeout_ms = busy_timeout_ms
         self.retry_after_s = retry_after_s
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._keys: LinkKeys | None = None
         self.guard = dt.timedelta(seconds=settings.signup.guard_s)
         self.wording: Wording = load_wording(settings.templates_dir, settings.identity)
         self.base = settings.identity.base_url
         # where the app's pages are, seen from the browser (behind a proxy, maybe /news)
         self.root = urlsplit(self.base).path.rstrip("/")
+        # one route per path, naming all its methods (see webguard.route)
         self.routes = [
-            Route(PATHS["en"], self.show_form, methods=["GET"]),
-            Route(PATHS["fr"], self.show_form, methods=["GET"]),
-            Route(PATHS["en"], self.submit, methods=["POST"]),
-            Route(PATHS["fr"], self.submit, methods=["POST"]),
-            Route(SENT_PATHS["en"], self.show_sent, methods=["GET"]),
-            Route(SENT_PATHS["fr"], self.show_sent, methods=["GET"]),
-            Route("/confirm/{token}", self.show_confirm, methods=["GET"]),
-            Route("/confirm/{token}", self.confirm, methods=["POST"]),
-            Route("/cancel/{token}", self.show_cancel, methods=["GET"]),
-            Route("/cancel/{token}", self.cancel, methods=["POST"]),
-            Route("/preferences/{token}/resubscribe", self.come_back, methods=["POST"]),
+            route(PATHS["en"], get=self.show_form, post=self.submit),
+            route(PATHS["fr"], get=self.show_form, post=self.submit),
+            route(SENT_PATHS["en"], get=self.show_sent),
+            route(SENT_PATHS["fr"], get=self.show_sent),
+            route("/confirm/{token}", get=self.show_confirm, post=self.confirm),
+            route("/cancel/{token}", get=self.show_cancel, post=self.cancel),
+            route("/preferences/{token}/resubscribe", post=self.come_back),
         ]
-        env.globals["signup_form"] = self.form_fragment
         env.globals["consent_words"] = self.consent_words
 
     # -- for other pages ----------------------------------------------------------------
@@ -160,11 +151,6 @@ class SignupPages:
     def form(self, lang: str, **values: Any) -> SignupForm:
         """A fresh form in `lang` (en or fr), stamped now."""
         return new_form(self.secret, self.wording, lang, self.clock(), root=self.root, **values)
-
-    def form_fragment(self, lang: str) -> Markup:
-        """The form alone, for another page of the app (a home page): `signup_form("fr")`."""
-        fragment = self.env.get_template("_signup_form.html.j2")
-        return Markup(fragment.render(form=self.form(lang)))
 
     def consent_words(self, langs: list[str]) -> list[tuple[str, str]]:
         """(language, words) for the consent box of a page in `langs`."""
@@ -208,11 +194,11 @@ class SignupPages:
             return self._form_page(self._again(lang, fields, errors), 400)
         try:
             text = await self._text_shown(lang, fields.get("text", ""))
-        except _Busy:
+        except StoreBusy:
             return self._busy(lang)
         form_url = self.base + PATHS[lang]
         if stamp.kind is StampKind.EMBED:  # the page of the other site, when it says
-            form_url = clean_text(request.headers.get("referer", ""))[:500] or form_url
+            form_url = printable(request.headers.get("referer", ""))[:500] or form_url
         return await self._admit(
             request,
             lang,
@@ -259,7 +245,7 @@ class SignupPages:
     ) -> Response:
         now = self.clock()
         ip = request.client.host if request.client else ""
-        agent = clean_text(request.headers.get("user-agent", ""))[:MAX_AGENT]
+        agent = printable(request.headers.get("user-agent", ""))[:MAX_AGENT]
         record_ip = self.settings.signup.record_ip
         keys = {
             limit_key(self.secret, "ip", _network(ip)): IP_LIMITS,
@@ -277,7 +263,7 @@ class SignupPages:
 
         try:
             admission = await self._in_store(admit)
-        except _Busy:
+        except StoreBusy:
             return self._busy(lang)
         if admission.kind is Admitted.LIMITED:
             headers = {"Retry-After": str(admission.retry_after)}
@@ -306,30 +292,45 @@ class SignupPages:
         )  # fmt: skip
         if not self._send(message, f"signup request {request.id}"):
             return
-        try:
-            with open_store(self.settings, self.busy_timeout_ms) as store:
+        try:  # never a new database: the app makes none (a moved one answers 503)
+            with open_store(self.settings, self.busy_timeout_ms, create=False) as store:
                 store.signup_mailed(request.id, self.clock())
-        except (sqlite3.OperationalError, stores.DbError) as exc:  # the link works; only later
+        except (sqlite3.OperationalError, StoreError) as exc:  # the link still works; only later
             log.warning("could not record that signup request %d was mailed: %s", request.id, exc)
 
-    def _link_keys(self) -> LinkKeys:
-        """The keys of this list's subscriber links (bound to the list: see tokens.py)."""
-        if self._keys is None:
+    def _link_keys(self, store: SqliteStore) -> LinkKeys:
+        """The keys of this list's subscriber links (bound to the list: see tokens.py), read
+        from the database answering now, as web.py does: one put in place of another while
+        the app runs is another list, whose ids name other people."""
+        return link_keys(self.secret, store.list_identity())
+
+    def _token(self, subscriber: Subscriber, what: str) -> str | None:
+        """A link token for a message sent after the answer; None (logged) if the store
+        cannot say which list it is now."""
+        try:
             with open_store(self.settings, self.busy_timeout_ms, create=False) as store:
-                self._keys = link_keys(self.secret, store.list_identity())
-        return self._keys
+                return self._link_keys(store).make(subscriber.id)
+        except (sqlite3.OperationalError, StoreError) as exc:
+            log.warning("could not send %s: %s", what, exc)
+            return None
 
     def _mail_already(self, subscriber: Subscriber, page_language: str) -> None:
-        token = self._link_keys().make(subscriber.id)
+        what = f"the already-subscribed note to subscriber {subscriber.id}"
+        token = self._token(subscriber, what)
+        if token is None:
+            return
         links = mail.Links(preferences_url=preferences_url(self.base, token))
         message = mail.build(
             self.settings, self.env.loader, "already", subscriber.email, page_language, links,
             self.clock(),
         )  # fmt: skip
-        self._send(message, f"the already-subscribed note to subscriber {subscriber.id}")
+        self._send(message, what)
 
     def _mail_welcome(self, subscriber: Subscriber, page_language: str) -> None:
-        token = self._link_keys().make(subscriber.id)
+        what = f"the welcome message to subscriber {subscriber.id}"
+        token = self._token(subscriber, what)
+        if token is None:
+            return
         links = mail.Links(
             preferences_url=preferences_url(self.base, token),
             unsubscribe_url=unsubscribe_url(self.base, token),
@@ -338,7 +339,7 @@ class SignupPages:
             self.settings, self.env.loader, "welcome", subscriber.email, page_language, links,
             self.clock(), welcome=self.wording.welcome,
         )  # fmt: skip
-        self._send(message, f"the welcome message to subscriber {subscriber.id}")
+        self._send(message, what)
 
     def _send(self, message, what: str) -> bool:
         try:
@@ -374,7 +375,7 @@ class SignupPages:
         token = request.path_params["token"]
         try:
             found = await self._request_for(token)
-        except _Busy:
+        except StoreBusy:
             return self._busy("both")
         if found is None:
             return self.invalid()
@@ -389,7 +390,7 @@ class SignupPages:
         fields, _ = await read_form(request)
         automatic = (fields or {}).get("how") == "auto"
         ip = request.client.host if request.client else ""
-        agent = clean_text(request.headers.get("user-agent", ""))[:MAX_AGENT]
+        agent = printable(request.headers.get("user-agent", ""))[:MAX_AGENT]
         record_ip = self.settings.signup.record_ip
         found = None
         try:
@@ -406,7 +407,7 @@ class SignupPages:
                     user_agent=agent if record_ip else "",
                 )
             )
-        except _Busy:
+        except StoreBusy:
             return self._busy("both" if found is None else found.page_language)
         lang = found.page_language
         if result.outcome is Confirmed.UNKNOWN:
@@ -426,7 +427,7 @@ class SignupPages:
         token = request.path_params["token"]
         try:
             found = await self._request_for(token)
-        except _Busy:
+        except StoreBusy:
             return self._busy("both")
         if found is None:
             return self.invalid()
@@ -443,7 +444,7 @@ class SignupPages:
             if found.confirmed_at is not None:
                 return self.page("signup_confirmed.html.j2", found.page_language, already=True)
             await self._in_store(lambda store: store.cancel_signup(found.id))
-        except _Busy:
+        except StoreBusy:
             return self._busy("both")
         return self.page("signup_cancel.html.j2", found.page_language, done=True)
 
@@ -451,14 +452,14 @@ class SignupPages:
 
     async def come_back(self, request: Request) -> Response:
         token = request.path_params["token"]
-        subscriber_id = self._link_keys().read(token, self.clock())
+
+        def find(store: SqliteStore) -> Subscriber | None:
+            subscriber_id = self._link_keys(store).read(token, self.clock())
+            return store.get(subscriber_id) if subscriber_id is not None else None
+
         try:
-            subscriber = (
-                await self._in_store(lambda store: store.get(subscriber_id))
-                if subscriber_id is not None
-                else None
-            )
-        except _Busy:
+            subscriber = await self._in_store(find)
+        except StoreBusy:
             return self._busy("both")
         if subscriber is None:
             return self.invalid()
@@ -491,12 +492,18 @@ class SignupPages:
         # One connection per request, in a worker thread, as in web.py.
         def run() -> T:
             try:
-                with open_store(self.settings, self.busy_timeout_ms) as store:
+                try:  # never a new database: web.py answers 503 for this
+                    store = open_store(self.settings, self.busy_timeout_ms, create=False)
+                except StoreError as exc:
+                    raise StoreUnavailable(str(exc)) from None
+                with store:
                     return work(store)
             except (sqlite3.OperationalError, stores.Busy) as exc:
                 if stores.is_busy(exc):
-                    raise _Busy from exc
+                    raise StoreBusy from exc
                 raise
+            except stores.Lost as exc:  # the PostgreSQL server went away mid-request
+                raise StoreUnavailable(str(exc)) from None
 
         return await run_in_threadpool(run)
 
