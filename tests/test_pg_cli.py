@@ -185,3 +185,18 @@ def test_db_copy_needs_a_postgresql_target(tmp_path: Path) -> None:
         tmp_path, "db", "copy", "--from", str(source), NEWSLETTER_DB=str(tmp_path / "x.db")
     )
     assert "db copy fills a PostgreSQL database" in one_error_line(result)
+
+
+def test_join_is_for_postgresql(workdir: Path) -> None:
+    sqlite = str(workdir / "news.db")
+    result = newsletter(workdir, "send", f"issues/{DEMO_ISSUE}", "--join", NEWSLETTER_DB=sqlite)
+    assert "--join is for a send shared by several hosts" in one_error_line(result)
+
+
+def test_join_needs_a_send_to_join(workdir: Path, pg_url) -> None:
+    result = newsletter(workdir, "send", f"issues/{DEMO_ISSUE}", "--join",
+                        NEWSLETTER_DB=pg_url, NEWSLETTER_SECRET="s" * 32)  # fmt: skip
+    assert one_error_line(result) == (
+        f"error: issue {DEMO_ISSUE} has no send to join; start it on one host first: "
+        f"newsletter send issues/{DEMO_ISSUE}"
+    )
