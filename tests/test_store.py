@@ -411,3 +411,12 @@ def test_a_schema_newer_than_the_code_is_refused(db_where) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer than this program"):
         store.connect(db_where)
+
+
+def test_placeholders_become_psycopgs_and_quoted_text_stays_as_it_is() -> None:
+    from newsletter.store.postgres import translate
+
+    sql = "SELECT '50% ?', x::int, :name FROM t WHERE a = ? AND b LIKE 'a%' -- 10% off?"
+    assert translate(sql) == (
+        "SELECT '50%% ?', x::int, %(name)s FROM t WHERE a = %s AND b LIKE 'a%%' -- 10%% off?"
+    )

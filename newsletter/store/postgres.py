@@ -63,6 +63,8 @@ def translate(sql: str) -> str:
                 return "%%"
             if m.group(1):
                 return f"%({m.group(1)})s"
+            if token[0] in "'\"-":  # psycopg reads % even in a quoted string or a comment
+                return token.replace("%", "%%")
             return token
 
         done = _cache[sql] = _TOKENS.sub(one, sql)
