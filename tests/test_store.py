@@ -420,3 +420,25 @@ def test_placeholders_become_psycopgs_and_quoted_text_stays_as_it_is() -> None:
     assert translate(sql) == (
         "SELECT '50%% ?', x::int, %(name)s FROM t WHERE a = %s AND b LIKE 'a%%' -- 10%% off?"
     )
+
+
+def test_the_lapse_rule_as_a_cutoff_date_is_sqlites_date_arithmetic() -> None:
+    # consent.lapsed_sql compares text with a cutoff worked out in Python, the same on both
+    # databases; it must say what SQLite's date(d, '+2 years') <= today said, 29 February too
+    import datetime as dt
+
+    from newsletter.consent import lapse_cutoff
+
+    conn = sqlite3.connect(":memory:")
+    first = dt.date(2019, 1, 1)
+    days = [first + dt.timedelta(days=n) for n in range(0, 4 * 366, 3)] + [
+        dt.date(2020, 2, 28), dt.date(2020, 2, 29), dt.date(2020, 3, 1),
+    ]  # fmt: skip
+    for today in (dt.date(2022, 2, 28), dt.date(2022, 3, 1), dt.date(2024, 2, 29),
+                  dt.date(2023, 6, 15), dt.date(2021, 12, 31)):  # fmt: skip
+        cutoff = lapse_cutoff(today.isoformat())
+        for day in days:
+            lapsed = conn.execute(
+                "SELECT date(?, '+2 years') <= ?", (day.isoformat(), today.isoformat())
+            ).fetchone()[0]
+            assert bool(lapsed) == (day.isoformat() <= cutoff), (today, day)
