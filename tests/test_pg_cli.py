@@ -200,3 +200,30 @@ def test_join_needs_a_send_to_join(workdir: Path, pg_url) -> None:
         f"error: issue {DEMO_ISSUE} has no send to join; start it on one host first: "
         f"newsletter send issues/{DEMO_ISSUE}"
     )
+
+
+def test_the_web_app_on_postgresql_unsubscribes_and_saves_preferences(pg_url) -> None:
+    from newsletter.config import load_settings
+    from newsletter.subscribers import Status
+    from newsletter.tokens import make_token, signing_key
+
+    from .test_web import ONE_CLICK, Server, post
+
+    settings = load_settings(None, environ={
+        "NEWSLETTER_DB": str(pg_url),
+        "NEWSLETTER_SECRET": "test-secret-with-enough-entropy-0123456789",
+        "NEWSLETTER_BASE_URL": "https://news.example.org",
+    })  # fmt: skip
+    with Store(pg_url) as s:
+        ann = s.add("ann@example.org", language="en", source="test").id
+    token = make_token(signing_key(settings), ann)
+    with Server(settings) as server:
+        saved = post(server.url(f"/preferences/{token}"), {"language": "fr", "name": "Ann"})
+        assert saved.status == 200
+        assert post(server.url(f"/unsubscribe/{token}"), ONE_CLICK).status == 200
+    with Store(pg_url) as s:
+        after = s.get(ann)
+        assert (after.status, after.language, after.left_how) == (
+            Status.UNSUBSCRIBED, "fr", "web:one-click",
+        )  # fmt: skip
+        assert [e["kind"] for e in s.events(ann)] == ["join", "language", "name", "unsubscribe"]
