@@ -12,6 +12,7 @@ import click
 from .cli_context import AppContext
 from .errors import NewsletterError
 from .exits import EXIT_TABLE, Exit
+from .store.target import PgUrl
 from .subscribers import SqliteStore
 
 # name -> (module, attribute, summary). A command's module is imported only when that
@@ -40,6 +41,11 @@ COMMANDS = {
         "compose",
         "Create the next issue, pre-selecting the briefs dated since the last issue (up to "
         "--date) that no issue has used yet, oldest first: reorder or trim them in issue.toml.",
+    ),
+    "db": (
+        "cli_db",
+        "db",
+        "The database NEWSLETTER_DB names: create or upgrade its schema, copy a list into it.",
     ),
     "due": (
         "cli_send",
@@ -140,6 +146,8 @@ class _Group(click.Group):
             if not is_busy(exc):
                 app = ctx.obj if isinstance(ctx.obj, AppContext) else None
                 where = app.settings.db_path if app is not None else "NEWSLETTER_DB"
+                if not isinstance(where, Path | str) or isinstance(where, PgUrl):
+                    where = "NEWSLETTER_DB"  # (a URL is never printed whole)
                 click.echo(f"error: {describe(exc, where)}", err=True)
                 ctx.exit(Exit.BAD_INPUT)
             click.echo(
@@ -169,7 +177,9 @@ def main(ctx: click.Context, env_file: Path | None) -> None:
 def _say_merges(app: AppContext) -> None:
     """After a command that opened the database: what the case-merging migration merged,
     said once."""
-    if app._settings is None or not app.settings.db_path.is_file():
+    if app._settings is None or not isinstance(app.settings.db_path, Path):
+        return  # (the case-merging migration is SQLite's: a PostgreSQL list never had one)
+    if not app.settings.db_path.is_file():
         return
     try:
         with SqliteStore(app.settings.db_path) as store:

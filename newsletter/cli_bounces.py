@@ -75,7 +75,7 @@ def read(app: AppContext, files: tuple[str, ...], dry_run: bool) -> None:
         with open_store(settings, create=False) as store:
             book = Book(store, key)
             records = [book.read(raw, origin, dry_run=dry_run) for origin, raw in messages]
-    except (StoreError, sqlite3.OperationalError) as exc:
+    except (StoreError, sqlite3.OperationalError) as exc:  # (a PostgreSQL one is a StoreError)
         if files == ("-",):
             click.echo(f"error: {exc}; the message was not recorded (try again later)", err=True)
             raise SystemExit(Exit.TEMPFAIL) from None

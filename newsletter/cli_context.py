@@ -54,7 +54,7 @@ def need_db(settings: Settings, fix: str = "'subscribers import' or 'add' makes 
     another folder than the one holding newsletter.db (NEWSLETTER_DB is relative). Making an
     empty one there would answer falsely ("not sent", no subscribers) and leave a stray file
     with its own signing secret."""
-    if not settings.db_path.is_file():
+    if isinstance(settings.db_path, Path) and not settings.db_path.is_file():  # not a URL
         raise StoreError(
             "no database here; run this in the folder that holds it, or set NEWSLETTER_DB "
             f"to its path ({fix})",

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from . import campaign
+from . import campaign, joining
 from .checks import Finding, Level
 from .cli_context import AppContext, as_issue_id, issue_dir_argument, need_db, pass_app
 from .config import MAX_CONCURRENCY, parse_duration
 from .content import not_an_issue
-from .delivery import Progress, outgoing
+from .delivery import Progress, SendOptions, outgoing
 from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendBusy, SendState, State, send_lock
@@ -28,6 +28,7 @@ from .subscribers import edition_for, open_store
 from .transport import SendFailure
 from .views import EDITIONS
 
+DEFAULT_LEASE = SendOptions().lease
 COLUMNS = (State.SENT, State.PENDING, State.DEFERRED, State.FAILED, State.UNCERTAIN, State.SKIPPED)
 
 
@@ -242,6 +243,11 @@ def _issue_id(issue_dir: Path) -> str:
     is_flag=True,
     help="Also send to people whose implied consent is over two years old (CASL).",
 )
+@click.option(
+    "--join",
+    is_flag=True,
+    help="Join the send of this issue that another host started (PostgreSQL NEWSLETTER_DB).",
+)
 @pass_app
 def send(
     app: AppContext,
@@ -262,6 +268,7 @@ def send(
     hourly_cap: int | None,
     resend_uncertain: bool,
     include_lapsed: bool,
+    join: bool = False,
 ) -> None:
     """Send an issue: each active subscriber gets the edition of their language.
 
@@ -296,13 +303,18 @@ def send(
         "include_lapsed": include_lapsed or None,
     }
     issue_id = _issue_id(issue_dir)
+    if join:
+        if test or dry_run or at_text or rebuild or resend_uncertain or include_lapsed:
+            raise click.UsageError("--join takes the send as it was started: only --wait, "
+                                   "--concurrency, --rate and --hourly-cap go with it")  # fmt: skip
+        return _join(app, issue_dir, issue_id, given, wait, lease)
     if not test:  # a real send, a dry run or a schedule reads the list
         need_db(settings)
     if test or dry_run:
         prepared = campaign.prepare(settings, issue_dir, strict=strict, test=test)
         _show_findings(prepared.findings, test)
         return _send_tests(prepared, addresses) if test else _dry_run(prepared, app, include_lapsed)
-    with send_lock(settings.db_path), open_store(settings) as store:
+    with send_lock(settings.db_path, joinable=True), open_store(settings) as store:
         ledger = Ledger(settings.db_path, issue_id)
         try:
             with Book(settings.db_path) as book:
@@ -315,6 +327,8 @@ def send(
             if ledger.started():
                 if at_text is not None:
                     raise DeliveryError(f"issue {issue_id} has already been sent; see status")
+                if ledger.pg:  # other hosts may be sending it now: they are joined, not resumed
+                    joining.refuse_second_start(ledger, issue_dir, lease or DEFAULT_LEASE)
                 prepared = _resume(app, ledger, issue_dir, rebuild, strict, resend_uncertain, yes)
             else:
                 prepared = campaign.prepare(settings, issue_dir, strict=strict)
@@ -328,6 +342,8 @@ def send(
                 return
             info = ledger.info()
             options, keep = campaign.options_for(settings, info.options if info else {}, given)
+            if lease:
+                options = dataclasses.replace(options, lease=lease)
             ledger.set_options(keep)
             if lease is not None:
                 options = dataclasses.replace(options, lease=lease)
@@ -357,6 +373,36 @@ def _say_newcomers(settings, ledger: Ledger) -> None:
             + (" ..." if len(newcomers) > 3 else "")
             + "; they get the next issue"
         )
+
+
+def _join(
+    app: AppContext,
+    issue_dir: Path,
+    issue_id: str,
+    given: dict,
+    wait: bool,
+    lease: float | None,
+) -> None:
+    """`send --join`: one more host on a send that another host started (PostgreSQL)."""
+    settings = app.settings
+    joining.require_postgres(settings)
+    with send_lock(settings.db_path, joinable=True):
+        ledger = Ledger(settings.db_path, issue_id)
+        try:
+            prepared = joining.prepare_join(settings, ledger, issue_dir)
+            info = ledger.info()
+            assert info is not None
+            options, _ = campaign.options_for(settings, info.options, given)
+            if lease:
+                options = dataclasses.replace(options, lease=lease)
+            prepared.transport.connect().close()  # a wrong host or password stops us here
+            click.echo(
+                f"joining the send of issue {issue_id} via {prepared.transport.description}: "
+                f"{ledger.count_due():,} message(s) due (as frozen when it started)"
+            )
+            _run(prepared, ledger, options, wait)
+        finally:
+            ledger.close()
 
 
 def _warn_lapsed(store, include_lapsed: bool) -> None:
@@ -604,13 +650,13 @@ def status(app: AppContext, issue_dir: Path) -> None:
         assert info is not None
         click.echo(f"issue {issue_id} ({info.state}, started {info.started_at}):")
         click.echo(_table(ledger.counts()))
+        _say_workers(ledger)
         if settings.smtp.host:
             # what a 250 from a relay or a provider means: the rest of the way is theirs
             click.echo(
                 f"sent = accepted by the relay {settings.smtp.host}:{settings.smtp.port}, not "
                 "delivered: later refusals come back by mail (newsletter bounces fetch)"
             )
-        _show_workers(ledger)
         if in_flight:
             click.echo(
                 f"a send is running: {in_flight} message(s) claimed (in flight, or next in line)"
@@ -630,25 +676,37 @@ def status(app: AppContext, issue_dir: Path) -> None:
         ledger.close()
 
 
-def _show_workers(ledger: Ledger) -> None:
-    """Each worker's share of the send and its rate."""
+def _say_workers(ledger: Ledger) -> None:
+    """Each sending process's share and rate (one line per host and process, whatever its
+    passes), from what the workers record as they join, renew and finish."""
     rows = ledger.workers()
-    if len(rows) < 2:
+    if not rows:
         return
-    click.echo("workers:")
-    for w in rows:
-        until = w["finished_at"] or w["seen_at"]
-        rate = w["sent"] / max(until - w["started_at"], 1e-6)
-        state = "finished" if w["finished_at"] else f"last seen {_ago(w['seen_at'])}"
+    now = ledger.clock()
+    holding = ledger.holding()
+    shares: dict[tuple[str, int], dict] = {}
+    for r in rows:
+        share = shares.setdefault(
+            (r["host"], r["pid"]),
+            {"sent": 0, "failed": 0, "deferred": 0, "uncertain": 0, "holding": 0,
+             "start": r["started_at"], "end": 0.0, "live": False},
+        )  # fmt: skip
+        for key in ("sent", "failed", "deferred", "uncertain"):
+            share[key] += r[key]
+        share["holding"] += holding.get(r["worker"], 0)
+        share["start"] = min(share["start"], r["started_at"])
+        share["end"] = max(share["end"], r["finished_at"] or r["seen_at"])
+        share["live"] |= r["finished_at"] is None and now - r["seen_at"] < 2 * DEFAULT_LEASE
+    total = sum(s["sent"] for s in shares.values()) or 1
+    click.echo(f"workers ({len(shares)}):")
+    for (host, pid), s in sorted(shares.items(), key=lambda kv: kv[1]["start"]):
+        rate = s["sent"] / max(s["end"] - s["start"], 1e-3)
+        state = f"sending, holding {s['holding']:,}" if s["live"] else "stopped"
         click.echo(
-            f"  {w['worker']:<32} sent {w['sent']:>9,} ({rate:,.0f}/s), failed {w['failed']:,},"
-            f" deferred {w['deferred']:,}, uncertain {w['uncertain']:,}; {state}"
+            f"  {host} process {pid}: {s['sent']:,} sent ({100 * s['sent'] / total:.0f}%), "
+            f"{s['failed']:,} failed, {s['deferred']:,} deferred, {s['uncertain']:,} uncertain, "
+            f"{rate:,.0f}/s; {state}"
         )
-
-
-def _ago(at: float) -> str:
-    seconds = max(0, int(time.time() - at))
-    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
 def _next_step(state: SendState, counts: dict, issue_dir: Path) -> str | None:

@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from .errors import SettingsError
+from .store.target import PgUrl, parse_db
 
 _HERE = Path(__file__).resolve().parent
 # The templates that come with the tool: inside the package once installed from a wheel,
@@ -193,7 +194,7 @@ class Settings:
     identity: Identity
     smtp: SmtpSettings
     dkim: DkimSettings
-    db_path: Path
+    db_path: Path | PgUrl  # a SQLite file, or a PostgreSQL URL (see store/target.py)
     secret: str = field(repr=False)
     default_language: str
     outbox: Path
@@ -433,7 +434,7 @@ def load_settings(
             allow_cleartext_login=allow_cleartext_login,
         ),
         dkim=DkimSettings(key_path=dkim["KEY"], selector=dkim["SELECTOR"], domain=dkim["DOMAIN"]),
-        db_path=Path(get("DB")),
+        db_path=parse_db(get("DB")),
         secret=get("SECRET"),
         default_language=default_language,
         outbox=Path(get("OUTBOX")),

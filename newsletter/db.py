@@ -1,4 +1,5 @@
-"""The SQLite file shared by the subscriber store and the delivery ledger: connect, migrate."""
+"""The SQLite side of the store (see store/__init__.py): the file shared by the subscriber
+store, the ledger and everything else; connect, migrate, transactions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from .errors import StoreError
 from .normalise import check_email, email_key_v1
 from .schema import MIGRATIONS
+from .store import errors as store_errors
 
 # How long a connection waits for another process's write lock before it gives up with
 # "database is locked". An import of a large list holds the lock for a quarter of a minute;
@@ -20,9 +22,41 @@ from .schema import MIGRATIONS
 BUSY_TIMEOUT_MS = 30_000
 
 
+class SqliteDb:
+    """A sqlite3 connection behind the store's interface (store/__init__.py). Its statements
+    go straight to sqlite3 (`execute` is the connection's own): the embedded default pays
+    nothing for the boundary."""
+
+    dialect = "sqlite"
+
+    def __init__(self, raw: sqlite3.Connection, path: Path):
+        self.raw = raw
+        self.where = path
+        self.execute = raw.execute
+        self.executemany = raw.executemany
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+    def transaction(self, commit: bool = True, exclusive: bool = True):
+        """BEGIN IMMEDIATE (SQLite has one writer at a time whatever `exclusive` says)."""
+        return transaction(self.raw, commit)
+
+    def script(self, sql: str) -> None:
+        for statement in _statements(sql):
+            self.raw.execute(statement)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)  # the rest of sqlite3's connection (total_changes...)
+
+
 def connect(
     path: Path | str, busy_timeout_ms: int | None = None, *, create: bool = True
-) -> sqlite3.Connection:
+) -> SqliteDb:
     """Open (creating if needed, unless not `create`) the database at `path`, WAL mode,
     migrated to the latest schema.
 
@@ -65,7 +99,7 @@ def connect(
         # migration 3's key, as it was when that migration was written
         conn.create_function("nl_email_key", 1, email_key_v1, deterministic=True)
         migrate(conn, path)
-        return conn
+        return SqliteDb(conn, path)
     except BaseException as exc:
         if conn is not None:
             conn.close()
@@ -118,13 +152,13 @@ def _ascii_email(email: str) -> str:
         return email
 
 
-def is_busy(exc: sqlite3.Error) -> bool:
-    """Whether `exc` means another connection held the lock for the whole busy timeout."""
-    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # e.g. SQLITE_BUSY_SNAPSHOT is BUSY
-    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+def is_busy(exc: BaseException) -> bool:
+    """Whether `exc` means another connection held the lock for the whole wait (either
+    backend: see store/errors.py)."""
+    return store_errors.is_busy(exc)
 
 
-def migrate(conn: sqlite3.Connection, path: Path | str | None = None) -> int:
+def migrate(conn: sqlite3.Connection | SqliteDb, path: Path | str | None = None) -> int:
     """Bring the schema to the latest version, one transaction per migration; return the version."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
@@ -153,13 +187,17 @@ def migrate(conn: sqlite3.Connection, path: Path | str | None = None) -> int:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection, commit: bool = True) -> Iterator[None]:
+def transaction(conn: sqlite3.Connection | SqliteDb, commit: bool = True) -> Iterator[None]:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error or when `commit` is false.
 
     IMMEDIATE takes the write lock at the start, so a read-then-write in the block cannot be
     overtaken by another process. Inside an open transaction it joins the outer one, so
     helpers can be called as parts of a larger change.
     """
+    if not isinstance(conn, sqlite3.Connection):
+        with conn.transaction(commit):  # a store connection, of either backend
+            yield
+        return
     if conn.in_transaction:
         yield
         return

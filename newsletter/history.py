@@ -5,8 +5,8 @@ first. `subscribers show` prints it as a section beside the audit trail and the 
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Happening:
 _IDS = "(SELECT :id UNION SELECT merged_id FROM subscriber_merges WHERE kept_id = :id)"
 
 
-def sends_and_reports(conn: sqlite3.Connection, subscriber_id: int) -> list[Happening]:
+def sends_and_reports(conn: Any, subscriber_id: int) -> list[Happening]:
     events = []
     for r in conn.execute(
         "SELECT d.issue_id, d.edition, d.state, d.last_reply, coalesce(d.updated_at,"

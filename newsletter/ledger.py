@@ -3,7 +3,12 @@
 Never twice for anything recorded as sent: a row is claimed (`sending`, committed) before
 its message goes out and marked `sent` after the server's 250. A crash leaves at most the
 in-flight rows in `sending`; the next run turns them into `uncertain` and reports them.
-Only one send runs per database at a time (an OS lock, released even by SIGKILL).
+
+On SQLite, one send runs per database at a time (an OS lock beside the file, released even
+by SIGKILL). On PostgreSQL several hosts send the same issue at once, and what guards what
+is said in `send_lock` below: the ledger's rows guard themselves (a claim locks and skips
+what another holds, a lease runs on the database's clock, an outcome is recorded only by
+the row's owner), and a send starts once (the `sends` row: a second host is told to join).
 """
 
 from __future__ import annotations
@@ -14,21 +19,34 @@ import fcntl
 import json
 import os
 import secrets
-import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from . import db
+from . import store
 from .errors import DeliveryError, StoreError
+from .store import CONFLICT, Lost, PgUrl
+
+T = TypeVar("T")
+# How long a PostgreSQL worker tries to get its connection back (a restart, a failover)
+# before the error stops it; doubling waits from RECONNECT_FIRST up to RECONNECT_MOST.
+RECONNECT_FOR = 30.0
+RECONNECT_FIRST, RECONNECT_MOST = 0.05, 2.0
+# the database's clock, in epoch seconds (PostgreSQL): leases are measured on it, so hosts
+# whose clocks disagree still agree on when a lease ran out
+PG_NOW = "extract(epoch FROM now())::float8"
 
 
 class SendBusy(DeliveryError):
     """Another send holds this database."""
+
+
+class SendStarted(DeliveryError):
+    """The send of this issue was started by someone else (another host): join it."""
 
 
 class State(StrEnum):
@@ -90,7 +108,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _delivery(row: sqlite3.Row) -> Delivery:
+def _delivery(row: Any) -> Delivery:
     return Delivery(
         subscriber_id=row["subscriber_id"],
         email=row["email"],
@@ -106,15 +124,21 @@ def _delivery(row: sqlite3.Row) -> Delivery:
 
 
 class Ledger:
-    """The ledger of one issue in the SQLite file; safe to share between threads."""
+    """The ledger of one issue, in the database at `path` (a SQLite file or a postgresql://
+    URL); safe to share between threads (one statement at a time on its connection)."""
 
     def __init__(self, path: Path | str, issue_id: str):
-        self.path = Path(path)
+        self.path = store.resolve(path)
         self.issue_id = issue_id
-        self.conn = db.connect(self.path)
-        self._lock = threading.Lock()
-        self._file = _file_id(self.path)
-        self._queue_fd = _queue_file(self.path)
+        self.conn = store.connect(self.path)
+        self.pg = self.conn.dialect == "postgres"
+        self._lock = threading.RLock()
+        # PostgreSQL: the rows each worker was handed and has not yet recorded, and whether
+        # its last claim died with the connection (its rows, if it committed, are orphans)
+        self._handed: dict[str, set[int]] = {}
+        self._claim_lost: set[str] = set()
+        self._file = None if self.pg else _file_id(self.path)  # type: ignore[arg-type]
+        self._queue_fd = None if self.pg else _queue_file(self.path)
 
     def close(self) -> None:
         self.conn.close()
@@ -125,7 +149,9 @@ class Ledger:
     def check_in_place(self) -> None:
         """Stop if the database file was moved or deleted: SQLite would go on writing to a
         file nobody can open again, and every outcome from then on would be lost."""
-        if _file_id(self.path) != self._file:
+        if self.pg:
+            return
+        if _file_id(self.path) != self._file:  # type: ignore[arg-type]
             raise StoreError(
                 "the database was moved or deleted during the send; put it back, then run "
                 "send again (it resumes; messages in flight then are reported uncertain)",
@@ -133,25 +159,52 @@ class Ledger:
             )
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        # Worker processes queue for the ledger on a file lock before SQLite's own: a lock
-        # released wakes the next at once, where SQLite's busy handler sleeps and polls
-        # (up to 100 ms a time), which stalled every worker of a busy send.
-        with self._lock, _queued(self._queue_fd), db.transaction(self.conn):
+    def _tx(self) -> Iterator[Any]:
+        # SQLite: worker processes queue for the ledger on a file lock before SQLite's own:
+        # a lock released wakes the next at once, where SQLite's busy handler sleeps and
+        # polls (up to 100 ms a time), which stalled every worker of a busy send.
+        with self._lock, _queued(self._queue_fd), self.conn.transaction():
             yield self.conn
+
+    def _queue(self, work: Callable[[Any], T]) -> T:
+        """One step of the work queue (claim, mark, renew...). On PostgreSQL each is one
+        statement, atomic by itself and taking only the row locks it needs (not the store's
+        one-writer lock); a lost connection is opened again, with backoff, and the step
+        done again, for up to RECONNECT_FOR seconds. Each step is safe to repeat: a claim
+        that committed unseen leaves rows that lapse into uncertain (never sent twice), and
+        an outcome, a release or a renewal is fenced on the owner."""
+        if not self.pg:
+            with self._tx() as conn:
+                return work(conn)
+        deadline, delay = time.monotonic() + RECONNECT_FOR, RECONNECT_FIRST
+        while True:
+            try:
+                with self._lock:
+                    return work(self.conn)
+            except (Lost, StoreError) as exc:
+                if not isinstance(exc, Lost) and not _unreachable(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, RECONNECT_MOST)
+            with self._lock, contextlib.suppress(StoreError):
+                self.conn.reconnect()
+
+    def _read(self, sql: str, params: tuple | dict = ()) -> list[Any]:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
 
     # --- the send and its recipient list ---------------------------------------------------
 
     def started(self) -> bool:
-        row = self.conn.execute("SELECT 1 FROM sends WHERE issue_id = ?", (self.issue_id,))
-        return row.fetchone() is not None
+        return bool(self._read("SELECT 1 FROM sends WHERE issue_id = ?", (self.issue_id,)))
 
     def info(self) -> SendInfo | None:
-        row = self.conn.execute(
-            "SELECT * FROM sends WHERE issue_id = ?", (self.issue_id,)
-        ).fetchone()
-        if row is None:
+        rows = self._read("SELECT * FROM sends WHERE issue_id = ?", (self.issue_id,))
+        if not rows:
             return None
+        row = rows[0]
         return SendInfo(
             issue_dir=row["issue_dir"],
             options=json.loads(row["options"]),
@@ -183,21 +236,38 @@ class Ledger:
             )
             for sid, email, name, edition in recipients
         )
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT INTO sends (issue_id, started_at, issue_dir, options) VALUES (?, ?, ?, ?)",
-                (self.issue_id, _now(), issue_dir, json.dumps(options or {}, sort_keys=True)),
-            )
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    "INSERT INTO sends (issue_id, started_at, issue_dir, options)"
+                    " VALUES (?, ?, ?, ?)",
+                    (self.issue_id, _now(), issue_dir, json.dumps(options or {}, sort_keys=True)),
+                )
+                return self._fill(conn, rows, frozen)
+        except CONFLICT:
+            # two hosts started it at the same moment: the other one's commit came first
+            raise SendStarted(
+                f"the send of issue {self.issue_id} was started meanwhile by another host; "
+                f"join it with: newsletter send {issue_dir or 'ISSUE'} --join"
+            ) from None
+
+    def _fill(self, conn: Any, rows: Iterable[tuple], frozen: Mapping[str, str] | None) -> int:
+        columns = ("issue_id", "subscriber_id", "email", "name", "edition", "message_id")
+        if self.pg:  # COPY: a million rows in seconds, not minutes
+            with conn.raw.cursor().copy(
+                f"COPY deliveries ({', '.join(columns)}) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
             conn.executemany(
-                "INSERT INTO deliveries (issue_id, subscriber_id, email, name, edition,"
-                " message_id) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
+                f"INSERT INTO deliveries ({', '.join(columns)}) VALUES (?, ?, ?, ?, ?, ?)", rows
             )
-            count = conn.execute(
-                "SELECT count(*) FROM deliveries WHERE issue_id = ?", (self.issue_id,)
-            ).fetchone()[0]
-            if frozen is not None:
-                self._freeze(conn, frozen)
+        count = conn.execute(
+            "SELECT count(*) FROM deliveries WHERE issue_id = ?", (self.issue_id,)
+        ).fetchone()[0]
+        if frozen is not None:
+            self._freeze(conn, frozen)
         return count
 
     def set_options(self, options: dict) -> None:
@@ -215,7 +285,7 @@ class Ledger:
                 (state.value, state.value, _now(), self.issue_id),
             )
 
-    def _freeze(self, conn: sqlite3.Connection, editions: Mapping[str, str]) -> None:
+    def _freeze(self, conn: Any, editions: Mapping[str, str]) -> None:
         conn.execute("DELETE FROM frozen_editions WHERE issue_id = ?", (self.issue_id,))
         conn.executemany(
             "INSERT INTO frozen_editions (issue_id, edition, frozen) VALUES (?, ?, ?)",
@@ -228,13 +298,19 @@ class Ledger:
             self._freeze(conn, editions)
 
     def frozen(self) -> dict[str, str]:
-        rows = self.conn.execute(
+        rows = self._read(
             "SELECT edition, frozen FROM frozen_editions WHERE issue_id = ?", (self.issue_id,)
         )
         return {r[0]: r[1] for r in rows}
 
     def recover(self) -> int:
-        """Rows left in `sending` by a run that died: they may have been delivered."""
+        """Rows left in `sending` by a run that died: they may have been delivered.
+
+        On SQLite the send lock says no other send runs, so every such row is a dead run's.
+        On PostgreSQL other hosts may be sending this issue now: only rows whose lease has
+        run out are theirs no longer (the same as `reap`)."""
+        if self.pg:
+            return self.reap()
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE deliveries SET state = 'uncertain', updated_at = ?,"
@@ -268,30 +344,28 @@ class Ledger:
         Paging by id keeps each batch as cheap at the end of a long send as at its start.
         """
         now = time.time() if now is None else now
-        with self._lock:
-            rows = self.conn.execute(
-                "SELECT * FROM deliveries WHERE issue_id = ? AND subscriber_id > ?"
-                " AND (state = 'pending' OR (state = 'deferred' AND next_attempt <= ?))"
-                " ORDER BY subscriber_id LIMIT ?",
-                (self.issue_id, after, now, limit + len(exclude)),
-            ).fetchall()
+        rows = self._read(
+            "SELECT * FROM deliveries WHERE issue_id = ? AND subscriber_id > ?"
+            " AND (state = 'pending' OR (state = 'deferred' AND next_attempt <= ?))"
+            " ORDER BY subscriber_id LIMIT ?",
+            (self.issue_id, after, now, limit + len(exclude)),
+        )
         return [_delivery(r) for r in rows if r["subscriber_id"] not in exclude][:limit]
 
     def count_due(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return self.conn.execute(
+        return self._read(
             "SELECT count(*) FROM deliveries WHERE issue_id = ?"
             " AND (state = 'pending' OR (state = 'deferred' AND next_attempt <= ?))",
             (self.issue_id, now),
-        ).fetchone()[0]
+        )[0][0]
 
     def next_retry(self) -> float | None:
         """When the earliest deferred row may go again, or None if none is deferred."""
-        row = self.conn.execute(
+        return self._read(
             "SELECT min(next_attempt) FROM deliveries WHERE issue_id = ? AND state = 'deferred'",
             (self.issue_id,),
-        ).fetchone()
-        return row[0]
+        )[0][0]
 
     def claim(
         self, worker: str, k: int, lease: float, after: int = 0, now: float | None = None
@@ -303,11 +377,18 @@ class Ledger:
         A row whose subscriber has left meanwhile is marked skipped instead. A cursor of 0
         means the end was reached: the next claim starts again from the first id (the retries
         that came due behind). No transaction stays open while the messages go.
+
+        On PostgreSQL it is one statement: the rows are picked FOR UPDATE SKIP LOCKED (a row
+        another worker is claiming is passed over, never waited for), and `now` is the
+        database's clock unless given.
         """
+        if self.pg:
+            self.reap(now)  # whoever claims, reaps
+            return self._queue(lambda conn: self._claim_pg(conn, worker, k, lease, after, now))
         now = time.time() if now is None else now
         stamp = _now()
         with self._tx() as conn:
-            self._reap(conn, now)  # in the same commit: whoever claims, reaps
+            conn.execute(_SQLITE_REAP, (stamp, self.issue_id, now))  # whoever claims, reaps
             ids = [
                 r[0]
                 for r in conn.execute(
@@ -338,13 +419,56 @@ class Ledger:
         claimed = sorted((_delivery(r) for r in rows), key=lambda d: d.subscriber_id)
         return Claim(claimed, ids[-1], skipped)
 
+    def _claim_pg(
+        self, conn: Any, worker: str, k: int, lease: float, after: int, now: float | None
+    ) -> Claim:
+        handed = self._handed.setdefault(worker, set())
+        if worker in self._claim_lost:
+            # The last claim's answer never came (the connection died): if it committed,
+            # its rows are ours and nobody was handed them, so no message of theirs can
+            # have started. They go back as they were, now, not when their lease runs out.
+            conn.execute(
+                _RELEASE + " AND NOT (subscriber_id = ANY(?::bigint[]))",
+                (self.issue_id, worker, sorted(handed)),
+            )
+        self._claim_lost.add(worker)
+        rows = conn.execute(_PG_CLAIM, {
+            "worker": worker, "lease": lease, "now": now, "stamp": _now(),
+            "issue": self.issue_id, "after": after, "k": k,
+        }).fetchall()  # fmt: skip
+        self._claim_lost.discard(worker)
+        if not rows:
+            return Claim([], 0, 0)
+        claimed = sorted(
+            (_delivery(r) for r in rows if r["state"] == "sending"), key=lambda d: d.subscriber_id
+        )
+        handed.update(d.subscriber_id for d in claimed)
+        return Claim(claimed, max(r["subscriber_id"] for r in rows), len(rows) - len(claimed))
+
+    def _settled(self, worker: str, ids: Iterable[int]) -> None:
+        self._handed.get(worker, set()).difference_update(ids)
+
     def mark(self, worker: str, outcomes: Iterable[Outcome]) -> int:
         """Record outcomes in one commit, only where `worker` still holds the row (fenced: a
         row whose lease lapsed was turned uncertain and stays so). Returns how many held."""
         stamp = _now()
+        outcomes = list(outcomes)
+        if not outcomes:
+            return 0
+        if self.pg:
+            # one statement for the whole batch: the outcomes travel as four arrays
+            params = {
+                "ids": [o.subscriber_id for o in outcomes],
+                "states": [o.state.value for o in outcomes],
+                "replies": [o.reply[:500] for o in outcomes],
+                "nexts": [float(o.next_attempt) for o in outcomes],
+                "stamp": stamp, "issue": self.issue_id, "worker": worker,
+            }  # fmt: skip
+            done = self._queue(lambda conn: conn.execute(_PG_MARK, params).rowcount)
+            self._settled(worker, params["ids"])
+            return done
         with self._tx() as conn:
-            before = conn.total_changes
-            conn.executemany(
+            return conn.executemany(
                 "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
                 " updated_at = ?, owner = NULL, lease_until = NULL WHERE issue_id = ?"
                 " AND subscriber_id = ? AND state = 'sending' AND owner = ?",
@@ -360,23 +484,34 @@ class Ledger:
                     )
                     for o in outcomes
                 ],
-            )
-            return conn.total_changes - before
+            ).rowcount
 
     def release(self, worker: str, subscriber_ids: Iterable[int]) -> None:
         """Give back claimed rows whose message never reached a server: as they were, no
         attempt counted (fenced on the owner, so never a row someone else holds)."""
+        ids = list(subscriber_ids)
+        if not ids:
+            return
+        back = _RELEASE
+        if self.pg:
+            self._queue(
+                lambda conn: conn.execute(
+                    back + " AND subscriber_id = ANY(?::bigint[])", (self.issue_id, worker, ids)
+                )
+            )
+            self._settled(worker, ids)
+            return
         with self._tx() as conn:
             conn.executemany(
-                "UPDATE deliveries SET attempts = attempts - 1, owner = NULL, lease_until = NULL,"
-                " state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'pending' END,"
-                " first_attempt = CASE WHEN attempts > 1 THEN first_attempt END"
-                " WHERE issue_id = ? AND subscriber_id = ? AND state = 'sending' AND owner = ?",
-                [(self.issue_id, sid, worker) for sid in subscriber_ids],
+                back + " AND subscriber_id = ?", [(self.issue_id, worker, sid) for sid in ids]
             )
 
     def renew(self, worker: str, lease: float, now: float | None = None) -> None:
         """Extend the leases of every row `worker` holds, and say it is alive."""
+        if self.pg:
+            params = {"now": now, "lease": lease, "issue": self.issue_id, "worker": worker}
+            self._queue(lambda conn: conn.execute(_PG_RENEW, params))
+            return
         now = time.time() if now is None else now
         with self._tx() as conn:
             conn.execute(
@@ -392,22 +527,30 @@ class Ledger:
     def reap(self, now: float | None = None) -> int:
         """Rows whose lease lapsed (their worker died or froze): they may have gone, so they
         become uncertain, never pending. Returns how many."""
-        with self._tx() as conn:
-            return self._reap(conn, time.time() if now is None else now)
-
-    def _reap(self, conn: sqlite3.Connection, now: float) -> int:
-        return conn.execute(
-            # (the planner would walk every row of the issue without the hint)
-            "UPDATE deliveries INDEXED BY deliveries_state SET state = 'uncertain',"
-            " owner = NULL, lease_until = NULL, updated_at = ?, last_reply = 'in flight when"
-            " its worker stopped (its lease ran out); it may have arrived' WHERE issue_id = ?"
-            " AND state = 'sending' AND lease_until < ?",
-            (_now(), self.issue_id, now),
-        ).rowcount
+        if not self.pg:
+            with self._tx() as conn:
+                stamp = (_now(), self.issue_id, time.time() if now is None else now)
+                return conn.execute(_SQLITE_REAP, stamp).rowcount
+        clock = PG_NOW if now is None else "?"
+        params: tuple = (_now(), self.issue_id)
+        if not self.pg or now is not None:
+            params += (time.time() if now is None else now,)
+        sql = (
+            "UPDATE deliveries SET state = 'uncertain', owner = NULL, lease_until = NULL,"
+            " updated_at = ?, last_reply = 'in flight when its worker stopped (its lease"
+            " ran out); it may have arrived' WHERE issue_id = ? AND state = 'sending'"
+            f" AND lease_until < {clock}"
+        )
+        return self._queue(lambda conn: conn.execute(sql, params).rowcount)
 
     # --- the workers -----------------------------------------------------------------------
 
     def join(self, worker: str, host: str, pid: int, now: float | None = None) -> None:
+        if self.pg:
+            params = {"issue": self.issue_id, "worker": worker, "host": host, "pid": pid,
+                      "now": now}  # fmt: skip
+            self._queue(lambda conn: conn.execute(_PG_JOIN, params))
+            return
         now = time.time() if now is None else now
         with self._tx() as conn:
             conn.execute(
@@ -419,34 +562,62 @@ class Ledger:
 
     def tally(self, worker: str, progress: dict[str, int], finished: bool = False) -> None:
         """Add a worker's counts since its last tally (status shows each worker's share)."""
-        with self._tx() as conn:
-            conn.execute(
-                "UPDATE send_workers SET sent = sent + ?, failed = failed + ?,"
-                " deferred = deferred + ?, uncertain = uncertain + ?, seen_at = ?,"
-                " finished_at = CASE WHEN ? THEN ? END WHERE issue_id = ? AND worker = ?",
-                (
-                    progress.get("sent", 0),
-                    progress.get("failed", 0),
-                    progress.get("deferred", 0),
-                    progress.get("uncertain", 0),
-                    time.time(),
-                    finished,
-                    time.time(),
-                    self.issue_id,
-                    worker,
-                ),
-            )
+        clock = PG_NOW if self.pg else "?"
+        now: tuple = () if self.pg else (time.time(),)
+        sql = (
+            "UPDATE send_workers SET sent = sent + ?, failed = failed + ?,"
+            f" deferred = deferred + ?, uncertain = uncertain + ?, seen_at = {clock},"
+            f" finished_at = CASE WHEN ? THEN {clock} END WHERE issue_id = ? AND worker = ?"
+        )
+        params = (
+            progress.get("sent", 0),
+            progress.get("failed", 0),
+            progress.get("deferred", 0),
+            progress.get("uncertain", 0),
+            *now,
+            finished,
+            *now,
+            self.issue_id,
+            worker,
+        )
+        self._queue(lambda conn: conn.execute(sql, params))
 
-    def workers(self) -> list[sqlite3.Row]:
-        return self.conn.execute(
+    def workers(self) -> list[Any]:
+        return self._read(
             "SELECT * FROM send_workers WHERE issue_id = ? ORDER BY started_at, worker",
             (self.issue_id,),
-        ).fetchall()
+        )
+
+    def live_workers(self, within: float) -> list[Any]:
+        """Workers of this send not finished and seen within `within` seconds (by the
+        database's clock on PostgreSQL): someone is sending it now."""
+        clock = PG_NOW if self.pg else "?"
+        now: tuple = () if self.pg else (time.time(),)
+        return self._read(
+            "SELECT * FROM send_workers WHERE issue_id = ? AND finished_at IS NULL"
+            f" AND seen_at > {clock} - ? ORDER BY started_at, worker",
+            (self.issue_id, *now, within),
+        )
+
+    def holding(self) -> dict[str, int]:
+        """How many rows each worker holds (`sending`) now."""
+        rows = self._read(
+            "SELECT owner, count(*) FROM deliveries WHERE issue_id = ? AND state = 'sending'"
+            " AND owner IS NOT NULL GROUP BY owner",
+            (self.issue_id,),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def clock(self) -> float:
+        """The time by the database's clock (PostgreSQL), or this machine's (SQLite)."""
+        if not self.pg:
+            return time.time()
+        return self._read(f"SELECT {PG_NOW}")[0][0]
 
     # --- reports -------------------------------------------------------------------------
 
     def counts(self) -> dict[tuple[str, State], int]:
-        rows = self.conn.execute(
+        rows = self._read(
             "SELECT edition, state, count(*) FROM deliveries WHERE issue_id = ?"
             " GROUP BY edition, state",
             (self.issue_id,),
@@ -455,10 +626,10 @@ class Ledger:
 
     def in_state(self, *states: State, limit: int = -1) -> list[Delivery]:
         marks = ",".join("?" * len(states))
-        rows = self.conn.execute(
+        rows = self._read(
             f"SELECT * FROM deliveries WHERE issue_id = ? AND state IN ({marks})"
-            " ORDER BY next_attempt, subscriber_id LIMIT ?",
-            (self.issue_id, *[s.value for s in states], limit),
+            " ORDER BY next_attempt, subscriber_id" + (" LIMIT ?" if limit >= 0 else ""),
+            (self.issue_id, *[s.value for s in states], *([limit] if limit >= 0 else [])),
         )
         return [_delivery(r) for r in rows]
 
@@ -467,10 +638,83 @@ class Ledger:
         since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)).isoformat(
             timespec="seconds"
         )
-        row = self.conn.execute(
+        return self._read(
             "SELECT count(*) FROM deliveries WHERE state = 'sent' AND updated_at >= ?", (since,)
-        ).fetchone()
-        return row[0]
+        )[0][0]
+
+
+# A row given back unattempted (its message never reached a server), fenced on its owner.
+# (the planner would walk every row of the issue without the index named)
+_SQLITE_REAP = (
+    "UPDATE deliveries INDEXED BY deliveries_state SET state = 'uncertain', owner = NULL,"
+    " lease_until = NULL, updated_at = ?, last_reply = 'in flight when its worker stopped"
+    " (its lease ran out); it may have arrived' WHERE issue_id = ? AND state = 'sending'"
+    " AND lease_until < ?"
+)
+_RELEASE = (
+    "UPDATE deliveries SET attempts = attempts - 1, owner = NULL, lease_until = NULL,"
+    " state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'pending' END,"
+    " first_attempt = CASE WHEN attempts > 1 THEN first_attempt END"
+    " WHERE issue_id = ? AND state = 'sending' AND owner = ?"
+)
+
+# The PostgreSQL statements of the work queue. `now` is the caller's clock when given (tests),
+# else the database's. The claim picks its rows in id order from the cursor, skipping those
+# another worker is locking, and in the same statement marks each `sending` (ours, with a
+# lease) or `skipped` (the reader left). The pick is a MATERIALIZED CTE, run once: as a
+# subquery in FROM the planner may rescan it for each row updated, and each rescan would
+# lock k more rows past the ones this very statement just changed.
+_NOW = f"coalesce(:now::float8, {PG_NOW})"
+_PG_CLAIM = f"""
+WITH p AS MATERIALIZED (
+    SELECT q.subscriber_id,
+           EXISTS (SELECT 1 FROM subscribers s
+                   WHERE s.id = q.subscriber_id AND s.status = 'active') AS active
+    FROM deliveries q
+    WHERE q.issue_id = :issue AND q.subscriber_id > :after
+      AND (q.state = 'pending' OR (q.state = 'deferred' AND q.next_attempt <= {_NOW}))
+    ORDER BY q.subscriber_id
+    LIMIT :k
+    FOR UPDATE OF q SKIP LOCKED
+)
+UPDATE deliveries d SET
+    state = CASE WHEN p.active THEN 'sending' ELSE 'skipped' END,
+    owner = CASE WHEN p.active THEN :worker END,
+    lease_until = CASE WHEN p.active THEN {_NOW} + :lease END,
+    attempts = d.attempts + CASE WHEN p.active THEN 1 ELSE 0 END,
+    first_attempt = CASE WHEN p.active THEN coalesce(d.first_attempt, {_NOW})
+                         ELSE d.first_attempt END,
+    last_reply = CASE WHEN p.active THEN d.last_reply ELSE 'no longer subscribed' END,
+    updated_at = :stamp
+FROM p
+WHERE d.issue_id = :issue AND d.subscriber_id = p.subscriber_id
+RETURNING d.*
+"""
+_PG_MARK = """
+UPDATE deliveries d SET state = v.state, last_reply = v.reply, next_attempt = v.next_attempt,
+    updated_at = :stamp, owner = NULL, lease_until = NULL
+FROM unnest(:ids::bigint[], :states::text[], :replies::text[], :nexts::float8[])
+    AS v (subscriber_id, state, reply, next_attempt)
+WHERE d.issue_id = :issue AND d.subscriber_id = v.subscriber_id
+  AND d.state = 'sending' AND d.owner = :worker
+"""
+_PG_RENEW = f"""
+WITH held AS (
+    UPDATE deliveries SET lease_until = {_NOW} + :lease
+    WHERE issue_id = :issue AND owner = :worker AND state = 'sending'
+)
+UPDATE send_workers SET seen_at = {_NOW} WHERE issue_id = :issue AND worker = :worker
+"""
+_PG_JOIN = f"""
+INSERT INTO send_workers (issue_id, worker, host, pid, started_at, seen_at)
+VALUES (:issue, :worker, :host, :pid, {_NOW}, {_NOW})
+ON CONFLICT (issue_id, worker) DO UPDATE SET seen_at = excluded.seen_at, finished_at = NULL
+"""
+
+
+def _unreachable(exc: StoreError) -> bool:
+    """A failure to connect again (the server still down), as opposed to a refusal."""
+    return "cannot reach the server" in str(exc) or "lost the connection" in str(exc)
 
 
 def _queue_file(path: Path) -> int | None:
@@ -504,7 +748,7 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 def unfinished(path: Path | str) -> list[tuple[str, SendInfo]]:
     """Every send not done, with what `due` needs to carry it on."""
-    conn = db.connect(path)
+    conn = store.connect(path)
     try:
         rows = conn.execute(
             "SELECT issue_id FROM sends WHERE state != 'done' ORDER BY started_at"
@@ -523,11 +767,27 @@ def unfinished(path: Path | str) -> list[tuple[str, SendInfo]]:
     return out
 
 
+# pg_try_advisory_lock key of the send lock on PostgreSQL (the same on every host)
+SEND_LOCK = 0x6E6C_7365_6E64  # "nlsend"
+
+
 @contextlib.contextmanager
-def send_lock(db_path: Path) -> Iterator[None]:
-    """One send at a time per database; the OS drops the lock when the process dies."""
+def send_lock(db_path: Path | str, joinable: bool = False) -> Iterator[None]:
+    """Who may send now; the lock goes when the process dies.
+
+    SQLite: one send at a time per database file, whatever `joinable` says (an OS lock
+    beside the file). PostgreSQL: a session advisory lock, held shared by every host taking
+    part in a send (`joinable`: `send`, `send --join`), taken whole only by what must run
+    alone (`due`, and `status` before it relabels rows): a `due` started on any host while
+    some host sends does nothing, as on one machine. What keeps two hosts from mailing
+    anyone twice is not this lock but the ledger's rows (see the module's docstring)."""
+    where = store.resolve(db_path)
+    if isinstance(where, PgUrl):
+        with _pg_send_lock(where, joinable):
+            yield
+        return
     # the real file: the same database through a symlink or another relative path is one lock
-    lock_path = Path(f"{os.path.realpath(db_path)}.send-lock")
+    lock_path = Path(f"{os.path.realpath(where)}.send-lock")
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -544,7 +804,7 @@ def send_lock(db_path: Path) -> Iterator[None]:
             raise SendBusy(
                 f"another send is running on this database (process {holder}); wait for it "
                 "or stop it first",
-                db_path,
+                where,
             ) from None
         with contextlib.suppress(OSError):  # who holds it, for the message above; a full
             os.ftruncate(fd, 0)  # disk must not stop the send here: it says so itself later
@@ -552,3 +812,23 @@ def send_lock(db_path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _pg_send_lock(url: PgUrl, shared: bool) -> Iterator[None]:
+    conn = store.connect(url)  # its own session: the lock lives as long as it does
+    try:
+        how = "_shared" if shared else ""
+        got = conn.execute(f"SELECT pg_try_advisory_lock{how}(?)", (SEND_LOCK,)).fetchone()[0]
+        if not got:
+            raise SendBusy(
+                "a send is running on this database (on this host or another); "
+                + (
+                    "wait for the command that runs alone (due) to end"
+                    if shared
+                    else "wait for it to end, or join it with send --join"
+                )  # fmt: skip
+            )
+        yield
+    finally:
+        conn.close()

@@ -11,14 +11,14 @@ import datetime as dt
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import db
+from . import store
 from .content import Issue
 from .errors import NewsletterError
 
@@ -161,7 +161,7 @@ def _stamp() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _schedule(row: sqlite3.Row) -> Schedule:
+def _schedule(row: Any) -> Schedule:
     return Schedule(
         id=row["id"],
         issue_id=row["issue_id"],
@@ -178,10 +178,10 @@ def _schedule(row: sqlite3.Row) -> Schedule:
 
 
 class Book:
-    """The schedules in the database."""
+    """The schedules in the database (a SQLite file or a postgresql:// URL)."""
 
     def __init__(self, path: Path | str):
-        self.conn = db.connect(path)
+        self.conn = store.connect(path)
 
     def close(self) -> None:
         self.conn.close()
@@ -204,16 +204,17 @@ class Book:
         inputs: Mapping[str, str],
         frozen: Mapping[str, str],
     ) -> Schedule:
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             waiting = self.waiting(issue_id)
             if waiting is not None:
                 raise ScheduleError(
                     f"issue {issue_id} is already scheduled for {waiting.when()}; cancel it "
                     f"first: newsletter schedule cancel {waiting.id}"
                 )
-            cur = self.conn.execute(
+            schedule_id = self.conn.execute(
                 "INSERT INTO schedules (issue_id, issue_dir, at, zone, grace, rebuild, options,"
-                " inputs, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " inputs, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
                 (
                     issue_id,
                     str(Path(issue_dir).resolve()),
@@ -226,13 +227,13 @@ class Book:
                     _stamp(),
                     _stamp(),
                 ),
-            )
+            ).fetchone()[0]
             self.conn.execute("DELETE FROM frozen_editions WHERE issue_id = ?", (issue_id,))
             self.conn.executemany(
                 "INSERT INTO frozen_editions (issue_id, edition, frozen) VALUES (?, ?, ?)",
                 [(issue_id, name, data) for name, data in frozen.items()],
             )
-        schedule = self.get(cur.lastrowid or 0)
+        schedule = self.get(schedule_id)
         assert schedule is not None
         return schedule
 
@@ -259,7 +260,7 @@ class Book:
 
     def mark(self, schedule_id: int, state: ScheduleState, note: str = "") -> bool:
         """Move a waiting schedule on; False if it was no longer waiting (another `due`)."""
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             cur = self.conn.execute(
                 "UPDATE schedules SET state = ?, note = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'scheduled'",

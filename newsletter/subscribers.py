@@ -1,21 +1,21 @@
 """The subscriber store: who receives which edition, and the proof of how they joined and left.
 
-`SubscriberStore` is the interface the rest of the program uses; `SqliteStore` is the embedded
-implementation. A PostgreSQL store would implement the same protocol.
+`Store` is the subscriber store on either database NEWSLETTER_DB names (a SQLite file or a
+PostgreSQL server: the connection hides which, see store/__init__.py); `SubscriberStore` is
+the protocol the rest of the program may rely on.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from . import consent as consents
-from . import db
+from . import store as stores
 from .config import SUBSCRIBER_LANGUAGES, Settings
 from .consent import Consent, ConsentRecord
 from .errors import StoreError
@@ -102,8 +102,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _today(today: str | None) -> str:
-    return today or datetime.now(UTC).date().isoformat()
+def _cutoff(today: str | None) -> dict[str, str]:
+    """The parameter of consent.lapsed_sql, for `today` (default: today, UTC)."""
+    return {"cutoff": consents.lapse_cutoff(today or datetime.now(UTC).date().isoformat())}
 
 
 class SubscriberStore(Protocol):
@@ -171,25 +172,27 @@ _COLUMNS = (
 )
 
 
-def _subscriber(row: sqlite3.Row) -> Subscriber:
+def _subscriber(row: Any) -> Subscriber:
     values = dict(row)
     values["status"] = Status(values["status"])
     return Subscriber(**values)
 
 
-class SqliteStore(SignupRequests):
-    """The subscriber store in a SQLite file. Every change is one `BEGIN IMMEDIATE`
-    transaction, so concurrent processes (the web app, an import, a send) serialise cleanly.
-    Signup requests waiting for confirmation are kept here too (signup/requests.py)."""
+class Store(SignupRequests):
+    """The subscriber store in the database at `path` (a SQLite file, or a postgresql:// URL).
+    Every change is one transaction with one writer at a time (BEGIN IMMEDIATE on SQLite, an
+    advisory lock on PostgreSQL), so concurrent processes (the web app, an import, a send)
+    serialise cleanly. Signup requests waiting for confirmation are kept here too
+    (signup/requests.py)."""
 
     def __init__(self, path: Path | str, busy_timeout_ms: int | None = None, create: bool = True):
-        self.path = Path(path)
-        self.conn = db.connect(self.path, busy_timeout_ms, create=create)
+        self.path = stores.resolve(path)
+        self.conn = stores.connect(self.path, busy_timeout_ms, create=create)
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> SqliteStore:
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -256,14 +259,14 @@ class SqliteStore(SignupRequests):
         query = f"SELECT {_COLUMNS} FROM subscribers WHERE status = 'active'"
         if not include_lapsed:
             query += f" AND NOT {consents.lapsed_sql()}"
-        for row in self.conn.execute(query + " ORDER BY id", {"today": _today(today)}):
+        for row in self.conn.execute(query + " ORDER BY id", _cutoff(today)):
             yield _subscriber(row)
 
     def lapsed(self, today: str | None = None) -> Iterator[Subscriber]:
         """Active subscribers whose implied consent has lapsed (see consent.py)."""
         query = f"SELECT {_COLUMNS} FROM subscribers WHERE status = 'active' AND "
         for row in self.conn.execute(
-            query + consents.lapsed_sql() + " ORDER BY id", {"today": _today(today)}
+            query + consents.lapsed_sql() + " ORDER BY id", _cutoff(today)
         ):
             yield _subscriber(row)
 
@@ -273,13 +276,13 @@ class SqliteStore(SignupRequests):
             "SELECT language, count(*) FROM subscribers WHERE status = 'active' AND "
             + consents.lapsed_sql()
             + " GROUP BY language",
-            {"today": _today(today)},
+            _cutoff(today),
         )
         return {language: n for language, n in rows}
 
     def record_consent(self, subscriber_id: int, consent: Consent) -> int:
         """Append the proof of someone's consent; the record is never changed afterwards."""
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             key = self.conn.execute(
                 "SELECT email_key FROM subscribers WHERE id = ?", (subscriber_id,)
             ).fetchone()
@@ -320,7 +323,7 @@ class SqliteStore(SignupRequests):
         if language not in SUBSCRIBER_LANGUAGES:
             raise StoreError(f"unknown language {language!r}; use en, fr or both")
         _check_name(name)
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             existing = self.find(email)
             left = self._left_before(email) if existing is None else None
             if left and not resubscribe:
@@ -355,7 +358,7 @@ class SqliteStore(SignupRequests):
         if status is Status.ACTIVE:
             raise ValueError("use add(..., resubscribe=True) to make someone active again")
         before = _LEAVE_FROM[status]
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             now = _now()
             changed = self.conn.execute(
                 "UPDATE subscribers SET status = ?, left_at = coalesce(left_at, ?),"
@@ -378,7 +381,7 @@ class SqliteStore(SignupRequests):
         """Make a bounced address active again (it works now: the person says so); the reason
         is kept. Someone who unsubscribed or complained comes back only with new consent
         (`add --resubscribe`). True if this call changed it."""
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             changed = self.conn.execute(
                 "UPDATE subscribers SET status = 'active', left_at = NULL, left_how = NULL,"
                 " updated_at = ? WHERE id = ? AND status = 'bounced'",
@@ -393,7 +396,7 @@ class SqliteStore(SignupRequests):
         waiting = self.conn.execute("SELECT 1 FROM subscriber_merges WHERE reported = 0 LIMIT 1")
         if waiting.fetchone() is None:
             return []  # the usual case: no write, so no wait for another writer's lock
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             rows = self.conn.execute(
                 "SELECT m.merged_id, m.email, m.status, m.language, s.id, s.email AS kept"
                 " FROM subscriber_merges m LEFT JOIN subscribers s ON s.id = m.kept_id"
@@ -423,7 +426,7 @@ class SqliteStore(SignupRequests):
     def remove(self, email: str, how: str = "cli") -> bool:
         """Delete someone's row (e.g. on request to erase their data). The audit trail keeps
         that they were removed, and when, but not their name or language."""
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             existing = self.find(email)
             if existing is None:
                 return False
@@ -453,7 +456,7 @@ class SqliteStore(SignupRequests):
         added = updated = unchanged = resubscribed = gone = 0
         kept: list[Kept] = []
         still_active: list[Row] = []
-        with db.transaction(self.conn, commit=not dry_run):
+        with self.conn.transaction(commit=not dry_run):
             for row in rows:
                 existing = self.find(row.email)
                 if row.status is not None:
@@ -496,9 +499,10 @@ class SqliteStore(SignupRequests):
 
     def _insert(self, row: Row, default_language: str, source: str, consent_note: str) -> int:
         now = _now()
-        cursor = self.conn.execute(
+        subscriber_id = self.conn.execute(
             "INSERT INTO subscribers (email, email_key, name, language, status, joined_at,"
-            " join_source, consent_note, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+            " join_source, consent_note, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)"
+            " RETURNING id",
             (
                 row.email,
                 email_key(row.email),
@@ -509,9 +513,7 @@ class SqliteStore(SignupRequests):
                 consent_note,
                 now,
             ),
-        )
-        subscriber_id = cursor.lastrowid
-        assert subscriber_id is not None
+        ).fetchone()[0]
         self._event(subscriber_id, "join", source, consent_note, email=row.email)
         return subscriber_id
 
@@ -533,7 +535,7 @@ class SqliteStore(SignupRequests):
 
     def _set(self, subscriber_id: int, column: str, value: str, how: str) -> bool:
         assert column in ("name", "language")  # never user input: it is spliced into SQL
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             changed = self.conn.execute(
                 f"UPDATE subscribers SET {column} = ?, updated_at = ?"
                 f" WHERE id = ? AND {column} != ?",
@@ -610,9 +612,13 @@ def _check_name(name: str) -> None:
         )
 
 
+# The name it had when SQLite was the only database; kept for the callers that use it.
+SqliteStore = Store
+
+
 def open_store(
     settings: Settings, busy_timeout_ms: int | None = None, *, create: bool = True
-) -> SqliteStore:
+) -> Store:
     """The store named by the settings (NEWSLETTER_DB), migrated, and created if needed unless
     not `create`; it waits `busy_timeout_ms` for another writer (default db.BUSY_TIMEOUT_MS)."""
-    return SqliteStore(settings.db_path, busy_timeout_ms, create)
+    return Store(settings.db_path, busy_timeout_ms, create)

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .config import Settings
-from .errors import StoreError
+from .errors import SettingsError, StoreError
 from .subscribers import ListIdentity, open_store
 
 _LABEL = b"newsletter/subscriber/v1:"  # so a MAC made for another purpose never matches
@@ -118,6 +118,13 @@ def resolve_secret(settings: Settings, create: bool = True) -> bytes:
     unless not `create`), so that links already mailed keep working across restarts."""
     if settings.secret:
         return settings.secret.encode("utf-8")
+    if not isinstance(settings.db_path, Path):
+        # no file beside a server, and every sending host and web app must sign alike
+        raise SettingsError(
+            "NEWSLETTER_SECRET is needed with a PostgreSQL NEWSLETTER_DB: set the same value on "
+            "every host (after 'newsletter db copy', the contents of the old NAME.db.secret "
+            "file, so that links already mailed keep working)"
+        )
     path = secret_path(settings)
     if path.exists():
         return _read_secret(path)

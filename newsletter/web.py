@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from . import db
+from . import store as stores
 from .config import SHIPPED_TEMPLATES, SUBSCRIBER_LANGUAGES, Settings
 from .errors import StoreError
 from .normalise import MAX_NAME, printable
@@ -163,10 +163,12 @@ def create_app(
                     raise StoreUnavailable(str(exc)) from None
                 with store:
                     return work(store)
-            except sqlite3.OperationalError as exc:
-                if db.is_busy(exc):
+            except (sqlite3.OperationalError, stores.Busy) as exc:
+                if stores.is_busy(exc):
                     raise StoreBusy from exc
                 raise
+            except stores.Lost as exc:  # the PostgreSQL server went away mid-request
+                raise StoreUnavailable(str(exc)) from None
 
         return await run_in_threadpool(run)
 
@@ -240,7 +242,7 @@ def create_app(
 
         def save(store: SqliteStore) -> Subscriber | None:
             # Only what the form carries; the store records an event only for a real change.
-            with db.transaction(store.conn):
+            with store.conn.transaction():
                 if wanted.language is not None:
                     store.set_language(subscriber.id, wanted.language, "web:preferences")
                 if wanted.name is not None:

@@ -58,3 +58,50 @@ def cli(workdir: Path):
         return run_cli(*args, cwd=workdir, env=clean_env(**env))
 
     return run
+
+
+# --- PostgreSQL: one private server per session, one database per test ----------------------
+
+PG_TEMPLATE = "nl_template"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A private PostgreSQL (tests/pg_server.py) with a migrated template database. Without
+    PostgreSQL here the tests that need it skip, except in CI, where they fail."""
+    from newsletter import store
+
+    from . import pg_server
+
+    why = pg_server.available()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is needed in CI: {why}")
+        pytest.skip(f"no PostgreSQL here: {why}")
+    cluster = pg_server.Cluster()
+    try:
+        store.connect(cluster.create(PG_TEMPLATE)).close()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """A database of its own, cloned from the migrated template (a file copy)."""
+    import secrets
+
+    from newsletter.store import PgUrl
+
+    name = f"t_{secrets.token_hex(6)}"
+    url = pg_cluster.create(name, template=PG_TEMPLATE)
+    yield PgUrl(url)
+    pg_cluster.drop(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_where(request: pytest.FixtureRequest, tmp_path: Path):
+    """The database of a conformance test: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "news.db"
+    return request.getfixturevalue("pg_url")

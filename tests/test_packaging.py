@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.schema import MIGRATIONS
+
 from .conftest import ROOT, clean_env, run_cli
 
 pytest.importorskip("setuptools.command.bdist_wheel")  # setuptools >= 70.1 builds wheels
@@ -73,3 +75,7 @@ def test_the_installed_tool_builds_with_its_own_templates(installed: Path, workd
     html = (workdir / "build" / "2017-11" / "fr.html").read_text("utf-8")
     assert html.startswith("<!DOCTYPE html>") and 'lang="fr-CA"' in html
     assert (installed / "newsletter" / "signup" / "pages.py").is_file()  # subpackages too
+    assert (installed / "newsletter" / "bounces" / "book.py").is_file()
+    migrations = installed / "newsletter" / "store" / "migrations"
+    assert (migrations / "postgres" / "0010_schema.sql").is_file()
+    assert len(list((migrations / "sqlite").glob("*.sql"))) == len(MIGRATIONS)

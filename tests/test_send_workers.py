@@ -76,11 +76,9 @@ def test_two_workers_send_everyone_once_and_status_shows_each_share(workdir: Pat
         for address, _, _ in people:
             assert server.handler.copies(address) == 1, address
     status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
-    shares = [
-        line for line in status.stdout.splitlines() if line.startswith("  ") and " sent " in line
-    ]
-    assert len(shares) == 2, status.stdout
-    sent = [int(line.split(" sent ")[1].split()[0].replace(",", "")) for line in shares]
+    shares = [line for line in status.stdout.splitlines() if " process " in line]
+    assert "workers (2):" in status.stdout and len(shares) == 2, status.stdout
+    sent = [int(line.split(": ", 1)[1].split(" sent")[0].replace(",", "")) for line in shares]
     assert sum(sent) == 240 and all(n > 0 for n in sent)
 
 

@@ -10,11 +10,11 @@ builds never interleave.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .. import db
+from .. import store
 from ..config import Identity, Settings
 from ..content import LANGS
 from ..errors import ArchiveError
@@ -163,7 +163,7 @@ def _stylesheet(pages: Pages) -> bytes:
 
 
 def _build(
-    conn: sqlite3.Connection,
+    conn: Any,
     settings: Settings,
     issues_dir: Path,
     out_dir: Path | None,
@@ -193,9 +193,9 @@ def build_site(
     `signup=True` asks the web app whether it has a signup page (signup.signup_for)."""
     if signup is True:
         signup = signup_for(settings.identity)
-    conn = db.connect(settings.db_path)
+    conn = store.connect(settings.db_path)
     try:
-        with db.transaction(conn):
+        with conn.transaction():
             return _build(conn, settings, issues_dir, out_dir, _now(now), signup or None)
     finally:
         conn.close()
@@ -214,9 +214,9 @@ def publish(
     `unsent`) one that was never sent."""
     now = _now(now)
     issue_folder(Path(issues_dir), issue_id, f"no issue '{issue_id}' to publish")
-    conn = db.connect(settings.db_path)
+    conn = store.connect(settings.db_path)
     try:
-        with db.transaction(conn):
+        with conn.transaction():
             state = ArchiveState(conn)
             if state.sent_at(issue_id) is None and not unsent:
                 raise ArchiveError(
@@ -239,9 +239,9 @@ def unpublish(
 ) -> SiteBuild:
     """Take an issue off the web (sent or not), then rebuild."""
     now = _now(now)
-    conn = db.connect(settings.db_path)
+    conn = store.connect(settings.db_path)
     try:
-        with db.transaction(conn):
+        with conn.transaction():
             state = ArchiveState(conn)
             if issue_id not in state.public():
                 decided = state.decision(issue_id)

@@ -2,16 +2,16 @@
 
 An issue is public once its send has started (a row in the ledger's `sends`: from the first
 message on, readers hold its "View in browser" link), or once an editor published it; an
-editor's `unpublish` takes any issue off. Kept in the same SQLite file as the ledger.
+editor's `unpublish` takes any issue off. Kept in the same database as the ledger.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Decision(StrEnum):
@@ -37,9 +37,9 @@ def _parse(value: str) -> dt.datetime:
 
 
 class ArchiveState:
-    """Reads and records the archive's state on an open connection (see db.connect)."""
+    """Reads and records the archive's state on an open store connection (store.connect)."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: Any):
         self.conn = conn
 
     def public(self) -> list[str]:

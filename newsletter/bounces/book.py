@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from .. import db
-from ..subscribers import SqliteStore, Status
+from ..store import CONFLICT
+from ..subscribers import Status, Store
 from .classify import SOFT_STREAK, Class, classify_feedback, classify_status
 from .parse import MAX_BYTES, Kind, Parsed, parse, status_code
 from .tokens import (
@@ -104,7 +104,7 @@ def _now() -> str:
 class Book:
     """The bounce records in the store's database."""
 
-    def __init__(self, store: SqliteStore, secret: bytes = b"", now: float | None = None):
+    def __init__(self, store: Store, secret: bytes = b"", now: float | None = None):
         self.store = store
         self.conn = store.conn
         self.secret = secret
@@ -279,7 +279,7 @@ class Book:
         stamp = _now()
         done: list[Event] = []
         try:
-            with db.transaction(self.conn, commit=not dry_run):
+            with self.conn.transaction(commit=not dry_run):
                 self.conn.execute(
                     "INSERT INTO bounce_messages (fingerprint, origin, received_at, outcome, note)"
                     " VALUES (?, ?, ?, ?, ?)",
@@ -287,7 +287,7 @@ class Book:
                 )
                 for event in events:
                     done.append(self._apply(fp, replace(event, at=stamp)))
-        except sqlite3.IntegrityError:
+        except CONFLICT:
             # another process recorded the same message between our look and our insert
             earlier = self.seen(fp)
             if earlier is not None:
@@ -317,15 +317,13 @@ class Book:
         return replace(event, action=action)
 
     def _insert(self, fp: str, e: Event) -> int:
-        cursor = self.conn.execute(
+        return self.conn.execute(
             "INSERT INTO bounce_events (fingerprint, at, class, source, subscriber_id, email,"
             " issue_id, status, diagnostic, domain, matched_by) VALUES"
-            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (fp, e.at, str(e.klass), e.source, e.subscriber_id, e.email, e.issue_id, e.status,
              e.diagnostic[:500], e.domain, e.matched_by),
-        )  # fmt: skip
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        ).fetchone()[0]  # fmt: skip
 
     def soft_streak(self, subscriber_id: int) -> int:
         """Issues in a row that soft-bounced, counting back from the latest one that did;
@@ -421,7 +419,7 @@ class Book:
         return [(_event(row), row["origin"]) for row in rows]
 
 
-def _event(row: sqlite3.Row) -> Event:
+def _event(row: Any) -> Event:
     return Event(
         klass=Class(row["class"]),
         source=row["source"],

@@ -349,7 +349,8 @@ def _known(book: Book, mailbox: str, uid: str) -> str | None:
 
 def _remember(book: Book, mailbox: str, uid: str, fp: str) -> None:
     book.conn.execute(
-        "INSERT OR IGNORE INTO mailbox_uids (mailbox, uid, fingerprint) VALUES (?, ?, ?)",
+        "INSERT INTO mailbox_uids (mailbox, uid, fingerprint) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
         (mailbox, uid, fp),
     )
 

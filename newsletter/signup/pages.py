@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from .. import db
+from .. import store as stores
 from ..config import SUBSCRIBER_LANGUAGES, Settings
 from ..consent import ConsentText
 from ..errors import StoreError
@@ -498,10 +498,12 @@ class SignupPages:
                     raise StoreUnavailable(str(exc)) from None
                 with store:
                     return work(store)
-            except sqlite3.OperationalError as exc:
-                if db.is_busy(exc):
+            except (sqlite3.OperationalError, stores.Busy) as exc:
+                if stores.is_busy(exc):
                     raise StoreBusy from exc
                 raise
+            except stores.Lost as exc:  # the PostgreSQL server went away mid-request
+                raise StoreUnavailable(str(exc)) from None
 
         return await run_in_threadpool(run)
 

@@ -2,20 +2,18 @@
 
 A request is not a subscriber: it lives in its own table, is never mailed an issue, is
 counted nowhere else, and is gone 7 days after it was made. The subscriber store takes
-these methods on (SqliteStore inherits them), so every change is one of its transactions.
+these methods on (Store inherits them), so every change is one of its transactions.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import consent as consents
-from .. import db
 from ..consent import Basis, Consent, ConsentText
 from ..normalise import email_key
 
@@ -92,18 +90,18 @@ def stamp(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
-def _request(row: sqlite3.Row) -> SignupRequest:
+def _request(row: Any) -> SignupRequest:
     values = dict(row)
     del values["email_key"]
     return SignupRequest(**values)
 
 
 class SignupRequests:
-    """The store's methods for signup requests and their limits (a mixin of SqliteStore)."""
+    """The store's methods for signup requests and their limits (a mixin of Store)."""
 
-    conn: sqlite3.Connection
+    conn: Any  # a store connection (store/__init__.py)
 
-    # provided by SqliteStore
+    # provided by Store
     def find(self, email: str) -> Subscriber | None: ...
     def get(self, subscriber_id: int) -> Subscriber | None: ...
 
@@ -119,7 +117,7 @@ class SignupRequests:
 
     def keep_consent_text(self, text: ConsentText, now: dt.datetime) -> None:
         """Keep the words of a form printed for another site, so its records can name them."""
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             consents.keep_text(self.conn, text, stamp(now))
 
     def pending_signups(self, now: dt.datetime) -> list[SignupRequest]:
@@ -153,7 +151,7 @@ class SignupRequests:
         `limit_keys` maps opaque keys (a keyed hash of the IP address, of the address) to
         the limits on each; an admitted request counts against every one of them."""
         at = stamp(now)
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             self._forget_old(now)
             retry_after = 0
             for key, limits in limit_keys.items():
@@ -213,14 +211,14 @@ class SignupRequests:
 
     def signup_mailed(self, request_id: int, now: dt.datetime) -> None:
         """The confirmation e-mail went out now: the guard window starts."""
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             self.conn.execute(
                 "UPDATE signup_requests SET mailed_at = ? WHERE id = ?", (stamp(now), request_id)
             )
 
     def cancel_signup(self, request_id: int) -> bool:
         """Delete an open request ("this wasn't me"); False if there was none to delete."""
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             return bool(
                 self.conn.execute(
                     "DELETE FROM signup_requests WHERE id = ? AND confirmed_at IS NULL",
@@ -242,7 +240,7 @@ class SignupRequests:
 
         An `automatic` confirmation (the page's script, not a click) is refused within
         `guard` of the e-mail going out: link scanners open the link in that time."""
-        with db.transaction(self.conn):
+        with self.conn.transaction():
             request = self.signup_request(request_id)
             if request is None:
                 return Confirmation(Confirmed.UNKNOWN)

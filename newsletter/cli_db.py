@@ -1,0 +1,64 @@
+"""`newsletter db`: create or upgrade the schema; copy a SQLite list into PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import store
+from .cli_context import AppContext, pass_app
+from .errors import StoreError
+from .exits import EXIT_TABLE
+from .store.migrate import latest
+
+
+@click.group(epilog=EXIT_TABLE)
+def db() -> None:
+    """The database NEWSLETTER_DB names: create or upgrade its schema, copy a list into it."""
+
+
+@db.command(epilog=EXIT_TABLE)
+@pass_app
+def migrate(app: AppContext) -> None:
+    """Create the schema, or bring it to this version (every command also does it on start;
+    hosts starting at the same moment migrate once)."""
+    where = app.settings.db_path
+    conn = store.connect(where)
+    conn.close()
+    click.echo(f"{store.shown(where)}: schema at version {latest(conn.dialect)} (up to date)")
+
+
+@db.command("copy", epilog=EXIT_TABLE)
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The SQLite file to copy (e.g. newsletter.db).",
+)
+@pass_app
+def copy_command(app: AppContext, source: Path) -> None:
+    """Copy a SQLite list, whole (subscribers, their history and consent records, signups,
+    sends and their ledgers, schedules, bounces, the archive's state), into the empty
+    PostgreSQL database NEWSLETTER_DB names, in one transaction."""
+    from .store.copy import copy
+
+    settings = app.settings
+    if not isinstance(settings.db_path, store.PgUrl):
+        raise StoreError(
+            "db copy fills a PostgreSQL database: set NEWSLETTER_DB=postgresql://user@host/db "
+            f"(it names the file {settings.db_path} now)"
+        )
+    copied = copy(source, settings.db_path)
+    into = store.shown(settings.db_path)
+    click.echo(f"copied {copied.total:,} row(s) from {source} into {into}:")
+    for table, n in copied.rows.items():
+        if n:
+            click.echo(f"  {table:<18} {n:>9,}")
+    secret = source.with_name(source.name + ".secret")
+    if not settings.secret and secret.is_file():
+        click.echo(
+            f"links already mailed are signed with the secret in {secret}: set NEWSLETTER_SECRET "
+            "to its contents on every host (the tool never reads that file with PostgreSQL)"
+        )

@@ -1,0 +1,56 @@
+"""The store boundary: the one way the tool reaches its database.
+
+`connect(where)` gives a connection to the database NEWSLETTER_DB names, migrated: a SQLite
+file for a path (db.py, the embedded default), a PostgreSQL server for a postgresql:// URL
+(postgres.py). Both answer the same small interface, so the modules above them (subscribers,
+ledger, schedules, archive, signup, bounces) hold one set of SQL:
+
+    dialect            "sqlite" | "postgres", for the few statements that must differ
+    execute(sql, params) -> cursor (fetchone, fetchall, iteration, rowcount)
+    executemany(sql, rows) -> cursor (rowcount: the rows changed in all)
+    transaction(commit=True, exclusive=True)   a context; nested ones join the outer one
+    in_transaction, close(), where (the path or the URL)
+
+Placeholders are SQLite's (`?`, `:name`); rows answer by position and by name. A
+constraint's refusal is `CONFLICT`, a lock held too long `is_busy` (errors.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import CONFLICT, Busy, Conflict, DbError, Lost, is_busy
+from .target import PgUrl, mask, parse_db, shown
+
+Db = Any  # db.SqliteDb | postgres.PgDb: the interface above
+
+
+def resolve(where: Path | str) -> Path | PgUrl:
+    if isinstance(where, PgUrl | Path):
+        return where
+    return parse_db(where)
+
+
+def connect(where: Path | str, busy_timeout_ms: int | None = None, *, create: bool = True) -> Db:
+    """The database at `where` (a path or a postgresql:// URL), migrated. `busy_timeout_ms`:
+    how long a writer waits for another's lock; `create`: whether a missing SQLite file may
+    be made (a PostgreSQL database must exist: `createdb`)."""
+    where = resolve(where)
+    if isinstance(where, PgUrl):
+        from . import postgres
+
+        return postgres.connect(where, busy_timeout_ms)
+    from .. import db
+
+    return db.connect(where, busy_timeout_ms, create=create)
+
+
+def is_postgres(where: Path | str) -> bool:
+    return isinstance(resolve(where), PgUrl)
+
+
+__all__ = [
+    "CONFLICT", "Busy", "Conflict", "Db", "DbError", "Lost", "PgUrl", "connect", "is_busy",
+    "is_postgres", "mask", "parse_db", "resolve", "shown",
+]  # fmt: skip

@@ -1,0 +1,214 @@
+"""Several hosts, one send, on a real PostgreSQL: `newsletter send` in one process and
+`send --join` in others (standing for other hosts), into aiosmtpd on 127.0.0.1 counting
+what arrived. Killed, frozen past their lease, or cut off by a server restart: nobody gets
+two copies."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from newsletter.delivery import SendOptions
+from newsletter.ledger import Ledger, State
+from newsletter.subscribers import Store
+
+from .conftest import DEMO_ISSUE, clean_env, run_cli
+from .smtp_server import Handler, Server
+from .test_send import SECRET, many
+
+
+def env_for(url: str, port: int) -> dict[str, str]:
+    return clean_env(
+        NEWSLETTER_DB=str(url),
+        NEWSLETTER_SECRET=SECRET,
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(port),
+        NEWSLETTER_SMTP_SECURITY="none",
+        NEWSLETTER_SMTP_TIMEOUT="10",
+    )
+
+
+def spawn(workdir: Path, url: str, port: int, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}", "--yes", *args],
+        cwd=workdir,
+        env=env_for(url, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def add(url: str, n: int) -> list[str]:
+    people = many(n)
+    with Store(url) as store:
+        for address, name, language in people:
+            store.add(address, name=name, language=language, source="test")
+    return [p[0] for p in people]
+
+
+def wait_for(what: Callable[[], object], timeout: float = 60.0) -> object:
+    """Poll until `what` is true (a bound on how long we look, not on how fast it goes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = what()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"still not so after {timeout} s: {what}")
+
+
+def ledger_of(url: str) -> Ledger:
+    return Ledger(url, DEMO_ISSUE)
+
+
+def held_by(url: str, proc: subprocess.Popen) -> int:
+    """Rows a process holds now (its workers are named host:pid:random)."""
+    ledger = ledger_of(url)
+    try:
+        if not ledger.started():
+            return 0
+        return sum(n for w, n in ledger.holding().items() if f":{proc.pid}:" in w)
+    finally:
+        ledger.close()
+
+
+def states(url: str) -> dict[str, State]:
+    ledger = ledger_of(url)
+    try:
+        return {d.email: d.state for d in ledger.in_state(*State)}
+    finally:
+        ledger.close()
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=180)
+    return proc.returncode, out, err
+
+
+def assert_nobody_twice(handler: Handler, people: list[str], url: str) -> dict[str, State]:
+    """Every reader got at most one copy; whoever is not uncertain got exactly one."""
+    final = states(url)
+    for address in people:
+        copies = handler.copies(address)
+        assert copies <= 1, (address, copies)
+        if final[address] is State.SENT:
+            assert copies == 1, address
+    assert sum(handler.copies(a) for a in people) == len(handler.received)
+    return final
+
+
+def test_a_send_and_two_joins_give_everyone_exactly_one_copy(workdir: Path, pg_url) -> None:
+    people = add(pg_url, 240)
+    handler = Handler()
+    with Server(handler) as server:
+        first = spawn(workdir, pg_url, server.port, "--rate", "40", "--concurrency", "2")
+        wait_for(lambda: held_by(pg_url, first))
+        joins = [
+            spawn(workdir, pg_url, server.port, "--join", "--rate", "40", "--concurrency", "2")
+            for _ in range(2)
+        ]
+        results = [finish(p) for p in (first, *joins)]
+    for code, _, err in results:
+        assert code == 0, err
+    assert "joining the send of issue 2017-11" in results[1][1]
+    final = assert_nobody_twice(handler, people, pg_url)
+    assert set(final.values()) == {State.SENT}
+    # each process sent a share, and status says so
+    status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(pg_url, 1))
+    assert status.returncode == 0, status.stderr
+    assert "workers (3):" in status.stdout
+    shares = [line for line in status.stdout.splitlines() if " process " in line]
+    assert len(shares) == 3 and all(" 0 sent" not in line for line in shares), status.stdout
+    sent = [int(line.split(": ")[1].split(" sent")[0].replace(",", "")) for line in shares]
+    assert sum(sent) == 240
+
+
+def test_two_sends_at_the_same_moment_give_one_ledger_and_the_second_is_told_to_join(
+    workdir: Path, pg_url
+) -> None:
+    people = add(pg_url, 30)
+    handler = Handler()
+    with Server(handler) as server:
+        procs = [spawn(workdir, pg_url, server.port) for _ in range(2)]
+        results = sorted(finish(p) for p in procs)
+    (ok, _, _), (refused, _, err) = results
+    assert (ok, refused) == (0, 2), results
+    assert "--join" in err and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        next(line for line in err.splitlines() if line.startswith("error:"))
+    ]
+    assert_nobody_twice(handler, people, pg_url)
+    assert len(handler.received) == 30
+
+
+def test_a_host_killed_mid_claim_leaves_at_most_its_claim_uncertain(workdir: Path, pg_url):
+    people = add(pg_url, 120)
+    handler = Handler()
+    with Server(handler) as server:
+        first = spawn(workdir, pg_url, server.port, "--rate", "30", "--concurrency", "2",
+                      "--lease", "2")  # fmt: skip
+        wait_for(lambda: held_by(pg_url, first))
+        victim = spawn(workdir, pg_url, server.port, "--join", "--rate", "30", "--concurrency",
+                       "2", "--lease", "2")  # fmt: skip
+        wait_for(lambda: held_by(pg_url, victim) >= 2)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        code, _, err = finish(first)
+        assert code in (0, 1), err
+        time.sleep(2.5)  # the dead host's lease runs out; status turns its rows uncertain
+        status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(pg_url, 1))
+        assert status.returncode == 0, status.stderr
+    final = assert_nobody_twice(handler, people, pg_url)
+    uncertain = [a for a, s in final.items() if s is State.UNCERTAIN]
+    assert 0 < len(uncertain) <= SendOptions(concurrency=2).k  # at most what it held
+    assert {State.SENT, State.UNCERTAIN} >= set(final.values())
+
+
+def test_a_host_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir: Path, pg_url):
+    people = add(pg_url, 100)
+    handler = Handler()
+    with Server(handler) as server:
+        first = spawn(workdir, pg_url, server.port, "--rate", "25", "--concurrency", "1",
+                      "--lease", "2")  # fmt: skip
+        wait_for(lambda: held_by(pg_url, first))
+        frozen = spawn(workdir, pg_url, server.port, "--join", "--rate", "25", "--concurrency",
+                       "1", "--lease", "2")  # fmt: skip
+        wait_for(lambda: held_by(pg_url, frozen) >= 1)
+        frozen.send_signal(signal.SIGSTOP)
+        # the others go on, and reap the frozen host's rows once its lease has run out
+        wait_for(lambda: held_by(pg_url, frozen) == 0)
+        frozen.send_signal(signal.SIGCONT)
+        results = [finish(p) for p in (first, frozen)]
+    for code, _, err in results:
+        assert code in (0, 1), err  # 1: uncertain messages to look at
+    final = assert_nobody_twice(handler, people, pg_url)
+    assert 0 < sum(s is State.UNCERTAIN for s in final.values()) <= SendOptions(concurrency=1).k
+
+
+def test_a_postgresql_restart_mid_send_loses_nobody_and_doubles_nobody(
+    workdir: Path, pg_url, pg_cluster
+) -> None:
+    people = add(pg_url, 160)
+    handler = Handler()
+    with Server(handler) as server:
+        proc = spawn(workdir, pg_url, server.port, "--rate", "40", "--concurrency", "2")
+        wait_for(lambda: len(handler.received) >= 30)
+        pg_cluster.restart(down_for=1.0)  # every session cut, as a crash or a failover does
+        code, _, err = finish(proc)
+    assert code == 0, err  # it reconnected and went on
+    final = assert_nobody_twice(handler, people, pg_url)
+    assert set(final.values()) == {State.SENT}
+
+
+@pytest.mark.parametrize("command", [("status",), ("due",)])
+def test_status_and_due_answer_on_postgresql(workdir: Path, pg_url, command) -> None:
+    result = run_cli(*command, *(["issues/" + DEMO_ISSUE] if command == ("status",) else []),
+                     cwd=workdir, env=env_for(pg_url, 1))  # fmt: skip
+    assert result.returncode == 0, result.stderr

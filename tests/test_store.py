@@ -1,0 +1,444 @@
+"""The store conformance suite: the same tests on a SQLite file and on a real PostgreSQL
+(tests/pg_server.py), through the one interface the tool uses (newsletter.store)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from newsletter import db, store
+from newsletter.consent import Basis, Consent, ConsentText
+from newsletter.errors import StoreError
+from newsletter.ledger import Ledger, Outcome, SendStarted, State
+from newsletter.schedule import Book, ScheduleState
+from newsletter.schema import MIGRATIONS
+from newsletter.store.migrate import latest
+from newsletter.subscribers import Row, Status, Store
+
+ISSUE = "2017-11"
+
+
+def _people(where, n: int) -> list[int]:
+    with Store(where) as s:
+        s.import_rows(
+            (Row(f"reader{i}@example.org", f"Reader {i}", ("en", "fr", "both")[i % 3])
+             for i in range(n)),
+            source="test", default_language="en",
+        )  # fmt: skip
+        return [sub.id for sub in s.iter()]
+
+
+def _start(where, n: int) -> list[int]:
+    ids = _people(where, n)
+    with Store(where) as s:
+        recipients = [(p.id, p.email, p.name, "en") for p in s.iter()]
+    ledger = Ledger(where, ISSUE)
+    try:
+        assert ledger.start(recipients, "example.org", "issues/2017-11", {}, {"en": "{}"}) == n
+    finally:
+        ledger.close()
+    return ids
+
+
+def _states(where) -> dict[State, int]:
+    ledger = Ledger(where, ISSUE)
+    try:
+        out: dict[State, int] = {}
+        for (_, state), n in ledger.counts().items():
+            out[state] = out.get(state, 0) + n
+        return out
+    finally:
+        ledger.close()
+
+
+# --- the work queue -----------------------------------------------------------------------
+
+
+def _drain(where, name: str, out: str) -> None:
+    """A worker: claim 7 at a time, walking forward and rescanning, mark them all sent."""
+    ledger = Ledger(where, ISSUE)
+    claimed: list[int] = []
+    cursor = 0
+    while True:
+        batch, next_cursor, _ = ledger.claim(name, 7, 60.0, cursor)
+        if not batch and next_cursor == 0:
+            if cursor == 0:
+                break
+            cursor = 0
+            continue
+        cursor = next_cursor
+        claimed.extend(d.subscriber_id for d in batch)
+        assert ledger.mark(name, [Outcome(d.subscriber_id, State.SENT, "250") for d in batch])
+    ledger.close()
+    Path(out).write_text("\n".join(map(str, claimed)))
+
+
+def test_claims_never_overlap_under_four_processes(db_where, tmp_path: Path) -> None:
+    ids = _start(db_where, 700)
+    fork = multiprocessing.get_context("fork")
+    outs = [tmp_path / f"worker{n}.txt" for n in range(4)]
+    procs = [
+        fork.Process(target=_drain, args=(db_where, f"w{n}", str(out)))
+        for n, out in enumerate(outs)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    claimed = [int(x) for out in outs for x in out.read_text().split()]
+    assert len(claimed) == len(set(claimed)) == len(ids)  # nobody twice, nobody left out
+    assert set(claimed) == set(ids)
+    assert sum(1 for out in outs if out.read_text()) >= 2  # the work was shared
+    assert _states(db_where) == {State.SENT: 700}
+
+
+def test_a_lapsed_lease_turns_uncertain_and_the_late_marks_are_fenced(db_where) -> None:
+    _start(db_where, 10)
+    a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
+    try:
+        batch, cursor, skipped = a.claim("a", 4, 10.0, 0, now=1000.0)
+        assert len(batch) == 4 and cursor == batch[-1].subscriber_id and skipped == 0
+        assert b.reap(now=1009.0) == 0  # still a's
+        assert b.reap(now=1011.0) == 4  # a froze past its lease: may have gone, never resent
+        late = [Outcome(d.subscriber_id, State.SENT, "250") for d in batch]
+        assert a.mark("a", late) == 0  # a woke up: what it says no longer counts
+        uncertain = b.in_state(State.UNCERTAIN)
+        assert [d.subscriber_id for d in uncertain] == [d.subscriber_id for d in batch]
+        assert all("lease ran out" in d.last_reply for d in uncertain)
+        # and nobody claims them again
+        rest, _, _ = b.claim("b", 10, 10.0, 0, now=1012.0)
+        assert {d.subscriber_id for d in rest}.isdisjoint({d.subscriber_id for d in batch})
+        assert len(rest) == 6
+    finally:
+        a.close()
+        b.close()
+
+
+def test_only_the_owner_marks_renews_and_releases(db_where) -> None:
+    _start(db_where, 6)
+    a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
+    try:
+        mine, _, _ = a.claim("a", 3, 10.0, 0, now=1000.0)
+        outcomes = [Outcome(d.subscriber_id, State.SENT, "250") for d in mine]
+        assert b.mark("b", outcomes) == 0
+        b.release("b", [d.subscriber_id for d in mine])
+        b.renew("b", 100.0, now=1000.0)
+        assert a.reap(now=1011.0) == 3  # b's renewal did not keep a's rows
+        _start_again = a.claim("a", 3, 10.0, 0, now=1020.0)
+        theirs = _start_again.rows
+        a.renew("a", 100.0, now=1020.0)
+        assert a.reap(now=1100.0) == 0  # renewed until 1120
+        a.release("a", [theirs[0].subscriber_id])
+        assert a.mark("a", [Outcome(d.subscriber_id, State.FAILED, "550") for d in theirs]) == 2
+        again = a.due(10, now=2000.0)
+        assert [d.subscriber_id for d in again] == [theirs[0].subscriber_id]
+        assert again[0].attempts == 0  # given back unattempted
+    finally:
+        a.close()
+        b.close()
+
+
+def test_deferred_rows_come_due_by_their_time_and_a_rescan_finds_them(db_where) -> None:
+    _start(db_where, 3)
+    ledger = Ledger(db_where, ISSUE)
+    try:
+        batch, _, _ = ledger.claim("w", 3, 10.0, 0, now=1000.0)
+        first = batch[0].subscriber_id
+        ledger.mark("w", [Outcome(first, State.DEFERRED, "451", next_attempt=1500.0)]
+                    + [Outcome(d.subscriber_id, State.SENT, "250") for d in batch[1:]])  # fmt: skip
+        assert ledger.claim("w", 3, 10.0, 0, now=1400.0).rows == []
+        again = ledger.claim("w", 3, 10.0, 0, now=1500.0)
+        assert [d.subscriber_id for d in again.rows] == [first]
+        assert again.rows[0].attempts == 2 and again.rows[0].first_attempt == 1000.0
+    finally:
+        ledger.close()
+
+
+def test_an_unsubscribe_skips_the_pending_rows_in_the_same_commit(db_where) -> None:
+    ids = _start(db_where, 4)
+    with Store(db_where) as s:
+        assert s.unsubscribe(ids[1], "web:one-click")
+        s.remove("reader3@example.org")
+    ledger = Ledger(db_where, ISSUE)
+    try:
+        assert {d.subscriber_id for d in ledger.in_state(State.SKIPPED)} == {ids[1]}
+        claim = ledger.claim("w", 10, 10.0, 0)
+        # a person removed after the list was fixed is skipped by the claim itself
+        assert [d.subscriber_id for d in claim.rows] == [ids[0], ids[2]]
+        assert claim.skipped == 1
+    finally:
+        ledger.close()
+
+
+def test_status_sums_and_each_workers_share(db_where) -> None:
+    _start(db_where, 9)
+    ledger = Ledger(db_where, ISSUE)
+    try:
+        for name, outcome in (("a", State.SENT), ("b", State.FAILED)):
+            ledger.join(name, f"host-{name}", 100)
+            batch, _, _ = ledger.claim(name, 3, 10.0, 0)
+            ledger.mark(name, [Outcome(d.subscriber_id, outcome, "x") for d in batch])
+            ledger.tally(name, {outcome.value: len(batch)}, finished=True)
+        ledger.join("c", "host-c", 101)
+        ledger.claim("c", 2, 10.0, 0)
+        counts = ledger.counts()
+        assert sum(counts.values()) == 9
+        assert _states(db_where) == {State.SENT: 3, State.FAILED: 3, State.SENDING: 2,
+                                     State.PENDING: 1}  # fmt: skip
+        shares = {r["worker"]: (r["host"], r["sent"], r["failed"]) for r in ledger.workers()}
+        assert shares == {"a": ("host-a", 3, 0), "b": ("host-b", 0, 3), "c": ("host-c", 0, 0)}
+        assert ledger.holding() == {"c": 2}
+        assert [r["worker"] for r in ledger.live_workers(60.0)] == ["c"]
+    finally:
+        ledger.close()
+
+
+def test_two_starts_at_the_same_moment_give_one_ledger(db_where) -> None:
+    _people(db_where, 50)
+    with Store(db_where) as s:
+        recipients = [(p.id, p.email, p.name, "en") for p in s.iter()]
+    ledgers = [Ledger(db_where, ISSUE) for _ in range(2)]
+    gate = threading.Barrier(2)
+    results: list[object] = []
+
+    def start(ledger: Ledger) -> None:
+        gate.wait()
+        try:
+            results.append(ledger.start(recipients, "example.org", "issues/2017-11"))
+        except SendStarted as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=start, args=(ledger,)) for ledger in ledgers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for ledger in ledgers:
+        ledger.close()
+    assert sorted(map(type, results), key=str) == sorted([int, SendStarted], key=str)
+    told = next(r for r in results if isinstance(r, SendStarted))
+    assert "--join" in str(told)
+    assert _states(db_where) == {State.PENDING: 50}
+
+
+# --- the rest of the store ----------------------------------------------------------------
+
+
+def test_subscribers_consent_and_signups_behave_alike(db_where) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    with Store(db_where) as s:
+        ann = s.add("Ann@Example.org", name="Ann", language="fr", source="test",
+                    consent=Consent(Basis.IMPLIED, "cli", consent_date="2020-02-29"))  # fmt: skip
+        assert s.find("ann@example.org") == ann
+        with pytest.raises(StoreError, match="already"):
+            s.add("ann@example.org", language="en", source="test")
+        assert [p.email for p in s.lapsed(today="2022-03-01")] == ["Ann@Example.org"]
+        assert list(s.lapsed(today="2022-02-28")) == []
+        with pytest.raises(store.CONFLICT, match="append-only"):
+            s.conn.execute("UPDATE consents SET note = 'x'")
+        result = s.import_rows([Row("bob@example.org"), Row("ann@example.org", "Annie")],
+                               source="import", default_language="en")  # fmt: skip
+        assert (result.added, result.updated) == (1, 1)
+        assert s.set_language(ann.id, "both", "web:preferences")
+        assert s.unsubscribe(ann.id, "web:one-click")
+        assert not s.unsubscribe(ann.id, "web:one-click")
+        assert [e["kind"] for e in s.events(ann.id)] == [
+            "join", "name", "language", "unsubscribe",
+        ]  # fmt: skip
+        assert s.counts() == {("both", Status.UNSUBSCRIBED): 1, ("en", Status.ACTIVE): 1}
+        now = datetime(2026, 5, 1, tzinfo=UTC)
+        text = ConsentText("v1", "en", "Yes, mail me")
+        admitted = s.request_signup(
+            email="cy@example.org", name="Cy", language="en", page_language="en",
+            method="web:signup", form_url="https://news.example.org/signup", text=text,
+            limit_keys={"k": ()}, now=now,
+        )  # fmt: skip
+        request = admitted.request
+        assert request is not None and request.id
+        confirmed = s.confirm_signup(request.id, now=now + timedelta(minutes=1),
+                                     automatic=False, guard=timedelta(0))  # fmt: skip
+        assert confirmed.subscriber is not None and confirmed.subscriber.email == "cy@example.org"
+        assert s.consents(confirmed.subscriber.id)[0].consent.text_hash == text.hash
+        assert s.remove("bob@example.org")
+        assert s.list_identity().uid
+
+
+def test_schedules_and_the_archive_state_behave_alike(db_where) -> None:
+    from datetime import UTC, datetime
+
+    from newsletter.archive.state import ArchiveState, Decision
+
+    with Book(db_where) as book:
+        first = book.add(ISSUE, Path("issues/2017-11"), 2e9, "America/Toronto", 7200.0, False,
+                         {}, {}, {"en": "{}"})  # fmt: skip
+        assert book.waiting(ISSUE) == first
+        assert book.mark(first.id, ScheduleState.STARTED)
+        assert not book.mark(first.id, ScheduleState.STARTED)  # another `due` had it
+        assert [s.state for s in book.all()] == [ScheduleState.STARTED]
+    conn = store.connect(db_where)
+    try:
+        with conn.transaction():
+            state = ArchiveState(conn)
+            state.decide("2017-10", Decision.PUBLISHED, datetime(2026, 1, 1, tzinfo=UTC))
+            stamps, corrected = state.stamps({("2017-10", "en"): "d1"}, datetime.now(UTC))
+        assert state.public() == ["2017-10"] and corrected == []
+        assert stamps["2017-10", "en"].published.year == 2026
+    finally:
+        conn.close()
+
+
+# --- schema and migrations --------------------------------------------------------------------
+
+
+def _sqlite_schema(path: Path) -> dict:
+    conn = sqlite3.connect(path)
+    try:
+        tables = {
+            name: [tuple(c[1:]) for c in conn.execute(f"PRAGMA table_info({name})")]
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        }
+        others = sorted(conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('index', 'trigger')"
+            " AND name NOT LIKE 'sqlite_autoindex%'"
+        ))  # fmt: skip
+        return {"tables": tables, "others": others, "version": conn.execute(
+            "PRAGMA user_version").fetchone()[0]}  # fmt: skip
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("start", range(len(MIGRATIONS) + 1))
+def test_sqlite_from_every_version_migrates_to_the_fresh_schema(start: int, tmp_path: Path):
+    fresh = tmp_path / "fresh.db"
+    db.connect(fresh).close()
+    old = tmp_path / "old.db"
+    raw = sqlite3.connect(old, isolation_level=None)  # a file as that release left it
+    raw.create_function("nl_ascii_email", 1, db._ascii_email)
+    raw.create_function("nl_email_key", 1, db.email_key_v1)
+    for script in MIGRATIONS[:start]:
+        raw.executescript(script)
+    raw.execute(f"PRAGMA user_version = {start}")
+    raw.close()
+    store.connect(old).close()
+    assert _sqlite_schema(old) == _sqlite_schema(fresh)
+    assert _sqlite_schema(old)["version"] == latest("sqlite") == len(MIGRATIONS)
+
+
+SQL_TYPES = {"INTEGER": "bigint", "TEXT": "text", "REAL": "double precision"}
+
+
+def test_the_postgresql_schema_is_sqlites_at_the_same_version(pg_url, tmp_path: Path) -> None:
+    assert latest("postgres") == latest("sqlite")
+    sqlite_path = tmp_path / "fresh.db"
+    db.connect(sqlite_path).close()
+    expected = _sqlite_schema(sqlite_path)
+    conn = store.connect(pg_url)
+    try:
+        for table, columns in expected["tables"].items():
+            if table == "sqlite_sequence":
+                continue
+            got = conn.execute(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = ?"
+                " ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+            got = [tuple(r) for r in got if r[0] != "rowid"]  # SQLite's implicit one, made real
+            want = [
+                (name, SQL_TYPES[kind.upper()], "NO" if notnull or pk else "YES")
+                for name, kind, notnull, _default, pk in columns
+            ]
+            assert got == want, table
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")}  # fmt: skip
+        triggers = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger")}
+        # deliveries_state is three partial indexes there (see 0010_schema.sql)
+        instead = {"deliveries_due", "deliveries_sending", "deliveries_deferred"}
+        if instead <= indexes:
+            indexes.add("deliveries_state")
+        for kind, name in expected["others"]:
+            assert name in (indexes if kind == "index" else triggers), name
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [
+            (latest("postgres"),)
+        ]
+    finally:
+        conn.close()
+
+
+def test_postgresql_hosts_starting_at_once_migrate_once(pg_cluster) -> None:
+    url = store.PgUrl(pg_cluster.create("empty_at_first"))
+    errors: list[BaseException] = []
+    gate = threading.Barrier(4)
+
+    def start() -> None:
+        gate.wait()
+        try:
+            store.connect(url).close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        conn = store.connect(url)
+        rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        assert [r[0] for r in rows] == [latest("postgres")]
+        assert conn.execute("SELECT count(*) FROM list_identity").fetchone()[0] == 1
+        conn.close()
+    finally:
+        pg_cluster.drop("empty_at_first")
+
+
+def test_a_schema_newer_than_the_code_is_refused(db_where) -> None:
+    conn = store.connect(db_where)
+    if conn.dialect == "postgres":
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, 'later')",
+                     (latest("postgres") + 1,))  # fmt: skip
+    else:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this program"):
+        store.connect(db_where)
+
+
+def test_placeholders_become_psycopgs_and_quoted_text_stays_as_it_is() -> None:
+    from newsletter.store.postgres import translate
+
+    sql = "SELECT '50% ?', x::int, :name FROM t WHERE a = ? AND b LIKE 'a%' -- 10% off?"
+    assert translate(sql) == (
+        "SELECT '50%% ?', x::int, %(name)s FROM t WHERE a = %s AND b LIKE 'a%%' -- 10%% off?"
+    )
+
+
+def test_the_lapse_rule_as_a_cutoff_date_is_sqlites_date_arithmetic() -> None:
+    # consent.lapsed_sql compares text with a cutoff worked out in Python, the same on both
+    # databases; it must say what SQLite's date(d, '+2 years') <= today said, 29 February too
+    import datetime as dt
+
+    from newsletter.consent import lapse_cutoff
+
+    conn = sqlite3.connect(":memory:")
+    first = dt.date(2019, 1, 1)
+    days = [first + dt.timedelta(days=n) for n in range(0, 4 * 366, 3)] + [
+        dt.date(2020, 2, 28), dt.date(2020, 2, 29), dt.date(2020, 3, 1),
+    ]  # fmt: skip
+    for today in (dt.date(2022, 2, 28), dt.date(2022, 3, 1), dt.date(2024, 2, 29),
+                  dt.date(2023, 6, 15), dt.date(2021, 12, 31)):  # fmt: skip
+        cutoff = lapse_cutoff(today.isoformat())
+        for day in days:
+            lapsed = conn.execute(
+                "SELECT date(?, '+2 years') <= ?", (day.isoformat(), today.isoformat())
+            ).fetchone()[0]
+            assert bool(lapsed) == (day.isoformat() <= cutoff), (today, day)
