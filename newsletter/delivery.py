@@ -227,15 +227,24 @@ class SendRun:
             return self.queue.popleft()
 
     def _done(self, outcome: Outcome | None, delivery: Delivery) -> None:
+        """A row's end in this pass: counted, and its outcome kept for the next batch of
+        marks (recorded outside the lock, so the other threads go on meanwhile), or, without
+        one, given back as it was."""
+        batch: list[Outcome] = []
         with self.lock:
             self.in_flight -= 1
             if outcome is None:
                 self.unsent.append(delivery.subscriber_id)
-            else:
-                self.outcomes.append(outcome)
-                due = time.monotonic() - self.flushed_at > FLUSH_EVERY
-                if len(self.outcomes) >= self.options.k or due:
-                    self._flush_locked()
+                return
+            self._count_locked(outcome)
+            self.outcomes.append(outcome)
+            now = time.monotonic()
+            if len(self.outcomes) >= self.options.k or now - self.flushed_at > FLUSH_EVERY:
+                batch, self.outcomes, self.flushed_at = self.outcomes, [], now
+        if batch:
+            self.ledger.mark(self.worker, batch)
+        self.progress.note = self.limiter.note
+        self.on_progress(self.progress)
 
     def _flush_locked(self) -> None:
         if self.outcomes:
@@ -315,28 +324,25 @@ class SendRun:
             # encoded); the connection may be mid-command, so it is dropped
             return Outcome(sid, State.FAILED, f"cannot send to this address: {exc}"), False
 
-    def _count(self, outcome: Outcome) -> None:
+    def _count_locked(self, outcome: Outcome) -> None:
         p = self.progress
-        with self.lock:
-            if outcome.state is State.SENT:
-                p.sent += 1
-                self.failures_in_row = 0
-            else:
-                p.failed += outcome.state is State.FAILED
-                p.deferred += outcome.state is State.DEFERRED
-                p.uncertain += outcome.state is State.UNCERTAIN
-                # a deferral loses nobody: only what cannot be undone counts towards a pause
-                if outcome.state is not State.DEFERRED:
-                    self.failures_in_row += 1
-                if self.failures_in_row >= self.options.pause_after and not self.paused:
-                    self.held = True
-                    self.paused = (
-                        f"paused after {self.failures_in_row} failures in a row "
-                        f"(last: {outcome.reply}); run send again to resume"
-                    )
-                    self.stop.set()
-        p.note = self.limiter.note
-        self.on_progress(p)
+        if outcome.state is State.SENT:
+            p.sent += 1
+            self.failures_in_row = 0
+            return
+        p.failed += outcome.state is State.FAILED
+        p.deferred += outcome.state is State.DEFERRED
+        p.uncertain += outcome.state is State.UNCERTAIN
+        # a deferral loses nobody: only what cannot be undone counts towards a pause
+        if outcome.state is not State.DEFERRED:
+            self.failures_in_row += 1
+        if self.failures_in_row >= self.options.pause_after and not self.paused:
+            self.held = True
+            self.paused = (
+                f"paused after {self.failures_in_row} failures in a row "
+                f"(last: {outcome.reply}); run send again to resume"
+            )
+            self.stop.set()
 
     # --- one thread ------------------------------------------------------------------------
 
@@ -397,7 +403,6 @@ class SendRun:
                 if not alive:
                     conn.close()  # a message whose envelope went ahead goes again on the next
                     conn = None
-                self._count(outcome)
                 message = ahead
         except ConnectFailure as exc:
             if exc.temporary:
