@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import smtplib
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .daemon import Daemon
 from .smtp_server import free_port
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -38,8 +38,10 @@ class Ports:
     pop3s: int
 
 
-class Dovecot:
+class Dovecot(Daemon):
     """`users` maps a login to its password; `tls` is (certificate PEM, key PEM) or None."""
+
+    LOGS = ("stderr.log", "dovecot.log")
 
     def __init__(self, users: dict[str, str], tls: tuple[bytes, bytes] | None = None):
         self.users = users
@@ -165,34 +167,6 @@ service imap-urlauth-login {{
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"dovecot did not start: {self.log()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Dovecot:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def log(self) -> str:
-        parts = []
-        for name in ("stderr.log", "dovecot.log"):
-            path = self.root / name
-            if path.exists():
-                parts.append(path.read_text(errors="replace")[-3000:])
-        return "\n".join(parts)
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from .daemon import Daemon
 from .smtp_server import free_port
 
 MASTER = Path("/usr/lib/postfix/sbin/master")
@@ -52,7 +52,10 @@ def available() -> bool:
     return MASTER.is_file() and os.geteuid() == 0
 
 
-class Postfix:
+class Postfix(Daemon):
+    LOGS = ("stderr.log", "maillog")
+    STOP_WAIT = 15.0
+
     def __init__(self, relay_port: int, lmtp_port: int, bounce_domain: str):
         self.root = Path(tempfile.mkdtemp(prefix="nl-postfix-"))
         self.port = free_port()
@@ -129,31 +132,3 @@ smtpd_tls_security_level = none
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"postfix did not start: {self.log()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Postfix:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def log(self) -> str:
-        parts = []
-        for name in ("stderr.log", "maillog"):
-            path = self.root / name
-            if path.exists():
-                parts.append(path.read_text(errors="replace")[-4000:])
-        return "\n".join(parts)

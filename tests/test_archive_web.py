@@ -26,15 +26,11 @@ import pytest
 from newsletter.subscribers import SqliteStore
 
 from .archive_helpers import add_issues, read_page
+from .browser import CHROMIUM, only_loopback
 from .conftest import ROOT, clean_env, run_cli
 from .smtp_server import Handler, free_port
 from .smtp_server import Server as SmtpServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
-]  # fmt: skip
 ARTEFACTS = ROOT / "build" / "test-artifacts"
 PHONE = {"width": 375, "height": 812}
 # Locally a missing tool skips its test; in CI (.ci/run installs both) it is a failure.
@@ -272,25 +268,6 @@ def test_every_page_passes_the_nu_html_checker(served: Served, tmp_path: Path) -
     assert faulted == {str(canary)}, [m for m in found if str(canary) not in m["url"]]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
-        yield browser
-        browser.close()
-
-
-def _only_loopback(route) -> None:
-    # Nothing leaves the machine: the briefs' images and links point at example.org.
-    if route.request.url.startswith("http://127.0.0.1:"):
-        route.continue_()
-    else:
-        route.abort()
-
-
 @needs_chromium
 @pytest.mark.parametrize("path", ["/", "/en/", "/fr/2017-11/", "/en-fr/2017-11/", "/fr/2017-12/"])
 def test_pages_at_phone_width_without_overflow_or_axe_violations(
@@ -299,7 +276,7 @@ def test_pages_at_phone_width_without_overflow_or_axe_violations(
     from axe_playwright_python.sync_playwright import Axe
 
     context = browser.new_context(viewport=PHONE)
-    context.route("**/*", _only_loopback)
+    context.route("**/*", only_loopback)
     page = context.new_page()
     try:
         response = page.goto(served.base + path)

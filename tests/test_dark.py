@@ -15,13 +15,12 @@ from newsletter.content import read_issue
 from newsletter.render import HTML_TEMPLATE, Templates, _compile_mjml, inline_css
 from newsletter.views import edition_view
 
+from .browser import CHROMIUM
 from .conftest import DEMO_ISSUE, ROOT
 
 sync_api = pytest.importorskip("playwright.sync_api")
 axe_playwright = pytest.importorskip("axe_playwright_python")
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 AXE_SCRIPT = Path(axe_playwright.__file__).parent / "axe.min.js"
 SCHEMES = ("light", "dark", "outlook")
 
@@ -43,18 +42,6 @@ def editions() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def theme():
     return Templates().theme
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
-        yield browser
-        browser.close()
 
 
 def open_edition(browser, html: str, scheme: str):

@@ -21,19 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from .browser import CHROMIUM, only_loopback
+
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 ARTEFACTS = ROOT / "build" / "test-artifacts"
 ISSUE = Path("issues") / "2017-11"  # relative, as an editor types it: error lines name it so
 BRIEF_FR = Path("issues") / "briefs" / "da-nang-apec-summit.fr.md"
@@ -123,29 +116,10 @@ def server(workdir: Path) -> Iterator[Server]:
     stop_preview(server)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
-        yield browser
-        browser.close()
-
-
-def _only_loopback(route) -> None:
-    # Nothing leaves the machine: the demo's images point at news.example.org.
-    host = re.match(r"https?://([^/:]+)", route.request.url)
-    if host and host.group(1) == "127.0.0.1":
-        route.continue_()
-    else:
-        route.abort()
-
-
 @pytest.fixture
 def page(browser, server: Server):
     context = browser.new_context(viewport={"width": 1500, "height": 1000})
-    context.route("**/*", _only_loopback)
+    context.route("**/*", only_loopback)
     page = context.new_page()
     page.goto(server.url)
     expect(page.locator("#preview")).to_be_visible()
@@ -508,7 +482,7 @@ def test_each_edition_in_light_dark_and_outlook_dark(page, edition: str) -> None
 
 def test_the_page_fits_a_phone(browser, server: Server) -> None:
     context = browser.new_context(viewport={"width": 375, "height": 800})
-    context.route("**/*", _only_loopback)
+    context.route("**/*", only_loopback)
     page = context.new_page()
     try:
         page.goto(server.url + "#edition=bilingual&width=both")

@@ -13,49 +13,22 @@ import pytest
 from newsletter.subscribers import Status
 from newsletter.tokens import make_token, signing_key
 
+from ..browser import CHROMIUM, only_loopback
 from .helpers import fill, http, post_form, wait_for_mails
 
 sync_api = pytest.importorskip("playwright.sync_api")
 axe_api = pytest.importorskip("axe_playwright_python.sync_playwright")
 expect = sync_api.expect
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 GUARD = 300
 ARTEFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
-        yield browser
-        browser.close()
-
-
-def _only_loopback(route) -> None:
-    # Nothing leaves the machine.
-    host = re.match(r"https?://([^/:]+)", route.request.url)
-    if host and host.group(1) == "127.0.0.1":
-        route.continue_()
-    else:
-        route.abort()
-
-
 def _context(browser, **options):
     context = browser.new_context(viewport={"width": 1000, "height": 900}, **options)
-    context.route("**/*", _only_loopback)
+    context.route("**/*", only_loopback)
     return context
 
 
