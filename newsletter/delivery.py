@@ -256,12 +256,18 @@ class SendRun:
         self.flushed_at = time.monotonic()
 
     def _renew(self) -> None:
-        """Keep our claims alive while we hold any; stop if the database cannot be reached."""
+        """Keep our claims alive while we hold any, and record outcomes that waited (the
+        threads may be held by the rate limit or the hourly cap); stop if the database
+        cannot be reached."""
         interval = self.options.lease / 4
         while not self.all_done.wait(interval):
             started = time.monotonic()
             try:
                 self.ledger.renew(self.worker, self.options.lease)
+                with self.lock:
+                    batch, self.outcomes, self.flushed_at = self.outcomes, [], started
+                if batch:
+                    self.ledger.mark(self.worker, batch)
             except Exception as exc:  # noqa: BLE001 - the workers stop at the lease, not here
                 self.errors.append(exc)
                 self.stop.set()
