@@ -198,9 +198,11 @@ class SendRun:
             # no more than k rows held at once, counting those still in flight: that bounds
             # what a crash leaves uncertain
             want = max(1, self.options.k - self.in_flight)
+            # the outcomes kept so far are recorded in the same commit as the claim
             batch, cursor, skipped = self.ledger.claim(
-                self.worker, want, self.options.lease, self.cursor
+                self.worker, want, self.options.lease, self.cursor, outcomes=self.outcomes
             )
+            self.outcomes, self.flushed_at = [], time.monotonic()
             self.progress.skipped += skipped
             if not batch and cursor == 0:
                 if self.cursor == 0:
@@ -219,7 +221,7 @@ class SendRun:
             if self.stop.is_set():
                 return None
             if not self.queue:
-                self._flush_locked()
+                self._release_locked()
                 self._claim()
             if not self.queue:
                 return None
@@ -238,21 +240,26 @@ class SendRun:
                 return
             self._count_locked(outcome)
             self.outcomes.append(outcome)
+            # most go with the next claim; these wait for none (the last of a pass, or
+            # a pass held by the rate limit)
             now = time.monotonic()
-            if len(self.outcomes) >= self.options.k or now - self.flushed_at > FLUSH_EVERY:
+            if len(self.outcomes) >= 2 * self.options.k or now - self.flushed_at > FLUSH_EVERY:
                 batch, self.outcomes, self.flushed_at = self.outcomes, [], now
         if batch:
             self.ledger.mark(self.worker, batch)
         self.progress.note = self.limiter.note
         self.on_progress(self.progress)
 
+    def _release_locked(self) -> None:
+        if self.unsent:
+            self.ledger.release(self.worker, self.unsent)
+            self.unsent = []
+
     def _flush_locked(self) -> None:
         if self.outcomes:
             self.ledger.mark(self.worker, self.outcomes)
             self.outcomes = []
-        if self.unsent:
-            self.ledger.release(self.worker, self.unsent)
-            self.unsent = []
+        self._release_locked()
         self.flushed_at = time.monotonic()
 
     def _renew(self) -> None:
@@ -358,7 +365,7 @@ class SendRun:
             if self.stop.is_set():
                 return None
             if not self.queue and self.in_flight < self.options.k:
-                self._flush_locked()
+                self._release_locked()
                 self._claim()
             if not self.queue:
                 return None

@@ -21,7 +21,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -368,11 +368,19 @@ class Ledger:
         )[0][0]
 
     def claim(
-        self, worker: str, k: int, lease: float, after: int = 0, now: float | None = None
+        self,
+        worker: str,
+        k: int,
+        lease: float,
+        after: int = 0,
+        now: float | None = None,
+        outcomes: Sequence[Outcome] = (),
     ) -> Claim:
         """Claim up to `k` rows that are due, walking forward by id from just past `after`,
         in one commit: each becomes `sending`, owned by `worker` until `now + lease`.
-        Returns them, the cursor to claim from next, and how many were skipped.
+        Returns them, the cursor to claim from next, and how many were skipped. `outcomes`
+        of rows the worker holds are recorded first (as `mark` does), in the same commit on
+        SQLite: a worker's rows turn over in one commit per batch, not two.
 
         A row whose subscriber has left meanwhile is marked skipped instead. A cursor of 0
         means the end was reached: the next claim starts again from the first id (the retries
@@ -383,11 +391,14 @@ class Ledger:
         database's clock unless given.
         """
         if self.pg:
+            self.mark(worker, outcomes)
             self.reap(now)  # whoever claims, reaps
             return self._queue(lambda conn: self._claim_pg(conn, worker, k, lease, after, now))
         now = time.time() if now is None else now
         stamp = _now()
         with self._tx() as conn:
+            if outcomes:
+                self._mark_sqlite(conn, worker, outcomes, stamp)
             conn.execute(_SQLITE_REAP, (stamp, self.issue_id, now))  # whoever claims, reaps
             ids = [
                 r[0]
@@ -468,23 +479,26 @@ class Ledger:
             self._settled(worker, params["ids"])
             return done
         with self._tx() as conn:
-            return conn.executemany(
-                "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
-                " updated_at = ?, owner = NULL, lease_until = NULL WHERE issue_id = ?"
-                " AND subscriber_id = ? AND state = 'sending' AND owner = ?",
-                [
-                    (
-                        o.state.value,
-                        o.reply[:500],
-                        o.next_attempt,
-                        stamp,
-                        self.issue_id,
-                        o.subscriber_id,
-                        worker,
-                    )
-                    for o in outcomes
-                ],
-            ).rowcount
+            return self._mark_sqlite(conn, worker, outcomes, stamp)
+
+    def _mark_sqlite(self, conn: Any, worker: str, outcomes: Sequence[Outcome], stamp: str) -> int:
+        return conn.executemany(
+            "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
+            " updated_at = ?, owner = NULL, lease_until = NULL WHERE issue_id = ?"
+            " AND subscriber_id = ? AND state = 'sending' AND owner = ?",
+            [
+                (
+                    o.state.value,
+                    o.reply[:500],
+                    o.next_attempt,
+                    stamp,
+                    self.issue_id,
+                    o.subscriber_id,
+                    worker,
+                )
+                for o in outcomes
+            ],
+        ).rowcount
 
     def release(self, worker: str, subscriber_ids: Iterable[int]) -> None:
         """Give back claimed rows whose message never reached a server: as they were, no

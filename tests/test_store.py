@@ -159,6 +159,24 @@ def test_deferred_rows_come_due_by_their_time_and_a_rescan_finds_them(db_where) 
         ledger.close()
 
 
+def test_a_claim_records_the_last_batchs_outcomes_first_fenced_on_the_owner(db_where) -> None:
+    _start(db_where, 6)
+    a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
+    try:
+        mine, cursor, _ = a.claim("a", 2, 10.0, 0, now=1000.0)
+        theirs, _, _ = b.claim("b", 2, 10.0, cursor, now=1000.0)
+        done = [Outcome(d.subscriber_id, State.SENT, "250 ok") for d in mine]
+        # an outcome for a row `a` does not hold (b's) is not recorded
+        forged = Outcome(theirs[0].subscriber_id, State.FAILED, "550 forged")
+        nxt = a.claim("a", 2, 10.0, cursor, now=1001.0, outcomes=[*done, forged])
+        assert len(nxt.rows) == 2
+        assert _states(db_where) == {State.SENT: 2, State.SENDING: 4}
+        assert {d.subscriber_id for d in b.in_state(State.SENT)} == {d.subscriber_id for d in mine}
+    finally:
+        a.close()
+        b.close()
+
+
 def test_an_unsubscribe_skips_the_pending_rows_in_the_same_commit(db_where) -> None:
     ids = _start(db_where, 4)
     with Store(db_where) as s:
