@@ -754,6 +754,8 @@ def due(app: AppContext) -> None:
     one running at the same time does nothing.
     """
     settings = app.settings
+    # a timer started in the wrong folder would otherwise make an empty list and send nothing
+    need_db(settings, "from a timer: check its WorkingDirectory")
     try:
         lock = send_lock(settings.db_path)
         lock.__enter__()

@@ -267,3 +267,15 @@ def test_a_message_deferred_past_retry_for_fails_as_expired(workdir: Path) -> No
         assert handler.copies(slow) == 0
         status = cli(env, "status", ISSUE)
         assert "failed     reader1@example.org: expired after 10 min" in status.output
+
+
+def test_due_in_a_folder_without_the_database_says_so_and_makes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a timer whose WorkingDirectory is wrong must not quietly make an empty list each minute
+    monkeypatch.chdir(tmp_path)
+    result = cli({"NEWSLETTER_DB": "news.db", "NEWSLETTER_SECRET": "s" * 40}, "due")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {tmp_path / 'news.db'}: no database here")
+    assert "WorkingDirectory" in result.output and len(result.output.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
