@@ -48,7 +48,7 @@ COMMANDS = {
         "The database NEWSLETTER_DB names: create or upgrade its schema, copy a list into it.",
     ),
     "due": (
-        "cli_send",
+        "cli_schedule",
         "due",
         "Start the scheduled sends whose time has come and retry the deferred messages due.",
     ),
@@ -59,7 +59,7 @@ COMMANDS = {
         "Preview ISSUE_DIR in a browser: each edition at desktop and phone width, the text "
         "part, the inbox headers and the checks.",
     ),
-    "schedule": ("cli_send", "schedule", "Scheduled sends: list them, cancel one."),
+    "schedule": ("cli_schedule", "schedule", "Scheduled sends: list them, cancel one."),
     "send": (
         "cli_send",
         "send",
@@ -77,7 +77,7 @@ COMMANDS = {
         "Print the signup form as an HTML snippet to paste into another site.",
     ),
     "status": (
-        "cli_send",
+        "cli_status",
         "status",
         "Where the send of an issue stands: sent, pending, deferred, failed, uncertain.",
     ),

@@ -1,4 +1,4 @@
-"""`newsletter send`, `status`, `due` and `schedule`: ask, print, pick the exit status.
+"""`newsletter send`: check, ask, send or schedule, print, pick the exit status.
 
 The send itself is `campaign`'s; this module only talks to the person at the terminal.
 """
@@ -6,7 +6,6 @@ The send itself is `campaign`'s; this module only talks to the person at the ter
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -15,39 +14,27 @@ import click
 
 from . import campaign, joining
 from .checks import Finding, Level
-from .cli_context import AppContext, as_issue_id, issue_dir_argument, need_db, pass_app
+from .cli_context import AppContext, issue_dir_argument, need_db, pass_app
+from .cli_report import (
+    counts_table,
+    issue_id_of,
+    local_time,
+    rebuild_archive,
+    say_deferred,
+    say_refusals,
+)
 from .config import MAX_CONCURRENCY, parse_duration
-from .content import not_an_issue
 from .delivery import Progress, SendOptions, outgoing
-from .errors import DeliveryError, NewsletterError
+from .errors import DeliveryError
 from .exits import EXIT_TABLE, Exit
-from .ledger import Ledger, SendBusy, SendState, State, send_lock
+from .ledger import Ledger, State, send_lock
 from .normalise import check_email
-from .schedule import DEFAULT_GRACE, Book, format_when, parse_when
+from .schedule import DEFAULT_GRACE, Book, parse_when
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
 from .views import EDITIONS
 
 DEFAULT_LEASE = SendOptions().lease
-COLUMNS = (State.SENT, State.PENDING, State.DEFERRED, State.FAILED, State.UNCERTAIN, State.SKIPPED)
-
-
-def _table(counts: dict[tuple[str, State], int]) -> str:
-    lines = ["edition    " + "".join(f"{s.value:>11}" for s in COLUMNS)]
-    for edition in EDITIONS:
-        row = [
-            counts.get((edition, s), 0)
-            + (counts.get((edition, State.SENDING), 0) if s is State.PENDING else 0)
-            for s in COLUMNS
-        ]
-        lines.append(f"{edition:<11}" + "".join(f"{n:>11,}" for n in row))
-    return "\n".join(lines)
-
-
-def _when(at: float) -> str:
-    local = dt.datetime.fromtimestamp(at).astimezone()
-    minutes = max(0, round((at - time.time()) / 60))
-    return f"{local:%Y-%m-%d %H:%M %Z} (in {minutes} min)"
 
 
 def _show_findings(findings: tuple[Finding, ...] | list[Finding], test: bool = False) -> None:
@@ -174,12 +161,6 @@ class _Bar:
         sys.stderr.flush()
 
 
-def _issue_id(issue_dir: Path) -> str:
-    if not (issue_dir / "issue.toml").is_file():
-        raise not_an_issue(issue_dir)
-    return issue_dir.resolve().name
-
-
 @click.command(epilog=EXIT_TABLE)
 @issue_dir_argument
 @click.argument("addresses", nargs=-1)
@@ -302,7 +283,7 @@ def send(
         "hourly_cap": hourly_cap,
         "include_lapsed": include_lapsed or None,
     }
-    issue_id = _issue_id(issue_dir)
+    issue_id = issue_id_of(issue_dir)
     if join:
         if test or dry_run or at_text or rebuild or resend_uncertain or include_lapsed:
             raise click.UsageError("--join takes the send as it was started: only --wait, "
@@ -481,11 +462,11 @@ def _resume(
     if not due + resend:
         if later:
             click.echo(f"nothing due now for issue {issue_id}.")
-            click.echo(_table(report.counts))
-            _say_deferred(report)
+            click.echo(counts_table(report.counts))
+            say_deferred(report)
             raise SystemExit(Exit.DEFERRED)
         click.echo(f"nothing left to send for issue {issue_id}.")
-        click.echo(_table(report.counts))
+        click.echo(counts_table(report.counts))
         _say_newcomers(settings, ledger)
         if report.total(State.FAILED, State.UNCERTAIN):
             raise SystemExit(Exit.INCOMPLETE)
@@ -565,19 +546,19 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
     bar = _Bar(report.total(State.PENDING, State.DEFERRED))
 
     def waiting(at: float, count: int) -> None:
-        click.echo(f"{count:,} deferred message(s); next retry {_when(at)}; waiting (--wait)")
+        click.echo(f"{count:,} deferred message(s); next retry {local_time(at)}; waiting (--wait)")
 
     passes = campaign.run(prepared, ledger, options, on_progress=bar, wait=wait, on_wait=waiting)
     bar(passes.progress, final=True)
     report = campaign.report(ledger)
-    click.echo(_table(report.counts))
+    click.echo(counts_table(report.counts))
     p = passes.progress
     click.echo(
         f"{p.sent:,} sent in {passes.elapsed:.1f} s ({p.sent / max(passes.elapsed, 1e-6):,.0f}/s)"
         f", {p.deferred:,} deferred, {p.failed:,} failed, {p.skipped:,} skipped"
     )
-    _say_refusals(passes)
-    _rebuild_archive(prepared.settings, prepared.issue_dir)
+    say_refusals(passes)
+    rebuild_archive(prepared.settings, prepared.issue_dir)
     if passes.interrupted:
         click.echo(
             "stopped; the messages in flight were finished. Run send again to resume", err=True
@@ -591,267 +572,7 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
     for d in ledger.in_state(State.UNCERTAIN, limit=20):
         click.echo(f"uncertain: {d.email}: {d.last_reply}", err=True)
     if report.total(State.DEFERRED):
-        _say_deferred(report)
+        say_deferred(report)
         raise SystemExit(Exit.DEFERRED)
     if report.total(State.FAILED, State.UNCERTAIN):
         raise SystemExit(Exit.INCOMPLETE)
-
-
-def _say_refusals(passes: campaign.Passes) -> None:
-    """Refusals classified as bounces: who left the list, and policy blocks by domain."""
-    events = [e for r in passes.refusals for e in r.events]
-    gone = [e for e in events if e.action]
-    if gone:
-        click.echo(
-            f"{len(gone):,} address(es) taken off the list (refused for good: "
-            + ", ".join(f"{e.email} {e.status}" for e in gone[:5])
-            + (" ..." if len(gone) > 5 else "")
-            + "); see newsletter bounces list"
-        )
-    blocked = sorted({e.domain for e in events if e.klass == "blocked"})
-    if blocked:
-        click.echo(
-            f"warning: refused for policy or reputation (5.7.x) by {', '.join(blocked)}: nobody "
-            "was taken off the list; check SPF, DKIM, DMARC and the sending address's reputation",
-            err=True,
-        )
-
-
-def _say_deferred(report: campaign.Report) -> None:
-    assert report.next_retry is not None
-    click.echo(
-        f"{report.total(State.DEFERRED):,} message(s) deferred by the server (temporary "
-        f"refusals); next retry {_when(report.next_retry)}: run send again then, or let "
-        "'newsletter due' retry them",
-        err=True,
-    )
-
-
-@click.command(epilog=EXIT_TABLE)
-@issue_dir_argument
-@pass_app
-def status(app: AppContext, issue_dir: Path) -> None:
-    """Where the send of an issue stands: sent, pending, deferred, failed, uncertain."""
-    issue_id = _issue_id(issue_dir)  # a wrong path first: it explains more than a missing db
-    settings = app.settings
-    need_db(settings)
-    with Book(settings.db_path) as book:
-        waiting = book.waiting(issue_id)
-    ledger = Ledger(settings.db_path, issue_id)
-    try:
-        if not ledger.started():
-            if waiting is not None:
-                click.echo(f"issue {issue_id} is scheduled for {waiting.when()}.")
-            else:
-                click.echo(f"issue {issue_id} has not been sent.")
-            return
-        in_flight = _relabel(settings.db_path, ledger)
-        info = ledger.info()
-        assert info is not None
-        click.echo(f"issue {issue_id} ({info.state}, started {info.started_at}):")
-        click.echo(_table(ledger.counts()))
-        _say_workers(ledger)
-        if settings.smtp.host:
-            # what a 250 from a relay or a provider means: the rest of the way is theirs
-            click.echo(
-                f"sent = accepted by the relay {settings.smtp.host}:{settings.smtp.port}, not "
-                "delivered: later refusals come back by mail (newsletter bounces fetch)"
-            )
-        if in_flight:
-            click.echo(
-                f"a send is running: {in_flight} message(s) claimed (in flight, or next in line)"
-            )
-        for d in ledger.in_state(State.DEFERRED):
-            click.echo(
-                f"deferred   {d.email} (attempt {d.attempts}, next {_when(d.next_attempt)}): "
-                f"{d.last_reply}"
-            )
-        for d in ledger.in_state(State.FAILED):
-            click.echo(f"failed     {d.email}: {d.last_reply}")
-        for d in ledger.in_state(State.UNCERTAIN):
-            click.echo(f"uncertain  {d.email}: {d.last_reply}")
-        if not in_flight and (next_step := _next_step(info.state, ledger.counts(), issue_dir)):
-            click.echo(next_step)
-    finally:
-        ledger.close()
-
-
-def _say_workers(ledger: Ledger) -> None:
-    """Each sending process's share and rate (one line per host and process, whatever its
-    passes), from what the workers record as they join, renew and finish."""
-    rows = ledger.workers()
-    if not rows:
-        return
-    now = ledger.clock()
-    holding = ledger.holding()
-    shares: dict[tuple[str, int], dict] = {}
-    for r in rows:
-        share = shares.setdefault(
-            (r["host"], r["pid"]),
-            {"sent": 0, "failed": 0, "deferred": 0, "uncertain": 0, "holding": 0,
-             "start": r["started_at"], "end": 0.0, "live": False},
-        )  # fmt: skip
-        for key in ("sent", "failed", "deferred", "uncertain"):
-            share[key] += r[key]
-        share["holding"] += holding.get(r["worker"], 0)
-        share["start"] = min(share["start"], r["started_at"])
-        share["end"] = max(share["end"], r["finished_at"] or r["seen_at"])
-        share["live"] |= r["finished_at"] is None and now - r["seen_at"] < 2 * DEFAULT_LEASE
-    total = sum(s["sent"] for s in shares.values()) or 1
-    click.echo(f"workers ({len(shares)}):")
-    for (host, pid), s in sorted(shares.items(), key=lambda kv: kv[1]["start"]):
-        rate = s["sent"] / max(s["end"] - s["start"], 1e-3)
-        state = f"sending, holding {s['holding']:,}" if s["live"] else "stopped"
-        click.echo(
-            f"  {host} process {pid}: {s['sent']:,} sent ({100 * s['sent'] / total:.0f}%), "
-            f"{s['failed']:,} failed, {s['deferred']:,} deferred, {s['uncertain']:,} uncertain, "
-            f"{rate:,.0f}/s; {state}"
-        )
-
-
-def _next_step(state: SendState, counts: dict, issue_dir: Path) -> str | None:
-    """What the state word means for the editor, and what to run, when a send is unfinished
-    and none is running: `held` and `active` alone say neither."""
-    pending = sum(n for (_, st), n in counts.items() if st is State.PENDING)
-    deferred = sum(n for (_, st), n in counts.items() if st is State.DEFERRED)
-    issue = issue_dir.as_posix()
-    resume = f"run 'newsletter send {issue}' to resume"
-    if state is SendState.HELD:
-        return f"held: stopped by Ctrl-C, {pending + deferred:,} left; {resume}"
-    if state is SendState.ACTIVE and pending:
-        return f"unfinished: {pending:,} not sent yet (paused, or the send died); {resume}"
-    if state is SendState.ACTIVE and deferred:
-        return (
-            f"waiting to retry {deferred:,} deferred message(s): 'newsletter due' (from its "
-            f"timer) or 'newsletter send {issue}' retries them"
-        )
-    return None
-
-
-def _relabel(db_path: Path, ledger: Ledger) -> int:
-    """Rows in `sending`: in flight if a send runs (returned), else uncertain (relabelled)."""
-    if not ledger.in_state(State.SENDING, limit=1):
-        return 0
-    try:
-        with send_lock(db_path):
-            recovered = ledger.recover()
-    except SendBusy:
-        return len(ledger.in_state(State.SENDING))
-    click.echo(
-        f"{recovered} message(s) were claimed by the last send when it stopped (in flight, or "
-        "next in line): now uncertain "
-        "(they may have arrived; resend them with send --resend-uncertain)"
-    )
-    return 0
-
-
-@click.command(epilog=EXIT_TABLE)
-@pass_app
-def due(app: AppContext) -> None:
-    """Start the scheduled sends whose time has come and retry the deferred messages due.
-
-    Safe to run from a timer every minute: quiet when there is nothing to do, and a second
-    one running at the same time does nothing.
-    """
-    settings = app.settings
-    # a timer started in the wrong folder would otherwise make an empty list and send nothing
-    need_db(settings, "from a timer: check its WorkingDirectory")
-    try:
-        lock = send_lock(settings.db_path)
-        lock.__enter__()
-    except SendBusy:
-        click.echo("a send is running on this database; nothing to do until it ends")
-        return
-    try:
-        with open_store(settings) as store:
-            items = campaign.run_due(
-                settings,
-                store,
-                time.time(),
-                on_start=lambda issue, what: click.echo(f"issue {issue}: {what}"),
-            )
-    finally:
-        lock.__exit__(None, None, None)
-    worst = Exit.OK
-    for item in items:
-        if item.passes is None:
-            click.echo(f"issue {item.issue_id}: {item.detail}", err=True)
-            worst = max(worst, Exit.INCOMPLETE)
-            continue
-        if item.action == "started":
-            _rebuild_archive(settings, item.issue_dir)
-        p = item.passes.progress
-        line = f"issue {item.issue_id}: {p.sent:,} sent, {p.deferred:,} deferred"
-        line += f", {p.failed:,} failed, {p.uncertain:,} uncertain"
-        if item.report and item.report.next_retry is not None:
-            line += f"; {item.report.total(State.DEFERRED):,} to retry, next "
-            line += _when(item.report.next_retry)
-        click.echo(line)
-        _say_refusals(item.passes)
-        if item.passes.paused:
-            click.echo(f"issue {item.issue_id}: {item.passes.paused}", err=True)
-    if worst:
-        raise SystemExit(worst)
-
-
-@click.group()
-def schedule() -> None:
-    """Scheduled sends: list them, cancel one. 'newsletter send ISSUE --at TIME' adds one."""
-
-
-@schedule.command("list")
-@pass_app
-def schedule_list(app: AppContext) -> None:
-    """Every schedule, waiting or not, with what became of it."""
-    need_db(app.settings)
-    with Book(app.settings.db_path) as book:
-        found = book.all()
-    if not found:
-        click.echo("nothing scheduled; schedule a send with: newsletter send ISSUE --at TIME")
-        return
-    # A header, so that the first column reads as the number `schedule cancel` takes.
-    rows = [("#", "issue", "time", "state")]
-    rows += [
-        (
-            str(s.id),
-            s.issue_id,
-            format_when(s.at, s.zone),
-            s.state + (f"  {s.note}" if s.note else ""),
-        )
-        for s in found
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for number, issue, when, state in rows:
-        click.echo(
-            f"{number:>{widths[0]}}  {issue:<{widths[1]}}  {when:<{widths[2]}}  {state}".rstrip()
-        )
-
-
-@schedule.command("cancel")
-@click.argument("key", metavar="ID", callback=as_issue_id)
-@pass_app
-def schedule_cancel(app: AppContext, key: str) -> None:
-    """Cancel a waiting schedule, by its number or its issue id."""
-    need_db(app.settings)
-    with Book(app.settings.db_path) as book:
-        cancelled = book.cancel(key)
-    click.echo(f"cancelled: issue {cancelled.issue_id} at {cancelled.when()}")
-
-
-# --- The public archive (work item #11) ----------------------------------------------------
-
-
-def _rebuild_archive(settings, issue_dir: Path) -> None:
-    """Once messages are out, their "View in browser" link must lead somewhere: the site
-    is rebuilt with this issue. A failure is the archive's, not the send's: a warning."""
-    from .archive.site import rebuild_after_send
-
-    try:
-        site = rebuild_after_send(settings, issue_dir)
-    except NewsletterError as exc:
-        click.echo(
-            f"warning: the web archive was not rebuilt: {exc}; then run 'newsletter archive build'",
-            err=True,
-        )
-        return
-    click.echo(f"web archive: {len(site.issues)} issue(s) in {site.out_dir}/")

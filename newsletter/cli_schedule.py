@@ -1,0 +1,108 @@
+"""`newsletter due` (from a timer: scheduled sends and retries) and `newsletter schedule`."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from . import campaign
+from .cli_context import AppContext, as_issue_id, need_db, pass_app
+from .cli_report import local_time, rebuild_archive, say_refusals
+from .exits import EXIT_TABLE, Exit
+from .ledger import SendBusy, State, send_lock
+from .schedule import Book, format_when
+from .subscribers import open_store
+
+
+@click.command(epilog=EXIT_TABLE)
+@pass_app
+def due(app: AppContext) -> None:
+    """Start the scheduled sends whose time has come and retry the deferred messages due.
+
+    Safe to run from a timer every minute: quiet when there is nothing to do, and a second
+    one running at the same time does nothing.
+    """
+    settings = app.settings
+    # a timer started in the wrong folder would otherwise make an empty list and send nothing
+    need_db(settings, "from a timer: check its WorkingDirectory")
+    try:
+        lock = send_lock(settings.db_path)
+        lock.__enter__()
+    except SendBusy:
+        click.echo("a send is running on this database; nothing to do until it ends")
+        return
+    try:
+        with open_store(settings) as store:
+            items = campaign.run_due(
+                settings,
+                store,
+                time.time(),
+                on_start=lambda issue, what: click.echo(f"issue {issue}: {what}"),
+            )
+    finally:
+        lock.__exit__(None, None, None)
+    worst = Exit.OK
+    for item in items:
+        if item.passes is None:
+            click.echo(f"issue {item.issue_id}: {item.detail}", err=True)
+            worst = max(worst, Exit.INCOMPLETE)
+            continue
+        if item.action == "started":
+            rebuild_archive(settings, item.issue_dir)
+        p = item.passes.progress
+        line = f"issue {item.issue_id}: {p.sent:,} sent, {p.deferred:,} deferred"
+        line += f", {p.failed:,} failed, {p.uncertain:,} uncertain"
+        if item.report and item.report.next_retry is not None:
+            line += f"; {item.report.total(State.DEFERRED):,} to retry, next "
+            line += local_time(item.report.next_retry)
+        click.echo(line)
+        say_refusals(item.passes)
+        if item.passes.paused:
+            click.echo(f"issue {item.issue_id}: {item.passes.paused}", err=True)
+    if worst:
+        raise SystemExit(worst)
+
+
+@click.group()
+def schedule() -> None:
+    """Scheduled sends: list them, cancel one. 'newsletter send ISSUE --at TIME' adds one."""
+
+
+@schedule.command("list")
+@pass_app
+def schedule_list(app: AppContext) -> None:
+    """Every schedule, waiting or not, with what became of it."""
+    need_db(app.settings)
+    with Book(app.settings.db_path) as book:
+        found = book.all()
+    if not found:
+        click.echo("nothing scheduled; schedule a send with: newsletter send ISSUE --at TIME")
+        return
+    # A header, so that the first column reads as the number `schedule cancel` takes.
+    rows = [("#", "issue", "time", "state")]
+    rows += [
+        (
+            str(s.id),
+            s.issue_id,
+            format_when(s.at, s.zone),
+            s.state + (f"  {s.note}" if s.note else ""),
+        )
+        for s in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for number, issue, when, state in rows:
+        click.echo(
+            f"{number:>{widths[0]}}  {issue:<{widths[1]}}  {when:<{widths[2]}}  {state}".rstrip()
+        )
+
+
+@schedule.command("cancel")
+@click.argument("key", metavar="ID", callback=as_issue_id)
+@pass_app
+def schedule_cancel(app: AppContext, key: str) -> None:
+    """Cancel a waiting schedule, by its number or its issue id."""
+    need_db(app.settings)
+    with Book(app.settings.db_path) as book:
+        cancelled = book.cancel(key)
+    click.echo(f"cancelled: issue {cancelled.issue_id} at {cancelled.when()}")

@@ -1,0 +1,133 @@
+"""`newsletter status`: where the send of an issue stands, each worker's share, and what to
+run next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli_context import AppContext, issue_dir_argument, need_db, pass_app
+from .cli_report import counts_table, issue_id_of, local_time
+from .delivery import SendOptions
+from .exits import EXIT_TABLE
+from .ledger import Ledger, SendBusy, SendState, State, send_lock
+from .schedule import Book
+
+DEFAULT_LEASE = SendOptions().lease
+
+
+@click.command(epilog=EXIT_TABLE)
+@issue_dir_argument
+@pass_app
+def status(app: AppContext, issue_dir: Path) -> None:
+    """Where the send of an issue stands: sent, pending, deferred, failed, uncertain."""
+    issue_id = issue_id_of(issue_dir)  # a wrong path first: it explains more than a missing db
+    settings = app.settings
+    need_db(settings)
+    with Book(settings.db_path) as book:
+        waiting = book.waiting(issue_id)
+    ledger = Ledger(settings.db_path, issue_id)
+    try:
+        if not ledger.started():
+            if waiting is not None:
+                click.echo(f"issue {issue_id} is scheduled for {waiting.when()}.")
+            else:
+                click.echo(f"issue {issue_id} has not been sent.")
+            return
+        in_flight = _relabel(settings.db_path, ledger)
+        info = ledger.info()
+        assert info is not None
+        click.echo(f"issue {issue_id} ({info.state}, started {info.started_at}):")
+        click.echo(counts_table(ledger.counts()))
+        _say_workers(ledger)
+        if settings.smtp.host:
+            # what a 250 from a relay or a provider means: the rest of the way is theirs
+            click.echo(
+                f"sent = accepted by the relay {settings.smtp.host}:{settings.smtp.port}, not "
+                "delivered: later refusals come back by mail (newsletter bounces fetch)"
+            )
+        if in_flight:
+            click.echo(
+                f"a send is running: {in_flight} message(s) claimed (in flight, or next in line)"
+            )
+        for d in ledger.in_state(State.DEFERRED):
+            retry = local_time(d.next_attempt)
+            click.echo(f"deferred   {d.email} (attempt {d.attempts}, next {retry}): {d.last_reply}")
+        for d in ledger.in_state(State.FAILED):
+            click.echo(f"failed     {d.email}: {d.last_reply}")
+        for d in ledger.in_state(State.UNCERTAIN):
+            click.echo(f"uncertain  {d.email}: {d.last_reply}")
+        if not in_flight and (next_step := _next_step(info.state, ledger.counts(), issue_dir)):
+            click.echo(next_step)
+    finally:
+        ledger.close()
+
+
+def _say_workers(ledger: Ledger) -> None:
+    """Each sending process's share and rate (one line per host and process, whatever its
+    passes), from what the workers record as they join, renew and finish."""
+    rows = ledger.workers()
+    if not rows:
+        return
+    now = ledger.clock()
+    holding = ledger.holding()
+    shares: dict[tuple[str, int], dict] = {}
+    for r in rows:
+        share = shares.setdefault(
+            (r["host"], r["pid"]),
+            {"sent": 0, "failed": 0, "deferred": 0, "uncertain": 0, "holding": 0,
+             "start": r["started_at"], "end": 0.0, "live": False},
+        )  # fmt: skip
+        for key in ("sent", "failed", "deferred", "uncertain"):
+            share[key] += r[key]
+        share["holding"] += holding.get(r["worker"], 0)
+        share["start"] = min(share["start"], r["started_at"])
+        share["end"] = max(share["end"], r["finished_at"] or r["seen_at"])
+        share["live"] |= r["finished_at"] is None and now - r["seen_at"] < 2 * DEFAULT_LEASE
+    total = sum(s["sent"] for s in shares.values()) or 1
+    click.echo(f"workers ({len(shares)}):")
+    for (host, pid), s in sorted(shares.items(), key=lambda kv: kv[1]["start"]):
+        rate = s["sent"] / max(s["end"] - s["start"], 1e-3)
+        state = f"sending, holding {s['holding']:,}" if s["live"] else "stopped"
+        click.echo(
+            f"  {host} process {pid}: {s['sent']:,} sent ({100 * s['sent'] / total:.0f}%), "
+            f"{s['failed']:,} failed, {s['deferred']:,} deferred, {s['uncertain']:,} uncertain, "
+            f"{rate:,.0f}/s; {state}"
+        )
+
+
+def _next_step(state: SendState, counts: dict, issue_dir: Path) -> str | None:
+    """What the state word means for the editor, and what to run, when a send is unfinished
+    and none is running: `held` and `active` alone say neither."""
+    pending = sum(n for (_, st), n in counts.items() if st is State.PENDING)
+    deferred = sum(n for (_, st), n in counts.items() if st is State.DEFERRED)
+    issue = issue_dir.as_posix()
+    resume = f"run 'newsletter send {issue}' to resume"
+    if state is SendState.HELD:
+        return f"held: stopped by Ctrl-C, {pending + deferred:,} left; {resume}"
+    if state is SendState.ACTIVE and pending:
+        return f"unfinished: {pending:,} not sent yet (paused, or the send died); {resume}"
+    if state is SendState.ACTIVE and deferred:
+        return (
+            f"waiting to retry {deferred:,} deferred message(s): 'newsletter due' (from its "
+            f"timer) or 'newsletter send {issue}' retries them"
+        )
+    return None
+
+
+def _relabel(db_path: Path, ledger: Ledger) -> int:
+    """Rows in `sending`: in flight if a send runs (returned), else uncertain (relabelled)."""
+    if not ledger.in_state(State.SENDING, limit=1):
+        return 0
+    try:
+        with send_lock(db_path):
+            recovered = ledger.recover()
+    except SendBusy:
+        return len(ledger.in_state(State.SENDING))
+    click.echo(
+        f"{recovered} message(s) were claimed by the last send when it stopped (in flight, or "
+        "next in line): now uncertain "
+        "(they may have arrived; resend them with send --resend-uncertain)"
+    )
+    return 0
