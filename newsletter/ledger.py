@@ -104,10 +104,6 @@ class SendInfo:
     finished_at: str | None
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 def _delivery(row: Any) -> Delivery:
     return Delivery(
         subscriber_id=row["subscriber_id"],
@@ -241,7 +237,12 @@ class Ledger:
                 conn.execute(
                     "INSERT INTO sends (issue_id, started_at, issue_dir, options)"
                     " VALUES (?, ?, ?, ?)",
-                    (self.issue_id, _now(), issue_dir, json.dumps(options or {}, sort_keys=True)),
+                    (
+                        self.issue_id,
+                        store.stamp(),
+                        issue_dir,
+                        json.dumps(options or {}, sort_keys=True),
+                    ),
                 )
                 return self._fill(conn, rows, frozen)
         except CONFLICT:
@@ -282,7 +283,7 @@ class Ledger:
             conn.execute(
                 "UPDATE sends SET state = ?, finished_at = CASE WHEN ? = 'done'"
                 " THEN coalesce(finished_at, ?) END WHERE issue_id = ?",
-                (state.value, state.value, _now(), self.issue_id),
+                (state.value, state.value, store.stamp(), self.issue_id),
             )
 
     def _freeze(self, conn: Any, editions: Mapping[str, str]) -> None:
@@ -317,7 +318,7 @@ class Ledger:
                 " last_reply = 'claimed by a send that stopped (in flight, or next in line);"
                 " it may have arrived'"
                 " WHERE issue_id = ? AND state = 'sending'",
-                (_now(), self.issue_id),
+                (store.stamp(), self.issue_id),
             )
             return cur.rowcount
 
@@ -395,7 +396,7 @@ class Ledger:
             self.reap(now)  # whoever claims, reaps
             return self._queue(lambda conn: self._claim_pg(conn, worker, k, lease, after, now))
         now = time.time() if now is None else now
-        stamp = _now()
+        stamp = store.stamp()
         with self._tx() as conn:
             if outcomes:
                 self._mark_sqlite(conn, worker, outcomes, stamp)
@@ -444,7 +445,7 @@ class Ledger:
             )
         self._claim_lost.add(worker)
         rows = conn.execute(_PG_CLAIM, {
-            "worker": worker, "lease": lease, "now": now, "stamp": _now(),
+            "worker": worker, "lease": lease, "now": now, "stamp": store.stamp(),
             "issue": self.issue_id, "after": after, "k": k,
         }).fetchall()  # fmt: skip
         self._claim_lost.discard(worker)
@@ -462,7 +463,7 @@ class Ledger:
     def mark(self, worker: str, outcomes: Iterable[Outcome]) -> int:
         """Record outcomes in one commit, only where `worker` still holds the row (fenced: a
         row whose lease lapsed was turned uncertain and stays so). Returns how many held."""
-        stamp = _now()
+        stamp = store.stamp()
         outcomes = list(outcomes)
         if not outcomes:
             return 0
@@ -543,10 +544,10 @@ class Ledger:
         become uncertain, never pending. Returns how many."""
         if not self.pg:
             with self._tx() as conn:
-                stamp = (_now(), self.issue_id, time.time() if now is None else now)
+                stamp = (store.stamp(), self.issue_id, time.time() if now is None else now)
                 return conn.execute(_SQLITE_REAP, stamp).rowcount
         clock = PG_NOW if now is None else "?"
-        params: tuple = (_now(), self.issue_id)
+        params: tuple = (store.stamp(), self.issue_id)
         if not self.pg or now is not None:
             params += (time.time() if now is None else now,)
         sql = (

@@ -157,10 +157,6 @@ def _hash(path: Path) -> str:
 # --- the schedule book ---------------------------------------------------------------------
 
 
-def _stamp() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 def _schedule(row: Any) -> Schedule:
     return Schedule(
         id=row["id"],
@@ -224,8 +220,8 @@ class Book:
                     int(rebuild),
                     json.dumps(dict(options), sort_keys=True),
                     json.dumps(dict(inputs), sort_keys=True),
-                    _stamp(),
-                    _stamp(),
+                    store.stamp(),
+                    store.stamp(),
                 ),
             ).fetchone()[0]
             self.conn.execute("DELETE FROM frozen_editions WHERE issue_id = ?", (issue_id,))
@@ -264,7 +260,7 @@ class Book:
             cur = self.conn.execute(
                 "UPDATE schedules SET state = ?, note = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'scheduled'",
-                (state.value, note, _stamp(), schedule_id),
+                (state.value, note, store.stamp(), schedule_id),
             )
         return cur.rowcount == 1
 

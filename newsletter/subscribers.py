@@ -98,10 +98,6 @@ def edition_for(subscriber: Subscriber) -> Edition:
     return EDITION_FOR_LANGUAGE[subscriber.language]  # type: ignore[return-value]
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def _cutoff(today: str | None) -> dict[str, str]:
     """The parameter of consent.lapsed_sql, for `today` (default: today, UTC)."""
     return {"cutoff": consents.lapse_cutoff(today or datetime.now(UTC).date().isoformat())}
@@ -288,7 +284,7 @@ class Store(SignupRequests):
             ).fetchone()
             if key is None:
                 raise StoreError(f"no subscriber {subscriber_id} to record consent for")
-            return consents.insert(self.conn, subscriber_id, key[0], consent, _now())
+            return consents.insert(self.conn, subscriber_id, key[0], consent, stores.stamp())
 
     def consents(self, subscriber_id: int | None = None, email: str | None = None
                  ) -> list[ConsentRecord]:  # fmt: skip
@@ -359,7 +355,7 @@ class Store(SignupRequests):
             raise ValueError("use add(..., resubscribe=True) to make someone active again")
         before = _LEAVE_FROM[status]
         with self.conn.transaction():
-            now = _now()
+            now = stores.stamp()
             changed = self.conn.execute(
                 "UPDATE subscribers SET status = ?, left_at = coalesce(left_at, ?),"
                 " left_how = coalesce(left_how, ?), updated_at = ?"
@@ -385,7 +381,7 @@ class Store(SignupRequests):
             changed = self.conn.execute(
                 "UPDATE subscribers SET status = 'active', left_at = NULL, left_how = NULL,"
                 " updated_at = ? WHERE id = ? AND status = 'bounced'",
-                (_now(), subscriber_id),
+                (stores.stamp(), subscriber_id),
             ).rowcount
             if changed:
                 self._event(subscriber_id, "resubscribe", f"{how}:reactivate", reason)
@@ -498,7 +494,7 @@ class Store(SignupRequests):
     # -- inside a transaction ------------------------------------------------------------
 
     def _insert(self, row: Row, default_language: str, source: str, consent_note: str) -> int:
-        now = _now()
+        now = stores.stamp()
         subscriber_id = self.conn.execute(
             "INSERT INTO subscribers (email, email_key, name, language, status, joined_at,"
             " join_source, consent_note, updated_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)"
@@ -521,7 +517,7 @@ class Store(SignupRequests):
         self.conn.execute(
             "UPDATE subscribers SET status = 'active', left_at = NULL, left_how = NULL,"
             " joined_at = ?, join_source = ?, consent_note = ?, updated_at = ? WHERE id = ?",
-            (_now(), source, consent_note, _now(), existing.id),
+            (stores.stamp(), source, consent_note, stores.stamp(), existing.id),
         )
         self._event(existing.id, "resubscribe", source, consent_note)
 
@@ -539,7 +535,7 @@ class Store(SignupRequests):
             changed = self.conn.execute(
                 f"UPDATE subscribers SET {column} = ?, updated_at = ?"
                 f" WHERE id = ? AND {column} != ?",
-                (value, _now(), subscriber_id, value),
+                (value, stores.stamp(), subscriber_id, value),
             ).rowcount
             if changed:
                 self._event(subscriber_id, column, how, value if column == "language" else "")
@@ -555,7 +551,7 @@ class Store(SignupRequests):
                 subscriber_id,
                 email_key(email) if email else None,
                 subscriber_id,
-                _now(),
+                stores.stamp(),
                 kind,
                 route,
                 detail,

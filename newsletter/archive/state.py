@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ..store import stamp
+
 
 class Decision(StrEnum):
     PUBLISHED = "published"
@@ -25,10 +27,6 @@ class Stamp:
 
     published: dt.datetime
     updated: dt.datetime
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def _parse(value: str) -> dt.datetime:
@@ -69,7 +67,7 @@ class ArchiveState:
             "INSERT INTO archive_issues (issue_id, state, changed_at) VALUES (?, ?, ?)"
             " ON CONFLICT (issue_id) DO UPDATE SET state = excluded.state,"
             " changed_at = excluded.changed_at",
-            (issue_id, decision.value, _iso(now)),
+            (issue_id, decision.value, stamp(now)),
         )
 
     def stamps(
@@ -96,18 +94,18 @@ class ArchiveState:
                 self.conn.execute(
                     "INSERT INTO archive_entries (issue_id, lang, digest, published_at,"
                     " updated_at) VALUES (?, ?, ?, ?, ?)",
-                    (issue_id, lang, digest, _iso(first), _iso(first)),
+                    (issue_id, lang, digest, stamp(first), stamp(first)),
                 )
-                stamps[issue_id, lang] = Stamp(_parse(_iso(first)), _parse(_iso(first)))
+                stamps[issue_id, lang] = Stamp(_parse(stamp(first)), _parse(stamp(first)))
                 continue
             published, updated = _parse(row["published_at"]), _parse(row["updated_at"])
             if row["digest"] != digest:
                 corrected.append((issue_id, lang))
-                updated = _parse(_iso(now))
+                updated = _parse(stamp(now))
                 self.conn.execute(
                     "UPDATE archive_entries SET digest = ?, updated_at = ?"
                     " WHERE issue_id = ? AND lang = ?",
-                    (digest, _iso(updated), issue_id, lang),
+                    (digest, stamp(updated), issue_id, lang),
                 )
             stamps[issue_id, lang] = Stamp(published, updated)
         return stamps, corrected

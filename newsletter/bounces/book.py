@@ -19,9 +19,9 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
+from .. import store
 from ..store import CONFLICT
 from ..subscribers import Status, Store
 from .classify import SOFT_STREAK, Class, classify_feedback, classify_status
@@ -95,10 +95,6 @@ def fingerprint(raw: bytes) -> str:
     if found is None or not sep:
         return hashlib.sha256(raw).hexdigest()
     return hashlib.sha256(b"id:" + found.group(1) + b"\n" + body.rstrip()).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Book:
@@ -276,7 +272,7 @@ class Book:
             outcome = "unrecognised"
         else:
             outcome = "processed"
-        stamp = _now()
+        stamp = store.stamp()
         done: list[Event] = []
         try:
             with self.conn.transaction(commit=not dry_run):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import consent as consents
 from ..consent import Basis, Consent, ConsentText
 from ..normalise import email_key
+from ..store import stamp
 
 if TYPE_CHECKING:
     from ..subscribers import Subscriber
@@ -84,10 +85,6 @@ class Confirmation:
     outcome: Confirmed
     request: SignupRequest | None = None
     subscriber: Subscriber | None = None
-
-
-def stamp(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def _request(row: Any) -> SignupRequest:

@@ -17,6 +17,7 @@ constraint's refusal is `CONFLICT`, a lock held too long `is_busy` (errors.py).
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ from .errors import CONFLICT, Busy, Conflict, DbError, Lost, is_busy
 from .target import PgUrl, mask, parse_db, shown
 
 Db = Any  # db.SqliteDb | postgres.PgDb: the interface above
+
+
+def stamp(moment: dt.datetime | None = None) -> str:
+    """A moment as every table keeps it: UTC, ISO 8601 to the second (text on both backends,
+    so it sorts and compares as written). Now, unless `moment` is given."""
+    moment = dt.datetime.now(dt.UTC) if moment is None else moment.astimezone(dt.UTC)
+    return moment.isoformat(timespec="seconds")
 
 
 def resolve(where: Path | str) -> Path | PgUrl:
