@@ -335,6 +335,11 @@ def list_(app: AppContext, status: str | None, language: str | None, lapsed: boo
             )
 
 
+# Excel reads a CSV file without a byte-order mark in the Windows code page: "Ã©" for "é".
+# import reads the mark; what is piped (standard output) goes without it.
+SPREADSHEET_UTF8 = "utf-8-sig"
+
+
 @subscribers.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
@@ -349,7 +354,8 @@ def export(app: AppContext, file: Path | None, status: str | None, consent: bool
     """Write subscribers, with how they joined and left, as CSV to FILE (or standard output).
 
     The file can be imported again, into this list or another: import reads email, name,
-    language and status (who left stays off) and ignores the rest.
+    language and status (who left stays off) and ignores the rest. FILE starts with a UTF-8
+    byte-order mark, so that Excel shows accented names right; standard output has none.
     With --consent: one row per consent record (basis, times, form, words' version and hash,
     language, IP if recorded) and per join, unsubscribe, bounce, complaint or removal, with
     the words of each consent text at the end.
@@ -363,7 +369,7 @@ def export(app: AppContext, file: Path | None, status: str | None, consent: bool
         _write_csv(sys.stdout, people)
         return
     try:
-        with file.open("w", encoding="utf-8", newline="") as out:
+        with file.open("w", encoding=SPREADSHEET_UTF8, newline="") as out:
             _write_csv(out, people)
     except OSError as exc:
         raise StoreError(f"cannot write: {exc.strerror}", file) from None
@@ -380,7 +386,7 @@ def _export_consent(app: AppContext, file: Path | None, status: str | None) -> N
             write_consent_csv(sys.stdout, store, _cell)
             return
         try:
-            with file.open("w", encoding="utf-8", newline="") as out:
+            with file.open("w", encoding=SPREADSHEET_UTF8, newline="") as out:
                 rows = write_consent_csv(out, store, _cell)
         except OSError as exc:
             raise StoreError(f"cannot write: {exc.strerror}", file) from None

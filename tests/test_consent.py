@@ -209,7 +209,7 @@ def test_export_consent_gives_an_auditor_every_record(workdir, clock, members):
     out = workdir / "consent.csv"
     result = cli(workdir, "subscribers", "export", "--consent", str(out))
     assert result.exit_code == 0
-    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    rows = list(csv.DictReader(io.StringIO(out.read_text("utf-8-sig"))))
     events = [(r["email"], r["event"], r["how"]) for r in rows]
     assert events == [
         ("new@example.org", "consent", "import:members.csv"),

@@ -439,13 +439,17 @@ def test_cli_remove_and_export(db_path: Path, tmp_path: Path):
     out = tmp_path / "out.csv"
     result = run(db_path, "export", str(out))
     assert result.exit_code == 0
-    lines = out.read_text("utf-8").splitlines()
+    # a byte-order mark first: Excel then reads the file as UTF-8 (import skips it)
+    assert out.read_bytes().startswith(b"\xef\xbb\xbfemail,")
+    lines = out.read_text("utf-8-sig").splitlines()
     assert lines[0] == (
         "email,name,language,status,joined_at,join_source,consent_note,left_at,left_how"
     )
     assert lines[1].startswith('ann@example.org,"Ann, Jr",en,active,')
     assert lines[1].endswith(",cli,added by hand,,")
     assert len(lines) == 2
+    # piped, the same rows without the mark (another program reads them)
+    assert run(db_path, "export").output.splitlines() == lines
     # What export writes, import reads back without change.
     result = run(db_path, "import", str(out))
     assert result.output.splitlines()[0] == (
@@ -466,7 +470,7 @@ def test_names_are_one_line_and_exports_are_formula_safe(tmp_path: Path) -> None
     assert "z@example.org\ten\tactive\tZed Bcc: evil@example.com\n" in listed
     out = tmp_path / "out.csv"
     assert run(db_path, "export", str(out)).exit_code == 0
-    rows = list(csv.reader(out.open(encoding="utf-8")))
+    rows = list(csv.reader(out.open(encoding="utf-8-sig")))
     assert rows[2][:2] == ["f@example.org", "'=HYPERLINK(1)"]
 
 
@@ -480,7 +484,7 @@ def test_export_then_import_is_a_round_trip(db_path: Path, tmp_path: Path) -> No
     listed = run(db_path, "list").output
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
     assert run(db_path, "export", str(first)).exit_code == 0
-    assert "'+x@example.org,'@home,fr," in first.read_text("utf-8")  # guarded, as before
+    assert "'+x@example.org,'@home,fr," in first.read_text("utf-8-sig")  # guarded, as before
     result = run(db_path, "import", str(first))
     assert (result.exit_code, result.output) == (
         0,
