@@ -40,13 +40,18 @@ issue_dir_argument = click.argument(
 )
 
 
-def as_issue_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def issue_id_from(value: str) -> str:
     """An issue id, also when given as its folder (`issues/2017-11`, as `send` and `build`
     take it) or its manifest: the id is the folder's name."""
     path = Path(value)
     if path.name == "issue.toml":
         path = path.parent
     return path.name if len(path.parts) > 1 else value
+
+
+def as_issue_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """issue_id_from, as a click callback."""
+    return issue_id_from(value)
 
 
 def need_db(settings: Settings, fix: str = "'subscribers import' or 'add' makes a new one") -> None:

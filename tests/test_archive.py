@@ -91,6 +91,7 @@ def test_only_sent_or_published_issues_appear_newest_first(issues: Path) -> None
 
 
 def test_an_archive_with_nothing_sent_yet_is_a_home_page_and_empty_feeds(workdir: Path) -> None:
+    SqliteStore(workdir / "news.db").close()  # a list, nothing sent from it yet
     result = invoke(workdir, "archive", "build")
     assert result.exit_code == 0, result.output
     assert result.output == "wrote 7 files to site/: 0 issue(s) on the web\n"
@@ -100,6 +101,38 @@ def test_an_archive_with_nothing_sent_yet_is_a_home_page_and_empty_feeds(workdir
         feed = feedparser.parse((workdir / "site" / lang / "feed.atom").read_bytes())
         assert (feed.bozo, len(feed.entries)) == (0, 0)
         assert feed.feed.updated == "1970-01-01T00:00:00+00:00"  # not the time of the build
+
+
+@pytest.mark.parametrize(
+    "args", [("build",), ("publish", "2017-11"), ("unpublish", "issues/2017-11")]
+)
+def test_the_archive_run_without_its_database_is_refused_not_wiped(
+    issues: Path, args: tuple[str, ...]
+) -> None:
+    # run in the wrong folder (NEWSLETTER_DB relative), with the real site's folder: an empty
+    # database made there used to rebuild the site with no issue at all
+    site, elsewhere = issues / "site", issues / "elsewhere"
+    elsewhere.mkdir()
+    before = tree(site)
+    env = {"NEWSLETTER_ARCHIVE_DIR": str(site), "NEWSLETTER_DB": str(elsewhere / "news.db")}
+    result = invoke(elsewhere, "archive", *args, **env)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {elsewhere / 'news.db'}: no database here")
+    assert tree(site) == before and not (elsewhere / "news.db").exists()
+
+
+def test_an_issue_given_as_its_folder_elsewhere_is_found_there(
+    issues: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert invoke(issues, "archive", "unpublish", "2017-11").exit_code == 0
+    # from another folder, the issue as an absolute path: not looked for under ./issues
+    (issues / "elsewhere").mkdir()
+    monkeypatch.chdir(issues / "elsewhere")
+    site = issues / "site"
+    result = invoke(issues, "archive", "publish", str(issues / "issues" / "2017-11"),
+                    NEWSLETTER_ARCHIVE_DIR=str(site))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (site / "en" / "2017-11" / "index.html").exists()
 
 
 def test_unpublish_takes_an_issue_off_and_publish_brings_it_back(issues: Path) -> None:
