@@ -75,9 +75,7 @@ def _where(issue: str, issues_dir: Path) -> tuple[str, Path]:
 @out_option
 @issues_option
 @pass_app
-def publish_(
-    app: AppContext, issue: str, unsent: bool, out: Path | None, issues_dir: Path
-) -> None:
+def publish_(app: AppContext, issue: str, unsent: bool, out: Path | None, issues_dir: Path) -> None:
     """Put an issue on the web (one taken off, or with --unsent one never sent), then rebuild."""
     need_db(app.settings, NEED_DB)
     issue_id, issues_dir = _where(issue, issues_dir)

@@ -246,9 +246,19 @@ class SendRun:
             if len(self.outcomes) >= 2 * self.options.k or now - self.flushed_at > FLUSH_EVERY:
                 batch, self.outcomes, self.flushed_at = self.outcomes, [], now
         if batch:
-            self.ledger.mark(self.worker, batch)
+            self._mark(batch)
         self.progress.note = self.limiter.note
         self.on_progress(self.progress)
+
+    def _mark(self, batch: list[Outcome]) -> None:
+        """Record outcomes taken out of the list, outside the lock; if that fails (the
+        database locked or gone), they go back in it, for the last flush to try again."""
+        try:
+            self.ledger.mark(self.worker, batch)
+        except BaseException:
+            with self.lock:
+                self.outcomes[:0] = batch
+            raise
 
     def _release_locked(self) -> None:
         if self.unsent:
@@ -274,7 +284,7 @@ class SendRun:
                 with self.lock:
                     batch, self.outcomes, self.flushed_at = self.outcomes, [], started
                 if batch:
-                    self.ledger.mark(self.worker, batch)
+                    self._mark(batch)
             except Exception as exc:  # noqa: BLE001 - the workers stop at the lease, not here
                 self.errors.append(exc)
                 self.stop.set()

@@ -244,3 +244,31 @@ def test_a_permanent_session_refusal_mid_send_stops_with_one_line_and_nothing_un
         listed = [line.split()[0] for line in status.output.splitlines()[5:]]
         assert "uncertain" not in listed and "in flight" not in status.output
         assert status.output.splitlines()[2].split()[1:] == ["0", "1", "0", "0", "0", "0"]
+
+
+def test_outcomes_whose_recording_failed_are_recorded_by_the_last_flush(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses one batch of outcomes (locked): they stay in memory and the end
+    of the pass records them, instead of leaving delivered messages `sending` (uncertain)."""
+    import sqlite3
+
+    from newsletter import delivery
+
+    monkeypatch.setattr(delivery, "FLUSH_EVERY", -1.0)  # every outcome is a batch of its own
+    real_mark, calls = Ledger.mark, []
+
+    def mark_locked_once(self, worker, outcomes):
+        calls.append(len(outcomes))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real_mark(self, worker, outcomes)
+
+    monkeypatch.setattr(Ledger, "mark", mark_locked_once)
+    with ScriptedServer(Script()) as server:
+        with pytest.raises(sqlite3.OperationalError):
+            _send(workdir, server.port, 3)
+        delivered = {r for r in (f"reader{i}@example.org" for i in range(3)) if server.copies(r)}
+    rows = ledger_rows(workdir)
+    assert delivered and {email for email in delivered if rows[email][0] is State.SENT} == delivered
+    assert not [e for e, (state, _, _) in rows.items() if state is State.SENDING]
