@@ -132,6 +132,19 @@ def _staging_dir(out_dir: Path) -> Path:
 def write_build(build: Build, out_dir: Path) -> Path:
     """Write `<edition>.html/.txt/.eml` into `out_dir`, all or nothing."""
     out_dir = Path(out_dir).resolve()
+    blocked = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise NewsletterError("is a file, not a folder; choose another folder with --out", blocked)
+    try:
+        return _write_build(build, out_dir)
+    except OSError as exc:  # no room, no right to write, a system folder...
+        raise NewsletterError(
+            f"cannot write the build: {exc.strerror or exc}; choose another folder with --out",
+            out_dir,
+        ) from None
+
+
+def _write_build(build: Build, out_dir: Path) -> Path:
     ours = {f"{e}.{x}" for e in EDITIONS for x in ("html", "txt", "eml")}
     if out_dir.exists():
         others = (

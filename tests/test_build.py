@@ -423,6 +423,17 @@ def test_a_failed_rebuild_keeps_the_previous_build(cli, built: Path, workdir: Pa
     assert (built / "en.html").read_bytes() == before
 
 
+def test_build_into_a_path_under_a_file_is_one_line(cli, workdir: Path) -> None:
+    (workdir / "notes.txt").write_text("a file, not a folder")
+    result = cli("build", f"issues/{DEMO_ISSUE}", "--out", "notes.txt/site")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"error: {workdir / 'notes.txt'}: is a file, not a folder; choose another folder with"
+        " --out\n"
+    )
+    assert (workdir / "notes.txt").read_text() == "a file, not a folder"
+
+
 def test_build_never_replaces_a_folder_holding_other_files(cli, workdir: Path) -> None:
     precious = workdir / "precious"
     precious.mkdir()
