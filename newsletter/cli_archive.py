@@ -12,7 +12,7 @@ from .cli_context import AppContext, issue_id_from, need_db, pass_app
 
 # The archive shows what the database says was sent or published: run elsewhere, an empty
 # one made there would rebuild the site with no issue at all.
-NEED_DB = "the archive lists what it says was sent or published"
+NEED_DB = "for a new list, 'newsletter db migrate' makes one"
 
 out_option = click.option(
     "--out",

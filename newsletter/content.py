@@ -129,11 +129,13 @@ def clean_text(value: str, path: Path, line: int | None, what: str = "") -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML without implicit timestamps: dates are checked here, with their line."""
+    """YAML where a plain value is text (or nothing, when empty): a brief holds no numbers or
+    yes/no, and YAML 1.1 would read `title: No` as false, `title: 12:30` as 750 and
+    `source: ON` as true. Dates are checked here, with their line."""
 
 
 _Loader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    key: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
@@ -273,6 +275,15 @@ def read_brief_text(path: Path) -> BriefText:
     for key in ("title", "date", "source"):
         if meta.get(key) in (None, ""):
             raise ContentError(f"missing '{key}' in the front matter; add '{key}: ...'", path, 2)
+    for key in ("title", "date", "source", "link"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            # `title: [Breaking] news` is a list to YAML: brackets and braces need quotes
+            line = line_of(key)
+            raise ContentError(
+                f"'{key}' must be one line of text; quote it: {_quoted(lines[line - 1])}",
+                path,
+                line,
+            )
     date = meta["date"]
     if isinstance(date, dt.datetime):
         date = date.date()

@@ -90,6 +90,10 @@ COMPOSING_ERRORS = {
         f"{EN}:4: broken front matter: text after a closing quote or bracket at column 19; "
         'quote the whole value: source: "\\"Pacific\\" Wire"',
     ),
+    "a title that YAML reads as a list": (
+        lambda w: edit(w, EN, "title: APEC Leaders", "title: [APEC, Leaders]\n# was: "),
+        f"{EN}:2: 'title' must be one line of text; quote it: title: \"[APEC, Leaders]\"",
+    ),
     "an unclosed quote": (
         lambda w: edit(w, EN, "source: Pacific Wire", 'source: "Pacific Wire'),
         f"{EN}:4: broken front matter: the quote at column 9 is not closed; end the value "
@@ -149,6 +153,17 @@ def test_the_quoted_form_shown_is_the_fix(workdir: Path) -> None:
     html = (workdir / "build" / DEMO_ISSUE / "fr.html").read_text("utf-8")
     assert "Hydro-Québec\u00a0: un contrat record" in html  # French spacing, as typed
     assert '· "Pacific" Wire' in (workdir / "build" / DEMO_ISSUE / "en.txt").read_text("utf-8")
+
+
+def test_plain_values_stay_the_text_typed(workdir: Path) -> None:
+    # YAML 1.1 reads these as false, 750, true and a date; a brief holds text
+    edit(workdir, FR, POUTINE, "title: Non")
+    edit(workdir, EN, "title: APEC Leaders", "title: 12:30\n# was: ")
+    edit(workdir, EN, "source: Pacific Wire", "source: ON")
+    assert read_brief_text(workdir / FR).title == "Non"
+    brief = read_brief_text(workdir / EN)
+    assert (brief.title, brief.source) == ("12:30", "ON")
+    assert str(brief.date) == "2017-11-11"
 
 
 def test_an_empty_alt_is_a_decorative_image(workdir: Path) -> None:

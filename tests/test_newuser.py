@@ -212,6 +212,7 @@ def test_status_says_what_held_means_and_how_to_resume(workdir: Path) -> None:
 
 
 def test_an_issue_given_as_its_folder_where_an_id_is_asked(workdir: Path) -> None:
+    assert invoke(workdir, "db", "migrate").exit_code == 0  # a list, nobody on it yet
     published = invoke(workdir, "archive", "publish", f"issues/{DEMO_ISSUE}", "--unsent")
     assert published.exit_code == 0, published.output
     assert published.stdout.startswith(f"published {DEMO_ISSUE}\n")
@@ -430,6 +431,7 @@ def test_a_setting_written_in_lower_case_is_said_to_be_ignored(workdir: Path) ->
 
 def test_archive_takes_the_issues_folder_option_as_compose_names_it(workdir: Path) -> None:
     (workdir / "issues").rename(workdir / "content")
+    assert invoke(workdir, "db", "migrate").exit_code == 0
     result = invoke(
         workdir, "archive", "publish", DEMO_ISSUE, "--unsent", "--issues-dir", "content"
     )
