@@ -155,8 +155,7 @@ def import_(
     notes += [
         (
             k.row.line or 0,
-            f"{k.row.email} is {k.status}{f' since {k.left_at}' if k.left_at else ''}; "
-            "not resubscribed (use --resubscribe only if they asked to come back)",
+            f"{k.why()}; not resubscribed (use --resubscribe only if they asked to come back)",
         )
         for k in result.kept
     ]

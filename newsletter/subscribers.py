@@ -32,6 +32,11 @@ class Status(StrEnum):
     COMPLAINED = "complained"
 
 
+# Someone whose row was deleted (`remove`, on request to erase their data): no status, but
+# not to be added back by an import or `add` without --resubscribe.
+REMOVED = "removed"
+
+
 @dataclass(frozen=True)
 class Subscriber:
     id: int
@@ -72,11 +77,18 @@ class Row:
 
 @dataclass(frozen=True)
 class Kept:
-    """An import row left alone because the person left the list (or bounced, or complained)."""
+    """An import row left alone because the person left the list (or bounced, or complained,
+    or was removed: REMOVED)."""
 
     row: Row
-    status: Status
+    status: Status | str
     left_at: str | None
+
+    def why(self) -> str:
+        if self.status == REMOVED:
+            return f"{self.row.email} was removed from the list on {self.left_at}"
+        since = f" since {self.left_at}" if self.left_at else ""
+        return f"{self.row.email} is {self.status}{since}"
 
 
 @dataclass(frozen=True)
@@ -323,9 +335,13 @@ class Store(SignupRequests):
             existing = self.find(email)
             left = self._left_before(email) if existing is None else None
             if left and not resubscribe:
+                said = (
+                    f"was removed from the list on {left[1]}"
+                    if left[0] == REMOVED
+                    else f"is {left[0]} (since {left[1]}; record since removed)"
+                )
                 raise StoreError(
-                    f"{email} is {left[0]} (since {left[1]}; record since removed); "
-                    "add --resubscribe only if they asked to come back"
+                    f"{email} {said}; add --resubscribe only if they asked to come back"
                 )
             if existing is None:
                 subscriber_id = self._insert(
@@ -558,17 +574,27 @@ class Store(SignupRequests):
             ),
         )
 
-    def _left_before(self, email: str) -> tuple[Status, str] | None:
-        """For an address with no row (removed, or never here): whether its last word, before
-        the row was removed, was to leave, and when. Such a person is not re-added silently."""
-        last = self.conn.execute(
+    def _left_before(self, email: str) -> tuple[Status | str, str] | None:
+        """For an address with no row (removed, or never here): whether its last word was to
+        leave, or to be removed, and when. Such a person is not re-added silently."""
+        said = self.conn.execute(
             "SELECT kind, detail, at FROM subscriber_events WHERE email = ?"
-            " AND kind IN ('join', 'resubscribe', 'unsubscribe', 'status')"
-            " ORDER BY id DESC LIMIT 1",
+            " AND kind IN ('join', 'resubscribe', 'unsubscribe', 'status', 'remove')"
+            " ORDER BY id DESC LIMIT 2",
             (email_key(email),),
-        ).fetchone()
-        if last is None or last["kind"] in ("join", "resubscribe"):
+        ).fetchall()
+        if not said or said[0]["kind"] in ("join", "resubscribe"):
             return None
+        last = said[0]
+        if last["kind"] == "remove":
+            # removed after leaving: why they left says more; removed while on the list
+            # (on request to erase their data): the removal itself
+            before = self._left_by(said[1]) if len(said) > 1 else None
+            return before or (REMOVED, last["at"])
+        return self._left_by(last)
+
+    @staticmethod
+    def _left_by(last: Any) -> tuple[Status | str, str] | None:
         if last["kind"] == "unsubscribe":
             return Status.UNSUBSCRIBED, last["at"]
         if last["detail"] == Status.COMPLAINED:

@@ -193,10 +193,20 @@ def test_removing_someone_who_left_does_not_let_an_import_bring_them_back(store:
     assert store.find("ann@example.org") is None
     with pytest.raises(StoreError, match="record since removed"):
         store.add("ann@example.org", language="en", source="cli")
-    # Someone removed while active (say, a typo fixed by hand) may be added again.
+    # Someone removed while on the list (on request to erase their data) is not brought
+    # back by an old file either; --resubscribe, on their new request, does.
     _add(store, "bob@example.org")
     store.remove("bob@example.org")
-    assert _add(store, "bob@example.org")
+    result = store.import_rows(
+        [Row("bob@example.org", line=3)], source="import:x.csv", default_language="en"
+    )
+    assert (result.added, [k.why() for k in result.kept]) == (
+        0,
+        [f"bob@example.org was removed from the list on {result.kept[0].left_at}"],
+    )
+    with pytest.raises(StoreError, match="was removed from the list on .*; add --resubscribe"):
+        store.add("bob@example.org", language="en", source="cli")
+    assert store.add("bob@example.org", language="en", source="cli", resubscribe=True)
 
 
 def test_edition_follows_the_language_preference(store: SqliteStore):
