@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 import webbrowser
 from pathlib import Path
@@ -14,8 +13,8 @@ import uvicorn
 from .cli_context import AppContext, issue_dir_argument, pass_app
 from .config import is_loopback
 from .content import wrong_issue_folder
-from .errors import NewsletterError
 from .hosts import allowed_hosts, check_name
+from .listen import listen
 from .preview import Preview, Snapshot, Targets, create_app
 
 LOOPBACK = "127.0.0.1"
@@ -39,25 +38,6 @@ class _Server(uvicorn.Server):
         if self.loop is not None:
             # A signal handler interrupts the loop mid-step: hand the stop over, don't do it here.
             self.loop.call_soon_threadsafe(self.preview.stop)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise NewsletterError(
-                f"port {port} is in use on {host}; pick another with --port, or --port 0 "
-                "for a free one"
-            ) from None
-        raise NewsletterError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock
 
 
 def _report(snapshot: Snapshot, seconds: float) -> None:
@@ -118,7 +98,7 @@ def preview(
         names = allowed_hosts(host, [check_name(name) for name in allow_hosts])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow-host") from None
-    sock = _bind(host, port)  # before building: a taken port should not wait for a build
+    sock = listen(host, port)  # before building: a taken port should not wait for a build
     try:
         state = Preview(issue_dir, app.env_file, on_rebuild=_report, on_watch=_report_watch)
         state.build_now()

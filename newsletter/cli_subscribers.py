@@ -435,8 +435,8 @@ def count(app: AppContext) -> None:
     "--port",
     default=8000,
     show_default=True,
-    type=click.IntRange(1, 65535),
-    help="Port to listen on.",
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: a free one).",
 )
 @click.option(
     "--forwarded-allow-ips",
@@ -459,10 +459,13 @@ def serve(
     import uvicorn  # only this command needs the server
 
     from .archive.serve import with_archive
+    from .listen import listen
     from .web import RedactTokens, create_app
 
     site = app.settings.archive_dir
     web_app = with_archive(create_app(app.settings), site)
+    sock = listen(host, port)  # a port in use: one line, before anything says "serving"
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
     click.echo(f"serving on http://{host}:{port}/ (links use {app.settings.identity.base_url})")
     if not (site / "index.html").is_file():
         click.echo(
@@ -481,4 +484,4 @@ def serve(
         log_level="info",
     )  # configures logging: the filter goes on after
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])

@@ -537,6 +537,23 @@ def test_serve_makes_neither_a_database_nor_a_secret(tmp_path: Path) -> None:
     assert sorted(p.name for p in db_path.parent.iterdir() if "secret" in p.name) == []
 
 
+def test_serve_on_a_port_in_use_is_one_line_before_it_says_serving(tmp_path: Path) -> None:
+    import socket
+
+    db_path = tmp_path / "n.db"
+    SqliteStore(db_path).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = newsletter(tmp_path, "serve", "--port", str(port), **WEB_ENV,
+                            NEWSLETTER_DB=str(db_path))  # fmt: skip
+    assert one_error_line(result) == (
+        f"error: port {port} is in use on 127.0.0.1; pick another with --port, or --port 0 for "
+        "a free one"
+    )
+
+
 def test_links_mailed_before_lists_had_an_id_work_for_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
