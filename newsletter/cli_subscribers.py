@@ -340,7 +340,9 @@ SPREADSHEET_UTF8 = "utf-8-sig"
 
 
 @subscribers.command()
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.argument(
+    "file", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True), required=False
+)
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
 @click.option(
     "--consent",
@@ -350,7 +352,8 @@ SPREADSHEET_UTF8 = "utf-8-sig"
 )
 @pass_app
 def export(app: AppContext, file: Path | None, status: str | None, consent: bool) -> None:
-    """Write subscribers, with how they joined and left, as CSV to FILE (or standard output).
+    """Write subscribers, with how they joined and left, as CSV to FILE (or standard output:
+    no FILE, or -).
 
     The file can be imported again, into this list or another: import reads email, name,
     language and status (who left stays off) and ignores the rest. FILE starts with a UTF-8
@@ -360,6 +363,8 @@ def export(app: AppContext, file: Path | None, status: str | None, consent: bool
     the words of each consent text at the end.
     """
     need_db(app.settings)
+    if file == Path("-"):
+        file = None
     if consent:
         return _export_consent(app, file, status)
     with open_store(app.settings) as store:

@@ -460,6 +460,8 @@ def test_cli_remove_and_export(db_path: Path, tmp_path: Path):
     assert len(lines) == 2
     # piped, the same rows without the mark (another program reads them)
     assert run(db_path, "export").output.splitlines() == lines
+    assert run(db_path, "export", "-").output.splitlines() == lines  # not a file named "-"
+    assert not Path("-").exists()
     # What export writes, import reads back without change.
     result = run(db_path, "import", str(out))
     assert result.output.splitlines()[0] == (
