@@ -28,7 +28,7 @@ from .bounces.book import Recorded
 from .bounces.tokens import BOUNCE_LOCAL, bounce_token, day_of, unsubscribe_mailto
 from .build import Build, build_issue
 from .checks import Finding, Level
-from .config import Settings
+from .config import Settings, format_duration
 from .delivery import Progress, RunResult, SendOptions, SendRun
 from .errors import DeliveryError
 from .fastmime import CompiledEdition, compile_edition
@@ -411,8 +411,9 @@ def _start_scheduled(
     late = now - schedule.at
     if late > schedule.grace:
         note = (
-            f"missed: its time ({schedule.when()}) passed {late / 3600:.1f} h ago, more than "
-            f"its grace; send it by hand or schedule it again"
+            f"missed: its time ({schedule.when()}) passed {format_duration(late)} ago, more "
+            f"than its grace ({format_duration(schedule.grace)}); send it by hand or schedule "
+            "it again"
         )
         book.mark(schedule.id, ScheduleState.MISSED, note)
         return DueItem(issue_id, "missed", note)

@@ -86,7 +86,7 @@ def schedule_list(app: AppContext) -> None:
             str(s.id),
             s.issue_id,
             format_when(s.at, s.zone),
-            s.state + (f"  {s.note}" if s.note else ""),
+            _state(s.state, s.note),
         )
         for s in found
     ]
@@ -106,3 +106,11 @@ def schedule_cancel(app: AppContext, key: str) -> None:
     with Book(app.settings.db_path) as book:
         cancelled = book.cancel(key)
     click.echo(f"cancelled: issue {cancelled.issue_id} at {cancelled.when()}")
+
+
+def _state(state: str, note: str) -> str:
+    """The state and what became of the schedule, the word once ("missed: its time...")."""
+    if not note:
+        return state
+    return note if note.startswith(f"{state}:") else f"{state}  {note}"
+

@@ -23,7 +23,7 @@ from .cli_report import (
     say_deferred,
     say_refusals,
 )
-from .config import MAX_CONCURRENCY, parse_duration
+from .config import MAX_CONCURRENCY, format_duration, parse_duration
 from .delivery import Progress, SendOptions, outgoing
 from .errors import DeliveryError
 from .exits import EXIT_TABLE, Exit
@@ -536,7 +536,7 @@ def _schedule(
     click.echo(
         "  what goes is what was just built"
         + (" (built again when it starts: --rebuild)" if rebuild else "")
-        + f"; it may start up to {grace / 3600:g} h late; 'newsletter due' must run then "
+        + f"; it may start up to {format_duration(grace)} late; 'newsletter due' must run then "
         "(deploy/ has a timer)"
     )
 

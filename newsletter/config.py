@@ -507,6 +507,19 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def format_duration(seconds: float) -> str:
+    """2 d 3 h, 5 h 20 min, 12 min, 40 s: how long, for a person."""
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{minutes} min" if minutes else f"{secs} s"
+
+
 def _hide_password(url: str) -> str:
     """A mailbox URL as it may be shown: anything between the user's colon and the last @
     hidden. A password may hold @, / or ?, which end the userinfo for a URL parser, so this

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .config import format_duration
 from .fastmime import CompiledEdition, dot_stuff
 from .ledger import Delivery, Ledger, Outcome, State
 from .message import Recipient
@@ -316,7 +317,7 @@ class SendRun:
         now = time.time()
         first = delivery.first_attempt if delivery.first_attempt is not None else now
         if now - first >= self.options.retry_for:
-            waited = _duration(now - first)
+            waited = format_duration(now - first)
             return Outcome(delivery.subscriber_id, State.FAILED, f"expired after {waited}: {reply}")
         delay = min(self.options.retry_backoff * 2 ** (delivery.attempts - 1), MAX_BACKOFF)
         # never past the expiry: the last try happens when the time is up
@@ -482,16 +483,3 @@ class SendRun:
         for exc in self.errors:
             raise exc
         return RunResult(self.progress, self.paused, interrupted=interrupted, held=self.held)
-
-
-def _duration(seconds: float) -> str:
-    """2 d 3 h, 5 h 20 min, 12 min, 40 s: how long, for a person."""
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{minutes} min" if minutes else f"{secs} s"
