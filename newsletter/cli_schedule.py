@@ -113,4 +113,3 @@ def _state(state: str, note: str) -> str:
     if not note:
         return state
     return note if note.startswith(f"{state}:") else f"{state}  {note}"
-

@@ -12,7 +12,7 @@ from .cli_report import counts_table, issue_id_of, local_time
 from .delivery import SendOptions
 from .exits import EXIT_TABLE
 from .ledger import Ledger, SendBusy, SendState, State, send_lock
-from .schedule import Book
+from .schedule import Book, ScheduleState
 
 DEFAULT_LEASE = SendOptions().lease
 
@@ -27,11 +27,18 @@ def status(app: AppContext, issue_dir: Path) -> None:
     need_db(settings)
     with Book(settings.db_path) as book:
         waiting = book.waiting(issue_id)
+        last = next((s for s in reversed(book.all()) if s.issue_id == issue_id), None)
     ledger = Ledger(settings.db_path, issue_id)
     try:
         if not ledger.started():
             if waiting is not None:
                 click.echo(f"issue {issue_id} is scheduled for {waiting.when()}.")
+            elif last is not None and last.state in (ScheduleState.MISSED, ScheduleState.REFUSED):
+                # said by `due`, in a timer's log: said here too, where the editor looks
+                click.echo(
+                    f"issue {issue_id} has not been sent: its schedule for {last.when()} was "
+                    f"{last.state}: {last.note.removeprefix(f'{last.state}: ')}"
+                )
             else:
                 click.echo(f"issue {issue_id} has not been sent.")
             return

@@ -225,6 +225,11 @@ def test_a_schedule_missed_by_more_than_its_grace_is_reported_not_sent(workdir: 
                                " 30 min ago, more than its grace (1 h); send it by hand or "
                                "schedule it again")  # fmt: skip
         assert listed.count("missed") == 1
+        assert cli(env, "status", ISSUE).output == (
+            "issue 2017-11 has not been sent: its schedule for 2026-12-07 07:00 EST (12:00 UTC)"
+            " was missed: its time (2026-12-07 07:00 EST (12:00 UTC)) passed 1 h 30 min ago, "
+            "more than its grace (1 h); send it by hand or schedule it again\n"
+        )
 
 
 def test_greylisting_longer_than_the_old_30_s_window_loses_nobody(workdir: Path) -> None:
