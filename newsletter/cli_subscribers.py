@@ -3,10 +3,13 @@ of subscribers.py, csvimport.py and web.py."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import logging
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
@@ -118,7 +121,13 @@ def import_(
     """
     consent = _consent(basis, consent_date, note or "", f"import:{file.name}")
     parsed = read_csv(file)
-    with open_store(app.settings) as store:
+    settings = app.settings
+    with contextlib.ExitStack() as stack:
+        if dry_run and isinstance(settings.db_path, Path) and not settings.db_path.exists():
+            # nothing to compare with: everyone would be added; a dry run makes no database
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            settings = dataclasses.replace(settings, db_path=scratch / "dry-run.db")
+        store = stack.enter_context(open_store(settings))
         result = store.import_rows(
             parsed.rows,
             source=f"import:{file.name}",

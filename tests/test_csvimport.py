@@ -254,8 +254,12 @@ def test_cli_import_dry_run_changes_nothing(tmp_path: Path):
     path = write(tmp_path, "email\nann@example.org\n")
     result = run_import(db_path, str(path), "--dry-run")
     assert result.output == f"would import {path}: 1 added, 0 updated, 0 unchanged, 0 rejected\n"
+    # no database yet: the dry run makes none (nor its secret)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("n.db")) == []
     with SqliteStore(db_path) as store:
         assert list(store.iter()) == []
+    result = run_import(db_path, str(path), "--dry-run")  # against the list there now
+    assert result.output == f"would import {path}: 1 added, 0 updated, 0 unchanged, 0 rejected\n"
 
 
 def test_cli_missing_file(tmp_path: Path):
