@@ -450,7 +450,7 @@ BAD_INPUT = {
     "output not writable": (
         ["build"], _unwritable,
         "plain-file/site: cannot write the site here: {workdir}/plain-file is a file; "
-        "choose another folder with --out",
+        "choose another folder (--out, or NEWSLETTER_ARCHIVE_DIR)",
     ),
 }  # fmt: skip
 

@@ -55,6 +55,10 @@ def check_out_dir(out_dir: Path, ours: set[str]) -> None:
             )
 
 
+# archive build takes --out; the rebuild after a send, NEWSLETTER_ARCHIVE_DIR only
+ELSEWHERE = "choose another folder (--out, or NEWSLETTER_ARCHIVE_DIR)"
+
+
 def write_tree(files: Mapping[str, bytes], out_dir: Path, ours: set[str]) -> Path:
     """Write `files` (path in the tree -> content) as the folder `out_dir`, all or nothing."""
     shown, out_dir = Path(out_dir), Path(out_dir).absolute()
@@ -62,7 +66,7 @@ def write_tree(files: Mapping[str, bytes], out_dir: Path, ours: set[str]) -> Pat
     blocking = next((p for p in out_dir.parents if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise ArchiveError(
-            f"cannot write the site here: {blocking} is a file; choose another folder with --out",
+            f"cannot write the site here: {blocking} is a file; {ELSEWHERE}",
             shown,
         )
     try:
@@ -70,7 +74,7 @@ def write_tree(files: Mapping[str, bytes], out_dir: Path, ours: set[str]) -> Pat
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as exc:
         raise ArchiveError(
-            f"cannot write the site here ({exc.strerror}); choose another folder with --out",
+            f"cannot write the site here ({exc.strerror}); {ELSEWHERE}",
             shown,
         ) from None
     try:
