@@ -69,6 +69,8 @@ def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Findin
             f"preheader is {len(view.preheader)} characters; keep it under {PREHEADER_MAX}",
         )
     seen: set[str] = set()
+    # the bilingual edition holds each brief twice: say which text a warning is about
+    both = len({section.lang for section in view.sections}) > 1
     for section in view.sections:
         for block in section.blocks:
             if block.note:
@@ -97,8 +99,8 @@ def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Findin
             ):
                 add(
                     Level.WARNING,
-                    f"brief '{block.slug}' still has the placeholder text of "
-                    "'newsletter new brief'",
+                    f"brief '{block.slug}'{f' ({section.lang})' if both else ''} still has the "
+                    "placeholder text of 'newsletter new brief'",
                     blocks_send=True,
                 )
             for href in block.links:

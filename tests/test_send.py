@@ -764,6 +764,12 @@ def test_send_shows_the_checks_and_placeholders_stop_a_real_send(workdir: Path) 
         assert "error: refusing to send: 3 problem(s), first: en: brief 'fresh-news'" in (
             real.stderr
         )
+        # the bilingual edition names which of its two texts (here the English one only)
+        assert (
+            "error: bilingual: brief 'fresh-news' (en) still has the placeholder text of "
+            "'newsletter new brief'" in real.stderr.splitlines()
+        )
+        assert len(real.stderr.splitlines()) == len(set(real.stderr.splitlines()))
         # the warnings came too, and nothing was asked, fixed or sent
         assert "warning: fr: brief 'fresh-news' has no fr version" in real.stdout
         assert "Send it now?" not in real.stdout
