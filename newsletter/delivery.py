@@ -48,6 +48,7 @@ from .transport import (
 MAX_BACKOFF = HOUR  # a deferred message is tried at least once an hour
 IDLE_CLOSE = 30.0  # a session left waiting longer than this for the limiter is closed
 FLUSH_EVERY = 0.5  # seconds an outcome may wait in memory before it is recorded
+TALLY_EVERY = 2.0  # seconds between a worker's reports of its counts (status shows them)
 
 
 @dataclass(frozen=True)
@@ -276,23 +277,27 @@ class SendRun:
     def _renew(self) -> None:
         """Keep our claims alive while we hold any, and record outcomes that waited (the
         threads may be held by the rate limit or the hourly cap); stop if the database
-        cannot be reached."""
+        cannot be reached. This worker's counts go to its row every few seconds, so that
+        `status` shows its share while it sends."""
         interval = self.options.lease / 4
-        while not self.all_done.wait(interval):
+        renewed = time.monotonic()
+        while not self.all_done.wait(min(TALLY_EVERY, interval)):
             started = time.monotonic()
             try:
-                self.ledger.renew(self.worker, self.options.lease)
+                if started - renewed >= interval:
+                    self.ledger.renew(self.worker, self.options.lease)
+                    with self.lock:
+                        self.lease_until = started + 0.8 * self.options.lease
+                    renewed = started
                 with self.lock:
                     batch, self.outcomes, self.flushed_at = self.outcomes, [], started
                 if batch:
                     self._mark(batch)
+                self._tally()
             except Exception as exc:  # noqa: BLE001 - the workers stop at the lease, not here
                 self.errors.append(exc)
                 self.stop.set()
                 return
-            with self.lock:
-                self.lease_until = started + 0.8 * self.options.lease
-            self._tally()
 
     def _tally(self, finished: bool = False) -> None:
         """Add what was done since the last tally to this worker's row (status shows it)."""

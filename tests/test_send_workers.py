@@ -82,6 +82,22 @@ def test_two_workers_send_everyone_once_and_status_shows_each_share(workdir: Pat
     assert sum(sent) == 240 and all(n > 0 for n in sent)
 
 
+def test_status_during_a_send_shows_what_the_running_worker_has_sent(workdir: Path) -> None:
+    add_people(workdir, many(60))
+    with Server(Slow(delay=0.1)) as server:
+        sending = _spawn(workdir, server.port, "--workers", "1", "--concurrency", "1")
+        try:
+            _wait_for(lambda: len(server.handler.received) >= 30, "half the list sent")
+            status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir,
+                             env=env_for(workdir, 1))  # fmt: skip
+        finally:
+            sending.wait(60)
+    (share,) = [line for line in status.stdout.splitlines() if " process " in line]
+    # counted every few seconds, not only when the lease is renewed (every 15 s)
+    assert "sending, holding" in share, status.stdout
+    assert int(share.split(": ", 1)[1].split(" sent")[0].replace(",", "")) > 0, share
+
+
 def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> None:
     people = many(300)
     add_people(workdir, people)
