@@ -72,7 +72,7 @@ def test_a_wrong_issue_path_says_which_one_was_meant(
     def started(*args):
         raise AssertionError("the preview started instead of saying what is wrong")
 
-    monkeypatch.setattr("newsletter.cli_preview._bind", started)
+    monkeypatch.setattr("newsletter.cli_preview.listen", started)
     before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
     result = invoke(workdir, command, given)
     assert (result.exit_code, result.stderr) == (2, f"error: {expected}\n")
