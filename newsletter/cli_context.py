@@ -29,14 +29,19 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
-def _issue_folder(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+def _issue_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     # issues/2017-11/issue.toml names the issue as well as its folder does
+    if value is None:
+        return None
     return value.parent if value.name == "issue.toml" and value.is_file() else value
 
 
 # An issue folder; a missing or wrong one is explained by content.not_an_issue when read.
 issue_dir_argument = click.argument(
     "issue_dir", type=click.Path(path_type=Path), callback=_issue_folder
+)
+optional_issue_dir_argument = click.argument(
+    "issue_dir", type=click.Path(path_type=Path), callback=_issue_folder, required=False
 )
 
 

@@ -7,21 +7,25 @@ from pathlib import Path
 
 import click
 
-from .cli_context import AppContext, issue_dir_argument, need_db, pass_app
+from .cli_context import AppContext, need_db, optional_issue_dir_argument, pass_app
 from .cli_report import counts_table, issue_id_of, local_time
 from .delivery import SendOptions
 from .exits import EXIT_TABLE
-from .ledger import Ledger, SendBusy, SendState, State, send_lock
+from .ledger import Ledger, SendBusy, SendState, State, send_lock, sends, totals
 from .schedule import Book, ScheduleState
 
 DEFAULT_LEASE = SendOptions().lease
 
 
 @click.command(epilog=EXIT_TABLE)
-@issue_dir_argument
+@optional_issue_dir_argument
 @pass_app
-def status(app: AppContext, issue_dir: Path) -> None:
-    """Where the send of an issue stands: sent, pending, deferred, failed, uncertain."""
+def status(app: AppContext, issue_dir: Path | None) -> None:
+    """Where the send of an issue stands: sent, pending, deferred, failed, uncertain.
+    Without ISSUE_DIR: every send of the list, and what is scheduled."""
+    if issue_dir is None:
+        need_db(app.settings)
+        return _overview(app.settings)
     issue_id = issue_id_of(issue_dir)  # a wrong path first: it explains more than a missing db
     settings = app.settings
     need_db(settings)
@@ -138,3 +142,31 @@ def _relabel(db_path: Path, ledger: Ledger) -> int:
         "(they may have arrived; resend them with send --resend-uncertain)"
     )
     return 0
+
+
+def _overview(settings) -> None:
+    """One line a send, oldest first, then the schedules waiting: the list's history."""
+    every = sends(settings.db_path)
+    with Book(settings.db_path) as book:
+        waiting = [s for s in book.all() if s.state is ScheduleState.SCHEDULED]
+    if not every and not waiting:
+        click.echo("nothing sent from this list yet; send an issue with: newsletter send ISSUE")
+        return
+    if every:
+        counted = totals(settings.db_path)
+        columns = (State.SENT, State.PENDING, State.DEFERRED, State.FAILED, State.UNCERTAIN)
+        rows = [("issue", "state", "started (UTC)", *(c.value for c in columns))]
+        for issue_id, info in every:
+            n = counted.get(issue_id, {})
+            pending = n.get(State.PENDING, 0) + n.get(State.SENDING, 0)
+            cells = [n.get(c, 0) if c is not State.PENDING else pending for c in columns]
+            rows.append((issue_id, str(info.state), info.started_at[:16].replace("T", " "),
+                         *(f"{v:,}" for v in cells)))  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            left = "  ".join(f"{v:<{w}}" for v, w in zip(row[:3], widths[:3], strict=True))
+            right = "  ".join(f"{v:>{w}}" for v, w in zip(row[3:], widths[3:], strict=True))
+            click.echo(f"{left}  {right}")
+    for s in waiting:
+        click.echo(f"scheduled: issue {s.issue_id} for {s.when()} (schedule {s.id})")
+    click.echo("details of one: newsletter status ISSUE")

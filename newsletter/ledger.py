@@ -766,11 +766,14 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 def unfinished(path: Path | str) -> list[tuple[str, SendInfo]]:
     """Every send not done, with what `due` needs to carry it on."""
+    return [(issue_id, info) for issue_id, info in sends(path) if info.state != SendState.DONE]
+
+
+def sends(path: Path | str) -> list[tuple[str, SendInfo]]:
+    """Every send of this database, oldest first."""
     conn = store.connect(path)
     try:
-        rows = conn.execute(
-            "SELECT issue_id FROM sends WHERE state != 'done' ORDER BY started_at"
-        ).fetchall()
+        rows = conn.execute("SELECT issue_id FROM sends ORDER BY started_at, issue_id").fetchall()
     finally:
         conn.close()
     out = []
@@ -787,6 +790,21 @@ def unfinished(path: Path | str) -> list[tuple[str, SendInfo]]:
 
 # pg_try_advisory_lock key of the send lock on PostgreSQL (the same on every host)
 SEND_LOCK = 0x6E6C_7365_6E64  # "nlsend"
+
+
+def totals(path: Path | str) -> dict[str, dict[State, int]]:
+    """Each send's rows by state (one pass over the ledger), for an overview of them all."""
+    conn = store.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT issue_id, state, count(*) FROM deliveries GROUP BY issue_id, state"
+        ).fetchall()
+    finally:
+        conn.close()
+    out: dict[str, dict[State, int]] = {}
+    for issue_id, state, n in rows:
+        out.setdefault(issue_id, {})[State(state)] = n
+    return out
 
 
 @contextlib.contextmanager

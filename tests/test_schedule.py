@@ -5,6 +5,7 @@ once give one copy each, and what was frozen is what goes (or the send says what
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import subprocess
 import sys
 import time
@@ -289,3 +290,22 @@ def test_due_in_a_folder_without_the_database_says_so_and_makes_nothing(
     assert result.output.startswith(f"error: {tmp_path / 'news.db'}: no database here")
     assert "WorkingDirectory" in result.output and len(result.output.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_status_without_an_issue_lists_every_send_and_what_is_scheduled(workdir: Path) -> None:
+    add_people(workdir)
+    with Server(Handler()) as server, time_machine.travel(at("2026-12-06 20:00"), tick=False):
+        env = env_for(workdir, server.port)
+        assert cli(env, "status").output == (
+            "nothing sent from this list yet; send an issue with: newsletter send ISSUE\n"
+        )
+        assert cli(env, "send", ISSUE, "--yes").exit_code == 0
+        later = workdir / "issues" / "2017-12"
+        shutil.copytree(workdir / ISSUE, later)
+        assert cli(env, "send", str(later), "--at", "2026-12-07 07:00", "--yes").exit_code == 0
+        assert cli(env, "status").output.splitlines() == [
+            "issue    state  started (UTC)     sent  pending  deferred  failed  uncertain",
+            "2017-11  done   2026-12-07 01:00     3        0         0       0          0",
+            "scheduled: issue 2017-12 for 2026-12-07 07:00 EST (12:00 UTC) (schedule 1)",
+            "details of one: newsletter status ISSUE",
+        ]
