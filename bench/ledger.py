@@ -1,5 +1,6 @@
-"""The ledger's work queue alone: claim k rows, mark them sent, again, until none is left;
-1, 2 and 4 worker processes over one ledger of ROWS rows, on PostgreSQL and on SQLite.
+"""The ledger's work queue alone: claim k rows, mark them sent with the next claim (as a
+send does), again, until none is left; 1, 2 and 4 worker processes over one ledger of ROWS
+rows, on PostgreSQL and on SQLite.
 No SMTP, no messages: what the ledger costs a send, per row.
 
     .venv/bin/python bench/ledger.py [--rows 1000000] [--k 50] [--url postgresql://...]
