@@ -524,8 +524,16 @@ class Ledger:
     def renew(self, worker: str, lease: float, now: float | None = None) -> None:
         """Extend the leases of every row `worker` holds, and say it is alive."""
         if self.pg:
-            params = {"now": now, "lease": lease, "issue": self.issue_id, "worker": worker}
-            self._queue(lambda conn: conn.execute(_PG_RENEW, params))
+            params: dict[str, Any] = {
+                "now": now, "lease": lease, "issue": self.issue_id, "worker": worker
+            }  # fmt: skip
+            sql = _PG_RENEW
+            with self._lock:
+                # by the ids it holds (the primary key), unless a claim's answer was lost:
+                # then rows it was never handed may be its own, found by owner
+                if worker not in self._claim_lost:
+                    sql, params["ids"] = _PG_RENEW_HELD, sorted(self._handed.get(worker, ()))
+            self._queue(lambda conn: conn.execute(sql, params))
             return
         now = time.time() if now is None else now
         with self._tx() as conn:
@@ -715,6 +723,16 @@ FROM unnest(:ids::bigint[], :states::text[], :replies::text[], :nexts::float8[])
     AS v (subscriber_id, state, reply, next_attempt)
 WHERE d.issue_id = :issue AND d.subscriber_id = v.subscriber_id
   AND d.state || '' = 'sending' AND d.owner = :worker
+"""
+# deliveries_sending keeps the entries of rows long since marked until a vacuum: found by
+# owner through it, a renewal read them all (as the mark did, see _PG_MARK)
+_PG_RENEW_HELD = f"""
+WITH held AS (
+    UPDATE deliveries SET lease_until = {_NOW} + :lease
+    WHERE issue_id = :issue AND subscriber_id = ANY(:ids::bigint[]) AND owner = :worker
+      AND state || '' = 'sending'
+)
+UPDATE send_workers SET seen_at = {_NOW} WHERE issue_id = :issue AND worker = :worker
 """
 _PG_RENEW = f"""
 WITH held AS (

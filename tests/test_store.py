@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -178,9 +179,10 @@ def test_a_claim_records_the_last_batchs_outcomes_first_fenced_on_the_owner(db_w
 
 
 def test_outcomes_are_found_by_primary_key_however_many_were_marked_before(pg_url) -> None:
-    # the rows a send has marked stay in deliveries_sending until a vacuum: a mark that went
-    # through that index read every one of them (20 ms a mark 100,000 rows into a send)
-    from newsletter.ledger import _PG_MARK
+    # the rows a send has marked stay in deliveries_sending until a vacuum: a mark (or a
+    # renewal) that went through that index read every one of them (20 ms a mark 100,000
+    # rows into a send)
+    from newsletter.ledger import _PG_MARK, _PG_RENEW_HELD
 
     _start(pg_url, 400)
     ledger = Ledger(pg_url, ISSUE)
@@ -195,6 +197,13 @@ def test_outcomes_are_found_by_primary_key_however_many_were_marked_before(pg_ur
                   "nexts": [0.0] * 2, "stamp": "now", "issue": ISSUE, "worker": "w"}  # fmt: skip
         plan = "\n".join(r[0] for r in ledger.conn.execute("EXPLAIN " + _PG_MARK, params))
         assert "deliveries_sending" not in plan, plan
+        held = {"ids": [1, 2], "lease": 60.0, "now": None, "issue": ISSUE, "worker": "w"}
+        plan = "\n".join(r[0] for r in ledger.conn.execute("EXPLAIN " + _PG_RENEW_HELD, held))
+        assert "deliveries_sending" not in plan, plan
+        # and the renewal by ids keeps exactly what the worker holds (8 rows: one a batch)
+        ledger.renew("w", 3600.0)
+        assert ledger.reap(now=time.time() + 600) == 0
+        assert ledger.reap(now=time.time() + 7200) == 8
     finally:
         ledger.close()
 
