@@ -238,6 +238,15 @@ def test_rate_and_concurrency_given_at_the_start_hold_on_resume(workdir: Path) -
     assert resumed_stamps[-1] - resumed_stamps[0] >= 0.45
 
 
+def test_every_service_may_write_the_folder_it_runs_in() -> None:
+    # the database (relative NEWSLETTER_DB) and its -wal/-shm live in WorkingDirectory: a
+    # service that may not write there cannot open it (serve's unsubscribe links went dead)
+    for unit in sorted((ROOT / "deploy").glob("newsletter-*.service")):
+        fields = dict(line.split("=", 1) for line in unit.read_text().splitlines() if "=" in line)
+        writable = fields.get("ReadWritePaths", "").split()
+        assert fields["WorkingDirectory"] in writable, unit.name
+
+
 def test_the_systemd_units_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
