@@ -548,14 +548,18 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
     def waiting(at: float, count: int) -> None:
         click.echo(f"{count:,} deferred message(s); next retry {local_time(at)}; waiting (--wait)")
 
+    skipped_before = report.total(State.SKIPPED)
     passes = campaign.run(prepared, ledger, options, on_progress=bar, wait=wait, on_wait=waiting)
     bar(passes.progress, final=True)
     report = campaign.report(ledger)
     click.echo(counts_table(report.counts))
     p = passes.progress
+    # who left during the send: skipped by a claim, or by their unsubscribe itself (which
+    # marks their row at once, so no claim sees it)
+    skipped = report.total(State.SKIPPED) - skipped_before
     click.echo(
         f"{p.sent:,} sent in {passes.elapsed:.1f} s ({p.sent / max(passes.elapsed, 1e-6):,.0f}/s)"
-        f", {p.deferred:,} deferred, {p.failed:,} failed, {p.skipped:,} skipped"
+        f", {p.deferred:,} deferred, {p.failed:,} failed, {skipped:,} skipped (left meanwhile)"
     )
     say_refusals(passes)
     rebuild_archive(prepared.settings, prepared.issue_dir)

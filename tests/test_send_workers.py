@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter.ledger import State
+from newsletter.subscribers import SqliteStore
 
 from .conftest import DEMO_ISSUE, run_cli
 from .smtp_server import Handler, Server
@@ -96,6 +97,20 @@ def test_status_during_a_send_shows_what_the_running_worker_has_sent(workdir: Pa
     # counted every few seconds, not only when the lease is renewed (every 15 s)
     assert "sending, holding" in share, status.stdout
     assert int(share.split(": ", 1)[1].split(" sent")[0].replace(",", "")) > 0, share
+
+
+def test_someone_who_leaves_during_the_send_is_counted_skipped(workdir: Path) -> None:
+    ids = add_people(workdir, many(40))
+    with Server(Slow(delay=0.05)) as server:
+        sending = _spawn(workdir, server.port, "--workers", "1", "--concurrency", "1")
+        _wait_for(lambda: len(server.handler.received) >= 5, "the send under way")
+        with SqliteStore(workdir / "news.db") as store:  # the last in line leaves
+            assert store.unsubscribe(ids["reader39@example.org"], "web:one-click")
+        out, err = sending.communicate(timeout=60)
+    assert sending.returncode == 0, err
+    assert server.handler.copies("reader39@example.org") == 0
+    # their unsubscribe marked their row at once: no claim saw it, the summary still does
+    assert ", 0 failed, 1 skipped (left meanwhile)" in out, out
 
 
 def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> None:
