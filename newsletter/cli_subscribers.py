@@ -50,6 +50,16 @@ def _consent_options(command):
     )(command)
 
 
+def _comes_back(resubscribe: bool, basis: str | None, note: str | None) -> None:
+    """Someone who left withdrew their consent: only their new, express consent brings them
+    back, and the record must say how they gave it (CASL: the sender proves consent)."""
+    if resubscribe and (basis != Basis.EXPRESS or not (note or "").strip()):
+        raise click.UsageError(
+            "--resubscribe brings back people who left: only their new consent does that; add "
+            '--consent express --note "how they asked to come back" (kept as proof)'
+        )
+
+
 def _consent(basis: str | None, date: dt.datetime | None, note: str, method: str) -> Consent | None:
     """The consent to record, from the options; UsageError for a combination that proves
     nothing."""
@@ -119,6 +129,7 @@ def import_(
     With --consent, each person added or resubscribed (and each one already on the list with
     no consent recorded) gets a consent record: express, or implied with --consent-date.
     """
+    _comes_back(resubscribe, basis, note)
     consent = _consent(basis, consent_date, note or "", f"import:{file.name}")
     parsed = read_csv(file)
     settings = app.settings
@@ -209,6 +220,7 @@ def add(
     resubscribe: bool,
 ) -> None:
     """Add one subscriber."""
+    _comes_back(resubscribe, basis, note)
     consent = _consent(basis, consent_date, note or "", "cli")
     language = _language(language)
     with open_store(app.settings) as store:
@@ -299,7 +311,7 @@ def reactivate(app: AppContext, email: str, reason: str) -> None:
         if person.status in (Status.UNSUBSCRIBED, Status.COMPLAINED):
             raise StoreError(
                 f"{person.email} {person.status} ({person.left_how}); only their new consent "
-                "brings them back: subscribers add --resubscribe"
+                "brings them back: subscribers add --resubscribe --consent express --note ..."
             )
         if not store.reactivate(person.id, reason.strip()):
             raise StoreError(f"{person.email} is already active")

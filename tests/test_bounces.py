@@ -446,7 +446,7 @@ def test_show_set_and_reactivate_keep_one_history(workdir: Path):
     assert refused.exit_code == 2
     assert refused.output == (
         "error: bob@example.com unsubscribed (cli); only their new consent brings them back: "
-        "subscribers add --resubscribe\n"
+        "subscribers add --resubscribe --consent express --note ...\n"
     )
 
 

@@ -223,7 +223,14 @@ def test_cli_import_report(tmp_path: Path):
         assert new.join_source == "import:people.csv"
         assert store.find("gone@example.org").status is Status.UNSUBSCRIBED
 
-    result = run_import(db_path, str(path), "--resubscribe")
+    # coming back needs their new consent, with how they gave it
+    refused = run_import(db_path, str(path), "--resubscribe")
+    assert refused.exit_code == 2 and "--consent express --note" in refused.output
+    with SqliteStore(db_path) as store:
+        assert store.find("gone@example.org").status is Status.UNSUBSCRIBED
+    result = run_import(
+        db_path, str(path), "--resubscribe", "--consent", "express", "--note", "wrote to us"
+    )
     assert result.output.splitlines()[:2] == [
         f"imported {path}: 0 added, 0 updated, 3 unchanged, 1 rejected",
         "1 resubscribed (--resubscribe)",

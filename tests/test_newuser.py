@@ -320,7 +320,8 @@ def test_an_export_imported_elsewhere_keeps_off_who_left(workdir: Path) -> None:
         ["di@example.org", "both", "bounced"],
     ]
     # importing the file again, even with --resubscribe, makes nobody active who left
-    again = invoke(workdir, "subscribers", "import", str(exported), "--resubscribe", **moved)
+    again = invoke(workdir, "subscribers", "import", str(exported), "--resubscribe",
+                   "--consent", "express", "--note", "asked again", **moved)  # fmt: skip
     assert again.exit_code == 0, again.output
     assert invoke(workdir, "subscribers", "list", "--status", "active", **moved).stdout == (
         "ann@example.org\tboth\tactive\t\n"

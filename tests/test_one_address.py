@@ -48,7 +48,8 @@ def test_an_import_with_two_cases_of_one_address_gives_one_subscriber(workdir: P
 def test_resubscribe_keeps_the_language_unless_told(workdir: Path):
     run(workdir, "subscribers", "add", "ann@example.org", "--language", "fr")
     run(workdir, "subscribers", "unsubscribe", "ann@example.org")
-    result = run(workdir, "subscribers", "add", "Ann@example.org", "--resubscribe")
+    result = run(workdir, "subscribers", "add", "Ann@example.org", "--resubscribe",
+                 "--consent", "express", "--note", "phoned us")  # fmt: skip
     assert result.output == "added ann@example.org (fr)\n"
 
 
