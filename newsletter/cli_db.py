@@ -56,6 +56,12 @@ def copy_command(app: AppContext, source: Path) -> None:
     for table, n in copied.rows.items():
         if n:
             click.echo(f"  {table:<18} {n:>9,}")
+    # from now on the list lives in PostgreSQL: what the old file takes in is not copied
+    click.echo(
+        f"from now on, every host and service must use {into}: an unsubscribe or "
+        f"a signup that reaches {source} after this copy is not carried over (stop serve and "
+        "the timers before copying, and start them again on the new setting)"
+    )
     secret = source.with_name(source.name + ".secret")
     if not settings.secret and secret.is_file():
         click.echo(

@@ -153,6 +153,9 @@ def test_db_copy_moves_a_whole_sqlite_list_into_an_empty_database(pg_url, tmp_pa
     assert result.exit_code == 0, result.output
     assert f"into NEWSLETTER_DB={pg_url.masked}:" in result.output
     assert "set NEWSLETTER_SECRET to its contents on every host" in result.output
+    assert f"every host and service must use NEWSLETTER_DB={pg_url.masked}: an unsubscribe" in (
+        result.output
+    )
     old, new = store.connect(source), store.connect(pg_url)
     try:
         from newsletter.store.copy import TABLES
