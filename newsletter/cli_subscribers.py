@@ -155,6 +155,11 @@ def import_(
     )
     if result.resubscribed:
         click.echo(f"{result.resubscribed} resubscribed (--resubscribe)")
+    if result.renewed:
+        click.echo(
+            f"{result.renewed} consent(s) renewed: their implied consent had lapsed; issues "
+            "reach them again"
+        )
     if result.left:
         click.echo(
             f"{result.left} added as having left (the file's status column says so): "
@@ -224,8 +229,8 @@ def add(
     consent = _consent(basis, consent_date, note or "", "cli")
     language = _language(language)
     with open_store(app.settings) as store:
+        known = store.find(email)
         if language is None:  # someone coming back keeps their language unless told
-            known = store.find(email)
             language = known.language if known else app.settings.default_language
         subscriber = store.add(
             email,
@@ -236,6 +241,12 @@ def add(
             resubscribe=resubscribe,
             consent=consent,
         )
+    if known is not None and known.status is Status.ACTIVE:  # add() said nothing else
+        click.echo(
+            f"consent renewed: {subscriber.email} ({basis}); their implied consent had lapsed, "
+            "and issues reach them again"
+        )
+        return
     click.echo(f"added {subscriber.email} ({subscriber.language})")
 
 
@@ -441,6 +452,7 @@ def count(app: AppContext) -> None:
     need_db(app.settings)
     with open_store(app.settings) as store:
         counts = store.counts()
+        lapsed = store.lapsed_counts()
     width = max(len(status) for status in STATUSES)
     click.echo(f"{'':<{width}}  {'en':>6} {'fr':>6} {'both':>6} {'total':>6}")
     for status in Status:
@@ -453,6 +465,11 @@ def count(app: AppContext) -> None:
     ]
     cells = " ".join(f"{n:>6}" for n in [*totals, sum(totals)])
     click.echo(f"{'total':<{width}}  {cells}")
+    if lapsed:
+        # active, but a send skips them: the count of who gets the next issue differs
+        numbers = [lapsed.get(language, 0) for language in SUBSCRIBER_LANGUAGES]
+        cells = " ".join(f"{n:>6}" for n in [*numbers, sum(numbers)])
+        click.echo(f"{'':<{width}}  {cells}  of the active: implied consent lapsed, not mailed")
 
 
 @click.command()

@@ -100,6 +100,7 @@ class ImportResult:
     kept: list[Kept] = field(default_factory=list)
     left: int = 0  # added with the status the file gives them (unsubscribed...): not mailed
     still_active: list[Row] = field(default_factory=list)  # the file says they left; not here
+    renewed: int = 0  # active, their implied consent lapsed: the new consent recorded
 
 
 EDITION_FOR_LANGUAGE = {"en": "en", "fr": "fr", "both": "bilingual"}
@@ -278,6 +279,14 @@ class Store(SignupRequests):
         ):
             yield _subscriber(row)
 
+    def has_lapsed(self, subscriber_id: int, today: str | None = None) -> bool:
+        """Whether this subscriber's latest consent is implied and has lapsed."""
+        row = self.conn.execute(
+            f"SELECT 1 FROM subscribers WHERE id = :id AND {consents.lapsed_sql()}",
+            {"id": subscriber_id, **_cutoff(today)},
+        ).fetchone()
+        return row is not None
+
     def lapsed_counts(self, today: str | None = None) -> dict[str, int]:
         """Number of active subscribers with lapsed implied consent, per language."""
         rows = self.conn.execute(
@@ -348,6 +357,10 @@ class Store(SignupRequests):
                     Row(email, name, language), language, source, consent_note
                 )
             elif existing.status is Status.ACTIVE:
+                if consent is not None and self.has_lapsed(existing.id):
+                    # their implied consent lapsed: this new consent lets issues reach them
+                    self.record_consent(existing.id, consent)
+                    return existing
                 raise StoreError(f"{existing.email} is already subscribed")
             elif not resubscribe:
                 raise StoreError(
@@ -465,7 +478,7 @@ class Store(SignupRequests):
 
         `consent` is recorded for each person added or resubscribed, and for each one already
         on the list with no consent recorded yet (never over proof they gave themselves)."""
-        added = updated = unchanged = resubscribed = gone = 0
+        added = updated = unchanged = resubscribed = gone = renewed = 0
         kept: list[Kept] = []
         still_active: list[Row] = []
         with self.conn.transaction(commit=not dry_run):
@@ -501,11 +514,16 @@ class Store(SignupRequests):
                         self.record_consent(existing.id, consent)
                 elif consent is not None and not self.consents(existing.id):
                     self.record_consent(existing.id, consent)
+                elif consent is not None and self.has_lapsed(existing.id):
+                    self.record_consent(existing.id, consent)  # a lapsed consent renewed
+                    renewed += 1
                 if self._update(existing, row, source):
                     updated += 1
                 elif existing.status is Status.ACTIVE:
                     unchanged += 1
-        return ImportResult(added, updated, unchanged, resubscribed, kept, gone, still_active)
+        return ImportResult(
+            added, updated, unchanged, resubscribed, kept, gone, still_active, renewed
+        )
 
     # -- inside a transaction ------------------------------------------------------------
 

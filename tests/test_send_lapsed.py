@@ -36,6 +36,10 @@ def test_send_skips_lapsed_implied_consent_and_says_so(workdir, clock):
                       consent=Consent(Basis.IMPLIED, "import:m.csv", date))  # fmt: skip
     listed = cli(workdir, "subscribers", "list", "--lapsed")
     assert listed.output == "lapsed@example.org\ten\tactive\t\n"
+    counted = cli(workdir, "subscribers", "count").output.splitlines()
+    assert counted[1].split() == ["active", "2", "0", "0", "2"]
+    assert counted[-1].split()[:4] == ["1", "0", "0", "1"]
+    assert counted[-1].endswith("of the active: implied consent lapsed, not mailed")
 
     dry = cli(workdir, "send", f"issues/{DEMO_ISSUE}", "--dry-run")
     assert "en                1 subscriber(s)" in dry.output
@@ -67,3 +71,28 @@ def test_scheduling_a_send_says_who_it_will_skip(workdir, clock):
         result.output
     )
     assert "today that is en 1, fr 0, bilingual 0 (1 in all)" in result.output
+
+
+def test_a_lapsed_consent_can_be_renewed_by_hand_or_by_import(workdir, clock):
+    with SqliteStore(workdir / "news.db") as store:
+        for email in ("ann@example.org", "bob@example.org"):
+            store.add(email, language="en", source="import:m.csv",
+                      consent=Consent(Basis.IMPLIED, "import:m.csv", "2022-12-31"))  # fmt: skip
+    assert cli(workdir, "subscribers", "list", "--lapsed").output.count("\n") == 2
+    renewed = cli(workdir, "subscribers", "add", "ann@example.org", "--consent", "express",
+                  "--note", "said yes on the phone")  # fmt: skip
+    assert (renewed.exit_code, renewed.output) == (
+        0,
+        "consent renewed: ann@example.org (express); their implied consent had lapsed, and "
+        "issues reach them again\n",
+    )
+    sheet = workdir / "members.csv"
+    sheet.write_text("email\nbob@example.org\n", "utf-8")
+    imported = cli(workdir, "subscribers", "import", str(sheet), "--consent", "implied",
+                   "--consent-date", "2025-01-15")  # fmt: skip
+    assert "1 consent(s) renewed: their implied consent had lapsed" in imported.output
+    assert cli(workdir, "subscribers", "list", "--lapsed").output == ""
+    # someone whose consent stands is still "already subscribed"
+    again = cli(workdir, "subscribers", "add", "ann@example.org", "--consent", "express",
+                "--note", "twice")  # fmt: skip
+    assert again.exit_code == 2 and "already subscribed" in again.output
