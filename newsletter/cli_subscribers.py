@@ -186,6 +186,14 @@ def import_(
     ]
     notes += [
         (
+            c.row.line or 0,
+            f"{c.row.email} keeps the {c.column} they chose themselves on {c.at[:10]} "
+            f"({c.kept or 'none'}); the file is older on that point",
+        )
+        for c in result.theirs
+    ]
+    notes += [
+        (
             row.line or 0,
             f"{row.email}: the file says {row.status}, but they are active here; left as is "
             f"(if the file is right: newsletter subscribers unsubscribe {row.email})",

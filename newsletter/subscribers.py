@@ -92,6 +92,16 @@ class Kept:
 
 
 @dataclass(frozen=True)
+class OwnChoice:
+    """An import row's name or language left alone: the person set it themselves (web)."""
+
+    row: Row
+    column: str  # "name" or "language"
+    kept: str
+    at: str
+
+
+@dataclass(frozen=True)
 class ImportResult:
     added: int = 0
     updated: int = 0
@@ -101,6 +111,7 @@ class ImportResult:
     left: int = 0  # added with the status the file gives them (unsubscribed...): not mailed
     still_active: list[Row] = field(default_factory=list)  # the file says they left; not here
     renewed: int = 0  # active, their implied consent lapsed: the new consent recorded
+    theirs: list[OwnChoice] = field(default_factory=list)  # kept as the person chose it
 
 
 EDITION_FOR_LANGUAGE = {"en": "en", "fr": "fr", "both": "bilingual"}
@@ -479,6 +490,7 @@ class Store(SignupRequests):
         `consent` is recorded for each person added or resubscribed, and for each one already
         on the list with no consent recorded yet (never over proof they gave themselves)."""
         added = updated = unchanged = resubscribed = gone = renewed = 0
+        theirs: list[OwnChoice] = []
         kept: list[Kept] = []
         still_active: list[Row] = []
         with self.conn.transaction(commit=not dry_run):
@@ -517,12 +529,12 @@ class Store(SignupRequests):
                 elif consent is not None and self.has_lapsed(existing.id):
                     self.record_consent(existing.id, consent)  # a lapsed consent renewed
                     renewed += 1
-                if self._update(existing, row, source):
+                if self._update(existing, row, source, theirs):
                     updated += 1
                 elif existing.status is Status.ACTIVE:
                     unchanged += 1
         return ImportResult(
-            added, updated, unchanged, resubscribed, kept, gone, still_active, renewed
+            added, updated, unchanged, resubscribed, kept, gone, still_active, renewed, theirs
         )
 
     # -- inside a transaction ------------------------------------------------------------
@@ -555,13 +567,35 @@ class Store(SignupRequests):
         )
         self._event(existing.id, "resubscribe", source, consent_note)
 
-    def _update(self, existing: Subscriber, row: Row, how: str) -> bool:
+    def _update(
+        self, existing: Subscriber, row: Row, how: str, theirs: list[OwnChoice] | None = None
+    ) -> bool:
+        """Change the name and language the row gives. With `theirs` (an import), what the
+        person chose themselves on the preferences page is kept, and listed there: a
+        spreadsheet kept for years must not undo it."""
         changed = False
-        if row.name is not None and clean_name(row.name) != existing.name:
-            changed |= self._set(existing.id, "name", clean_name(row.name), how)
-        if row.language is not None and row.language != existing.language:
-            changed |= self._set(existing.id, "language", row.language, how)
+        wanted = (
+            ("name", None if row.name is None else clean_name(row.name), existing.name),
+            ("language", row.language, existing.language),
+        )
+        for column, value, current in wanted:
+            if value is None or value == current:
+                continue
+            if theirs is not None and (at := self._chosen_by_them(existing.id, column)):
+                theirs.append(OwnChoice(row, column, current, at))
+                continue
+            changed |= self._set(existing.id, column, value, how)
         return changed
+
+    def _chosen_by_them(self, subscriber_id: int, column: str) -> str | None:
+        """When the person last set `column` on the web themselves, if the latest change
+        of it was theirs."""
+        last = self.conn.execute(
+            "SELECT route, at FROM subscriber_events WHERE subscriber_id = ? AND kind = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (subscriber_id, column),
+        ).fetchone()
+        return last["at"] if last is not None and last["route"].startswith("web:") else None
 
     def _set(self, subscriber_id: int, column: str, value: str, how: str) -> bool:
         assert column in ("name", "language")  # never user input: it is spliced into SQL

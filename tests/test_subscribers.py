@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -529,3 +530,26 @@ def test_a_database_held_by_another_command_is_one_line(
         "run this again when that one ends\n",
     )
     assert run(db_path, "add", "bob@example.org").exit_code == 0
+
+
+def test_an_import_keeps_what_people_chose_themselves(db_path: Path, tmp_path: Path) -> None:
+    sheet = tmp_path / "members.csv"
+    sheet.write_text("email,name,language\nann@example.org,Ann,fr\nbob@example.org,Bob,fr\n")
+    assert run(db_path, "import", str(sheet)).exit_code == 0
+    with SqliteStore(db_path) as store:
+        ann = store.find("ann@example.org")
+        store.set_language(ann.id, "both", "web:preferences")  # on the preferences page
+        store.set_name(ann.id, "Annie", "web:preferences")
+        store.set_language(store.find("bob@example.org").id, "en", "cli")  # by the owner
+    again = run(db_path, "import", str(sheet))
+    TODAY = datetime.now(UTC).date().isoformat()  # noqa: N806 - the stamps are UTC
+    assert again.output.splitlines() == [
+        f"imported {sheet}: 0 added, 1 updated, 1 unchanged, 0 rejected",
+        f"{sheet}:2: ann@example.org keeps the name they chose themselves on "
+        f"{TODAY} (Annie); the file is older on that point",
+        f"{sheet}:2: ann@example.org keeps the language they chose themselves on "
+        f"{TODAY} (both); the file is older on that point",
+    ]
+    with SqliteStore(db_path) as store:
+        ann, bob = store.find("ann@example.org"), store.find("bob@example.org")
+        assert (ann.name, ann.language, bob.language) == ("Annie", "both", "fr")
