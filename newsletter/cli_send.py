@@ -562,6 +562,13 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         f", {p.deferred:,} deferred, {p.failed:,} failed, {skipped:,} skipped (left meanwhile)"
     )
     say_refusals(passes)
+    others = sum(ledger.holding().values())
+    if others and not (passes.interrupted or passes.paused):
+        # this host is done; hosts that joined (--join) still hold some rows
+        click.echo(
+            f"{others:,} message(s) still in the hands of other sending processes (--join); "
+            f"newsletter status {prepared.issue_dir.as_posix()} shows when they are done"
+        )
     rebuild_archive(prepared.settings, prepared.issue_dir)
     if passes.interrupted:
         click.echo(

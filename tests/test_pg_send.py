@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.delivery import SendOptions
-from newsletter.ledger import Ledger, State
+from newsletter.ledger import Ledger, Outcome, State
 from newsletter.subscribers import Store
 
 from .conftest import DEMO_ISSUE, clean_env, run_cli
@@ -128,6 +128,24 @@ def test_a_send_and_two_joins_give_everyone_exactly_one_copy(workdir: Path, pg_u
     assert len(shares) == 3 and all(" 0 sent" not in line for line in shares), status.stdout
     sent = [int(line.split(": ")[1].split(" sent")[0].replace(",", "")) for line in shares]
     assert sum(sent) == 240
+
+
+def test_the_first_host_done_says_what_the_joined_ones_still_hold(workdir: Path, pg_url) -> None:
+    add(pg_url, 40)
+    with Server(Handler()) as server:
+        first = spawn(workdir, pg_url, server.port, "--rate", "40", "--concurrency", "1")
+        wait_for(lambda: held_by(pg_url, first))
+        slow = Ledger(pg_url, DEMO_ISSUE)  # a host that joined and is slow about its rows
+        try:
+            held = slow.claim("elsewhere:1:abc", 3, 600.0).rows
+            code, out, err = finish(first)
+            assert code == 0, err
+            assert len(held) == 3 and "3 message(s) still in the hands of other sending " in out
+            slow.mark(
+                "elsewhere:1:abc", [Outcome(d.subscriber_id, State.SENT, "250") for d in held]
+            )
+        finally:
+            slow.close()
 
 
 def test_two_sends_at_the_same_moment_give_one_ledger_and_the_second_is_told_to_join(
