@@ -137,6 +137,11 @@ def create_app(
     def invalid() -> HTMLResponse:
         return page("invalid.html.j2", "both", 404)
 
+    def removed() -> HTMLResponse:
+        # a link of ours, whose person was removed from the list (on request): nothing to
+        # do, and a one-click unsubscribe (RFC 8058) is answered as done
+        return page("removed.html.j2", "both")
+
     def busy(subscriber: Subscriber, what: str) -> HTMLResponse:
         # Nothing was changed. A mail client will not come back, so the operator must know.
         log.warning(
@@ -172,27 +177,31 @@ def create_app(
 
         return await run_in_threadpool(run)
 
-    async def subscriber_for(request: Request) -> Subscriber | None:
+    async def subscriber_for(request: Request) -> Subscriber | Response:
+        """The subscriber a link names, or the page to answer: the link is not ours, or
+        its person is no longer on the list."""
         token = request.path_params["token"]
 
-        def find(store: SqliteStore) -> Subscriber | None:
+        def find(store: SqliteStore) -> Subscriber | Response:
             # The keys come from the database answering, which may have been replaced.
             subscriber_id = link_keys(secret, store.list_identity()).read(token, datetime.now(UTC))
-            return store.get(subscriber_id) if subscriber_id is not None else None
+            if subscriber_id is None:
+                return invalid()
+            return store.get(subscriber_id) or removed()
 
         return await with_store(find)
 
     async def unsubscribe_page(request: Request) -> Response:
         subscriber = await subscriber_for(request)
-        if subscriber is None:
-            return invalid()
+        if isinstance(subscriber, Response):
+            return subscriber
         token = request.path_params["token"]
         return page("unsubscribe.html.j2", subscriber.language, subscriber=subscriber, token=token)
 
     async def unsubscribe(request: Request) -> Response:
         subscriber = await subscriber_for(request)
-        if subscriber is None:
-            return invalid()
+        if isinstance(subscriber, Response):
+            return subscriber
         # An unreadable body still unsubscribes: the token alone is enough (RFC 8058).
         form = await _form(request) or {}
         if (form.get(ONE_CLICK[0]) or "").strip() == ONE_CLICK[1]:
@@ -222,14 +231,14 @@ def create_app(
 
     async def show_preferences(request: Request) -> Response:
         subscriber = await subscriber_for(request)
-        if subscriber is None:
-            return invalid()
+        if isinstance(subscriber, Response):
+            return subscriber
         return preferences_page(subscriber, request.path_params["token"])
 
     async def save_preferences(request: Request) -> Response:
         subscriber = await subscriber_for(request)
-        if subscriber is None:
-            return invalid()
+        if isinstance(subscriber, Response):
+            return subscriber
         token = request.path_params["token"]
         form = await _form(request)
         if form is None:  # nothing can be read, so nothing is changed

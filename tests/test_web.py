@@ -197,8 +197,6 @@ def test_forged_tampered_and_truncated_tokens_get_the_same_plain_404(settings, s
         good + "A",
         good.lower() if good.lower() != good else good.upper(),
         make_token(b"another secret", ann),
-        _token(settings, gone),  # genuine signature, but nobody behind it any more
-        _token(settings, 999),  # genuine signature for an id never used
         "x" * 32,
         "..%2f..%2fetc",
     ]
@@ -219,6 +217,11 @@ def test_forged_tampered_and_truncated_tokens_get_the_same_plain_404(settings, s
     assert "example.org" not in body
     assert store.get(ann).status is Status.ACTIVE
     assert store.get(ann).language == "en"
+    # a genuine link whose person was removed (only we can sign one) says that instead
+    for token in (_token(settings, gone), _token(settings, 999)):
+        reply = request(server.url(f"/unsubscribe/{token}"))
+        assert reply.status == 200 and "no longer on the list" in reply.body
+        assert "example.org" not in reply.body
 
 
 def test_preferences_change_the_edition_and_the_page_language(settings, store, server):
@@ -258,6 +261,22 @@ def test_preferences_page_can_unsubscribe(settings, store, server):
     reply = post(server.url(f"/preferences/{token}"), {"action": "unsubscribe"})
     assert reply.status == 200
     assert store.get(ann).status is Status.UNSUBSCRIBED
+
+
+def test_the_links_of_someone_removed_say_so_and_one_click_is_done(settings, store, server):
+    ann = _person(store, "ann@example.org", "fr")
+    token = _token(settings, ann)
+    assert store.remove("ann@example.org")  # on their request to erase their data
+    for reply in (
+        request(server.url(f"/unsubscribe/{token}")),
+        post(server.url(f"/unsubscribe/{token}"), ONE_CLICK),  # a mail client's RFC 8058 POST
+        request(server.url(f"/preferences/{token}")),
+    ):
+        assert reply.status == 200, reply.body
+        assert "This address is no longer on the list" in reply.body
+        assert "Cette adresse n’est plus sur la liste" in reply.body
+        assert "not valid" not in reply.body
+    assert store.find("ann@example.org") is None  # and nothing made them come back
 
 
 def test_bilingual_page_marks_each_language(settings, store, server):
