@@ -170,7 +170,12 @@ class SignupRequests:
             )
             consents.keep_text(self.conn, text, at)
             subscriber = self.find(email)
-            if subscriber is not None and subscriber.status == "active":
+            if (
+                subscriber is not None
+                and subscriber.status == "active"
+                # one whose implied consent lapsed is sent nothing: confirming renews it
+                and not self.has_lapsed(subscriber.id)  # type: ignore[attr-defined]
+            ):
                 return Admission(Admitted.ALREADY, subscriber=subscriber)
             key = email_key(email)
             expires = stamp(now + REQUEST_LIFETIME)

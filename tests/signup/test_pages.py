@@ -377,6 +377,24 @@ def test_every_address_gets_the_same_answer_whatever_its_state(
     assert post_form(app.url("/subscribe"), fill(settings, "active@example.org")).status == 429
 
 
+def test_someone_whose_implied_consent_lapsed_renews_it_by_signing_up(
+    app, settings, store, mail_server, clock
+):
+    from newsletter.consent import Basis, Consent
+
+    member = store.add("member@example.org", language="fr", source="import:m.csv",
+                       consent=Consent(Basis.IMPLIED, "import:m.csv", "2022-01-10"))  # fmt: skip
+    assert store.has_lapsed(member.id)  # a send skips them
+    assert post_form(app.url("/abonnement"), fill(settings, "member@example.org")).status == 303
+    (mail,) = wait_for_mails(mail_server, 1)
+    # not "already subscribed": a confirmation, whose click records their express consent
+    done = post_form(app.url(mail.link("confirm")), {"how": "click"})
+    assert done.status == 200, done.body
+    assert not store.has_lapsed(member.id)
+    assert store.consents(member.id)[-1].consent.basis is Basis.EXPRESS
+    assert store.find("member@example.org").status is Status.ACTIVE
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 BAD = [
