@@ -10,7 +10,7 @@ from . import campaign
 from .cli_context import AppContext, as_issue_id, need_db, pass_app
 from .cli_report import local_time, rebuild_archive, say_refusals
 from .exits import EXIT_TABLE, Exit
-from .ledger import SendBusy, State, send_lock
+from .ledger import SendBusy, State, send_lock, sends
 from .schedule import Book, format_when
 from .subscribers import open_store
 
@@ -79,6 +79,8 @@ def schedule_list(app: AppContext) -> None:
     if not found:
         click.echo("nothing scheduled; schedule a send with: newsletter send ISSUE --at TIME")
         return
+    # a schedule that started says where its send is now (`started` alone reads as going)
+    going = {issue_id: info.state for issue_id, info in sends(app.settings.db_path)}
     # A header, so that the first column reads as the number `schedule cancel` takes.
     rows = [("#", "issue", "time", "state")]
     rows += [
@@ -86,7 +88,12 @@ def schedule_list(app: AppContext) -> None:
             str(s.id),
             s.issue_id,
             format_when(s.at, s.zone),
-            _state(s.state, s.note),
+            _state(s.state, s.note)
+            + (
+                f"; the send is {going[s.issue_id]}"
+                if s.state == "started" and s.issue_id in going
+                else ""
+            ),
         )
         for s in found
     ]

@@ -89,10 +89,12 @@ def _who(p: Profile) -> list[str]:
 
 def _consent(p: Profile) -> list[str]:
     if not p.consents:
-        return [
-            "consent",
-            "  none recorded (added before consent was recorded, or without a basis)",
-        ]
+        why = (
+            "none yet: the signup request waits for its confirmation"
+            if p.subscriber is None and p.pending is not None
+            else "none recorded (added before consent was recorded, or without a basis)"
+        )
+        return ["consent", f"  {why}"]
     today = dt.datetime.now(dt.UTC).date()
     lines = ["consent"]
     for record in p.consents:

@@ -167,7 +167,7 @@ def test_show_a_removed_address_and_a_pending_one(workdir, clock):
     assert "pending\n  2025-03-03T12:00:00+00:00  asked by web:signup (en), not mailed yet" in (
         pending
     )
-    assert "consent\n  none recorded" in pending
+    assert "consent\n  none yet: the signup request waits for its confirmation" in pending
     missing = cli(workdir, "subscribers", "show", "nobody@example.org")
     assert missing.exit_code == 2
     assert missing.output == (

@@ -66,6 +66,7 @@ def test_a_scheduled_send_leaves_on_the_first_due_after_its_time(workdir: Path) 
         assert len(server.handler.received) == 2
         listed = cli(env, "schedule", "list").output
         assert "started" in listed and "2026-12-07 07:00 EST" in listed
+        assert listed.rstrip().endswith("; the send is done")  # not "started" alone
 
 
 def test_two_due_at_once_give_one_copy_each(workdir: Path) -> None:
