@@ -9,6 +9,7 @@ import click
 
 from .config import Settings, load_settings
 from .errors import StoreError
+from .store import SET_ASIDE
 
 
 @dataclass
@@ -65,6 +66,14 @@ def need_db(settings: Settings, fix: str = "'subscribers import' or 'add' makes 
     empty one there would answer falsely ("not sent", no subscribers) and leave a stray file
     with its own signing secret."""
     if isinstance(settings.db_path, Path) and not settings.db_path.is_file():  # not a URL
+        aside = settings.db_path.with_name(settings.db_path.name + SET_ASIDE)
+        if aside.is_file():
+            raise StoreError(
+                f"this list was copied to PostgreSQL (db copy), and the file set aside as "
+                f"{aside.name}: set NEWSLETTER_DB to the PostgreSQL URL (to use the file again, "
+                "rename it back)",
+                settings.db_path.absolute(),
+            )
         raise StoreError(
             "no database here; run this in the folder that holds it, or set NEWSLETTER_DB "
             f"to its path ({fix})",

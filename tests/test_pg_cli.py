@@ -153,10 +153,21 @@ def test_db_copy_moves_a_whole_sqlite_list_into_an_empty_database(pg_url, tmp_pa
     assert result.exit_code == 0, result.output
     assert f"into NEWSLETTER_DB={pg_url.masked}:" in result.output
     assert "set NEWSLETTER_SECRET to its contents on every host" in result.output
-    assert f"every host and service must use NEWSLETTER_DB={pg_url.masked}: an unsubscribe" in (
+    assert f"{source} is now news.db.copied-to-postgresql: a command, serve or a timer" in (
         result.output
     )
-    old, new = store.connect(source), store.connect(pg_url)
+    assert f"must use NEWSLETTER_DB={pg_url.masked} (to use the file again" in result.output
+    # the file is set aside: anything still pointed at it stops, takes nothing in
+    aside = tmp_path / "news.db.copied-to-postgresql"
+    assert not source.exists() and aside.is_file()
+    stale = newsletter(tmp_path, "subscribers", "list", NEWSLETTER_DB=str(source))
+    assert one_error_line(stale) == (
+        f"error: {source}: this list was copied to PostgreSQL (db copy), and the file set aside"
+        " as news.db.copied-to-postgresql: set NEWSLETTER_DB to the PostgreSQL URL (to use the "
+        "file again, rename it back)"
+    )
+    assert not source.exists()
+    old, new = store.connect(aside), store.connect(pg_url)
     try:
         from newsletter.store.copy import TABLES
 
@@ -171,11 +182,11 @@ def test_db_copy_moves_a_whole_sqlite_list_into_an_empty_database(pg_url, tmp_pa
         old.close()
         new.close()
     with Store(pg_url) as s:
-        assert s.list_identity() == Store(source).list_identity()
+        assert s.list_identity() == Store(aside).list_identity()
         dan = s.add("dan@example.org", language="en", source="test")
         assert dan.id == 4  # after the highest id SQLite ever gave, the removed one's too
         assert s.find("ann@example.org").status == "unsubscribed"
-    again = newsletter(tmp_path, "db", "copy", "--from", str(source), NEWSLETTER_DB=pg_url)
+    again = newsletter(tmp_path, "db", "copy", "--from", str(aside), NEWSLETTER_DB=pg_url)
     line = one_error_line(again)
     assert "not empty (3 subscribers, " in line
     assert "db copy fills an empty database only" in line

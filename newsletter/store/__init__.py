@@ -26,6 +26,9 @@ from .target import PgUrl, mask, parse_db, shown
 
 Db = Any  # db.SqliteDb | postgres.PgDb: the interface above
 
+# What `db copy` renames a SQLite file to once its list is in PostgreSQL (store/copy.py).
+SET_ASIDE = ".copied-to-postgresql"
+
 
 def stamp(moment: dt.datetime | None = None) -> str:
     """A moment as every table keeps it: UTC, ISO 8601 to the second (text on both backends,

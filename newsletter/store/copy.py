@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreError
+from . import SET_ASIDE
 from .target import PgUrl, shown
 
 # Parents before children (deliveries need their send, bounce events their message).
@@ -70,6 +71,19 @@ def check_empty(target) -> None:
             "only (it never merges two lists): create a new one (createdb) and point "
             "NEWSLETTER_DB at it"
         )
+
+
+def set_aside(source_path: Path) -> Path:
+    """Rename a copied SQLite file (and its -wal and -shm, if any) so that nothing opens it
+    any more: whatever reached it after the copy (an unsubscribe, a signup) would stay there,
+    unseen by the database now in use."""
+    source_path = Path(source_path)
+    aside = source_path.with_name(source_path.name + SET_ASIDE)
+    for suffix in ("-wal", "-shm", ""):
+        part = source_path.with_name(source_path.name + suffix)
+        if part.exists():
+            part.rename(aside.with_name(aside.name + suffix))
+    return aside
 
 
 def copy(source_path: Path, target_url: PgUrl) -> Copied:
