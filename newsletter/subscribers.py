@@ -122,6 +122,16 @@ def edition_for(subscriber: Subscriber) -> Edition:
     return EDITION_FOR_LANGUAGE[subscriber.language]  # type: ignore[return-value]
 
 
+def _coming_back(email: str, consent: Consent | None) -> None:
+    """Someone who left withdrew their consent: only their new, express consent brings them
+    back (a confirmed signup, or --consent express by hand), and it is recorded."""
+    if consent is None or consent.basis != consents.Basis.EXPRESS:
+        raise StoreError(
+            f"{email} left the list: only their new, express consent brings them back "
+            '(--consent express --note "how they asked")'
+        )
+
+
 def _cutoff(today: str | None) -> dict[str, str]:
     """The parameter of consent.lapsed_sql, for `today` (default: today, UTC)."""
     return {"cutoff": consents.lapse_cutoff(today or datetime.now(UTC).date().isoformat())}
@@ -363,6 +373,8 @@ class Store(SignupRequests):
                 raise StoreError(
                     f"{email} {said}; add --resubscribe only if they asked to come back"
                 )
+            if left:
+                _coming_back(email, consent)
             if existing is None:
                 subscriber_id = self._insert(
                     Row(email, name, language), language, source, consent_note
@@ -379,6 +391,7 @@ class Store(SignupRequests):
                     "add --resubscribe only if they asked to come back"
                 )
             else:
+                _coming_back(existing.email, consent)
                 subscriber_id = existing.id
                 self._resubscribe(existing, source, consent_note)
                 self._update(existing, Row(email, name or None, language), source)
@@ -511,6 +524,8 @@ class Store(SignupRequests):
                     if left and not resubscribe:
                         kept.append(Kept(row, *left))
                         continue
+                    if left:
+                        _coming_back(row.email, consent)
                     subscriber_id = self._insert(row, default_language, source, consent_note)
                     if consent is not None:
                         self.record_consent(subscriber_id, consent)
@@ -520,6 +535,7 @@ class Store(SignupRequests):
                     if not resubscribe:
                         kept.append(Kept(row, existing.status, existing.left_at))
                         continue
+                    _coming_back(existing.email, consent)
                     self._resubscribe(existing, source, consent_note)
                     resubscribed += 1
                     if consent is not None:

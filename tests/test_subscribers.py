@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from newsletter import db
 from newsletter.cli import main
 from newsletter.config import load_settings
+from newsletter.consent import Basis, Consent
 from newsletter.errors import StoreError
 from newsletter.schema import MIGRATIONS
 from newsletter.subscribers import Row, SqliteStore, Status, edition_for
@@ -39,6 +40,9 @@ def db_path(tmp_path: Path) -> Path:
 def store(db_path: Path):
     with SqliteStore(db_path) as store:
         yield store
+
+
+ASKED_AGAIN = Consent(Basis.EXPRESS, "cli")  # someone's new consent, given by hand
 
 
 def _add(store: SqliteStore, email: str, language: str = "en", name: str = "") -> int:
@@ -179,7 +183,11 @@ def test_someone_who_left_needs_resubscribe_to_come_back(store: SqliteStore):
     store.unsubscribe(ann, "cli")
     with pytest.raises(StoreError, match="--resubscribe"):
         store.add("ann@example.org", language="fr", source="cli")
-    back = store.add("ann@example.org", language="fr", source="cli", resubscribe=True)
+    # the store itself asks for their new, express consent (not only the command line)
+    with pytest.raises(StoreError, match="only their new, express consent brings them back"):
+        store.add("ann@example.org", language="fr", source="cli", resubscribe=True)
+    back = store.add("ann@example.org", language="fr", source="cli", resubscribe=True,
+                     consent=ASKED_AGAIN)  # fmt: skip
     assert (back.id, back.status, back.language, back.left_at) == (ann, Status.ACTIVE, "fr", None)
 
 
@@ -207,7 +215,8 @@ def test_removing_someone_who_left_does_not_let_an_import_bring_them_back(store:
     )
     with pytest.raises(StoreError, match="was removed from the list on .*; add --resubscribe"):
         store.add("bob@example.org", language="en", source="cli")
-    assert store.add("bob@example.org", language="en", source="cli", resubscribe=True)
+    assert store.add("bob@example.org", language="en", source="cli", resubscribe=True,
+                     consent=ASKED_AGAIN)  # fmt: skip
 
 
 def test_edition_follows_the_language_preference(store: SqliteStore):
@@ -258,8 +267,9 @@ def test_import_adds_updates_and_never_resubscribes_by_default(store: SqliteStor
     assert (dee.language, dee.join_source) == ("both", "import:x.csv")
 
     again = store.import_rows(
-        rows, source="import:x.csv", default_language="both", resubscribe=True
-    )
+        rows, source="import:x.csv", default_language="both", resubscribe=True,
+        consent=ASKED_AGAIN,
+    )  # fmt: skip
     assert again.resubscribed == 1
     assert store.find("ann@example.org").status is Status.ACTIVE
     assert store.find("ann@example.org").language == "fr"
