@@ -65,8 +65,9 @@ class SendState(StrEnum):
     DONE = "done"
 
 
-@dataclass(frozen=True)
-class Delivery:
+# Delivery and Outcome are named tuples, not dataclasses: a send makes one of each per
+# message, and a frozen dataclass costs several times as much to build.
+class Delivery(NamedTuple):
     subscriber_id: int
     email: str
     name: str
@@ -79,8 +80,7 @@ class Delivery:
     first_attempt: float | None = None
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What happened to one claimed delivery."""
 
     subscriber_id: int
@@ -102,6 +102,13 @@ class SendInfo:
     state: SendState
     started_at: str
     finished_at: str | None
+
+
+# What a claim returns of each row, in Delivery's order (a claim reads them by position)
+_CLAIMED = (
+    "subscriber_id, email, name, edition, state, attempts, last_reply, message_id,"
+    " next_attempt, first_attempt"
+)
 
 
 def _delivery(row: Any) -> Delivery:
@@ -413,22 +420,27 @@ class Ledger:
             if not ids:
                 return Claim([], 0, 0)
             marks = ",".join("?" * len(ids))
-            skipped = conn.execute(
-                "UPDATE deliveries SET state = 'skipped', updated_at = ?,"
-                " last_reply = 'no longer subscribed' WHERE issue_id = ?"
-                f" AND subscriber_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM subscribers s"
-                " WHERE s.id = deliveries.subscriber_id AND s.status = 'active')",
-                (stamp, self.issue_id, *ids),
-            ).rowcount
             rows = conn.execute(
                 "UPDATE deliveries SET state = 'sending', owner = ?, lease_until = ?,"
                 " attempts = attempts + 1, first_attempt = coalesce(first_attempt, ?),"
                 f" updated_at = ? WHERE issue_id = ? AND subscriber_id IN ({marks})"
                 # `+state`: by the primary key, not by walking every pending row's index entry
-                " AND +state IN ('pending', 'deferred') RETURNING *",
+                " AND +state IN ('pending', 'deferred') AND EXISTS (SELECT 1 FROM subscribers"
+                " s WHERE s.id = deliveries.subscriber_id AND s.status = 'active')"
+                f" RETURNING {_CLAIMED}",
                 (worker, now + lease, now, stamp, self.issue_id, *ids),
             ).fetchall()
-        claimed = sorted((_delivery(r) for r in rows), key=lambda d: d.subscriber_id)
+            skipped = 0
+            if len(rows) < len(ids):  # the rest are of people who have left meanwhile
+                left = sorted(set(ids) - {r[0] for r in rows})
+                skipped = conn.execute(
+                    "UPDATE deliveries SET state = 'skipped', updated_at = ?,"
+                    " last_reply = 'no longer subscribed' WHERE issue_id = ?"
+                    f" AND subscriber_id IN ({','.join('?' * len(left))})"
+                    " AND +state IN ('pending', 'deferred')",
+                    (stamp, self.issue_id, *left),
+                ).rowcount
+        claimed = sorted(Delivery(r[0], r[1], r[2], r[3], State(r[4]), *r[5:]) for r in rows)
         return Claim(claimed, ids[-1], skipped)
 
     def _claim_pg(
@@ -486,7 +498,7 @@ class Ledger:
         return conn.executemany(
             "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
             " updated_at = ?, owner = NULL, lease_until = NULL WHERE issue_id = ?"
-            " AND subscriber_id = ? AND state = 'sending' AND owner = ?",
+            " AND subscriber_id = ? AND +state = 'sending' AND owner = ?",
             [
                 (
                     o.state.value,
