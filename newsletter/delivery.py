@@ -119,21 +119,21 @@ def outgoing(
             mail_from=mail_from,
             rcpt=recipient.email,
             filename=filename,
-            data=lambda: compiled.render(recipient, message_id),
-            smtp_data=lambda: compiled.smtp_payload(recipient, message_id),
+            data=lambda: compiled.render_parts(recipient, message_id),
+            smtp_data=lambda: compiled.smtp_parts(recipient, message_id),
             envid=recipient.envid,
         )
 
-    def signed() -> bytes:
+    def signed() -> list[bytes]:
         message = compiled.render(recipient, message_id)
-        return signer.header(message) + message
+        return [signer.header(message), message]
 
     return Outgoing(
         mail_from=mail_from,
         rcpt=recipient.email,
         filename=filename,
         data=signed,
-        smtp_data=lambda: dot_stuff(signed()) + b".\r\n",
+        smtp_data=lambda: [*map(dot_stuff, signed()), b".\r\n"],
         envid=recipient.envid,
     )
 

@@ -17,6 +17,7 @@ import json
 import re
 import time
 from email import quoprimime
+from email.charset import Charset
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
@@ -33,6 +34,7 @@ _SLOT_HEADERS = (b"to", b"date", b"message-id", b"list-unsubscribe")
 _QP_SAFE = re.compile(rb"[A-Za-z0-9/:._~%?&;#+,@!$*()\[\]-]{1,72}")
 _CRLF = b"\r\n"
 _SOFT = b"=\r\n"
+_UTF8 = Charset("utf-8")  # what formataddr makes of "utf-8" for each call, made once
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]")
 
 # Slot kinds, in the order a recipient's pieces are produced.
@@ -109,7 +111,7 @@ class CompiledEdition:
         return cls(data["name"], pieces, data["from"], data["mailto"])
 
     def _values(self, recipient: Recipient, message_id: str, date: str) -> dict[str, bytes]:
-        to = formataddr((display_name(recipient.name), recipient.email))
+        to = formataddr((display_name(recipient.name), recipient.email), _UTF8)
         to_line = (
             b"To: " + to.encode("ascii") + _CRLF
             if to.isascii() and len(to) < 70
@@ -134,15 +136,26 @@ class CompiledEdition:
 
     def render(self, recipient: Recipient, message_id: str, date: str | None = None) -> bytes:
         """The whole message as bytes (CRLF line ends), as it would be stored."""
-        values = self._values(recipient, message_id, date or now_header())
-        return b"".join(p if isinstance(p, bytes) else values[p] for p in self.pieces)
+        return b"".join(self.render_parts(recipient, message_id, date))
 
-    def smtp_payload(self, recipient: Recipient, message_id: str, date: str | None = None) -> bytes:
+    def render_parts(
+        self, recipient: Recipient, message_id: str, date: str | None = None
+    ) -> list[bytes]:
+        """The message in pieces, to be written as they are: joined, `render`."""
+        values = self._values(recipient, message_id, date or now_header())
+        return [p if isinstance(p, bytes) else values[p] for p in self.pieces]
+
+    def smtp_parts(
+        self, recipient: Recipient, message_id: str, date: str | None = None
+    ) -> list[bytes]:
         """The message dot-stuffed and terminated, ready to follow the DATA command."""
         values = self._values(recipient, message_id, date or now_header())
         parts = [p if isinstance(p, bytes) else dot_stuff(values[p]) for p in self.stuffed]
         parts.append(b".\r\n")
-        return b"".join(parts)
+        return parts
+
+    def smtp_payload(self, recipient: Recipient, message_id: str, date: str | None = None) -> bytes:
+        return b"".join(self.smtp_parts(recipient, message_id, date))
 
 
 def compile_edition(

@@ -130,8 +130,8 @@ def test_a_write_that_fails_before_the_dot_is_deferred(workdir: Path) -> None:
             mail_from="news@example.org",
             rcpt=READER,
             filename="big.eml",
-            data=lambda: b"",
-            smtp_data=lambda: b"Subject: big\r\n\r\n" + line * 8000 + b".\r\n",
+            data=lambda: [],
+            smtp_data=lambda: [b"Subject: big\r\n\r\n", line * 8000, b".\r\n"],
         )
         with pytest.raises(Deferred, match="while sending the message: timed out") as caught:
             conn.send(message)

@@ -121,8 +121,8 @@ def send(settings: Settings, msg: EmailMessage) -> str:
         mail_from=sender,
         rcpt=rcpt,
         filename=f"signup-{stamp}-{secrets.token_hex(4)}.eml",
-        data=lambda: data,
-        smtp_data=lambda: dot_stuff(data) + b".\r\n",
+        data=lambda: [data],
+        smtp_data=lambda: [dot_stuff(data), b".\r\n"],
     )
     connection = transport_for(settings.smtp, settings.outbox / "signup").connect()
     try:
