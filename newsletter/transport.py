@@ -400,6 +400,7 @@ class SmtpTransport:
         except BaseException:
             client.close()
             raise
+        client.kernel_timeouts()
         return SmtpConnection(client)
 
     def _session(self, client: Client, context: ssl.SSLContext | None) -> None:
