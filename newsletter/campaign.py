@@ -44,7 +44,7 @@ from .views import EDITIONS
 
 TEST_PREFIX = "[TEST] "
 # the options a send remembers, so that a resume goes on as it started
-KEPT_OPTIONS = ("concurrency", "rate", "hourly_cap", "workers")
+KEPT_OPTIONS = ("concurrency", "rate", "hourly_cap", "workers", "batch")
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,7 @@ def options_for(
         "rate": settings.rate,
         "hourly_cap": settings.hourly_cap,
         "workers": 0,  # one per core, for a send large enough to gain from them
+        "batch": 0,  # 2 x concurrency + 2 (see SendOptions.k)
     }
     keep = {k: kept[k] for k in KEPT_OPTIONS if kept.get(k) is not None}
     keep.update({k: given[k] for k in KEPT_OPTIONS if given.get(k) is not None})
@@ -215,6 +216,7 @@ def options_for(
         rate=float(chosen["rate"]),  # type: ignore[arg-type]
         hourly_cap=int(chosen["hourly_cap"]),  # type: ignore[call-overload]
         workers=int(chosen["workers"]),  # type: ignore[call-overload]
+        batch=int(chosen["batch"]),  # type: ignore[call-overload]
         retry_backoff=settings.retry_backoff,
         retry_for=settings.retry_for,
     )

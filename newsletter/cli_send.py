@@ -200,6 +200,12 @@ class _Bar:
     "send is large enough to gain from it [default: as the send started, or 0].",
 )
 @click.option(
+    "--batch",
+    type=click.IntRange(1, 10_000),
+    help="Rows each worker claims at a time: fewer commits, but a worker that dies leaves up "
+    "to this many readers uncertain [default: as the send started, or 2 x concurrency + 2].",
+)
+@click.option(
     "--lease",
     type=click.FloatRange(1),
     hidden=True,  # for tests: how long a claim holds unrenewed (default 60 s)
@@ -244,6 +250,7 @@ def send(
     strict: bool,
     concurrency: int | None,
     workers: int | None,
+    batch: int | None,
     lease: float | None,
     rate: float | None,
     hourly_cap: int | None,
@@ -279,6 +286,7 @@ def send(
     given = {
         "concurrency": concurrency,
         "workers": workers,
+        "batch": batch,
         "rate": rate,
         "hourly_cap": hourly_cap,
         "include_lapsed": include_lapsed or None,
@@ -286,8 +294,10 @@ def send(
     issue_id = issue_id_of(issue_dir)
     if join:
         if test or dry_run or at_text or rebuild or resend_uncertain or include_lapsed:
-            raise click.UsageError("--join takes the send as it was started: only --wait, "
-                                   "--concurrency, --rate and --hourly-cap go with it")  # fmt: skip
+            raise click.UsageError(
+                "--join takes the send as it was started: only --wait, --concurrency, --batch, "
+                "--rate and --hourly-cap go with it"
+            )
         return _join(app, issue_dir, issue_id, given, wait, lease)
     if not test:  # a real send, a dry run or a schedule reads the list
         need_db(settings)
@@ -323,8 +333,6 @@ def send(
                 return
             info = ledger.info()
             options, keep = campaign.options_for(settings, info.options if info else {}, given)
-            if lease:
-                options = dataclasses.replace(options, lease=lease)
             ledger.set_options(keep)
             if lease is not None:
                 options = dataclasses.replace(options, lease=lease)
@@ -333,7 +341,10 @@ def send(
             processes = (
                 f"{options.workers} worker process(es)" if options.workers else "workers: auto"
             )
-            click.echo(f"{processes}, concurrency {options.concurrency}, {rate}, {cap}")
+            click.echo(
+                f"{processes}, concurrency {options.concurrency}, {rate}, {cap}, "
+                f"claims of {options.k} rows"
+            )
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()

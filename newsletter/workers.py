@@ -19,6 +19,7 @@ import dataclasses
 import multiprocessing
 import os
 import queue
+import time
 from collections.abc import Callable
 from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
@@ -30,6 +31,7 @@ from .errors import DeliveryError, NewsletterError
 
 # Below this many messages due, a send stays in one process: starting more costs more.
 AUTO_MIN_MESSAGES = 2000
+PUBLISH_EVERY = 0.05  # seconds between a worker's updates of its counts for the display
 _FIELDS = ("sent", "failed", "deferred", "uncertain", "skipped")
 
 
@@ -62,9 +64,15 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
             prepared = thaw(job.settings, job.issue_id, Path(job.issue_dir), ledger.frozen())
             base = job.slot * len(_FIELDS)
 
-            def publish(p: Progress) -> None:
-                for n, name in enumerate(_FIELDS):
-                    counts[base + n] = getattr(p, name)
+            shown = [0.0]  # when the counts were last published
+
+            def publish(p: Progress, final: bool = False) -> None:
+                # called for every message; the parent reads the counts five times a second
+                now = time.monotonic()
+                if final or now - shown[0] >= PUBLISH_EVERY:
+                    shown[0] = now
+                    for n, name in enumerate(_FIELDS):
+                        counts[base + n] = getattr(p, name)
 
             run = SendRun(
                 ledger,
@@ -79,7 +87,7 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
             watcher = _StopWatcher(stop, run)
             result = run.run()
             watcher.done = True
-            publish(result.progress)
+            publish(result.progress, final=True)
             outcome.update(paused=result.paused, held=result.held, interrupted=result.interrupted)
         finally:
             ledger.close()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsletter.ledger import State
+from newsletter.ledger import Ledger, State
 from newsletter.subscribers import SqliteStore
 
 from .conftest import DEMO_ISSUE, run_cli
@@ -167,3 +167,35 @@ def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir
             assert copies <= 1, address
             if address not in uncertain:
                 assert rows[address][0] is State.SENT and copies == 1, address
+
+
+def test_batch_sets_how_many_rows_a_worker_claims_and_stays_with_the_send(
+    workdir: Path,
+) -> None:
+    """--batch 12 with one connection each (the default claim would be 4 rows): the rows a
+    killed worker held, all turned uncertain, are more than 4 and at most 12; a resume
+    would claim 12 too."""
+    people = many(200)
+    add_people(workdir, people)
+    handler = Slow(delay=0.01)
+    with Server(handler) as server:
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "1", "--batch", "12")
+        _wait_for(lambda: len(_workers(proc.pid)) == 2, "the workers never started")
+        _wait_for(lambda: len(handler.received) >= 30, "the send never got going")
+        os.kill(_workers(proc.pid)[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+        assert "2 worker process(es), concurrency 1," in out and "claims of 12 rows" in out, out
+        resumed = send(workdir, server.port, "--yes")  # reports what the dead one held
+        assert resumed.returncode in (0, 1), resumed.stderr
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:  # kept with the send: a resume or `due` claims as many
+        assert ledger.info().options["batch"] == 12
+    finally:
+        ledger.close()
+    rows = ledger_rows(workdir)
+    uncertain = [a for a, r in rows.items() if r[0] is State.UNCERTAIN]
+    assert 4 < len(uncertain) <= 12, len(uncertain)
+    for address, _, _ in people:
+        assert handler.copies(address) <= 1, address
+        if address not in uncertain:
+            assert rows[address][0] is State.SENT, address
