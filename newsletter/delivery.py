@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .config import format_duration
-from .fastmime import CompiledEdition, dot_stuff
+from .fastmime import CompiledEdition, now_header
 from .ledger import Delivery, Ledger, Outcome, State
 from .message import Recipient
 from .pacing import HOUR, Limiter, Sessions
@@ -125,15 +125,20 @@ def outgoing(
         )
 
     def signed() -> list[bytes]:
-        message = compiled.render(recipient, message_id)
-        return [signer.header(message), message]
+        parts = compiled.render_parts(recipient, message_id)
+        return [signer.header(parts), *parts]
+
+    def signed_smtp() -> list[bytes]:
+        date = now_header()  # the same Date in what is signed and what is sent
+        signature = signer.header(compiled.render_parts(recipient, message_id, date))
+        return [signature, *compiled.smtp_parts(recipient, message_id, date)]
 
     return Outgoing(
         mail_from=mail_from,
         rcpt=recipient.email,
         filename=filename,
         data=signed,
-        smtp_data=lambda: [*map(dot_stuff, signed()), b".\r\n"],
+        smtp_data=signed_smtp,
         envid=recipient.envid,
     )
 

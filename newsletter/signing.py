@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -80,10 +81,15 @@ class Signer:
         # RFC 8463: Ed25519 signs the SHA-256 hash of what RSA would sign
         return self.key.sign(hashlib.sha256(data).digest())
 
-    def header(self, message: bytes) -> bytes:
-        """The DKIM-Signature header line(s) for `message` (CRLF line ends), ending with CRLF."""
-        head, _, body = message.partition(b"\r\n\r\n")
-        body_hash = base64.b64encode(hashlib.sha256(_canonical_body(body)).digest())
+    def header(self, message: Sequence[bytes]) -> bytes:
+        """The DKIM-Signature header line(s) for the message in pieces (joined, it is the
+        message with CRLF line ends), ending with CRLF. The body is hashed piece by piece:
+        a ~100 KB message is never copied whole to be signed."""
+        head, body = _split(message)
+        digest = hashlib.sha256()
+        for piece in body:
+            digest.update(piece)
+        body_hash = base64.b64encode(digest.digest())
         fields = _fields(head)
         signed = [name for name in SIGNED_HEADERS if name in fields]
         canonical = b"".join(_relaxed(name, fields[name]) for name in signed)
@@ -115,10 +121,34 @@ def _relaxed(name: bytes, value: bytes) -> bytes:
     return name.lower() + b":" + value + b"\r\n"
 
 
-def _canonical_body(body: bytes) -> bytes:
-    """RFC 6376 3.4.3 (simple): trailing empty lines removed, one CRLF at the end. (Our
-    bodies have CRLF line ends throughout, so stripping CR and LF is stripping lines.)"""
-    return body.rstrip(b"\r\n") + b"\r\n"
+def _split(message: Sequence[bytes]) -> tuple[bytes, list[bytes | memoryview]]:
+    """The header block (before the first blank line), and the body as RFC 6376 3.4.3
+    (simple) hashes it, in pieces. The blank line may straddle two pieces."""
+    seen = b""
+    for n, piece in enumerate(message):
+        tail = seen[-3:]
+        at = (tail + piece).find(b"\r\n\r\n")
+        if at >= 0:
+            head = (seen + piece)[: len(seen) - len(tail) + at]
+            start = at + 4 - len(tail)  # where the body begins in this piece
+            return head, _canonical_body([memoryview(piece)[start:], *message[n + 1 :]])
+        seen += piece
+    return seen, [b"\r\n"]  # no body: hashed as an empty one is, one CRLF
+
+
+def _canonical_body(body: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    """Simple canonicalisation: trailing empty lines removed, one CRLF at the end (our
+    bodies have CRLF line ends throughout, so stripping CR and LF is stripping lines).
+    A body that already ends with exactly one CRLF, as ours do, is left as it is."""
+    end = b""
+    for piece in reversed(body):
+        end = bytes(piece[-3:]) + end
+        if len(end) >= 3:
+            break
+    if end.endswith(b"\r\n") and end[-3:-2] not in (b"\r", b"\n"):
+        return body
+    stripped = b"".join(body).rstrip(b"\r\n")  # rare: no final CRLF, or blank lines
+    return [stripped + b"\r\n"]
 
 
 def signer_for(settings: DkimSettings) -> Signer | None:

@@ -113,7 +113,7 @@ def send(settings: Settings, msg: EmailMessage) -> str:
     data = msg.as_bytes()
     signer = signer_for(settings.dkim)
     if signer is not None:
-        data = signer.header(data) + data
+        data = signer.header([data]) + data
     sender = str(msg["From"].addresses[0].addr_spec)
     rcpt = str(msg["To"].addresses[0].addr_spec)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
