@@ -37,7 +37,7 @@ from .message import Recipient
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
 from .signing import Signer, signer_for
-from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status, edition_for
+from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status
 from .tokens import make_token, preferences_url, signing_key, unsubscribe_url
 from .transport import Transport, transport_for
 from .views import EDITIONS
@@ -185,9 +185,12 @@ def start(
     The list is who the store says may be mailed now: active, with a consent that has not
     lapsed (unless `options` says include_lapsed)."""
     domain = prepared.settings.identity.from_addr["en"].rpartition("@")[2]
-    mailable = store.mailable(include_lapsed=bool(options.get("include_lapsed")))
+    people = store.recipients(include_lapsed=bool(options.get("include_lapsed")))
     count = ledger.start(
-        ((s.id, s.email, s.name, edition_for(s)) for s in mailable),
+        (
+            (sid, email, name, EDITION_FOR_LANGUAGE[language])
+            for sid, email, name, language in people
+        ),
         domain,
         str(prepared.issue_dir.resolve()),
         {k: v for k, v in options.items() if k in KEPT_OPTIONS and v is not None},

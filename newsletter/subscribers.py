@@ -174,6 +174,14 @@ class SubscriberStore(Protocol):
 
     def counts(self) -> dict[tuple[str, Status], int]: ...
 
+    def mailable(
+        self, *, include_lapsed: bool = False, today: str | None = None
+    ) -> Iterator[Subscriber]: ...
+
+    def recipients(
+        self, *, include_lapsed: bool = False, today: str | None = None
+    ) -> Iterator[tuple[int, str, str, str]]: ...
+
     def import_rows(
         self,
         rows: Iterable[Row],
@@ -286,11 +294,22 @@ class Store(SignupRequests):
                  ) -> Iterator[Subscriber]:  # fmt: skip
         """Who may be mailed an issue now, in id order: active subscribers, less those whose
         only consent is implied and has lapsed (unless `include_lapsed`)."""
-        query = f"SELECT {_COLUMNS} FROM subscribers WHERE status = 'active'"
+        for row in self._mailable(_COLUMNS, include_lapsed, today):
+            yield _subscriber(row)
+
+    def recipients(
+        self, *, include_lapsed: bool = False, today: str | None = None
+    ) -> Iterator[tuple[int, str, str, str]]:
+        """(id, email, name, language) of each subscriber `mailable` yields: what a send's
+        list is fixed from, a third of the time of building each Subscriber."""
+        for row in self._mailable("id, email, name, language", include_lapsed, today):
+            yield row[0], row[1], row[2], row[3]
+
+    def _mailable(self, columns: str, include_lapsed: bool, today: str | None) -> Iterable[Any]:
+        query = f"SELECT {columns} FROM subscribers WHERE status = 'active'"
         if not include_lapsed:
             query += f" AND NOT {consents.lapsed_sql()}"
-        for row in self.conn.execute(query + " ORDER BY id", _cutoff(today)):
-            yield _subscriber(row)
+        return self.conn.execute(query + " ORDER BY id", _cutoff(today))
 
     def lapsed(self, today: str | None = None) -> Iterator[Subscriber]:
         """Active subscribers whose implied consent has lapsed (see consent.py)."""

@@ -89,12 +89,21 @@ def test_implied_consent_lapses_after_two_years_express_does_not(workdir):
             consent=Consent(Basis.EXPRESS, "cli", "2019-01-01"),
         )  # fmt: skip
         unknown = store.add("unknown@example.org", language="both", source="cli")
-        mailable = lambda today: [s.email for s in store.mailable(today=today)]  # noqa: E731
+
+        def mailable(today: str) -> list[str]:
+            people = [s.email for s in store.mailable(today=today)]
+            # what a send fixes its list from: the same people, as plain tuples
+            assert list(store.recipients(today=today)) == [
+                (s.id, s.email, s.name, s.language) for s in store.mailable(today=today)
+            ]
+            return people
+
         assert mailable("2025-03-02") == [implied.email, express.email, unknown.email]
         assert mailable("2025-03-03") == [express.email, unknown.email]
         assert store.lapsed_counts("2025-03-03") == {"en": 1}
         assert [s.email for s in store.lapsed("2025-03-03")] == [implied.email]
         assert len(list(store.mailable(include_lapsed=True, today="2025-03-03"))) == 3
+        assert len(list(store.recipients(include_lapsed=True, today="2025-03-03"))) == 3
         # Confirming by the web form later gives express consent: mailed again.
         store.record_consent(implied.id, Consent(Basis.EXPRESS, "web:comeback"))
         assert mailable("2025-03-03") == [implied.email, express.email, unknown.email]
