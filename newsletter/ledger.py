@@ -260,6 +260,10 @@ class Ledger:
             ) as copy:
                 for row in rows:
                     copy.write_row(row)
+            # Statistics now, not when autovacuum gets to it: until then the planner takes
+            # the new rows for a handful, and marked each batch through a scan of them all
+            # (9 ms a batch of 50, against 1.5 ms after)
+            conn.execute("ANALYZE deliveries")
         else:
             conn.executemany(
                 f"INSERT INTO deliveries ({', '.join(columns)}) VALUES (?, ?, ?, ?, ?, ?)", rows
@@ -695,9 +699,11 @@ _RELEASE = (
 _NOW = f"coalesce(:now::float8, {PG_NOW})"
 _PG_CLAIM = f"""
 WITH p AS MATERIALIZED (
+    -- a correlated lookup by key for each row, never an EXISTS: with statistics saying the
+    -- subscribers are few (a list just imported), the planner hashed all of them each claim
     SELECT q.subscriber_id,
-           EXISTS (SELECT 1 FROM subscribers s
-                   WHERE s.id = q.subscriber_id AND s.status = 'active') AS active
+           coalesce((SELECT s.status = 'active' FROM subscribers s
+                     WHERE s.id = q.subscriber_id), false) AS active
     FROM deliveries q
     WHERE q.issue_id = :issue AND q.subscriber_id > :after
       AND (q.state = 'pending' OR (q.state = 'deferred' AND q.next_attempt <= {_NOW}))

@@ -178,6 +178,32 @@ def test_a_claim_records_the_last_batchs_outcomes_first_fenced_on_the_owner(db_w
         b.close()
 
 
+def test_a_ledger_just_filled_is_claimed_and_marked_by_key(pg_url) -> None:
+    # A send starts right after an import, before autovacuum has looked at either table: the
+    # ledger's statistics are taken when it is filled (without them each mark scanned the
+    # new rows), and a claim checks each row's subscriber by key, whatever the planner
+    # believes of the subscribers (it hashed all of them for every claim: 28 ms a claim)
+    from newsletter.ledger import _PG_CLAIM, _PG_MARK
+
+    _start(pg_url, 3000)
+    ledger = Ledger(pg_url, ISSUE)
+    try:
+        known = ledger.conn.execute(
+            "SELECT reltuples FROM pg_class WHERE relname = 'deliveries'"
+        ).fetchone()[0]
+        assert known >= 3000
+        claim = {"worker": "w", "lease": 60.0, "now": None, "stamp": "now", "issue": ISSUE,
+                 "after": 0, "k": 50}  # fmt: skip
+        plan = "\n".join(r[0] for r in ledger.conn.execute("EXPLAIN " + _PG_CLAIM, claim))
+        assert "Index Scan using subscribers_pkey" in plan and "hashed" not in plan, plan
+        mark = {"ids": [1, 2], "states": ["sent"] * 2, "replies": ["250"] * 2,
+                "nexts": [0.0] * 2, "stamp": "now", "issue": ISSUE, "worker": "w"}  # fmt: skip
+        plan = "\n".join(r[0] for r in ledger.conn.execute("EXPLAIN " + _PG_MARK, mark))
+        assert "Seq Scan" not in plan and "deliveries_pkey" in plan, plan
+    finally:
+        ledger.close()
+
+
 def test_outcomes_are_found_by_primary_key_however_many_were_marked_before(pg_url) -> None:
     # the rows a send has marked stay in deliveries_sending until a vacuum: a mark (or a
     # renewal) that went through that index read every one of them (20 ms a mark 100,000
