@@ -396,9 +396,12 @@ class Ledger:
         database's clock unless given.
         """
         if self.pg:
-            self.mark(worker, outcomes)
-            self.reap(now)  # whoever claims, reaps
-            return self._queue(lambda conn: self._claim_pg(conn, worker, k, lease, after, now))
+            outcomes = list(outcomes)
+            claim = self._queue(
+                lambda conn: self._claim_pg(conn, worker, k, lease, after, now, outcomes)
+            )
+            self._settled(worker, [o.subscriber_id for o in outcomes])
+            return claim
         now = time.time() if now is None else now
         stamp = store.stamp()
         with self._tx() as conn:
@@ -441,7 +444,14 @@ class Ledger:
         return Claim(claimed, ids[-1], skipped)
 
     def _claim_pg(
-        self, conn: Any, worker: str, k: int, lease: float, after: int, now: float | None
+        self,
+        conn: Any,
+        worker: str,
+        k: int,
+        lease: float,
+        after: int,
+        now: float | None,
+        outcomes: Sequence[Outcome],
     ) -> Claim:
         handed = self._handed.setdefault(worker, set())
         if worker in self._claim_lost:
@@ -453,9 +463,10 @@ class Ledger:
                 (self.issue_id, worker, sorted(handed)),
             )
         self._claim_lost.add(worker)
+        # one statement, one round trip: the outcomes, the reaping and the claim
         rows = conn.execute(_PG_CLAIM, {
             "worker": worker, "lease": lease, "now": now, "stamp": store.stamp(),
-            "issue": self.issue_id, "after": after, "k": k,
+            "issue": self.issue_id, "after": after, "k": k, **_pg_outcomes(outcomes),
         }).fetchall()  # fmt: skip
         self._claim_lost.discard(worker)
         if not rows:
@@ -477,14 +488,8 @@ class Ledger:
         if not outcomes:
             return 0
         if self.pg:
-            # one statement for the whole batch: the outcomes travel as four arrays
-            params = {
-                "ids": [o.subscriber_id for o in outcomes],
-                "states": [o.state.value for o in outcomes],
-                "replies": [o.reply[:500] for o in outcomes],
-                "nexts": [float(o.next_attempt) for o in outcomes],
-                "stamp": stamp, "issue": self.issue_id, "worker": worker,
-            }  # fmt: skip
+            params = {"stamp": stamp, "issue": self.issue_id, "worker": worker,
+                      **_pg_outcomes(outcomes)}  # fmt: skip
             done = self._queue(lambda conn: conn.execute(_PG_MARK, params).rowcount)
             self._settled(worker, params["ids"])
             return done
@@ -563,17 +568,8 @@ class Ledger:
             with self._tx() as conn:
                 stamp = (store.stamp(), self.issue_id, time.time() if now is None else now)
                 return conn.execute(_SQLITE_REAP, stamp).rowcount
-        clock = PG_NOW if now is None else "?"
-        params: tuple = (store.stamp(), self.issue_id)
-        if not self.pg or now is not None:
-            params += (time.time() if now is None else now,)
-        sql = (
-            "UPDATE deliveries SET state = 'uncertain', owner = NULL, lease_until = NULL,"
-            " updated_at = ?, last_reply = 'in flight when its worker stopped (its lease"
-            " ran out); it may have arrived' WHERE issue_id = ? AND state = 'sending'"
-            f" AND lease_until < {clock}"
-        )
-        return self._queue(lambda conn: conn.execute(sql, params).rowcount)
+        params = {"stamp": store.stamp(), "issue": self.issue_id, "now": now}
+        return self._queue(lambda conn: conn.execute(_PG_REAP, params).rowcount)
 
     # --- the workers -----------------------------------------------------------------------
 
@@ -677,11 +673,11 @@ class Ledger:
 
 # A row given back unattempted (its message never reached a server), fenced on its owner.
 # (the planner would walk every row of the issue without the index named)
+REAPED = "in flight when its worker stopped (its lease ran out); it may have arrived"
 _SQLITE_REAP = (
     "UPDATE deliveries INDEXED BY deliveries_state SET state = 'uncertain', owner = NULL,"
-    " lease_until = NULL, updated_at = ?, last_reply = 'in flight when its worker stopped"
-    " (its lease ran out); it may have arrived' WHERE issue_id = ? AND state = 'sending'"
-    " AND lease_until < ?"
+    f" lease_until = NULL, updated_at = ?, last_reply = '{REAPED}' WHERE issue_id = ?"
+    " AND state = 'sending' AND lease_until < ?"
 )
 _RELEASE = (
     "UPDATE deliveries SET attempts = attempts - 1, owner = NULL, lease_until = NULL,"
@@ -697,8 +693,21 @@ _RELEASE = (
 # subquery in FROM the planner may rescan it for each row updated, and each rescan would
 # lock k more rows past the ones this very statement just changed.
 _NOW = f"coalesce(:now::float8, {PG_NOW})"
-_PG_CLAIM = f"""
-WITH p AS MATERIALIZED (
+
+
+def _pg_outcomes(outcomes: Sequence[Outcome]) -> dict[str, list]:
+    """Outcomes as the four arrays _PG_MARK reads: one statement for a whole batch."""
+    return {
+        "ids": [o.subscriber_id for o in outcomes],
+        "states": [o.state.value for o in outcomes],
+        "replies": [o.reply[:500] for o in outcomes],
+        "nexts": [float(o.next_attempt) for o in outcomes],
+    }
+
+
+# The claim's own part (see _PG_CLAIM below): the rows picked, and each made ours.
+_PG_TAKE = f"""
+p AS MATERIALIZED (
     -- a correlated lookup by key for each row, never an EXISTS: with statistics saying the
     -- subscribers are few (a list just imported), the planner hashed all of them each claim
     SELECT q.subscriber_id,
@@ -724,6 +733,7 @@ FROM p
 WHERE d.issue_id = :issue AND d.subscriber_id = p.subscriber_id
 RETURNING d.*
 """
+
 # Each row by its primary key. `state || ''`: not through deliveries_sending, whose entries
 # of rows long since marked stay until a vacuum; a bitmap scan of it read all of them (20 ms
 # a mark, 100,000 rows into a send, and growing).
@@ -735,6 +745,18 @@ FROM unnest(:ids::bigint[], :states::text[], :replies::text[], :nexts::float8[])
 WHERE d.issue_id = :issue AND d.subscriber_id = v.subscriber_id
   AND d.state || '' = 'sending' AND d.owner = :worker
 """
+# What reap() does, by the database's clock unless `now` is given.
+_PG_REAP = f"""
+UPDATE deliveries SET state = 'uncertain', owner = NULL, lease_until = NULL,
+    updated_at = :stamp, last_reply = '{REAPED}'
+WHERE issue_id = :issue AND state = 'sending' AND lease_until < {_NOW}
+"""
+# A claim on PostgreSQL, in one statement and one round trip: the worker's outcomes so far
+# are recorded, lapsed leases reaped (whoever claims, reaps), and k rows taken. Each part
+# touches other rows (the worker's own `sending` ones, lapsed ones, due ones) but one: a
+# row of this worker whose lease lapsed (it froze) may be both marked and reaped, and then
+# only one of the two is applied: sent or uncertain, never sent again either way.
+_PG_CLAIM = f"WITH marked AS ({_PG_MARK}), reaped AS ({_PG_REAP}), {_PG_TAKE}"
 # deliveries_sending keeps the entries of rows long since marked until a vacuum: found by
 # owner through it, a renewal read them all (as the mark did, see _PG_MARK)
 _PG_RENEW_HELD = f"""

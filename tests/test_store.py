@@ -193,7 +193,8 @@ def test_a_ledger_just_filled_is_claimed_and_marked_by_key(pg_url) -> None:
         ).fetchone()[0]
         assert known >= 3000
         claim = {"worker": "w", "lease": 60.0, "now": None, "stamp": "now", "issue": ISSUE,
-                 "after": 0, "k": 50}  # fmt: skip
+                 "after": 0, "k": 50, "ids": [], "states": [], "replies": [],
+                 "nexts": []}  # fmt: skip
         plan = "\n".join(r[0] for r in ledger.conn.execute("EXPLAIN " + _PG_CLAIM, claim))
         assert "Index Scan using subscribers_pkey" in plan and "hashed" not in plan, plan
         mark = {"ids": [1, 2], "states": ["sent"] * 2, "replies": ["250"] * 2,
