@@ -176,7 +176,8 @@ class SendRun:
         self.stop = stop or threading.Event()
         self.paused: str | None = None
         self.held = False
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the run's state; held for moments, never over I/O
+        self.claiming = threading.Lock()  # one thread claims at a time, the others go on
         self.queue: collections.deque[Delivery] = collections.deque()
         self.cursor = 0  # the last subscriber id claimed, for the next claim
         self.exhausted = False
@@ -198,42 +199,62 @@ class SendRun:
     # --- claims and outcomes ---------------------------------------------------------------
 
     def _claim(self) -> None:
-        """Under self.lock: refill the queue with a batch of claimed rows."""
-        self.ledger.check_in_place()
-        while not self.queue and not self.exhausted:
-            started = time.monotonic()
-            # no more than k rows held at once, counting those still in flight: that bounds
-            # what a crash leaves uncertain
-            want = max(1, self.options.k - self.in_flight)
-            # the outcomes kept so far are recorded in the same commit as the claim
-            batch, cursor, skipped = self.ledger.claim(
-                self.worker, want, self.options.lease, self.cursor, outcomes=self.outcomes
-            )
-            self.outcomes, self.flushed_at = [], time.monotonic()
-            self.progress.skipped += skipped
-            if not batch and cursor == 0:
-                if self.cursor == 0:
-                    self.exhausted = True  # nothing due anywhere: this pass is over
-                self.cursor = 0  # past the end: what is behind us are retries now due
-                continue
-            self.cursor = cursor
-            if batch:
-                # a margin below the lease the database holds: never send on a lapsed claim
-                self.lease_until = started + 0.8 * self.options.lease
-                self.queue.extend(batch)
+        """Refill the queue with a batch of claimed rows, outside self.lock: while one
+        thread waits for the database, the others record their outcomes and go on."""
+        with self.claiming:
+            while True:
+                with self.lock:
+                    if self.queue or self.exhausted or self.stop.is_set():
+                        return  # another thread refilled it meanwhile, or the pass is over
+                    self._release_locked()
+                    # no more than k rows held at once, counting those still in flight:
+                    # that bounds what a crash leaves uncertain
+                    want = max(1, self.options.k - self.in_flight)
+                    # the outcomes kept so far are recorded in the same commit as the claim
+                    outcomes, self.outcomes = self.outcomes, []
+                started = time.monotonic()
+                try:
+                    self.ledger.check_in_place()
+                    batch, cursor, skipped = self.ledger.claim(
+                        self.worker, want, self.options.lease, self.cursor, outcomes=outcomes
+                    )
+                except BaseException:
+                    with self.lock:
+                        self.outcomes[:0] = outcomes  # for the last flush to try again
+                    raise
+                with self.lock:
+                    self.flushed_at = time.monotonic()
+                    self.progress.skipped += skipped
+                    if not batch and cursor == 0:
+                        if self.cursor == 0:
+                            self.exhausted = True  # nothing due anywhere: this pass is over
+                        self.cursor = 0  # past the end: behind us are retries now due
+                        continue
+                    self.cursor = cursor
+                    if batch:
+                        # a margin below the lease the database holds: never send on a
+                        # lapsed claim
+                        self.lease_until = started + 0.8 * self.options.lease
+                        self.queue.extend(batch)
+
+    def _pop(self, ahead: bool = False) -> Delivery | None:
+        """The next claimed row for a thread, claiming more when none is left; None when
+        the pass is over for it. `ahead`: for pipelining behind the message in flight,
+        only while fewer than k rows are held."""
+        while True:
+            with self.lock:
+                if self.stop.is_set():
+                    return None
+                if self.queue:
+                    self.in_flight += 1
+                    return self.queue.popleft()
+                if self.exhausted or (ahead and self.in_flight >= self.options.k):
+                    return None
+            self._claim()
 
     def _take(self) -> Delivery | None:
         """The next claimed row for a thread; None when the pass is over for it."""
-        with self.lock:
-            if self.stop.is_set():
-                return None
-            if not self.queue:
-                self._release_locked()
-                self._claim()
-            if not self.queue:
-                return None
-            self.in_flight += 1
-            return self.queue.popleft()
+        return self._pop()
 
     def _done(self, outcome: Outcome | None, delivery: Delivery) -> None:
         """A row's end in this pass: counted, and its outcome kept for the next batch of
@@ -382,16 +403,7 @@ class SendRun:
 
     def _next_in_queue(self) -> Delivery | None:
         """The next row, to pipeline its envelope behind the current message."""
-        with self.lock:
-            if self.stop.is_set():
-                return None
-            if not self.queue and self.in_flight < self.options.k:
-                self._release_locked()
-                self._claim()
-            if not self.queue:
-                return None
-            self.in_flight += 1
-            return self.queue.popleft()
+        return self._pop(ahead=True)
 
     def _thread(self) -> None:
         conn: Connection | None = None
