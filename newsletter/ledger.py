@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from . import store
 from .errors import DeliveryError, StoreError
-from .store import CONFLICT, Lost, PgUrl
+from .store import CONFLICT, Busy, Lost, PgUrl
 
 T = TypeVar("T")
 # How long a PostgreSQL worker tries to get its connection back (a restart, a failover)
@@ -173,9 +173,11 @@ class Ledger:
         """One step of the work queue (claim, mark, renew...). On PostgreSQL each is one
         statement, atomic by itself and taking only the row locks it needs (not the store's
         one-writer lock); a lost connection is opened again, with backoff, and the step
-        done again, for up to RECONNECT_FOR seconds. Each step is safe to repeat: a claim
-        that committed unseen leaves rows that lapse into uncertain (never sent twice), and
-        an outcome, a release or a renewal is fenced on the owner."""
+        done again, for up to RECONNECT_FOR seconds. So is a step the server rolled back
+        (a deadlock between two claims, each reaping rows the other was marking). Each step
+        is safe to repeat: a claim that committed unseen leaves rows that lapse into
+        uncertain (never sent twice), and an outcome, a release or a renewal is fenced on
+        the owner."""
         if not self.pg:
             with self._tx() as conn:
                 return work(conn)
@@ -185,14 +187,16 @@ class Ledger:
                 with self._lock:
                     return work(self.conn)
             except (Lost, StoreError) as exc:
-                if not isinstance(exc, Lost) and not _unreachable(exc):
+                rolled_back = isinstance(exc, Busy)  # the connection is still good
+                if not rolled_back and not isinstance(exc, Lost) and not _unreachable(exc):
                     raise
                 if time.monotonic() + delay > deadline:
                     raise
             time.sleep(delay)
             delay = min(2 * delay, RECONNECT_MOST)
-            with self._lock, contextlib.suppress(StoreError):
-                self.conn.reconnect()
+            if not rolled_back:
+                with self._lock, contextlib.suppress(StoreError):
+                    self.conn.reconnect()
 
     def _read(self, sql: str, params: tuple | dict = ()) -> list[Any]:
         with self._lock:
@@ -753,10 +757,12 @@ WHERE issue_id = :issue AND state = 'sending' AND lease_until < {_NOW}
 """
 # A claim on PostgreSQL, in one statement and one round trip: the worker's outcomes so far
 # are recorded, lapsed leases reaped (whoever claims, reaps), and k rows taken. Each part
-# touches other rows (the worker's own `sending` ones, lapsed ones, due ones) but one: a
-# row of this worker whose lease lapsed (it froze) may be both marked and reaped, and then
-# only one of the two is applied: sent or uncertain, never sent again either way.
-_PG_CLAIM = f"WITH marked AS ({_PG_MARK}), reaped AS ({_PG_REAP}), {_PG_TAKE}"
+# touches its own rows: the reaping passes over the rows being marked (a row of a worker
+# that froze past its lease and woke: its outcome is known, and recorded, as on SQLite;
+# PostgreSQL would apply only one of two changes to one row, and the reaping's first).
+_PG_CLAIM = f"""WITH marked AS ({_PG_MARK}),
+reaped AS ({_PG_REAP} AND NOT (subscriber_id = ANY(:ids::bigint[]))),
+{_PG_TAKE}"""
 # deliveries_sending keeps the entries of rows long since marked until a vacuum: found by
 # owner through it, a renewal read them all (as the mark did, see _PG_MARK)
 _PG_RENEW_HELD = f"""

@@ -85,9 +85,11 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
                 worker=worker_name(),
             )
             watcher = _StopWatcher(stop, run)
-            result = run.run()
+            try:
+                result = run.run()
+            finally:  # even when interrupted: the parent reports these counts
+                publish(run.progress, final=True)
             watcher.done = True
-            publish(result.progress, final=True)
             outcome.update(paused=result.paused, held=result.held, interrupted=result.interrupted)
         finally:
             ledger.close()

@@ -160,6 +160,27 @@ def test_deferred_rows_come_due_by_their_time_and_a_rescan_finds_them(db_where) 
         ledger.close()
 
 
+def test_a_worker_that_woke_past_its_lease_records_what_it_knows(db_where) -> None:
+    # frozen past its lease with its outcomes in hand: its next claim, which also reaps
+    # lapsed leases, records them (a message known sent is not left uncertain, to be sent
+    # again by --resend-uncertain; one deferred is retried), and reaps the row it has none for
+    _start(db_where, 6)
+    ledger = Ledger(db_where, ISSUE)
+    try:
+        mine, cursor, _ = ledger.claim("a", 3, 10.0, 0, now=1000.0)
+        done = [Outcome(mine[0].subscriber_id, State.SENT, "250 ok"),
+                Outcome(mine[1].subscriber_id, State.DEFERRED, "451 later", 1500.0)]  # fmt: skip
+        ledger.claim("a", 2, 10.0, cursor, now=1100.0, outcomes=done)
+        states = {d.subscriber_id: d.state for d in ledger.in_state(*State)}
+        assert [states[d.subscriber_id] for d in mine] == [
+            State.SENT,
+            State.DEFERRED,
+            State.UNCERTAIN,
+        ]
+    finally:
+        ledger.close()
+
+
 def test_a_claim_records_the_last_batchs_outcomes_first_fenced_on_the_owner(db_where) -> None:
     _start(db_where, 6)
     a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
