@@ -252,10 +252,6 @@ class SendRun:
                     return None
             self._claim()
 
-    def _take(self) -> Delivery | None:
-        """The next claimed row for a thread; None when the pass is over for it."""
-        return self._pop()
-
     def _done(self, outcome: Outcome | None, delivery: Delivery) -> None:
         """A row's end in this pass: counted, and its outcome kept for the next batch of
         marks (recorded outside the lock, so the other threads go on meanwhile), or, without
@@ -401,10 +397,6 @@ class SendRun:
 
     # --- one thread ------------------------------------------------------------------------
 
-    def _next_in_queue(self) -> Delivery | None:
-        """The next row, to pipeline its envelope behind the current message."""
-        return self._pop(ahead=True)
-
     def _thread(self) -> None:
         conn: Connection | None = None
         idle_since = time.monotonic()
@@ -413,7 +405,7 @@ class SendRun:
         message: Outgoing | None = None  # the next delivery's message, when made ahead
         try:
             while True:
-                delivery = held[0] if held else self._take()
+                delivery = held[0] if held else self._pop()
                 if delivery is None:
                     break
                 if not held:
@@ -437,7 +429,7 @@ class SendRun:
                     message = self._outgoing(delivery)
                 ahead = None
                 if not paced and getattr(conn, "takes_following", False):
-                    following = self._next_in_queue()
+                    following = self._pop(ahead=True)  # its envelope goes behind this message
                     if following is not None:
                         held.append(following)
                         ahead = self._outgoing(following)

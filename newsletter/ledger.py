@@ -104,7 +104,8 @@ class SendInfo:
     finished_at: str | None
 
 
-# What a claim returns of each row, in Delivery's order (a claim reads them by position)
+# The columns a Delivery is read from, in its order: every query that makes one selects
+# these (a claim returns them), and _delivery reads them by position.
 _CLAIMED = (
     "subscriber_id, email, name, edition, state, attempts, last_reply, message_id,"
     " next_attempt, first_attempt"
@@ -112,18 +113,7 @@ _CLAIMED = (
 
 
 def _delivery(row: Any) -> Delivery:
-    return Delivery(
-        subscriber_id=row["subscriber_id"],
-        email=row["email"],
-        name=row["name"],
-        edition=row["edition"],
-        state=State(row["state"]),
-        attempts=row["attempts"],
-        last_reply=row["last_reply"],
-        message_id=row["message_id"],
-        next_attempt=row["next_attempt"],
-        first_attempt=row["first_attempt"],
-    )
+    return Delivery(row[0], row[1], row[2], row[3], State(row[4]), *row[5:10])
 
 
 class Ledger:
@@ -354,12 +344,12 @@ class Ledger:
         """
         now = time.time() if now is None else now
         rows = self._read(
-            "SELECT * FROM deliveries WHERE issue_id = ? AND subscriber_id > ?"
+            f"SELECT {_CLAIMED} FROM deliveries WHERE issue_id = ? AND subscriber_id > ?"
             " AND (state = 'pending' OR (state = 'deferred' AND next_attempt <= ?))"
             " ORDER BY subscriber_id LIMIT ?",
             (self.issue_id, after, now, limit + len(exclude)),
         )
-        return [_delivery(r) for r in rows if r["subscriber_id"] not in exclude][:limit]
+        return [_delivery(r) for r in rows if r[0] not in exclude][:limit]
 
     def count_due(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -444,7 +434,7 @@ class Ledger:
                     " AND +state IN ('pending', 'deferred')",
                     (stamp, self.issue_id, *left),
                 ).rowcount
-        claimed = sorted(Delivery(r[0], r[1], r[2], r[3], State(r[4]), *r[5:]) for r in rows)
+        claimed = sorted(_delivery(r) for r in rows)
         return Claim(claimed, ids[-1], skipped)
 
     def _claim_pg(
@@ -476,10 +466,10 @@ class Ledger:
         if not rows:
             return Claim([], 0, 0)
         claimed = sorted(
-            (_delivery(r) for r in rows if r["state"] == "sending"), key=lambda d: d.subscriber_id
+            (_delivery(r) for r in rows if r[4] == "sending"), key=lambda d: d.subscriber_id
         )
         handed.update(d.subscriber_id for d in claimed)
-        return Claim(claimed, max(r["subscriber_id"] for r in rows), len(rows) - len(claimed))
+        return Claim(claimed, max(r[0] for r in rows), len(rows) - len(claimed))
 
     def _settled(self, worker: str, ids: Iterable[int]) -> None:
         self._handed.get(worker, set()).difference_update(ids)
@@ -659,7 +649,7 @@ class Ledger:
     def in_state(self, *states: State, limit: int = -1) -> list[Delivery]:
         marks = ",".join("?" * len(states))
         rows = self._read(
-            f"SELECT * FROM deliveries WHERE issue_id = ? AND state IN ({marks})"
+            f"SELECT {_CLAIMED} FROM deliveries WHERE issue_id = ? AND state IN ({marks})"
             " ORDER BY next_attempt, subscriber_id" + (" LIMIT ?" if limit >= 0 else ""),
             (self.issue_id, *[s.value for s in states], *([limit] if limit >= 0 else [])),
         )
@@ -735,7 +725,7 @@ UPDATE deliveries d SET
     updated_at = :stamp
 FROM p
 WHERE d.issue_id = :issue AND d.subscriber_id = p.subscriber_id
-RETURNING d.*
+RETURNING {", ".join(f"d.{c.strip()}" for c in _CLAIMED.split(","))}
 """
 
 # Each row by its primary key. `state || ''`: not through deliveries_sending, whose entries

@@ -11,6 +11,7 @@ differs (their own links), so its hash is computed for each message, in C (~55 Â
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -115,6 +116,7 @@ def _fields(head: bytes) -> dict[bytes, bytes]:
     return fields
 
 
+@functools.lru_cache(maxsize=64)  # From, Subject, List-Id...: the same for every reader
 def _relaxed(name: bytes, value: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfolded value, runs of spaces as one, trimmed."""
     value = _WSP.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")
