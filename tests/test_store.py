@@ -256,6 +256,52 @@ def test_outcomes_are_found_by_primary_key_however_many_were_marked_before(pg_ur
         ledger.close()
 
 
+def test_a_claim_the_server_rolls_back_in_a_deadlock_is_done_again(pg_url) -> None:
+    # Two claims can deadlock (each reaping rows the other is marking); the server then
+    # rolls one back. Here the other party is a plain transaction: it holds the second row
+    # the claim must mark, the claim takes the first and waits, then it asks for the first.
+    # The claim's session checks for deadlocks first, so it is the one rolled back; the
+    # claim must be done again, not raised, and record both outcomes.
+    import psycopg
+
+    _start(pg_url, 6)
+    ledger = Ledger(pg_url, ISSUE)
+    other = psycopg.connect(str(pg_url))
+    watch = psycopg.connect(str(pg_url), autocommit=True)
+    try:
+        ledger.conn.execute("SET deadlock_timeout = '500ms'")
+        other.execute("SET deadlock_timeout = '30s'")
+        mine, cursor, _ = ledger.claim("a", 2, 60.0, 0)
+        first, second = (d.subscriber_id for d in mine)
+        row = "WHERE issue_id = %s AND subscriber_id = %s"
+        other.execute(f"SELECT 1 FROM deliveries {row} FOR UPDATE", (ISSUE, second))
+        done = [Outcome(first, State.SENT, "250 ok"), Outcome(second, State.SENT, "250 ok")]
+        result: dict = {}
+        claiming = threading.Thread(
+            target=lambda: result.update(claim=ledger.claim("a", 2, 60.0, cursor, outcomes=done))
+        )
+        claiming.start()
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        deadline = time.monotonic() + 10
+        while watch.execute(waiting).fetchone()[0] == 0:
+            assert time.monotonic() < deadline, "the claim never waited for the row"
+            time.sleep(0.01)
+        # waits until the server rolls the claim back (else this raises DeadlockDetected)
+        other.execute(f"UPDATE deliveries SET updated_at = updated_at {row}", (ISSUE, first))
+        other.commit()
+        claiming.join(20)
+        assert not claiming.is_alive()
+        assert len(result["claim"].rows) == 2
+        assert _states(pg_url) == {State.SENT: 2, State.SENDING: 2, State.PENDING: 2}
+    finally:
+        other.close()
+        watch.close()
+        ledger.close()
+
+
 def test_an_unsubscribe_skips_the_pending_rows_in_the_same_commit(db_where) -> None:
     ids = _start(db_where, 4)
     with Store(db_where) as s:
