@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .bounces.book import Book, Recorded
+from .bounces.book import BEFORE_RETURN, Book, Recorded
 from .bounces.classify import Class
 from .bounces.mailbox import fetch as fetch_mailbox
 from .bounces.parse import MAX_BYTES
@@ -150,13 +150,17 @@ def _report(records: list[Recorded], source: str, dry_run: bool) -> None:
             what = ACTIONS.get(event.action, "recorded")
             if event.klass is Class.SOFT and not event.action:
                 what = "recorded (soft: off after three issues in a row)"
+            words = event.diagnostic
+            if words.startswith(BEFORE_RETURN):
+                words = words.removeprefix(BEFORE_RETURN)
+                what = "recorded, not acted on: they came back after that mail went"
             if dry_run:
                 what = f"dry run, nothing done: {what}"
             issue = f" issue {event.issue_id}" if event.issue_id else ""
             status = f" {event.status}" if event.status else ""
             click.echo(
                 f"  {LABELS.get(event.klass, event.klass.value):<13} {event.email}{issue}:{status}"
-                f" {event.diagnostic[:160]!r} -> {what} (matched by {event.matched_by})"
+                f" {words[:160]!r} -> {what} (matched by {event.matched_by})"
             )
     for domain, words in blocked.items():
         click.echo(

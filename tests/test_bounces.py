@@ -5,6 +5,7 @@ with `bounces read`, in-process, against the real SQLite file."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from newsletter.bounces.tokens import (
 )
 from newsletter.cli import main
 from newsletter.config import load_settings
+from newsletter.consent import Basis, Consent
 from newsletter.delivery import SendOptions
 from newsletter.ledger import Ledger
 from newsletter.subscribers import SqliteStore, Status
@@ -284,7 +286,7 @@ def test_a_forged_or_expired_token_acts_on_nobody(workdir: Path):
 
     # a genuine one, 31 days later, is too old to act on
     late = write(workdir, "late.eml", fx.dsn(anne, "5.1.1", "550 5.1.1 gone", message_id="<l@x>"))
-    with time_machine.travel(__import__("time").time() + 31 * 86400):
+    with time_machine.travel(time.time() + 31 * 86400):
         result = bounces(workdir, "read", late)
     assert "an expired token: about a message sent 31 days ago" in result.output
     assert statuses(workdir)["anne@example.org"] is Status.ACTIVE
@@ -326,6 +328,44 @@ def test_soft_bounces_take_someone_off_after_three_issues_in_a_row(workdir: Path
         assert statuses(workdir)["marie@example.org"] is Status.ACTIVE, issue
     listed = bounces(workdir, "list", "--class", "soft").output
     assert "[verp] -> bounced" in listed and listed.count("marie@example.org") == 4
+
+
+def test_a_late_report_about_mail_sent_before_someone_came_back_does_not_undo_it(
+    workdir: Path,
+):
+    # Marie complained, then gave her consent again. Reports about the old issue still come
+    # (a feedback loop repeats itself, a bounce is late): recorded, not acted on. A report
+    # about mail sent after her return acts as always.
+    add(workdir)
+    sent, _ = send_issue(workdir)
+    marie = sent["marie@example.org"]
+    bounces(workdir, "read", write(workdir, "first.eml", fx.arf(marie)))
+    assert statuses(workdir)["marie@example.org"] is Status.COMPLAINED
+    later = time.time() + 3600
+    with time_machine.travel(later, tick=False), SqliteStore(workdir / "news.db") as store:
+        store.add("marie@example.org", language="fr", source="cli", resubscribe=True,
+                  consent=Consent(Basis.EXPRESS, "cli"))  # fmt: skip
+    with time_machine.travel(later + 60, tick=False):
+        again = fx.arf(marie, message_id="<arf.2@fbl.example.net>")
+        bounce = fx.dsn(marie, "5.1.1", "550 5.1.1 Unknown user", message_id="<late@x.example>")
+        result = bounces(workdir, "read", write(workdir, "again.eml", again),
+                         write(workdir, "late.eml", bounce))  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert statuses(workdir)["marie@example.org"] is Status.ACTIVE
+        lines = [line for line in result.output.splitlines() if "marie@" in line]
+        assert len(lines) == 2 and all(
+            line.endswith("-> recorded, not acted on: they came back after that mail went"
+                          f" (matched by {how})")
+            for line, how in zip(lines, ("message-id", "verp"), strict=True)
+        ), lines  # fmt: skip
+        listed = bounces(workdir, "list", "--class", "complaint").output.splitlines()
+        assert "(about mail sent before they came back: not acted on)" in listed[-1]
+        assert " -> " not in listed[-1]
+        _copy_issue(workdir, "2017-12")
+        sent, _ = send_issue(workdir, "2017-12")
+        fresh = fx.arf(sent["marie@example.org"], message_id="<arf.3@fbl.example.net>")
+        bounces(workdir, "read", write(workdir, "fresh.eml", fresh))
+        assert statuses(workdir)["marie@example.org"] is Status.COMPLAINED
 
 
 def test_refusals_during_a_send_go_into_the_same_history(workdir: Path):

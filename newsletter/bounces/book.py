@@ -42,6 +42,8 @@ _LEAVES = {
     Class.COMPLAINT: (Status.COMPLAINED, "complaint"),
     Class.UNSUBSCRIBE: (Status.UNSUBSCRIBED, "mailto"),
 }
+# starts the diagnostic of a report about mail sent before the person came back
+BEFORE_RETURN = "(about mail sent before they came back: not acted on) "
 ACTION_FOR = {Status.BOUNCED: "bounced", Status.COMPLAINED: "complained",
               Status.UNSUBSCRIBED: "unsubscribed"}  # fmt: skip
 
@@ -293,9 +295,12 @@ class Book:
 
     def _apply(self, fp: str, event: Event) -> Event:
         """Inside the message's transaction: insert the event, change the status it calls for."""
+        stale = event.klass in _LEAVES and self._before_return(event)
+        if stale:
+            event = replace(event, diagnostic=BEFORE_RETURN + event.diagnostic)
         event_id = self._insert(fp, event)
         action = ""
-        if event.subscriber_id is not None and event.klass in _LEAVES:
+        if event.subscriber_id is not None and event.klass in _LEAVES and not stale:
             status, route = _LEAVES[event.klass]
             how = f"{route}:{event.status}" if event.status else route
             if self.store.set_status(event.subscriber_id, status, how):
@@ -311,6 +316,20 @@ class Book:
                 "UPDATE bounce_events SET action = ? WHERE id = ?", (action, event_id)
             )
         return replace(event, action=action)
+
+    def _before_return(self, event: Event) -> bool:
+        """Whether the report is about a message sent before the person came back (their
+        new consent, or a reactivation): a late complaint or bounce about the old mail does
+        not undo the return. It is recorded, not acted on."""
+        if event.subscriber_id is None or event.issue_id is None:
+            return False
+        row = self.conn.execute(
+            "SELECT 1 FROM deliveries d WHERE d.issue_id = ? AND d.subscriber_id = ?"
+            " AND d.updated_at < (SELECT max(at) FROM subscriber_events"
+            "   WHERE subscriber_id = ? AND kind = 'resubscribe')",
+            (event.issue_id, event.subscriber_id, event.subscriber_id),
+        ).fetchone()
+        return row is not None
 
     def _insert(self, fp: str, e: Event) -> int:
         return self.conn.execute(
