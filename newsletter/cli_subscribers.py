@@ -184,6 +184,8 @@ def import_(
         )
         for k in result.kept
     ]
+    back = "would come back" if dry_run else "came back"
+    notes += [(k.row.line or 0, f"{k.why()}; {back} (--resubscribe)") for k in result.came_back]
     notes += [
         (
             c.row.line or 0,

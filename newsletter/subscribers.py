@@ -112,6 +112,7 @@ class ImportResult:
     still_active: list[Row] = field(default_factory=list)  # the file says they left; not here
     renewed: int = 0  # active, their implied consent lapsed: the new consent recorded
     theirs: list[OwnChoice] = field(default_factory=list)  # kept as the person chose it
+    came_back: list[Kept] = field(default_factory=list)  # who left, and --resubscribe brought
 
 
 EDITION_FOR_LANGUAGE = {"en": "en", "fr": "fr", "both": "bilingual"}
@@ -525,6 +526,7 @@ class Store(SignupRequests):
         theirs: list[OwnChoice] = []
         kept: list[Kept] = []
         still_active: list[Row] = []
+        came_back: list[Kept] = []
         with self.conn.transaction(commit=not dry_run):
             for row in rows:
                 existing = self.find(row.email)
@@ -545,6 +547,7 @@ class Store(SignupRequests):
                         continue
                     if left:
                         _coming_back(row.email, consent)
+                        came_back.append(Kept(row, *left))
                     subscriber_id = self._insert(row, default_language, source, consent_note)
                     if consent is not None:
                         self.record_consent(subscriber_id, consent)
@@ -555,6 +558,7 @@ class Store(SignupRequests):
                         kept.append(Kept(row, existing.status, existing.left_at))
                         continue
                     _coming_back(existing.email, consent)
+                    came_back.append(Kept(row, existing.status, existing.left_at))
                     self._resubscribe(existing, source, consent_note)
                     resubscribed += 1
                     if consent is not None:
@@ -569,7 +573,8 @@ class Store(SignupRequests):
                 elif existing.status is Status.ACTIVE:
                     unchanged += 1
         return ImportResult(
-            added, updated, unchanged, resubscribed, kept, gone, still_active, renewed, theirs
+            added, updated, unchanged, resubscribed, kept, gone, still_active, renewed, theirs,
+            came_back,
         )
 
     # -- inside a transaction ------------------------------------------------------------

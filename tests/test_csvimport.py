@@ -228,12 +228,23 @@ def test_cli_import_report(tmp_path: Path):
     assert refused.exit_code == 2 and "--consent express --note" in refused.output
     with SqliteStore(db_path) as store:
         assert store.find("gone@example.org").status is Status.UNSUBSCRIBED
-    result = run_import(
-        db_path, str(path), "--resubscribe", "--consent", "express", "--note", "wrote to us"
-    )
-    assert result.output.splitlines()[:2] == [
+    back = ["--resubscribe", "--consent", "express", "--note", "wrote to us"]
+    since = _left_at(db_path, "gone@example.org")
+    # a dry run names who would come back, and brings nobody
+    tried = run_import(db_path, str(path), *back, "--dry-run")
+    assert tried.output.splitlines()[:3] == [
+        f"would import {path}: 0 added, 0 updated, 3 unchanged, 1 rejected",
+        "1 resubscribed (--resubscribe)",
+        f"{path}:5: gone@example.org is unsubscribed since {since}; would come back"
+        " (--resubscribe)",
+    ]
+    with SqliteStore(db_path) as store:
+        assert store.find("gone@example.org").status is Status.UNSUBSCRIBED
+    result = run_import(db_path, str(path), *back)
+    assert result.output.splitlines()[:3] == [
         f"imported {path}: 0 added, 0 updated, 3 unchanged, 1 rejected",
         "1 resubscribed (--resubscribe)",
+        f"{path}:5: gone@example.org is unsubscribed since {since}; came back (--resubscribe)",
     ]
     with SqliteStore(db_path) as store:
         assert store.find("gone@example.org").status is Status.ACTIVE

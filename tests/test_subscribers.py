@@ -271,6 +271,7 @@ def test_import_adds_updates_and_never_resubscribes_by_default(store: SqliteStor
         consent=ASKED_AGAIN,
     )  # fmt: skip
     assert again.resubscribed == 1
+    assert [(k.row.line, k.status) for k in again.came_back] == [(2, Status.UNSUBSCRIBED)]
     assert store.find("ann@example.org").status is Status.ACTIVE
     assert store.find("ann@example.org").language == "fr"
 
