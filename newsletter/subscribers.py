@@ -573,7 +573,15 @@ class Store(SignupRequests):
                 elif existing.status is Status.ACTIVE:
                     unchanged += 1
         return ImportResult(
-            added, updated, unchanged, resubscribed, kept, gone, still_active, renewed, theirs,
+            added,
+            updated,
+            unchanged,
+            resubscribed,
+            kept,
+            gone,
+            still_active,
+            renewed,
+            theirs,
             came_back,
         )
 
