@@ -37,10 +37,21 @@ def new() -> None:
 @issues_option
 def new_brief(slug: str, lang: str | None, issues_dir: Path) -> None:
     """Create issues/briefs/SLUG.en.md and SLUG.fr.md to fill in."""
+    _say_if_new(issues_dir)
     for path in scaffold_brief(
         issues_dir, slug, (lang,) if lang else ("en", "fr"), dt.date.today()
     ):
         click.echo(f"created {path}")
+
+
+def _say_if_new(issues_dir: Path) -> None:
+    """A first brief or issue starts the content folder: say where, in case this is not
+    the project's folder (the command was run from elsewhere)."""
+    if not issues_dir.exists():
+        click.echo(
+            f"no {issues_dir}/ folder here ({Path.cwd()}): starting one; run from your "
+            "project's folder, or give --issues-dir, if that is not what you meant"
+        )
 
 
 def _next_issue(issues_dir: Path, date: dt.datetime | None, issue_id: str | None, slugs):
@@ -56,6 +67,7 @@ def _next_issue(issues_dir: Path, date: dt.datetime | None, issue_id: str | None
 @id_option
 def new_issue(issues_dir: Path, date: dt.datetime | None, issue_id: str | None) -> None:
     """Create an empty issue manifest to fill in."""
+    _say_if_new(issues_dir)
     click.echo(f"created {_next_issue(issues_dir, date, issue_id, [])}")
 
 

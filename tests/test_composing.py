@@ -251,3 +251,20 @@ def test_every_masthead_shows_the_whole_name(workdir: Path, titles, en_h1, fr_h1
     fr = lxml.html.fromstring(next(e.html for e in build.editions if e.name == "fr"))
     foreign = fr.xpath("//*[@id='top']//h1/span/@lang")
     assert foreign == (["en-CA"] if not titles else [])  # "News" marked English there
+
+
+def test_a_first_brief_or_issue_says_it_starts_the_issues_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # run from the wrong folder, `new` would quietly start a second content tree there
+    monkeypatch.chdir(tmp_path)
+    first = invoke("new", "brief", "hello")
+    assert first.exit_code == 0, first.stderr
+    assert first.stdout.splitlines()[0] == (
+        f"no issues/ folder here ({tmp_path}): starting one; run from your project's folder,"
+        " or give --issues-dir, if that is not what you meant"
+    )
+    assert (tmp_path / "issues" / "briefs" / "hello.en.md").is_file()
+    again = invoke("new", "issue", "--date", "2017-12-01")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.splitlines() == ["created issues/2017-12-01/issue.toml"]
