@@ -413,7 +413,7 @@ def load_settings(
         from_addr={lang: get(f"FROM_{lang.upper()}") for lang in LANGUAGES},
         reply_to=get("REPLY_TO"),
         postal_address=get("POSTAL_ADDRESS"),
-        list_id=get("LIST_ID") or _default_list_id(parts.hostname or ""),
+        list_id=get("LIST_ID") or _default_list_id(parts.hostname or "", get("FROM_EN")),
         postal={
             "en": get("POSTAL_ADDRESS"),
             "fr": get("POSTAL_ADDRESS_FR") or get("POSTAL_ADDRESS"),
@@ -531,11 +531,16 @@ def _hide_password(url: str) -> str:
     return f"{url[: start + 2]}{user}:***{url[at:]}" if colon else url
 
 
-def _default_list_id(host: str) -> str:
-    """The base URL's host, when it can be one (an IP address cannot)."""
-    if DNS_NAME.fullmatch(host) and not host.replace(".", "").isdigit():
-        return host
-    return "newsletter.example.org"
+def _default_list_id(host: str, sender: str) -> str:
+    """The base URL's host, when it can be one (a domain name: not an IP address, nor a
+    bare `localhost`); else a name under the sender's domain, as news@example.org gives
+    news.example.org (RFC 2919: a name in a domain the list's owner holds)."""
+    if "." in host and DNS_NAME.fullmatch(host) and not host.replace(".", "").isdigit():
+        return host.lower()
+    local, _, domain = sender.rpartition("@")
+    label = re.sub(r"[^a-z0-9]+", "-", local.lower()).strip("-")[:63]
+    named = f"{label}.{domain.lower()}" if label else domain.lower()
+    return named if "." in named and DNS_NAME.fullmatch(named) else "newsletter.example.org"
 
 
 def is_loopback(host: str) -> bool:

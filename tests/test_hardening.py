@@ -174,6 +174,22 @@ def built():
     return settings, build_issue(ROOT / "issues" / DEMO_ISSUE, settings.identity, Templates())
 
 
+@pytest.mark.parametrize(
+    ("base_url", "sender", "expected"),
+    [
+        ("https://News.Example.org/list", "news@example.org", "news.example.org"),
+        ("http://127.0.0.1:8000", "news@example.org", "news.example.org"),
+        ("http://[::1]:8000", "Comité.News@example.net", "comit-news.example.net"),
+        ("http://localhost:8000", "bulletin@example.com", "bulletin.example.com"),
+    ],
+)
+def test_the_list_id_is_a_domain_name_the_list_holds(base_url, sender, expected) -> None:
+    # from the base URL's host when it is a domain name; else under the sender's domain,
+    # never an IP address, `localhost`, or a domain nobody here holds
+    env = {"NEWSLETTER_BASE_URL": base_url, "NEWSLETTER_FROM_EN": sender}
+    assert load_settings(None, environ=env).identity.list_id == expected
+
+
 def _headers(raw: bytes) -> list[tuple[str, str]]:
     """Each header's name and value as they travel, unfolded: no parsing of our own."""
     head = raw.partition(b"\r\n\r\n")[0].decode("ascii")
