@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -65,9 +66,17 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+_DATE_ALONE = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+
+
 def parse_when(text: str, zone_name: str, now: float) -> float:
     """UTC epoch seconds of `text`: `2026-12-07 07:00` in the zone, or ISO 8601 with offset."""
     tz = zone(zone_name)
+    if _DATE_ALONE.fullmatch(text.strip()):
+        # fromisoformat reads it as midnight, which nobody scheduling an issue means
+        raise ScheduleError(
+            f"--at {text!r} has no time of day; add one, as {text.strip()} 07:00 ({zone_name})"
+        )
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:

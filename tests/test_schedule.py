@@ -131,8 +131,14 @@ def test_two_due_at_once_give_one_copy_each(workdir: Path) -> None:
             "error: NEWSLETTER_TIMEZONE='Mars/Olympus_Mons': is not a time zone; write one "
             "such as America/Toronto or America/Vancouver",
         ),
+        (
+            "2027-01-04",
+            "America/Toronto",
+            "error: --at '2027-01-04' has no time of day; add one, as 2027-01-04 07:00 "
+            "(America/Toronto)",
+        ),
     ],
-    ids=["DST gap", "ambiguous", "past", "not a time", "unknown zone"],
+    ids=["DST gap", "ambiguous", "past", "not a time", "unknown zone", "date alone"],
 )
 def test_times_that_cannot_be_scheduled(workdir: Path, when: str, zone: str, message: str):
     add_people(workdir)
