@@ -458,10 +458,10 @@ class Ledger:
             )
         self._claim_lost.add(worker)
         # one statement, one round trip: the outcomes, the reaping and the claim
-        rows = conn.execute(_PG_CLAIM, {
+        rows = conn.tuples(_PG_CLAIM, {
             "worker": worker, "lease": lease, "now": now, "stamp": store.stamp(),
             "issue": self.issue_id, "after": after, "k": k, **_pg_outcomes(outcomes),
-        }).fetchall()  # fmt: skip
+        })  # fmt: skip
         self._claim_lost.discard(worker)
         if not rows:
             return Claim([], 0, 0)
