@@ -9,7 +9,7 @@ import click
 
 from .config import Settings, load_settings
 from .errors import StoreError
-from .store import SET_ASIDE
+from .store import not_a_file, set_aside_instead
 
 
 @dataclass
@@ -66,14 +66,11 @@ def need_db(settings: Settings, fix: str = "'subscribers import' or 'add' makes 
     empty one there would answer falsely ("not sent", no subscribers) and leave a stray file
     with its own signing secret."""
     if isinstance(settings.db_path, Path) and not settings.db_path.is_file():  # not a URL
-        aside = settings.db_path.with_name(settings.db_path.name + SET_ASIDE)
-        if aside.is_file():
-            raise StoreError(
-                f"this list was copied to PostgreSQL (db copy), and the file set aside as "
-                f"{aside.name}: set NEWSLETTER_DB to the PostgreSQL URL (to use the file again, "
-                "rename it back)",
-                settings.db_path.absolute(),
-            )
+        copied = set_aside_instead(settings.db_path)
+        if copied is not None:
+            raise copied
+        if settings.db_path.is_dir():
+            raise not_a_file(settings.db_path)
         raise StoreError(
             "no database here; run this in the folder that holds it, or set NEWSLETTER_DB "
             f"to its path ({fix})",

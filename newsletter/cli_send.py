@@ -295,8 +295,8 @@ def send(
     if join:
         if test or dry_run or at_text or rebuild or resend_uncertain or include_lapsed:
             raise click.UsageError(
-                "--join takes the send as it was started: only --wait, --concurrency, --batch, "
-                "--rate and --hourly-cap go with it"
+                "--join takes the send as it was started: only --wait, --workers, --concurrency, "
+                "--batch, --rate and --hourly-cap go with it"
             )
         return _join(app, issue_dir, issue_id, given, wait, lease)
     if not test:  # a real send, a dry run or a schedule reads the list

@@ -15,6 +15,7 @@ from .errors import StoreError
 from .normalise import check_email, email_key_v1
 from .schema import MIGRATIONS
 from .store import errors as store_errors
+from .store import not_a_file, set_aside_instead
 
 # How long a connection waits for another process's write lock before it gives up with
 # "database is locked". An import of a large list holds the lock for a quarter of a minute;
@@ -69,6 +70,11 @@ def connect(
     if busy_timeout_ms is None:
         busy_timeout_ms = BUSY_TIMEOUT_MS
     conn: sqlite3.Connection | None = None
+    if path.is_dir():
+        raise not_a_file(path)
+    copied = set_aside_instead(path)
+    if copied is not None:
+        raise copied
     if not create and not path.is_file():
         raise StoreError("no database here; check NEWSLETTER_DB", path)
     try:
@@ -87,6 +93,7 @@ def connect(
             uri=not create,
         )
         conn.row_factory = sqlite3.Row
+        _refuse_foreign(conn, path)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys = ON")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -129,6 +136,11 @@ def describe(exc: sqlite3.Error, path: Path | str) -> StoreError:
         problem = "the disk is full; free some space and run this again (nothing was lost)"
     elif "readonly" in text or "read-only" in text:
         problem = "cannot write to the database (read-only); check the file and its folder"
+    elif "unable to open" in text and not os.access(Path(path).parent, os.W_OK):
+        problem = (
+            "cannot open the database: its folder is read-only, and SQLite keeps its journal "
+            "(-wal, -shm) beside the file; make the folder writable"
+        )
     elif "unable to open" in text or "no such table" in text:
         problem = "cannot open the database; check that it and its folder are still there"
     else:
@@ -158,9 +170,24 @@ def is_busy(exc: BaseException) -> bool:
     return store_errors.is_busy(exc)
 
 
+def _refuse_foreign(conn: sqlite3.Connection | SqliteDb, path: Path | str | None) -> None:
+    """Every version of ours sets user_version with its tables: tables without it are
+    another program's, and the file is left exactly as it was (not even set to WAL)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+    if version == 0 and conn.execute(tables).fetchone()[0]:
+        raise StoreError(
+            "holds tables but not this tool's schema: it was made by another program; "
+            "give another file in NEWSLETTER_DB (it was left as it was)",
+            path,
+        )
+
+
 def migrate(conn: sqlite3.Connection | SqliteDb, path: Path | str | None = None) -> int:
     """Bring the schema to the latest version, one transaction per migration; return the version."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        _refuse_foreign(conn, path)
     if version > len(MIGRATIONS):
         raise StoreError(
             f"database schema is version {version}, newer than this program knows "

@@ -187,9 +187,14 @@ def test_db_copy_moves_a_whole_sqlite_list_into_an_empty_database(pg_url, tmp_pa
         assert dan.id == 4  # after the highest id SQLite ever gave, the removed one's too
         assert s.find("ann@example.org").status == "unsubscribed"
     again = newsletter(tmp_path, "db", "copy", "--from", str(aside), NEWSLETTER_DB=pg_url)
-    line = one_error_line(again)
+    assert "already copied to PostgreSQL (its name says so)" in one_error_line(again)
+    other = tmp_path / "other.db"
+    Store(other).close()
+    into_full = newsletter(tmp_path, "db", "copy", "--from", str(other), NEWSLETTER_DB=pg_url)
+    line = one_error_line(into_full)
     assert "not empty (3 subscribers, " in line
     assert "db copy fills an empty database only" in line
+    assert other.is_file()  # not set aside: nothing was copied
 
 
 def test_db_copy_needs_a_postgresql_target(tmp_path: Path) -> None:

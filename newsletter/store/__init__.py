@@ -21,6 +21,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from ..errors import StoreError
 from .errors import CONFLICT, Busy, Conflict, DbError, Lost, is_busy
 from .target import PgUrl, mask, parse_db, shown
 
@@ -28,6 +29,26 @@ Db = Any  # db.SqliteDb | postgres.PgDb: the interface above
 
 # What `db copy` renames a SQLite file to once its list is in PostgreSQL (store/copy.py).
 SET_ASIDE = ".copied-to-postgresql"
+
+
+def set_aside_instead(path: Path) -> StoreError | None:
+    """The error for a SQLite file that `db copy` set aside (the list now in PostgreSQL),
+    for a command pointed at its old name: it must stop, not start a new list there."""
+    aside = path.with_name(path.name + SET_ASIDE)
+    if path.exists() or not aside.is_file():
+        return None
+    return StoreError(
+        f"this list was copied to PostgreSQL (db copy), and the file set aside as "
+        f"{aside.name}: set NEWSLETTER_DB to the PostgreSQL URL (to use the file again, "
+        "rename it back)",
+        path.absolute(),
+    )
+
+
+def not_a_file(path: Path) -> StoreError:
+    return StoreError(
+        f"is a folder; NEWSLETTER_DB names the database file, e.g. {path / 'newsletter.db'}", path
+    )
 
 
 def stamp(moment: dt.datetime | None = None) -> str:

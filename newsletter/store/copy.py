@@ -10,9 +10,12 @@ refused: this is a move, never a merge.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import StoreError
 from . import SET_ASIDE
@@ -91,8 +94,7 @@ def copy(source_path: Path, target_url: PgUrl) -> Copied:
     from .. import db
     from . import connect
 
-    if not Path(source_path).is_file():
-        raise StoreError("no SQLite database here; give the file to copy with --from", source_path)
+    _check_source(Path(source_path))
     source = db.connect(source_path, create=False)
     target = connect(target_url)
     try:
@@ -102,6 +104,38 @@ def copy(source_path: Path, target_url: PgUrl) -> Copied:
     finally:
         source.close()
         target.close()
+
+
+def _check_source(path: Path) -> None:
+    """Refuse, before anything is opened for writing, what is not a list of ours to copy:
+    the file must never be changed (migrated, renamed) unless it is one."""
+    if re.match(r"[A-Za-z][\w+.-]*:/", str(path)):  # not echoed: it may hold a password
+        raise StoreError(
+            "--from takes the SQLite file to copy (e.g. newsletter.db), not a URL; "
+            "NEWSLETTER_DB names the PostgreSQL database to fill"
+        )
+    if not path.is_file():
+        raise StoreError("no SQLite database here; give the file to copy with --from", path)
+    if path.name.endswith(SET_ASIDE):
+        raise StoreError(
+            "already copied to PostgreSQL (its name says so); a second copy would make two "
+            "lists with the same links. If the first copy is gone, rename the file back first",
+            path,
+        )
+    problem = "not a newsletter list (none of this tool's tables); give --from its newsletter.db"
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True)
+        ) as peek:
+            version = peek.execute("PRAGMA user_version").fetchone()[0]
+            ours = peek.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'subscribers'"
+            ).fetchone()[0]
+    except sqlite3.DatabaseError:
+        problem = "not a SQLite database; give --from the newsletter.db to copy"
+        version = ours = 0
+    if not (version and ours):
+        raise StoreError(problem, path)
 
 
 def _copy(source, source_path: Path, target, target_url: PgUrl) -> Copied:
