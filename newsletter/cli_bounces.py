@@ -151,7 +151,7 @@ def _report(records: list[Recorded], source: str, dry_run: bool) -> None:
             if event.klass is Class.SOFT and not event.action:
                 what = "recorded (soft: off after three issues in a row)"
             words = event.diagnostic
-            if words.startswith(BEFORE_RETURN):
+            if event.held:
                 words = words.removeprefix(BEFORE_RETURN)
                 what = "recorded, not acted on: they came back after that mail went"
             if dry_run:

@@ -5,6 +5,7 @@ with `bounces read`, in-process, against the real SQLite file."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from newsletter.config import load_settings
 from newsletter.consent import Basis, Consent
 from newsletter.delivery import SendOptions
 from newsletter.ledger import Ledger
+from newsletter.store import stamp as store_stamp
 from newsletter.subscribers import SqliteStore, Status
 from newsletter.tokens import signing_key
 
@@ -346,6 +348,11 @@ def test_a_late_report_about_mail_sent_before_someone_came_back_does_not_undo_it
         store.add("marie@example.org", language="fr", source="cli", resubscribe=True,
                   consent=Consent(Basis.EXPRESS, "cli"))  # fmt: skip
     with time_machine.travel(later + 60, tick=False):
+        # a resumed send restamps rows it finds in flight (turned uncertain): what counts is
+        # when that send began, not when its row last changed
+        with sqlite3.connect(workdir / "news.db") as raw:
+            raw.execute("UPDATE deliveries SET updated_at = ?", (store_stamp(),))
+        raw.close()
         again = fx.arf(marie, message_id="<arf.2@fbl.example.net>")
         bounce = fx.dsn(marie, "5.1.1", "550 5.1.1 Unknown user", message_id="<late@x.example>")
         result = bounces(workdir, "read", write(workdir, "again.eml", again),

@@ -60,6 +60,7 @@ class Event:
     domain: str = ""  # the receiving domain
     matched_by: str = ""  # verp | envid | returned-token | message-id | mailto | send
     action: str = ""  # what recording it did: bounced | complained | unsubscribed
+    held: bool = False  # not acted on: about mail sent before the person came back
     at: str = ""
 
 
@@ -315,7 +316,7 @@ class Book:
             self.conn.execute(
                 "UPDATE bounce_events SET action = ? WHERE id = ?", (action, event_id)
             )
-        return replace(event, action=action)
+        return replace(event, action=action, held=stale)
 
     def _before_return(self, event: Event) -> bool:
         """Whether the report is about a message sent before the person came back (their
@@ -323,11 +324,14 @@ class Book:
         not undo the return. It is recorded, not acted on."""
         if event.subscriber_id is None or event.issue_id is None:
             return False
+        # By the send's start, not the row's updated_at (restamped when a resumed send turns
+        # a row uncertain, and written by each host's clock): to come back they had left,
+        # and leaving skips their rows still waiting, so a send begun before the return
+        # reached them before it or not at all (but for --resend-uncertain, after it).
         row = self.conn.execute(
-            "SELECT 1 FROM deliveries d WHERE d.issue_id = ? AND d.subscriber_id = ?"
-            " AND d.updated_at < (SELECT max(at) FROM subscriber_events"
-            "   WHERE subscriber_id = ? AND kind = 'resubscribe')",
-            (event.issue_id, event.subscriber_id, event.subscriber_id),
+            "SELECT 1 FROM sends WHERE issue_id = ? AND started_at < (SELECT max(at)"
+            " FROM subscriber_events WHERE subscriber_id = ? AND kind = 'resubscribe')",
+            (event.issue_id, event.subscriber_id),
         ).fetchone()
         return row is not None
 
