@@ -37,19 +37,19 @@ def new() -> None:
 @issues_option
 def new_brief(slug: str, lang: str | None, issues_dir: Path) -> None:
     """Create issues/briefs/SLUG.en.md and SLUG.fr.md to fill in."""
-    _say_if_new(issues_dir)
-    for path in scaffold_brief(
-        issues_dir, slug, (lang,) if lang else ("en", "fr"), dt.date.today()
-    ):
+    fresh = not issues_dir.exists()
+    made = scaffold_brief(issues_dir, slug, (lang,) if lang else ("en", "fr"), dt.date.today())
+    _say_if_new(issues_dir, fresh)
+    for path in made:
         click.echo(f"created {path}")
 
 
-def _say_if_new(issues_dir: Path) -> None:
-    """A first brief or issue starts the content folder: say where, in case this is not
+def _say_if_new(issues_dir: Path, fresh: bool) -> None:
+    """A first brief or issue started the content folder: say where, in case this is not
     the project's folder (the command was run from elsewhere)."""
-    if not issues_dir.exists():
+    if fresh:
         click.echo(
-            f"no {issues_dir}/ folder here ({Path.cwd()}): starting one; run from your "
+            f"no {issues_dir}/ folder was here ({Path.cwd()}): started one; run from your "
             "project's folder, or give --issues-dir, if that is not what you meant"
         )
 
@@ -67,8 +67,10 @@ def _next_issue(issues_dir: Path, date: dt.datetime | None, issue_id: str | None
 @id_option
 def new_issue(issues_dir: Path, date: dt.datetime | None, issue_id: str | None) -> None:
     """Create an empty issue manifest to fill in."""
-    _say_if_new(issues_dir)
-    click.echo(f"created {_next_issue(issues_dir, date, issue_id, [])}")
+    fresh = not issues_dir.exists()
+    manifest = _next_issue(issues_dir, date, issue_id, [])
+    _say_if_new(issues_dir, fresh)
+    click.echo(f"created {manifest}")
 
 
 @click.command()

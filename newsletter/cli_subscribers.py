@@ -23,6 +23,7 @@ from .csvimport import FORMULA_STARTS, read_csv
 from .errors import StoreError
 from .exits import Exit
 from .normalise import parse_language
+from .store import set_aside_instead
 from .subscribers import Status, Subscriber, open_store
 
 STATUSES = [status.value for status in Status]
@@ -134,6 +135,9 @@ def import_(
     parsed = read_csv(file)
     settings = app.settings
     with contextlib.ExitStack() as stack:
+        copied = set_aside_instead(settings.db_path) if isinstance(settings.db_path, Path) else None
+        if copied is not None:
+            raise copied  # the list is in PostgreSQL now: no dry run against an empty one
         if dry_run and isinstance(settings.db_path, Path) and not settings.db_path.exists():
             # nothing to compare with: everyone would be added; a dry run makes no database
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))

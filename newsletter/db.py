@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -69,7 +70,6 @@ def connect(
     path = Path(path)
     if busy_timeout_ms is None:
         busy_timeout_ms = BUSY_TIMEOUT_MS
-    conn: sqlite3.Connection | None = None
     if path.is_dir():
         raise not_a_file(path)
     copied = set_aside_instead(path)
@@ -77,6 +77,26 @@ def connect(
         raise copied
     if not create and not path.is_file():
         raise StoreError("no database here; check NEWSLETTER_DB", path)
+    # Processes opening a new file at the same moment can find each other holding SQLite's
+    # locks in a way its busy handler does not wait out (one is told at once): try again.
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            return _open(path, busy_timeout_ms, create)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    "the database is busy: another newsletter command is writing to it; "
+                    "run this again when that one ends",
+                    path,
+                ) from None
+            time.sleep(0.02)
+
+
+def _open(path: Path, busy_timeout_ms: int, create: bool) -> SqliteDb:
+    conn: sqlite3.Connection | None = None
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +130,9 @@ def connect(
     except BaseException as exc:
         if conn is not None:
             conn.close()
-        if isinstance(exc, sqlite3.OperationalError) and not is_busy(exc):
+        if isinstance(exc, sqlite3.OperationalError):
+            if is_busy(exc):
+                raise  # connect() tries again
             raise describe(exc, path) from None
         if isinstance(exc, sqlite3.DatabaseError):  # e.g. "file is not a database"
             raise StoreError(
@@ -136,7 +158,11 @@ def describe(exc: sqlite3.Error, path: Path | str) -> StoreError:
         problem = "the disk is full; free some space and run this again (nothing was lost)"
     elif "readonly" in text or "read-only" in text:
         problem = "cannot write to the database (read-only); check the file and its folder"
-    elif "unable to open" in text and not os.access(Path(path).parent, os.W_OK):
+    elif (
+        "unable to open" in text
+        and Path(path).parent.is_dir()
+        and not os.access(Path(path).parent, os.W_OK)
+    ):
         problem = (
             "cannot open the database: its folder is read-only, and SQLite keeps its journal "
             "(-wal, -shm) beside the file; make the folder writable"
@@ -173,14 +199,27 @@ def is_busy(exc: BaseException) -> bool:
 def _refuse_foreign(conn: sqlite3.Connection | SqliteDb, path: Path | str | None) -> None:
     """Every version of ours sets user_version with its tables: tables without it are
     another program's, and the file is left exactly as it was (not even set to WAL)."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-    if version == 0 and conn.execute(tables).fetchone()[0]:
+    # one statement, one snapshot: another process may be making this very file, and its
+    # first migration's tables and version bump are one commit
+    version, tables, ours = conn.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version),"
+        " (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'),"
+        " (SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        "   AND name IN ('subscribers', 'subscriber_events', 'deliveries'))"
+    ).fetchone()
+    if version or not tables:
+        return
+    if ours == 3:  # a list of ours that lost its version: sqlite3's .dump does not keep it
         raise StoreError(
-            "holds tables but not this tool's schema: it was made by another program; "
-            "give another file in NEWSLETTER_DB (it was left as it was)",
+            "has this tool's tables but no schema version (restored from a .dump?); "
+            "restore it from the file itself, or from sqlite3's .backup, which keep it",
             path,
         )
+    raise StoreError(
+        "holds tables but not this tool's schema: it was made by another program; "
+        "give another file in NEWSLETTER_DB (it was left as it was)",
+        path,
+    )
 
 
 def migrate(conn: sqlite3.Connection | SqliteDb, path: Path | str | None = None) -> int:

@@ -67,6 +67,9 @@ def zone(name: str) -> ZoneInfo:
 
 
 _DATE_ALONE = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+_DATE_AND_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
+)
 
 
 def parse_when(text: str, zone_name: str, now: float) -> float:
@@ -78,6 +81,10 @@ def parse_when(text: str, zone_name: str, now: float) -> float:
             f"--at {text!r} has no time of day; add one, as {text.strip()} 07:00 ({zone_name})"
         )
     try:
+        # only a date and a time (fromisoformat alone also takes week dates, 2027-W02, and
+        # a date with an offset, 2026-12-07-05:00, as midnight or as the offset's hour)
+        if not _DATE_AND_TIME.fullmatch(text.strip()):
+            raise ValueError(text)
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise ScheduleError(

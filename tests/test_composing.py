@@ -258,11 +258,14 @@ def test_a_first_brief_or_issue_says_it_starts_the_issues_folder(
 ) -> None:
     # run from the wrong folder, `new` would quietly start a second content tree there
     monkeypatch.chdir(tmp_path)
+    bad = invoke("new", "brief", "Bad Slug!")  # nothing made, so nothing said of a folder
+    assert bad.exit_code == 2 and "folder" not in bad.stdout + bad.stderr
+    assert not (tmp_path / "issues").exists()
     first = invoke("new", "brief", "hello")
     assert first.exit_code == 0, first.stderr
     assert first.stdout.splitlines()[0] == (
-        f"no issues/ folder here ({tmp_path}): starting one; run from your project's folder,"
-        " or give --issues-dir, if that is not what you meant"
+        f"no issues/ folder was here ({tmp_path}): started one; run from your project's"
+        " folder, or give --issues-dir, if that is not what you meant"
     )
     assert (tmp_path / "issues" / "briefs" / "hello.en.md").is_file()
     again = invoke("new", "issue", "--date", "2017-12-01")

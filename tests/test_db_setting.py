@@ -34,13 +34,32 @@ def _files(folder: Path) -> set[str]:
         ("   ", "error: NEWSLETTER_DB is empty:"),
         (
             f"host=/tmp dbname=nl password={SECRET}",
-            "error: NEWSLETTER_DB looks like libpq's key=value form; write it as a URL,",
+            "error: NEWSLETTER_DB is neither a file path nor a URL this tool reads (libpq's",
         ),
-        ("file:y.db", "error: NEWSLETTER_DB=file:y.db: give the SQLite file as a plain path"),
-        ("x.db?mode=ro", "error: NEWSLETTER_DB=x.db?mode=ro: give the SQLite file as a plain"),
+        (f"connect_timeout=5 password={SECRET}", "error: NEWSLETTER_DB is neither a file path"),
+        (f"postgresql:/u:{SECRET}@h/db", "error: NEWSLETTER_DB is neither a file path nor"),
+        (
+            f"postgresql://u:pa/{SECRET}@h/db",
+            "error: NEWSLETTER_DB=postgresql://u:***@h/db: cannot read it as a URL; in the user",
+        ),
+        ("file:y.db", "error: NEWSLETTER_DB: give the SQLite file as a plain path"),
+        (f"x.db?password={SECRET}", "error: NEWSLETTER_DB is neither a file path nor a URL"),
+        ("x.db?mode=ro", "error: NEWSLETTER_DB: give the SQLite file as a plain path"),
         ("news\n.db", "error: NEWSLETTER_DB holds a line break or another control character"),
     ],
-    ids=["empty", "blank", "libpq keywords", "file URI", "query", "line break"],
+    ids=[
+        "empty",
+        "blank",
+        "libpq keywords",
+        "libpq keywords later",
+        "one slash",
+        "password with a slash",
+        "file URI",
+        "query with a password",
+        "query",
+        "line break",
+    ],
+    # fmt: skip
 )
 @pytest.mark.parametrize("command", [("status",), ("subscribers", "import", str(SAMPLES))])
 def test_a_database_setting_that_cannot_be_a_list_is_refused(
@@ -129,3 +148,63 @@ def test_a_scheme_in_capitals_is_read_and_its_password_never_shown(cli, workdir,
     assert SECRET not in line
     assert line.startswith("error: NEWSLETTER_DB=postgres"), line
     assert "cannot reach the server" in line, line
+
+
+def _open_new(path: str, barrier, results) -> None:
+    from newsletter import db
+    from newsletter.errors import StoreError
+
+    barrier.wait()
+    try:
+        db.connect(path).close()
+        results.put("ok")
+    except StoreError as exc:
+        results.put(str(exc))
+
+
+def test_processes_making_the_same_new_list_at_once_all_open_it(tmp_path: Path) -> None:
+    # e.g. `due` from a timer and `serve` started together on a fresh machine: one makes the
+    # file, the others wait for it and open it (they were told "made by another program",
+    # or "database is locked")
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    for attempt in range(12):
+        path = str(tmp_path / f"news{attempt}.db")
+        barrier, results = fork.Barrier(4), fork.Queue()
+        opening = [fork.Process(target=_open_new, args=(path, barrier, results)) for _ in "abcd"]
+        for p in opening:
+            p.start()
+        for p in opening:
+            p.join(60)
+        assert [results.get(timeout=5) for _ in opening] == ["ok"] * 4
+
+
+def test_a_list_restored_from_a_dump_is_named_as_such(cli, workdir: Path) -> None:
+    # sqlite3's .dump does not carry the schema version: the tables are ours, the file is
+    # not another program's, and the message says how to restore it instead
+    assert cli("subscribers", "import", str(SAMPLES), NEWSLETTER_DB="news.db").returncode == 0
+    with sqlite3.connect(workdir / "news.db") as source:
+        dump = "\n".join(source.iterdump())
+    source.close()
+    with sqlite3.connect(workdir / "restored.db") as restored:
+        restored.executescript(dump)
+    restored.close()
+    line = _one_line(cli("status", NEWSLETTER_DB="restored.db"))
+    assert line == (
+        "error: restored.db: has this tool's tables but no schema version (restored from a "
+        ".dump?); restore it from the file itself, or from sqlite3's .backup, which keep it"
+    )
+
+
+def test_a_dry_run_import_into_a_list_copied_away_says_so(cli, workdir: Path) -> None:
+    (workdir / "main.db.copied-to-postgresql").write_bytes(b"")
+    result = cli("subscribers", "import", str(SAMPLES), "--dry-run", NEWSLETTER_DB="main.db")
+    assert "this list was copied to PostgreSQL (db copy)" in _one_line(result)
+
+
+def test_a_folder_gone_is_not_called_read_only(tmp_path: Path) -> None:
+    from newsletter.db import describe
+
+    gone = describe(sqlite3.OperationalError("unable to open database file"), tmp_path / "x/n.db")
+    assert "check that it and its folder are still there" in str(gone)

@@ -137,8 +137,29 @@ def test_two_due_at_once_give_one_copy_each(workdir: Path) -> None:
             "error: --at '2027-01-04' has no time of day; add one, as 2027-01-04 07:00 "
             "(America/Toronto)",
         ),
+        (
+            "2027-W02-1",
+            "America/Toronto",
+            "error: --at '2027-W02-1' is not a time; write it as 2026-12-07 07:00 "
+            "(America/Toronto) or with an offset, 2026-12-07T07:00-05:00",
+        ),
+        (
+            "2027-01-04-05:00",
+            "America/Toronto",
+            "error: --at '2027-01-04-05:00' is not a time; write it as 2026-12-07 07:00 "
+            "(America/Toronto) or with an offset, 2026-12-07T07:00-05:00",
+        ),
     ],
-    ids=["DST gap", "ambiguous", "past", "not a time", "unknown zone", "date alone"],
+    ids=[
+        "DST gap",
+        "ambiguous",
+        "past",
+        "not a time",
+        "unknown zone",
+        "date alone",
+        "week",
+        "date and offset",
+    ],  # fmt: skip
 )
 def test_times_that_cannot_be_scheduled(workdir: Path, when: str, zone: str, message: str):
     add_people(workdir)

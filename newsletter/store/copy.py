@@ -11,7 +11,6 @@ refused: this is a move, never a merge.
 from __future__ import annotations
 
 import contextlib
-import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from urllib.parse import quote
 
 from ..errors import StoreError
 from . import SET_ASIDE
-from .target import PgUrl, shown
+from .target import PgUrl, looks_like_a_connection, shown
 
 # Parents before children (deliveries need their send, bounce events their message).
 TABLES = (
@@ -109,10 +108,10 @@ def copy(source_path: Path, target_url: PgUrl) -> Copied:
 def _check_source(path: Path) -> None:
     """Refuse, before anything is opened for writing, what is not a list of ours to copy:
     the file must never be changed (migrated, renamed) unless it is one."""
-    if re.match(r"[A-Za-z][\w+.-]*:/", str(path)):  # not echoed: it may hold a password
+    if looks_like_a_connection(str(path)):  # not echoed: it may hold a password
         raise StoreError(
-            "--from takes the SQLite file to copy (e.g. newsletter.db), not a URL; "
-            "NEWSLETTER_DB names the PostgreSQL database to fill"
+            "--from takes the SQLite file to copy (e.g. newsletter.db), not a URL or a "
+            "connection string; NEWSLETTER_DB names the PostgreSQL database to fill"
         )
     if not path.is_file():
         raise StoreError("no SQLite database here; give the file to copy with --from", path)
@@ -131,6 +130,10 @@ def _check_source(path: Path) -> None:
             ours = peek.execute(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'subscribers'"
             ).fetchone()[0]
+    except sqlite3.OperationalError as exc:  # there, but cannot be opened (locked, read-only)
+        from ..db import describe
+
+        raise describe(exc, path) from None
     except sqlite3.DatabaseError:
         problem = "not a SQLite database; give --from the newsletter.db to copy"
         version = ours = 0

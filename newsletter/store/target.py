@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from ..errors import SettingsError
 
@@ -25,25 +25,25 @@ class PgUrl(str):
 
 
 def mask(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(an unreadable URL)"
-    if not url.partition("://")[1]:
+    """The URL with its password hidden: the user part runs to the last @ (a password may
+    hold / ? # @ unencoded, which end it for a URL parser), so this hides too much rather
+    than too little; and ?password= in the query."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return "(not a URL)"
-    netloc = parts.netloc
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() == "password" for k, _ in pairs):
-            query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs],
-                              safe="/*")  # fmt: skip
-    # written out, not urlunsplit: that drops the // of a URL with no host (a unix socket)
-    shown = f"{parts.scheme}://{netloc}{parts.path}"
-    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    user, at, after = rest.rpartition("@")
+    if at and ":" in user:
+        rest = f"{user.partition(':')[0]}:***@{after}"
+    return scheme + "://" + _QUERY_PASSWORD.sub(r"\1***", rest)
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def looks_like_a_connection(value: str) -> bool:
+    """A URL (even with one slash: postgresql:/...) or libpq's key=value form: never to be
+    taken for a file name, nor echoed (it may hold a password)."""
+    return bool(_SCHEME.match(value) or _KEYWORDS.search(value))
 
 
 def parse_db(value: str) -> Path | PgUrl:
@@ -60,18 +60,29 @@ def parse_db(value: str) -> Path | PgUrl:
         )
     scheme, sep, rest = value.partition("://")
     if not sep:
+        if looks_like_a_connection(value):
+            raise SettingsError(
+                "NEWSLETTER_DB is neither a file path nor a URL this tool reads (libpq's "
+                "key=value form, or a scheme without //); write postgresql://user@host/dbname "
+                "(with ?host=/socket/folder for a unix socket)"
+            )
         return _sqlite_path(value)
     if scheme.lower() not in PG_SCHEMES:
         raise SettingsError(
             f"NEWSLETTER_DB={mask(value)}: {scheme}:// is not a database this tool knows; give a "
             "file path (SQLite) or postgresql://user@host/dbname"
         )
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError as exc:
+        if "@" in rest and "@" not in authority:
+            raise ValueError("an @ past the host")
+    except ValueError:
+        # the parser's words are not shown: they may quote part of a password
         raise SettingsError(
-            f"NEWSLETTER_DB={mask(value)}: cannot read it ({exc}); write e.g. "
+            f"NEWSLETTER_DB={mask(value)}: cannot read it as a URL; in the user name or the "
+            "password, write / ? # @ : as %2F %3F %23 %40 %3A; e.g. "
             "postgresql://newsletter@db.example.org/newsletter"
         ) from None
     if not parts.path.strip("/"):
@@ -83,23 +94,20 @@ def parse_db(value: str) -> Path | PgUrl:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# libpq's "host=... dbname=..." form
+_SCHEME = re.compile(r"[A-Za-z][\w+.-]+:/")  # two letters at least: not a drive letter
+# libpq's "host=... dbname=..." form, anywhere in the value; any password= at all
 _KEYWORDS = re.compile(
-    r"\s*(?:host|hostaddr|port|dbname|user|password|passfile|service|sslmode|options)\s*="
+    r"(?:^|\s)(?:host|hostaddr|port|dbname|user|passfile|service|sslmode|options"
+    r"|connect_timeout|application_name)\s*=|password\s*=",
+    re.IGNORECASE,
 )
 
 
 def _sqlite_path(value: str) -> Path:
-    if _KEYWORDS.match(value):
-        # not echoed: it may hold a password=
-        raise SettingsError(
-            "NEWSLETTER_DB looks like libpq's key=value form; write it as a URL, "
-            "postgresql://user@host/dbname (with ?host=/socket/folder for a unix socket)"
-        )
     if value.startswith("file:") or "?" in value:
-        raise SettingsError(
-            f"NEWSLETTER_DB={value}: give the SQLite file as a plain path (no file: or "
-            "?options), e.g. newsletter.db"
+        raise SettingsError(  # not echoed: a query may hold a password
+            "NEWSLETTER_DB: give the SQLite file as a plain path (no file: and no ?options), "
+            "e.g. newsletter.db"
         )
     return Path(value)
 
