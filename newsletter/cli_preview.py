@@ -18,6 +18,7 @@ from .listen import listen
 from .preview import Preview, Snapshot, Targets, create_app
 
 LOOPBACK = "127.0.0.1"
+STOP_WITHIN = 3  # seconds, after Ctrl-C
 
 
 class _Server(uvicorn.Server):
@@ -103,7 +104,13 @@ def preview(
         state = Preview(issue_dir, app.env_file, on_rebuild=_report, on_watch=_report_watch)
         state.build_now()
         config = uvicorn.Config(
-            create_app(state, names), log_level="warning", access_log=False, lifespan="on"
+            create_app(state, names),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            # Ctrl-C ends within seconds whatever a browser keeps open (the event streams end
+            # at once; a request still running after this is cancelled)
+            timeout_graceful_shutdown=STOP_WITHIN,
         )
         server = _Server(config, state)
         bound_port = sock.getsockname()[1]

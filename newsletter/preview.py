@@ -323,6 +323,7 @@ class Preview:
 
 
 LOOPBACK_NAMES = ("localhost",)
+WATCHER_STOP_WITHIN = 10.0  # seconds: more than a build takes
 
 
 def create_app(preview: Preview, allowed_hosts: Iterable[str] = LOOPBACK_NAMES) -> Starlette:
@@ -390,7 +391,10 @@ def create_app(preview: Preview, allowed_hosts: Iterable[str] = LOOPBACK_NAMES) 
             yield
         finally:
             preview.stop()
-            await watcher
+            # the watcher ends at once (its file watchers check the stop every 50 ms); a
+            # build in progress is waited for, a watcher that hangs is not
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watcher, timeout=WATCHER_STOP_WITHIN)
 
     return Starlette(
         routes=[

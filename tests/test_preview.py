@@ -47,7 +47,8 @@ class Server:
 
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    return {**env, "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: a preview that hangs prints every thread's stack on SIGABRT
+    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 def start_preview(workdir: Path) -> Server:
@@ -86,7 +87,13 @@ def start_preview(workdir: Path) -> Server:
 def stop_preview(server: Server) -> tuple[int, str]:
     """Ctrl-C, then the exit status and everything the command printed."""
     server.process.send_signal(signal.SIGINT)
-    status = server.process.wait(timeout=STARTUP_SECONDS)
+    try:
+        status = server.process.wait(timeout=STARTUP_SECONDS)
+    except subprocess.TimeoutExpired:
+        server.process.send_signal(signal.SIGABRT)  # its threads' stacks, for the report
+        server.process.wait(timeout=STARTUP_SECONDS)
+        server.reader.join(timeout=STARTUP_SECONDS)
+        raise AssertionError("preview did not stop on Ctrl-C:\n" + "".join(server.output)) from None
     server.reader.join(timeout=STARTUP_SECONDS)
     return status, "".join(server.output)
 
