@@ -3,6 +3,8 @@ run next."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import click
@@ -88,7 +90,7 @@ def _say_workers(ledger: Ledger) -> None:
         share = shares.setdefault(
             (r["host"], r["pid"]),
             {"sent": 0, "failed": 0, "deferred": 0, "uncertain": 0, "holding": 0,
-             "start": r["started_at"], "end": 0.0, "live": False},
+             "start": r["started_at"], "end": 0.0, "live": False, "finished": True},
         )  # fmt: skip
         for key in ("sent", "failed", "deferred", "uncertain"):
             share[key] += r[key]
@@ -96,16 +98,38 @@ def _say_workers(ledger: Ledger) -> None:
         share["start"] = min(share["start"], r["started_at"])
         share["end"] = max(share["end"], r["finished_at"] or r["seen_at"])
         share["live"] |= r["finished_at"] is None and now - r["seen_at"] < 2 * DEFAULT_LEASE
+        share["finished"] &= r["finished_at"] is not None
     total = sum(s["sent"] for s in shares.values()) or 1
     click.echo(f"workers ({len(shares)}):")
     for (host, pid), s in sorted(shares.items(), key=lambda kv: kv[1]["start"]):
         rate = s["sent"] / max(s["end"] - s["start"], 1e-3)
-        state = f"sending, holding {s['holding']:,}" if s["live"] else "stopped"
+        if s["finished"]:
+            state = "finished"
+        elif s["live"] and _alive(host, pid) is not False:
+            state = f"sending, holding {s['holding']:,}"
+        else:
+            state = "stopped without finishing (killed, or cut off)"
+            if s["holding"]:
+                state += f": the {s['holding']:,} it held turn uncertain"
         click.echo(
             f"  {host} process {pid}: {s['sent']:,} sent ({100 * s['sent'] / total:.0f}%), "
             f"{s['failed']:,} failed, {s['deferred']:,} deferred, {s['uncertain']:,} uncertain, "
             f"{rate:,.0f}/s; {state}"
         )
+
+
+def _alive(host: str, pid: int) -> bool | None:
+    """Whether a worker's process still runs, when it ran on this machine (None: elsewhere,
+    unknown here; its lease tells)."""
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process with that pid: say nothing new
+    return True
 
 
 def _next_step(state: SendState, counts: dict, issue_dir: Path) -> str | None:

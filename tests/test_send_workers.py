@@ -81,6 +81,7 @@ def test_two_workers_send_everyone_once_and_status_shows_each_share(workdir: Pat
     assert "workers (2):" in status.stdout and len(shares) == 2, status.stdout
     sent = [int(line.split(": ", 1)[1].split(" sent")[0].replace(",", "")) for line in shares]
     assert sum(sent) == 240 and all(n > 0 for n in sent)
+    assert all(line.endswith("/s; finished") for line in shares), shares
 
 
 def test_status_during_a_send_shows_what_the_running_worker_has_sent(workdir: Path) -> None:
@@ -126,6 +127,14 @@ def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> Non
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 3, err  # paused: one worker was lost, the other finished
         assert "worker process(es) stopped unexpectedly" in err
+        # status tells the dead worker from the one that finished, before its lease lapses
+        status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+        shares = {int(line.split(" process ")[1].split(":")[0]): line
+                  for line in status.stdout.splitlines() if " process " in line}  # fmt: skip
+        # (status first turned what it held uncertain: no send is running)
+        dead = shares.pop(victim)
+        assert dead.endswith("; stopped without finishing (killed, or cut off)"), status.stdout
+        assert [line.rpartition("; ")[2] for line in shares.values()] == ["finished"]
         resumed = send(workdir, server.port, "--yes")
         assert resumed.returncode in (0, 1), resumed.stderr
         rows = ledger_rows(workdir)
