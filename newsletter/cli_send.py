@@ -27,7 +27,7 @@ from .config import MAX_CONCURRENCY, format_duration, parse_duration
 from .delivery import Progress, SendOptions, outgoing
 from .errors import DeliveryError
 from .exits import EXIT_TABLE, Exit
-from .ledger import Ledger, State, send_lock
+from .ledger import Ledger, SendState, State, send_lock
 from .normalise import check_email
 from .schedule import DEFAULT_GRACE, Book, parse_when
 from .subscribers import edition_for, open_store
@@ -478,6 +478,10 @@ def _resume(
             raise SystemExit(Exit.DEFERRED)
         click.echo(f"nothing left to send for issue {issue_id}.")
         click.echo(counts_table(report.counts))
+        if not report.total(State.SENDING):
+            # a send whose last worker ended without marking it (its command was killed,
+            # or cut from the database at the end): it is done
+            ledger.set_state(SendState.DONE)
         _say_newcomers(settings, ledger)
         if report.total(State.FAILED, State.UNCERTAIN):
             raise SystemExit(Exit.INCOMPLETE)

@@ -189,6 +189,8 @@ class Ledger:
                     self.conn.reconnect()
 
     def _read(self, sql: str, params: tuple | dict = ()) -> list[Any]:
+        if self.pg:  # a connection cut meanwhile (a restart) is opened again, as for a claim
+            return self._queue(lambda conn: conn.execute(sql, params).fetchall())
         with self._lock:
             return self.conn.execute(sql, params).fetchall()
 
@@ -277,12 +279,14 @@ class Ledger:
             )
 
     def set_state(self, state: SendState) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                "UPDATE sends SET state = ?, finished_at = CASE WHEN ? = 'done'"
-                " THEN coalesce(finished_at, ?) END WHERE issue_id = ?",
-                (state.value, state.value, store.stamp(), self.issue_id),
-            )
+        # one statement: on PostgreSQL it needs no transaction of its own, and is done again
+        # on a connection opened anew (the command's own sits idle while workers send)
+        sql = (
+            "UPDATE sends SET state = ?, finished_at = CASE WHEN ? = 'done'"
+            " THEN coalesce(finished_at, ?) END WHERE issue_id = ?"
+        )
+        params = (state.value, state.value, store.stamp(), self.issue_id)
+        self._queue(lambda conn: conn.execute(sql, params))
 
     def _freeze(self, conn: Any, editions: Mapping[str, str]) -> None:
         conn.execute("DELETE FROM frozen_editions WHERE issue_id = ?", (self.issue_id,))

@@ -210,19 +210,26 @@ def test_a_host_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir: 
     assert 0 < sum(s is State.UNCERTAIN for s in final.values()) <= SendOptions(concurrency=1).k
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_postgresql_restart_mid_send_loses_nobody_and_doubles_nobody(
-    workdir: Path, pg_url, pg_cluster
+    workdir: Path, pg_url, pg_cluster, workers: str
 ) -> None:
+    # with worker processes, the command's own connection sits idle while they send: it is
+    # cut too, and must be opened again to end the send (it said "lost the connection")
     people = add(pg_url, 160)
     handler = Handler()
     with Server(handler) as server:
-        proc = spawn(workdir, pg_url, server.port, "--rate", "40", "--concurrency", "2")
+        proc = spawn(workdir, pg_url, server.port, "--rate", "40", "--concurrency", "2",
+                     "--workers", workers)  # fmt: skip
         wait_for(lambda: len(handler.received) >= 30)
         pg_cluster.restart(down_for=1.0)  # every session cut, as a crash or a failover does
-        code, _, err = finish(proc)
+        code, out, err = finish(proc)
     assert code == 0, err  # it reconnected and went on
+    assert "160 sent" in out, out
     final = assert_nobody_twice(handler, people, pg_url)
     assert set(final.values()) == {State.SENT}
+    status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(pg_url, 1))
+    assert f"issue {DEMO_ISSUE} (done, started " in status.stdout, status.stdout
 
 
 @pytest.mark.parametrize("command", [("status",), ("due",)])

@@ -208,3 +208,18 @@ def test_batch_sets_how_many_rows_a_worker_claims_and_stays_with_the_send(
         assert handler.copies(address) <= 1, address
         if address not in uncertain:
             assert rows[address][0] is State.SENT, address
+
+
+def test_a_send_left_active_with_nothing_to_do_is_ended_by_the_next_send(workdir: Path) -> None:
+    # its command killed after the workers finished (or cut from the database at the very
+    # end): every row is done, the send still says active, and nothing used to end it
+    add_people(workdir, many(20))
+    with Server(Handler()) as server:
+        assert send(workdir, server.port, "--yes").returncode == 0
+        with SqliteStore(workdir / "news.db") as store, store.conn.transaction():
+            store.conn.execute("UPDATE sends SET state = 'active', finished_at = NULL")
+        again = send(workdir, server.port, "--yes")
+    assert again.returncode == 0, again.stderr
+    assert f"nothing left to send for issue {DEMO_ISSUE}." in again.stdout
+    status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+    assert f"issue {DEMO_ISSUE} (done, started " in status.stdout, status.stdout
