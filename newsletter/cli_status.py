@@ -3,8 +3,6 @@ run next."""
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import click
@@ -13,7 +11,16 @@ from .cli_context import AppContext, need_db, optional_issue_dir_argument, pass_
 from .cli_report import counts_table, issue_id_of, local_time
 from .delivery import SendOptions
 from .exits import EXIT_TABLE
-from .ledger import Ledger, SendBusy, SendState, State, send_lock, sends, totals
+from .ledger import (
+    Ledger,
+    SendBusy,
+    SendState,
+    State,
+    process_alive,
+    send_lock,
+    sends,
+    totals,
+)
 from .schedule import Book, ScheduleState
 
 DEFAULT_LEASE = SendOptions().lease
@@ -105,7 +112,7 @@ def _say_workers(ledger: Ledger) -> None:
         rate = s["sent"] / max(s["end"] - s["start"], 1e-3)
         if s["finished"]:
             state = "finished"
-        elif s["live"] and _alive(host, pid) is not False:
+        elif s["live"] and process_alive(host, pid) is not False:
             state = f"sending, holding {s['holding']:,}"
         else:
             state = "stopped without finishing (killed, or cut off)"
@@ -116,20 +123,6 @@ def _say_workers(ledger: Ledger) -> None:
             f"{s['failed']:,} failed, {s['deferred']:,} deferred, {s['uncertain']:,} uncertain, "
             f"{rate:,.0f}/s; {state}"
         )
-
-
-def _alive(host: str, pid: int) -> bool | None:
-    """Whether a worker's process still runs, when it ran on this machine (None: elsewhere,
-    unknown here; its lease tells)."""
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process with that pid: say nothing new
-    return True
 
 
 def _next_step(state: SendState, counts: dict, issue_dir: Path) -> str | None:
@@ -160,6 +153,8 @@ def _relabel(db_path: Path, ledger: Ledger) -> int:
             recovered = ledger.recover()
     except SendBusy:
         return len(ledger.in_state(State.SENDING))
+    if not recovered:
+        return 0  # held by workers still in time (another host's): nothing to say yet
     click.echo(
         f"{recovered} message(s) were claimed by the last send when it stopped (in flight, or "
         "next in line): now uncertain "

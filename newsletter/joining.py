@@ -16,7 +16,7 @@ from pathlib import Path
 from . import campaign
 from .config import Settings
 from .errors import DeliveryError
-from .ledger import Ledger, SendState
+from .ledger import Ledger, SendState, process_alive
 from .store import PgUrl
 
 
@@ -39,14 +39,20 @@ def require_postgres(settings: Settings) -> None:
 
 def senders(ledger: Ledger, lease: float) -> list[Sender]:
     """Who is sending this issue now: workers not finished and seen within two leases, by
-    the database's clock (a worker says it lives four times a lease)."""
-    return [Sender(r["worker"], r["host"], r["pid"]) for r in ledger.live_workers(2 * lease)]
+    the database's clock (a worker says it lives four times a lease), but for those of this
+    machine whose process is gone (killed: known at once, not when the lease lapses)."""
+    return [
+        Sender(r["worker"], r["host"], r["pid"])
+        for r in ledger.live_workers(2 * lease)
+        if process_alive(r["host"], r["pid"]) is not False
+    ]
 
 
 def just_started(ledger: Ledger, lease: float) -> bool:
-    """Started within one lease: its first host may not have a worker running yet."""
+    """Started within one lease and no worker joined yet: its first host may not have one
+    running yet. (Once they have joined, `senders` says whether they still run.)"""
     info = ledger.info()
-    if info is None or info.state is SendState.DONE:
+    if info is None or info.state is not SendState.ACTIVE or ledger.workers():
         return False
     started = dt.datetime.fromisoformat(info.started_at).timestamp()
     return ledger.clock() - started < lease
@@ -58,10 +64,10 @@ def refuse_second_start(ledger: Ledger, issue_dir: Path, lease: float) -> None:
     who = senders(ledger, lease)
     if not who and not just_started(ledger, lease):
         return
-    hosts = ", ".join(sorted({s.host for s in who})) or "another host"
+    hosts = ", ".join(sorted({s.host for s in who}))
+    now = f"being sent now ({len(who)} worker(s) on {hosts})" if who else "starting right now"
     raise DeliveryError(
-        f"issue {ledger.issue_id} is being sent now ({len(who)} worker(s) on {hosts}); to help, "
-        f"run: newsletter send {issue_dir} --join"
+        f"issue {ledger.issue_id} is {now}; to help, run: newsletter send {issue_dir} --join"
     )
 
 

@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -110,6 +111,28 @@ _CLAIMED = (
     "subscriber_id, email, name, edition, state, attempts, last_reply, message_id,"
     " next_attempt, first_attempt"
 )
+
+
+STOPPED = "claimed by a send that stopped (in flight, or next in line); it may have arrived"
+_PG_DROP_GONE = (
+    "UPDATE deliveries SET state = 'uncertain', owner = NULL, lease_until = NULL,"
+    f" updated_at = ?, last_reply = '{STOPPED}' WHERE issue_id = ? AND state = 'sending'"
+    " AND owner = ANY(?::text[])"
+)
+
+
+def process_alive(host: str, pid: int) -> bool | None:
+    """Whether a worker's process still runs, when it ran on this machine (None: elsewhere,
+    unknown here; its lease tells)."""
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user has that pid now: say nothing new
+    return True
 
 
 def _delivery(row: Any) -> Delivery:
@@ -313,13 +336,21 @@ class Ledger:
         On PostgreSQL other hosts may be sending this issue now: only rows whose lease has
         run out are theirs no longer (the same as `reap`)."""
         if self.pg:
-            return self.reap()
+            # and at once those of workers of this machine whose process is gone (killed)
+            gone = [
+                r["worker"]
+                for r in self.workers()
+                if r["finished_at"] is None and process_alive(r["host"], r["pid"]) is False
+            ]
+            params = (store.stamp(), self.issue_id, gone)
+            dropped = self._queue(
+                lambda conn: conn.execute(_PG_DROP_GONE, params).rowcount if gone else 0
+            )
+            return dropped + self.reap()
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE deliveries SET state = 'uncertain', updated_at = ?,"
-                " last_reply = 'claimed by a send that stopped (in flight, or next in line);"
-                " it may have arrived'"
-                " WHERE issue_id = ? AND state = 'sending'",
+                f" last_reply = '{STOPPED}' WHERE issue_id = ? AND state = 'sending'",
                 (store.stamp(), self.issue_id),
             )
             return cur.rowcount
