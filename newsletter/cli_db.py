@@ -69,3 +69,10 @@ def copy_command(app: AppContext, source: Path) -> None:
             f"links already mailed are signed with the secret in {secret}: set NEWSLETTER_SECRET "
             "to its contents on every host (the tool never reads that file with PostgreSQL)"
         )
+    elif secret.is_file() and secret.read_text("utf-8").strip() != settings.secret:
+        click.echo(
+            f"warning: NEWSLETTER_SECRET is not the secret in {secret}, which signed the links "
+            "already mailed (unsubscribe, preferences): they stop working unless every host "
+            "sets NEWSLETTER_SECRET to that file's contents",
+            err=True,
+        )

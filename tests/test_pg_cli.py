@@ -246,3 +246,20 @@ def test_the_web_app_on_postgresql_unsubscribes_and_saves_preferences(pg_url) ->
             Status.UNSUBSCRIBED, "fr", "web:one-click",
         )  # fmt: skip
         assert [e["kind"] for e in s.events(ann)] == ["join", "language", "name", "unsubscribe"]
+
+
+def test_db_copy_warns_of_a_secret_that_would_break_mailed_links(tmp_path: Path, pg_url) -> None:
+    source = tmp_path / "news.db"
+    Store(source).close()
+    (tmp_path / "news.db.secret").write_text("s" * 64 + "\n")
+    result = newsletter(tmp_path, "db", "copy", "--from", str(source), NEWSLETTER_DB=pg_url,
+                        NEWSLETTER_SECRET="t" * 64)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        f"warning: NEWSLETTER_SECRET is not the secret in {source}.secret, which signed the "
+        "links already mailed (unsubscribe, preferences): they stop working unless every host "
+        "sets NEWSLETTER_SECRET to that file's contents"
+    )
+    # copied again under its old name: said where it went, not "no database here"
+    again = newsletter(tmp_path, "db", "copy", "--from", str(source), NEWSLETTER_DB=pg_url)
+    assert "this list was copied to PostgreSQL (db copy)" in one_error_line(again)

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..errors import StoreError
-from . import SET_ASIDE
+from . import SET_ASIDE, set_aside_instead
 from .target import PgUrl, looks_like_a_connection, shown
 
 # Parents before children (deliveries need their send, bounce events their message).
@@ -114,6 +114,9 @@ def _check_source(path: Path) -> None:
             "connection string; NEWSLETTER_DB names the PostgreSQL database to fill"
         )
     if not path.is_file():
+        copied = set_aside_instead(path)
+        if copied is not None:
+            raise copied
         raise StoreError("no SQLite database here; give the file to copy with --from", path)
     if path.name.endswith(SET_ASIDE):
         raise StoreError(
