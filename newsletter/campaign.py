@@ -303,7 +303,9 @@ def run(
         passes.elapsed = time.monotonic() - started
         counts = ledger.counts()
         left = {s for (_, s), n in counts.items() if n}
-        if passes.held:
+        if passes.held and not ledger.live_workers(2 * options.lease):
+            # (held only when nobody else sends it: Ctrl-C on one of several hosts stops
+            # that host, not the send)
             ledger.set_state(SendState.HELD)
         elif not left & {State.PENDING, State.SENDING, State.DEFERRED}:
             ledger.set_state(SendState.DONE)

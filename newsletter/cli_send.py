@@ -586,9 +586,10 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         )
     rebuild_archive(prepared.settings, prepared.issue_dir)
     if passes.interrupted:
-        click.echo(
-            "stopped; the messages in flight were finished. Run send again to resume", err=True
-        )
+        again = "Run send again to resume"
+        if others:  # other hosts go on sending it: this one may only join them again
+            again = f"Other hosts go on; to help again: newsletter send {prepared.issue_dir} --join"
+        click.echo(f"stopped; the messages in flight were finished. {again}", err=True)
         raise SystemExit(Exit.INTERRUPTED)
     if passes.paused:
         click.echo(passes.paused, err=True)

@@ -262,3 +262,31 @@ def test_a_send_stopped_on_this_machine_resumes_at_once(workdir: Path, pg_url, s
     uncertain = [a for a, s in final.items() if s is State.UNCERTAIN]
     assert len(uncertain) <= SendOptions(concurrency=4).k
     assert {State.SENT, State.UNCERTAIN} >= set(final.values())
+
+
+def test_ctrl_c_on_one_host_stops_that_host_not_the_send(workdir: Path, pg_url) -> None:
+    # the send stays active while another host sends it (it read "held", as if stopped)
+    people = add(pg_url, 80)
+    handler = Handler()
+    with Server(handler) as server:
+        first = spawn(workdir, pg_url, server.port, "--rate", "20", "--workers", "1")
+        wait_for(lambda: held_by(pg_url, first))
+        joiner = spawn(workdir, pg_url, server.port, "--join", "--rate", "20", "--workers", "1")
+        wait_for(lambda: held_by(pg_url, joiner))
+        joiner.send_signal(signal.SIGINT)
+        code, _, err = finish(joiner)
+        assert code == 130 and "Other hosts go on; to help again: newsletter send" in err, err
+        ledger = ledger_of(pg_url)
+        try:
+            assert ledger.info().state.value == "active"
+        finally:
+            ledger.close()
+        code, _, err = finish(first)
+    assert code == 0, err
+    final = assert_nobody_twice(handler, people, pg_url)
+    assert set(final.values()) == {State.SENT}
+    ledger = ledger_of(pg_url)
+    try:
+        assert ledger.info().state.value == "done"
+    finally:
+        ledger.close()
