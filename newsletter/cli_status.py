@@ -11,16 +11,7 @@ from .cli_context import AppContext, need_db, optional_issue_dir_argument, pass_
 from .cli_report import counts_table, issue_id_of, local_time
 from .delivery import SendOptions
 from .exits import EXIT_TABLE
-from .ledger import (
-    Ledger,
-    SendBusy,
-    SendState,
-    State,
-    process_alive,
-    send_lock,
-    sends,
-    totals,
-)
+from .ledger import Ledger, SendBusy, SendState, State, send_lock, sends, totals
 from .schedule import Book, ScheduleState
 
 DEFAULT_LEASE = SendOptions().lease
@@ -90,29 +81,28 @@ def _say_workers(ledger: Ledger) -> None:
     rows = ledger.workers()
     if not rows:
         return
-    now = ledger.clock()
     holding = ledger.holding()
     shares: dict[tuple[str, int], dict] = {}
     for r in rows:
         share = shares.setdefault(
             (r["host"], r["pid"]),
             {"sent": 0, "failed": 0, "deferred": 0, "uncertain": 0, "holding": 0,
-             "start": r["started_at"], "end": 0.0, "live": False, "finished": True},
+             "start": r["started_at"], "end": 0.0, "finished": True},
         )  # fmt: skip
         for key in ("sent", "failed", "deferred", "uncertain"):
             share[key] += r[key]
         share["holding"] += holding.get(r["worker"], 0)
         share["start"] = min(share["start"], r["started_at"])
         share["end"] = max(share["end"], r["finished_at"] or r["seen_at"])
-        share["live"] |= r["finished_at"] is None and now - r["seen_at"] < 2 * DEFAULT_LEASE
         share["finished"] &= r["finished_at"] is not None
+    sending = {(r["host"], r["pid"]) for r in ledger.live_workers(2 * DEFAULT_LEASE)}
     total = sum(s["sent"] for s in shares.values()) or 1
     click.echo(f"workers ({len(shares)}):")
     for (host, pid), s in sorted(shares.items(), key=lambda kv: kv[1]["start"]):
         rate = s["sent"] / max(s["end"] - s["start"], 1e-3)
         if s["finished"]:
             state = "finished"
-        elif s["live"] and process_alive(host, pid) is not False:
+        elif (host, pid) in sending:
             state = f"sending, holding {s['holding']:,}"
         else:
             state = "stopped without finishing (killed, or cut off)"

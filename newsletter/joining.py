@@ -16,7 +16,7 @@ from pathlib import Path
 from . import campaign
 from .config import Settings
 from .errors import DeliveryError
-from .ledger import Ledger, SendState, process_alive
+from .ledger import Ledger, SendState
 from .store import PgUrl
 
 
@@ -39,13 +39,8 @@ def require_postgres(settings: Settings) -> None:
 
 def senders(ledger: Ledger, lease: float) -> list[Sender]:
     """Who is sending this issue now: workers not finished and seen within two leases, by
-    the database's clock (a worker says it lives four times a lease), but for those of this
-    machine whose process is gone (killed: known at once, not when the lease lapses)."""
-    return [
-        Sender(r["worker"], r["host"], r["pid"])
-        for r in ledger.live_workers(2 * lease)
-        if process_alive(r["host"], r["pid"]) is not False
-    ]
+    the database's clock (a worker says it lives four times a lease)."""
+    return [Sender(r["worker"], r["host"], r["pid"]) for r in ledger.live_workers(2 * lease)]
 
 
 def just_started(ledger: Ledger, lease: float) -> bool:

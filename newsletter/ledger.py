@@ -343,8 +343,10 @@ class Ledger:
                 if r["finished_at"] is None and process_alive(r["host"], r["pid"]) is False
             ]
             params = (store.stamp(), self.issue_id, gone)
-            dropped = self._queue(
-                lambda conn: conn.execute(_PG_DROP_GONE, params).rowcount if gone else 0
+            dropped = (
+                self._queue(lambda conn: conn.execute(_PG_DROP_GONE, params).rowcount)
+                if gone
+                else 0
             )
             return dropped + self.reap()
         with self._tx() as conn:
@@ -647,14 +649,16 @@ class Ledger:
 
     def live_workers(self, within: float) -> list[Any]:
         """Workers of this send not finished and seen within `within` seconds (by the
-        database's clock on PostgreSQL): someone is sending it now."""
+        database's clock on PostgreSQL): someone is sending it now. Those of this machine
+        whose process is gone (killed) are not: known at once, not when the lease lapses."""
         clock = PG_NOW if self.pg else "?"
         now: tuple = () if self.pg else (time.time(),)
-        return self._read(
+        rows = self._read(
             "SELECT * FROM send_workers WHERE issue_id = ? AND finished_at IS NULL"
             f" AND seen_at > {clock} - ? ORDER BY started_at, worker",
             (self.issue_id, *now, within),
         )
+        return [r for r in rows if process_alive(r["host"], r["pid"]) is not False]
 
     def holding(self) -> dict[str, int]:
         """How many rows each worker holds (`sending`) now."""

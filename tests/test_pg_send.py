@@ -87,6 +87,14 @@ def states(url: str) -> dict[str, State]:
         ledger.close()
 
 
+def send_state(url: str) -> str:
+    ledger = ledger_of(url)
+    try:
+        return ledger.info().state.value
+    finally:
+        ledger.close()
+
+
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=180)
     return proc.returncode, out, err
@@ -276,17 +284,9 @@ def test_ctrl_c_on_one_host_stops_that_host_not_the_send(workdir: Path, pg_url) 
         joiner.send_signal(signal.SIGINT)
         code, _, err = finish(joiner)
         assert code == 130 and "Other hosts go on; to help again: newsletter send" in err, err
-        ledger = ledger_of(pg_url)
-        try:
-            assert ledger.info().state.value == "active"
-        finally:
-            ledger.close()
+        assert send_state(pg_url) == "active"
         code, _, err = finish(first)
     assert code == 0, err
     final = assert_nobody_twice(handler, people, pg_url)
     assert set(final.values()) == {State.SENT}
-    ledger = ledger_of(pg_url)
-    try:
-        assert ledger.info().state.value == "done"
-    finally:
-        ledger.close()
+    assert send_state(pg_url) == "done"
