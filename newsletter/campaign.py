@@ -37,6 +37,7 @@ from .message import Recipient
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
 from .signing import Signer, signer_for
+from .stopping import Terminated
 from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status
 from .tokens import make_token, preferences_url, signing_key, unsubscribe_url
 from .transport import Transport, transport_for
@@ -235,7 +236,8 @@ class Passes:
 
     progress: Progress = field(default_factory=Progress)
     paused: str | None = None
-    interrupted: bool = False
+    interrupted: bool = False  # Ctrl-C or SIGTERM: the messages in flight were finished
+    terminated: bool = False  # SIGTERM (a service stopped): not held, `due` resumes it
     held: bool = False  # stopped by Ctrl-C or by failures in a row: only `send` resumes it
     elapsed: float = 0.0
     # refusals (5xx) classified as bounces once the passes ended: some took people off
@@ -287,7 +289,8 @@ def run(
             _add(passes.progress, result.progress)
             if result.interrupted or result.paused:
                 passes.interrupted, passes.paused = result.interrupted, result.paused
-                passes.held = result.interrupted or result.held
+                passes.terminated = result.terminated
+                passes.held = (result.interrupted and not result.terminated) or result.held
                 break
             next_retry = ledger.next_retry()
             if not wait or next_retry is None:
@@ -296,8 +299,10 @@ def run(
             try:
                 if stop.wait(max(0.0, next_retry - time.time())):
                     break
-            except KeyboardInterrupt:
-                passes.interrupted = passes.held = True
+            except KeyboardInterrupt as exc:
+                passes.interrupted = True
+                passes.terminated = isinstance(exc, Terminated)
+                passes.held = not passes.terminated
                 break
     finally:
         passes.elapsed = time.monotonic() - started
@@ -378,6 +383,8 @@ def run_due(
             item = _start_scheduled(settings, store, book, schedule, now, on_start)
             if item is not None:
                 items.append(item)
+                if item.passes is not None and item.passes.interrupted:
+                    return items  # Ctrl-C or SIGTERM: stop here, not at the next send
     for issue_id, info in unfinished(settings.db_path):
         if info.state is not SendState.ACTIVE or any(i.issue_id == issue_id for i in items):
             continue
@@ -400,7 +407,17 @@ def run_due(
             prepared = thaw(settings, issue_id, Path(info.issue_dir), frozen)
             options, _ = options_for(settings, info.options, {})
             passes = run(prepared, ledger, options)
-            items.append(DueItem(issue_id, "retried", passes=passes, report=report(ledger)))
+            items.append(
+                DueItem(
+                    issue_id,
+                    "retried",
+                    passes=passes,
+                    report=report(ledger),
+                    issue_dir=Path(info.issue_dir),
+                )
+            )
+            if passes.interrupted:
+                return items
         finally:
             ledger.close()
     return items

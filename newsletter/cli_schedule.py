@@ -12,6 +12,7 @@ from .cli_report import local_time, rebuild_archive, say_refusals
 from .exits import EXIT_TABLE, Exit
 from .ledger import SendBusy, State, send_lock, sends
 from .schedule import Book, format_when
+from .stopping import stop_gently_on_sigterm
 from .subscribers import open_store
 
 
@@ -23,6 +24,7 @@ def due(app: AppContext) -> None:
     Safe to run from a timer every minute: quiet when there is nothing to do, and a second
     one running at the same time does nothing.
     """
+    stop_gently_on_sigterm()
     settings = app.settings
     # a timer started in the wrong folder would otherwise make an empty list and send nothing
     need_db(settings, "from a timer: check its WorkingDirectory")
@@ -60,6 +62,22 @@ def due(app: AppContext) -> None:
         say_refusals(item.passes)
         if item.passes.paused:
             click.echo(f"issue {item.issue_id}: {item.passes.paused}", err=True)
+        if item.passes.interrupted:
+            if item.passes.terminated:
+                click.echo(
+                    f"issue {item.issue_id}: stopped (terminated); the messages in flight were "
+                    "finished; the next due resumes it",
+                    err=True,
+                )
+                worst = Exit.TERMINATED
+            else:
+                click.echo(
+                    f"issue {item.issue_id}: stopped; the messages in flight were finished; "
+                    f"held: newsletter send {item.issue_dir.as_posix()} "
+                    "resumes it",
+                    err=True,
+                )
+                worst = Exit.INTERRUPTED
     if worst:
         raise SystemExit(worst)
 

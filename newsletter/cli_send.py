@@ -30,6 +30,7 @@ from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock
 from .normalise import check_email
 from .schedule import DEFAULT_GRACE, Book, parse_when
+from .stopping import stop_gently_on_sigterm
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
 from .views import EDITIONS
@@ -280,6 +281,7 @@ def send(
             grace_seconds = parse_duration(grace)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--grace") from None
+    stop_gently_on_sigterm()
     settings = app.settings
     for warning in settings.smtp.warnings:  # once per run, not once per connection
         click.echo(f"warning: {warning}", err=True)
@@ -589,8 +591,11 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         again = "Run send again to resume"
         if others:  # other hosts go on sending it: this one may only join them again
             again = f"Other hosts go on; to help again: newsletter send {prepared.issue_dir} --join"
-        click.echo(f"stopped; the messages in flight were finished. {again}", err=True)
-        raise SystemExit(Exit.INTERRUPTED)
+        elif passes.terminated:
+            again = "Not held: newsletter due (the timer) or send resumes it"
+        why = " (terminated)" if passes.terminated else ""
+        click.echo(f"stopped{why}; the messages in flight were finished. {again}", err=True)
+        raise SystemExit(Exit.TERMINATED if passes.terminated else Exit.INTERRUPTED)
     if passes.paused:
         click.echo(passes.paused, err=True)
         raise SystemExit(Exit.PAUSED)

@@ -35,6 +35,7 @@ from .ledger import Delivery, Ledger, Outcome, State
 from .message import Recipient
 from .pacing import HOUR, Limiter, Sessions
 from .signing import Signer
+from .stopping import Terminated
 from .transport import (
     ConnectFailure,
     Connection,
@@ -97,7 +98,8 @@ class RunResult:
     paused: str | None = None  # why the run stopped early, if it did
     # paused on failures that cannot be undone: a person should look before it goes on
     held: bool = False
-    interrupted: bool = False
+    interrupted: bool = False  # Ctrl-C, or SIGTERM (then `terminated` too)
+    terminated: bool = False  # SIGTERM: stopped as on Ctrl-C, but the send is not held
 
 
 Personalise = Callable[[Delivery], Recipient]
@@ -476,15 +478,15 @@ class SendRun:
         renewer.start()
         for t in threads:
             t.start()
-        interrupted = False
+        interrupted = terminated = False
         # Waiting on an Event, not Thread.join(): a join interrupted by Ctrl-C can leave
         # CPython (before 3.13) believing the thread has ended while it still sends.
         try:
             while not self.all_done.wait(0.2):
                 pass
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # let the messages in flight finish and be recorded, then stop
-            interrupted = True
+            interrupted, terminated = True, isinstance(exc, Terminated)
             self.stop.set()
             self.all_done.wait()
         renewer.join()
@@ -496,4 +498,10 @@ class SendRun:
         self._tally(finished=True)
         for exc in self.errors:
             raise exc
-        return RunResult(self.progress, self.paused, interrupted=interrupted, held=self.held)
+        return RunResult(
+            self.progress,
+            self.paused,
+            interrupted=interrupted,
+            terminated=terminated,
+            held=self.held,
+        )

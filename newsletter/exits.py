@@ -22,10 +22,14 @@ class Exit(IntEnum):
     # piped it keeps it and tries again later (sysexits.h EX_TEMPFAIL)
     TEMPFAIL = 75
     INTERRUPTED = 130  # Ctrl-C
+    # SIGTERM (`systemctl stop`, a shutdown): the messages in flight were finished and
+    # recorded; a send is not held, so `newsletter due` resumes it
+    TERMINATED = 143
 
 
 EXIT_TABLE = """\
 Exit status: 0 done; 1 check errors, rejected rows, or a send finished with failed or
 uncertain messages; 2 bad input, settings or login (nothing done); 3 send paused (run it
 again to resume); 4 only deferred messages left (run send again later, or newsletter due);
-75 bounces read - could not record the message (an MTA retries later); 130 interrupted."""
+75 bounces read - could not record the message (an MTA retries later); 130 interrupted;
+143 send or due stopped by SIGTERM (what was in flight finished; due resumes it)."""

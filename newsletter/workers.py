@@ -28,6 +28,7 @@ from typing import Any
 from .config import Settings
 from .delivery import Progress, RunResult, SendOptions, SendRun, worker_name
 from .errors import DeliveryError, NewsletterError
+from .stopping import Terminated, stop_gently_on_sigterm
 
 # Below this many messages due, a send stays in one process: starting more costs more.
 AUTO_MIN_MESSAGES = 2000
@@ -57,6 +58,7 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
     from .campaign import thaw  # the child imports only what it runs
     from .ledger import Ledger
 
+    stop_gently_on_sigterm()  # `systemctl stop` signals every process of the service
     outcome: dict[str, Any] = {"slot": job.slot}
     try:
         ledger = Ledger(job.settings.db_path, job.issue_id)
@@ -90,13 +92,18 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
             finally:  # even when interrupted: the parent reports these counts
                 publish(run.progress, final=True)
             watcher.done = True
-            outcome.update(paused=result.paused, held=result.held, interrupted=result.interrupted)
+            outcome.update(
+                paused=result.paused,
+                held=result.held,
+                interrupted=result.interrupted,
+                terminated=result.terminated,
+            )
         finally:
             ledger.close()
     except NewsletterError as exc:
         outcome["error"] = str(exc)
-    except KeyboardInterrupt:
-        outcome["interrupted"] = True
+    except KeyboardInterrupt as exc:
+        outcome.update(interrupted=True, terminated=isinstance(exc, Terminated))
     except Exception as exc:  # noqa: BLE001 - reported by the parent, in one line
         outcome["error"] = f"a worker failed: {type(exc).__name__}: {exc}"
     if outcome.get("paused") or outcome.get("error"):
@@ -151,7 +158,7 @@ def run_pass(
     for child in children:
         child.start()
     outcomes: list[dict[str, Any]] = []
-    interrupted = False
+    interrupted = terminated = False
 
     def total() -> Progress:
         sums = [sum(counts[w * len(_FIELDS) + n] for w in range(processes)) for n in range(5)]
@@ -173,9 +180,11 @@ def run_pass(
         try:
             collect()
             break
-        except KeyboardInterrupt:
-            # the workers got it too: they finish the messages in flight, then report
+        except KeyboardInterrupt as exc:
+            # Ctrl-C: the workers got it too; SIGTERM: maybe only this process did. Either
+            # way they finish the messages in flight, then report
             interrupted = True
+            terminated = terminated or isinstance(exc, Terminated)
             stop.set()
     for child in children:
         child.join()
@@ -194,4 +203,5 @@ def run_pass(
         paused,
         held=any(o.get("held") for o in outcomes),
         interrupted=interrupted or any(o.get("interrupted") for o in outcomes),
+        terminated=terminated or any(o.get("terminated") for o in outcomes),
     )

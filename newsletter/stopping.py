@@ -1,0 +1,31 @@
+"""SIGTERM (`systemctl stop`, a shutdown, `kill PID`) stops a send as Ctrl-C does.
+
+Left to Python's default, SIGTERM ends the process on the spot: the messages in flight and
+the rows claimed but not yet started stay `sending`, and the next run can only call them
+uncertain (they may have arrived), so those readers are not mailed again without
+`--resend-uncertain`. Raised as an exception instead, it takes the path Ctrl-C takes: the
+messages in flight finish and are recorded, the rows never started go back to pending.
+
+One difference from Ctrl-C: the send is not held. A person who presses Ctrl-C has decided
+to stop; a service stopped for a reboot has not, so `newsletter due` resumes the send when
+it next runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as on Ctrl-C, without holding the send."""
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def stop_gently_on_sigterm() -> None:
+    """From now on SIGTERM raises Terminated in this process's main thread."""
+    if threading.current_thread() is threading.main_thread():  # (signals go only there)
+        signal.signal(signal.SIGTERM, _raise)

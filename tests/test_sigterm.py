@@ -1,0 +1,119 @@
+"""SIGTERM (`systemctl stop`, a shutdown) stops `send` and `due` as Ctrl-C does: the message
+in flight is finished and recorded, the rows claimed and not started go back to pending,
+and the send is not held, so the next `due` resumes it. Real processes, a real SMTP server
+on 127.0.0.1 that holds one message until the test lets it go."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from newsletter.ledger import Ledger, SendState, State
+
+from .conftest import DEMO_ISSUE, run_cli
+from .smtp_server import Handler, Server
+from .test_send import add_people, env_for, ledger_states, many
+
+
+def _spawn(workdir: Path, port: int, *args: str) -> subprocess.Popen:
+    # a session of its own: the test can signal every process of it, as systemd does
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=workdir,
+        env=env_for(workdir, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _send_state(workdir: Path) -> SendState:
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:
+        info = ledger.info()
+        assert info is not None
+        return info.state
+    finally:
+        ledger.close()
+
+
+def _terminate_while_held(proc: subprocess.Popen, handler: Handler, whom: str) -> str:
+    """SIGTERM while the server holds a message, then let it go; the command's stderr."""
+    assert handler.holding.wait(60), "the send never reached the held message"
+    if whom == "group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert proc.poll() is None  # still waiting for the server's reply to the held message
+    handler.gate.set()
+    _, err = proc.communicate(timeout=60)
+    text = err.decode()
+    assert proc.returncode == 143, text
+    assert "Traceback" not in text
+    return text
+
+
+@pytest.mark.parametrize(
+    "workers, whom",
+    [(1, "parent"), (2, "parent"), (2, "group")],
+    ids=["one process", "workers, kill PID", "workers, systemctl stop"],
+)
+def test_sigterm_finishes_the_message_in_flight_and_due_resumes(workdir, workers, whom):
+    people = many(12)
+    add_people(workdir, people)
+    victim = "reader5@example.org"
+    handler = Handler(script={victim: ["hold-keep"]})
+    with Server(handler) as server:
+        args = ("--yes", "--concurrency", "1", "--workers", str(workers))
+        proc = _spawn(workdir, server.port, "send", f"issues/{DEMO_ISSUE}", *args)
+        err = _terminate_while_held(proc, handler, whom)
+        assert "stopped (terminated); the messages in flight were finished" in err
+        assert "Not held: newsletter due (the timer) or send resumes it" in err
+        states = ledger_states(workdir)
+        assert states[victim] is State.SENT  # finished and recorded
+        # killed outright, the claimed rows would be left `sending`, then uncertain
+        assert {State.SENDING, State.UNCERTAIN}.isdisjoint(states.values()), states
+        assert State.PENDING in states.values()
+        assert _send_state(workdir) is SendState.ACTIVE  # not held: the timer resumes it
+        due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
+        assert due.returncode == 0, due.stderr
+        assert f"issue {DEMO_ISSUE}: retrying" in due.stdout
+        for address, _, _ in people:
+            assert handler.copies(address) == 1, address
+    assert set(ledger_states(workdir).values()) == {State.SENT}
+    assert _send_state(workdir) is SendState.DONE
+
+
+def test_sigterm_stops_due_itself_and_the_next_due_finishes(workdir):
+    people = many(10)
+    add_people(workdir, people)
+    held, behind = "reader7@example.org", "reader8@example.org"
+    with Server(Handler(script={held: ["451"], behind: ["451"]})) as server:
+        first = run_cli(
+            "send", f"issues/{DEMO_ISSUE}", "--yes", "--concurrency", "1", cwd=workdir,
+            env=env_for(workdir, server.port, NEWSLETTER_RETRY_BACKOFF="0.1s"),
+        )  # fmt: skip
+        assert first.returncode == 4, first.stderr  # two deferred: due retries them
+    time.sleep(0.2)
+    handler = Handler(script={held: ["hold-keep"]})
+    with Server(handler) as server:
+        proc = _spawn(workdir, server.port, "due")
+        err = _terminate_while_held(proc, handler, "group")
+        assert f"issue {DEMO_ISSUE}: stopped (terminated)" in err
+        assert "the next due resumes it" in err
+        states = ledger_states(workdir)
+        assert states[held] is State.SENT
+        assert states[behind] is State.DEFERRED  # claimed with it, never started: put back
+        assert _send_state(workdir) is SendState.ACTIVE
+        time.sleep(0.2)
+        again = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
+        assert again.returncode == 0, again.stderr
+        assert handler.copies(held) == handler.copies(behind) == 1
+    assert _send_state(workdir) is SendState.DONE
