@@ -13,8 +13,12 @@ it next runs.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import threading
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class Terminated(KeyboardInterrupt):
@@ -29,3 +33,17 @@ def stop_gently_on_sigterm() -> None:
     """From now on SIGTERM raises Terminated in this process's main thread."""
     if threading.current_thread() is threading.main_thread():  # (signals go only there)
         signal.signal(signal.SIGTERM, _raise)
+
+
+def stop_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this process when `parent` dies. A worker process of a `send` killed
+    with SIGKILL would otherwise go on mailing the list, unseen, after the person stopped it
+    and perhaps started another; now it finishes what is in flight and stops. (Linux
+    signals when the *thread* that started the worker ends: run_pass runs in the main one.)"""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the worker outlives its parent
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)

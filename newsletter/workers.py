@@ -28,7 +28,7 @@ from typing import Any
 from .config import Settings
 from .delivery import Progress, RunResult, SendOptions, SendRun, worker_name
 from .errors import DeliveryError, NewsletterError
-from .stopping import Terminated, stop_gently_on_sigterm
+from .stopping import Terminated, stop_gently_on_sigterm, stop_with_parent
 
 # Below this many messages due, a send stays in one process: starting more costs more.
 AUTO_MIN_MESSAGES = 2000
@@ -51,6 +51,7 @@ class _Job:
     issue_dir: str
     options: SendOptions
     slot: int
+    parent: int  # the process that started the worker
 
 
 def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> None:
@@ -59,6 +60,7 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
     from .ledger import Ledger
 
     stop_gently_on_sigterm()  # `systemctl stop` signals every process of the service
+    stop_with_parent(job.parent)
     outcome: dict[str, Any] = {"slot": job.slot}
     try:
         ledger = Ledger(job.settings.db_path, job.issue_id)
@@ -150,7 +152,12 @@ def run_pass(
     children = [
         ctx.Process(
             target=_child,
-            args=(_Job(settings, issue_id, str(issue_dir), share, n), counts, stop, results),
+            args=(
+                _Job(settings, issue_id, str(issue_dir), share, n, os.getpid()),
+                counts,
+                stop,
+                results,
+            ),
             name=f"send-worker-{n}",
         )
         for n in range(processes)

@@ -147,6 +147,38 @@ def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> Non
                 assert rows[address][0] is State.SENT and copies == 1, address
 
 
+def test_workers_stop_when_the_send_that_started_them_is_killed(workdir: Path) -> None:
+    """kill -9 of `send` itself: its workers finish the message in flight and stop, rather
+    than go on mailing the list unseen."""
+    people = many(40)
+    add_people(workdir, people)
+    victim = "reader3@example.org"
+    handler = Handler(script={victim: ["hold-keep"]})
+    with Server(handler) as server:
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "1")
+        _wait_for(lambda: len(_workers(proc.pid)) == 2, "the workers never started")
+        children = _workers(proc.pid)
+        assert handler.holding.wait(60), "the send never reached the held message"
+        proc.kill()
+        proc.wait(30)
+        time.sleep(0.3)
+        handler.gate.set()
+        _wait_for(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+            "the workers went on after the send was killed",
+        )
+        rows = ledger_rows(workdir)
+        assert rows[victim][0] is State.SENT  # finished and recorded
+        assert sum(r[0] is State.PENDING for r in rows.values()) > 0  # the rest left for later
+        assert all(r[0] in (State.SENT, State.PENDING) for r in rows.values()), {
+            a: r for a, r in rows.items() if r[0] not in (State.SENT, State.PENDING)
+        }
+        resumed = send(workdir, server.port, "--yes")
+        assert resumed.returncode == 0, resumed.stderr
+        for address, _, _ in people:
+            assert handler.copies(address) == 1, address
+
+
 def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir: Path) -> None:
     people = many(400)
     add_people(workdir, people)
