@@ -383,6 +383,13 @@ def _join(
     with send_lock(settings.db_path, joinable=True):
         ledger = Ledger(settings.db_path, issue_id)
         try:
+            info = ledger.info()
+            if info is not None and info.state is SendState.DONE:
+                click.echo(
+                    f"issue {issue_id} has been sent in full: nothing to join "
+                    f"(newsletter status {issue_dir.as_posix()} shows it)"
+                )
+                return
             prepared = joining.prepare_join(settings, ledger, issue_dir)
             info = ledger.info()
             assert info is not None

@@ -74,5 +74,11 @@ def prepare_join(settings: Settings, ledger: Ledger, issue_dir: Path) -> campaig
             f"issue {ledger.issue_id} has no send to join; start it on one host first: "
             f"newsletter send {issue_dir}"
         )
+    if info.state is SendState.HELD:
+        # stopped by Ctrl-C where nobody else sent it: resuming it is that person's call
+        raise DeliveryError(
+            f"issue {ledger.issue_id}: its send was stopped (held, after Ctrl-C); resume "
+            f"it with: newsletter send {issue_dir} (not --join)"
+        )
     frozen = ledger.frozen()
     return campaign.thaw(settings, ledger.issue_id, issue_dir, frozen)

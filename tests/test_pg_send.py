@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.delivery import SendOptions
-from newsletter.ledger import Ledger, Outcome, State
+from newsletter.ledger import Ledger, Outcome, SendState, State
 from newsletter.subscribers import Store
 
 from .conftest import DEMO_ISSUE, clean_env, run_cli
@@ -290,3 +290,30 @@ def test_ctrl_c_on_one_host_stops_that_host_not_the_send(workdir: Path, pg_url) 
     final = assert_nobody_twice(handler, people, pg_url)
     assert set(final.values()) == {State.SENT}
     assert send_state(pg_url) == "done"
+
+
+def test_join_after_the_send_ended_or_was_held_says_so_and_sends_nothing(workdir, pg_url):
+    add(pg_url, 3)
+    handler = Handler()
+    with Server(handler) as server:
+        first = spawn(workdir, pg_url, server.port)
+        code, _, err = finish(first)
+        assert code == 0, err
+        joined = run_cli("send", f"issues/{DEMO_ISSUE}", "--join", cwd=workdir,
+                         env=env_for(pg_url, server.port))  # fmt: skip
+        assert joined.returncode == 0, joined.stderr
+        assert f"issue {DEMO_ISSUE} has been sent in full: nothing to join" in joined.stdout
+        ledger = ledger_of(pg_url)
+        try:
+            assert len(ledger.workers()) == 1  # no worker of the join was added
+            ledger.set_state(SendState.HELD)  # as Ctrl-C leaves it
+        finally:
+            ledger.close()
+        held = run_cli("send", f"issues/{DEMO_ISSUE}", "--join", cwd=workdir,
+                       env=env_for(pg_url, server.port))  # fmt: skip
+        assert held.returncode == 2, held.stdout
+        assert held.stderr.strip() == (
+            f"error: issue {DEMO_ISSUE}: its send was stopped (held, after Ctrl-C); resume it "
+            f"with: newsletter send issues/{DEMO_ISSUE} (not --join)"
+        )
+    assert len(handler.received) == 3
