@@ -26,7 +26,14 @@ def migrate(app: AppContext) -> None:
     where = app.settings.db_path
     conn = store.connect(where)
     conn.close()
-    click.echo(f"{store.shown(where)}: schema at version {latest(conn.dialect)} (up to date)")
+    found, now = conn.found_version, latest(conn.dialect)
+    if not found:
+        done = f"schema created, version {now}"
+    elif found < now:
+        done = f"schema upgraded from version {found} to {now}"
+    else:
+        done = f"schema at version {now} (up to date)"
+    click.echo(f"{store.shown(where)}: {done}")
 
 
 @db.command("copy", epilog=EXIT_TABLE)

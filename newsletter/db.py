@@ -30,6 +30,7 @@ class SqliteDb:
     nothing for the boundary."""
 
     dialect = "sqlite"
+    found_version = 0  # the schema's version when opened, before migrating (0: none yet)
 
     def __init__(self, raw: sqlite3.Connection, path: Path):
         self.raw = raw
@@ -125,8 +126,11 @@ def _open(path: Path, busy_timeout_ms: int, create: bool) -> SqliteDb:
         conn.create_function("nl_ascii_email", 1, _ascii_email, deterministic=True)
         # migration 3's key, as it was when that migration was written
         conn.create_function("nl_email_key", 1, email_key_v1, deterministic=True)
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
         migrate(conn, path)
-        return SqliteDb(conn, path)
+        opened = SqliteDb(conn, path)
+        opened.found_version = found
+        return opened
     except BaseException as exc:
         if conn is not None:
             conn.close()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import secrets
@@ -121,10 +123,23 @@ _PG_DROP_GONE = (
 )
 
 
-def process_alive(host: str, pid: int) -> bool | None:
+@functools.cache
+def this_machine() -> str:
+    """What tells this machine apart beyond its host name: its boot and its PID namespace.
+    Two containers that share a host name (`--network host`) each see only their own
+    processes, and a pid from before a reboot names no process of now."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        space = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: the host name alone
+        return ""
+    return hashlib.blake2b(f"{boot} {space}".encode(), digest_size=8).hexdigest()
+
+
+def process_alive(host: str, pid: int, machine: str) -> bool | None:
     """Whether a worker's process still runs, when it ran on this machine (None: elsewhere,
     unknown here; its lease tells)."""
-    if host != socket.gethostname():
+    if host != socket.gethostname() or machine != this_machine():
         return None
     try:
         os.kill(pid, 0)
@@ -340,7 +355,8 @@ class Ledger:
             gone = [
                 r["worker"]
                 for r in self.workers()
-                if r["finished_at"] is None and process_alive(r["host"], r["pid"]) is False
+                if r["finished_at"] is None
+                and process_alive(r["host"], r["pid"], r["machine"]) is False
             ]
             params = (store.stamp(), self.issue_id, gone)
             dropped = (
@@ -605,18 +621,20 @@ class Ledger:
     # --- the workers -----------------------------------------------------------------------
 
     def join(self, worker: str, host: str, pid: int, now: float | None = None) -> None:
+        """Say a worker takes part: `host` and `pid` name its process (on this machine)."""
+        machine = this_machine()
         if self.pg:
             params = {"issue": self.issue_id, "worker": worker, "host": host, "pid": pid,
-                      "now": now}  # fmt: skip
+                      "machine": machine, "now": now}  # fmt: skip
             self._queue(lambda conn: conn.execute(_PG_JOIN, params))
             return
         now = time.time() if now is None else now
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO send_workers (issue_id, worker, host, pid, started_at, seen_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, worker) DO UPDATE SET"
-                " seen_at = excluded.seen_at, finished_at = NULL",
-                (self.issue_id, worker, host, pid, now, now),
+                "INSERT INTO send_workers (issue_id, worker, host, pid, machine, started_at,"
+                " seen_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, worker)"
+                " DO UPDATE SET seen_at = excluded.seen_at, finished_at = NULL",
+                (self.issue_id, worker, host, pid, machine, now, now),
             )
 
     def tally(self, worker: str, progress: dict[str, int], finished: bool = False) -> None:
@@ -658,7 +676,7 @@ class Ledger:
             f" AND seen_at > {clock} - ? ORDER BY started_at, worker",
             (self.issue_id, *now, within),
         )
-        return [r for r in rows if process_alive(r["host"], r["pid"]) is not False]
+        return [r for r in rows if process_alive(r["host"], r["pid"], r["machine"]) is not False]
 
     def holding(self) -> dict[str, int]:
         """How many rows each worker holds (`sending`) now."""
@@ -810,8 +828,8 @@ WITH held AS (
 UPDATE send_workers SET seen_at = {_NOW} WHERE issue_id = :issue AND worker = :worker
 """
 _PG_JOIN = f"""
-INSERT INTO send_workers (issue_id, worker, host, pid, started_at, seen_at)
-VALUES (:issue, :worker, :host, :pid, {_NOW}, {_NOW})
+INSERT INTO send_workers (issue_id, worker, host, pid, machine, started_at, seen_at)
+VALUES (:issue, :worker, :host, :pid, :machine, {_NOW}, {_NOW})
 ON CONFLICT (issue_id, worker) DO UPDATE SET seen_at = excluded.seen_at, finished_at = NULL
 """
 

@@ -208,3 +208,20 @@ def test_a_folder_gone_is_not_called_read_only(tmp_path: Path) -> None:
 
     gone = describe(sqlite3.OperationalError("unable to open database file"), tmp_path / "x/n.db")
     assert "check that it and its folder are still there" in str(gone)
+
+
+def test_db_migrate_says_whether_it_created_upgraded_or_found_the_schema(cli, workdir: Path):
+    from newsletter.store.migrate import latest
+
+    now = latest("sqlite")
+    said = [_one_line(cli("db", "migrate", NEWSLETTER_DB="list.db"), 0) for _ in range(2)]
+    assert said == [
+        f"list.db: schema created, version {now}",
+        f"list.db: schema at version {now} (up to date)",
+    ]
+    conn = sqlite3.connect(workdir / "list.db")  # back to version 10, as it left a file
+    conn.execute("ALTER TABLE send_workers DROP COLUMN machine")
+    conn.execute("PRAGMA user_version = 10")
+    conn.close()
+    line = _one_line(cli("db", "migrate", NEWSLETTER_DB="list.db"), 0)
+    assert line == f"list.db: schema upgraded from version 10 to {now}"

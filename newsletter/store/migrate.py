@@ -66,6 +66,7 @@ def migrate_postgres(db) -> int:
     """Bring a PostgreSQL database to the latest schema; returns the version."""
     known = latest("postgres")
     version = _pg_version(db)
+    db.found_version = version or 0
     if version is not None and version > known:
         raise newer_than_known(version, known, db.where)
     if version == known:

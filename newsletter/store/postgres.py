@@ -117,6 +117,7 @@ class PgDb:
     is its own transaction. Not to be used by two threads at once."""
 
     dialect = "postgres"
+    found_version = 0  # the schema's version when opened, before migrating (0: none yet)
 
     def __init__(self, url: PgUrl, lock_timeout_ms: int | None = None):
         self.where = url
