@@ -30,7 +30,7 @@ from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock
 from .normalise import check_email
 from .schedule import DEFAULT_GRACE, Book, parse_when
-from .stopping import stop_gently_on_sigterm
+from .stopping import carry_on_after_hangup, stop_gently_on_sigterm
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
 from .views import EDITIONS
@@ -158,8 +158,11 @@ class _Bar:
             f"\r[{bar}] {done:,}/{self.total:,} sent {p.sent:,} deferred {p.deferred:,}"
             f" failed {p.failed:,} {rate:,.0f}/s left {left:,.0f} s {p.note}"
         )
-        sys.stderr.write(line[:160].ljust(100) + ("\n" if final else ""))
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(line[:160].ljust(100) + ("\n" if final else ""))
+            sys.stderr.flush()
+        except OSError:  # the terminal is gone (hung up): the send goes on without the bar
+            self.live = False
 
 
 @click.command(epilog=EXIT_TABLE)
@@ -282,6 +285,7 @@ def send(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--grace") from None
     stop_gently_on_sigterm()
+    carry_on_after_hangup()
     settings = app.settings
     for warning in settings.smtp.warnings:  # once per run, not once per connection
         click.echo(f"warning: {warning}", err=True)

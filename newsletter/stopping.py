@@ -1,4 +1,5 @@
-"""SIGTERM (`systemctl stop`, a shutdown, `kill PID`) stops a send as Ctrl-C does.
+"""SIGTERM (`systemctl stop`, a shutdown, `kill PID`) stops a send as Ctrl-C does; SIGHUP
+(the terminal closed, the ssh connection dropped) does not stop it at all.
 
 Left to Python's default, SIGTERM ends the process on the spot: the messages in flight and
 the rows claimed but not yet started stay `sending`, and the next run can only call them
@@ -47,3 +48,28 @@ def stop_with_parent(parent: int) -> None:
     prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # it died before the line above
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def carry_on_after_hangup() -> None:
+    """SIGHUP (the terminal closed, an ssh connection dropped): the send goes on, and what
+    it would have printed on that terminal is dropped (`status` shows how it went).
+    Python's default would end it on the spot, as SIGKILL does."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    # known now: once the terminal has hung up, isatty() answers False for it
+    terminal = [fd for fd in (1, 2) if _isatty(fd)]
+
+    def detach(signum: int, frame: object) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in terminal:
+            os.dup2(null, fd)
+        os.close(null)
+
+    signal.signal(signal.SIGHUP, detach)
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False

@@ -28,7 +28,12 @@ from typing import Any
 from .config import Settings
 from .delivery import Progress, RunResult, SendOptions, SendRun, worker_name
 from .errors import DeliveryError, NewsletterError
-from .stopping import Terminated, stop_gently_on_sigterm, stop_with_parent
+from .stopping import (
+    Terminated,
+    carry_on_after_hangup,
+    stop_gently_on_sigterm,
+    stop_with_parent,
+)
 
 # Below this many messages due, a send stays in one process: starting more costs more.
 AUTO_MIN_MESSAGES = 2000
@@ -60,6 +65,7 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
     from .ledger import Ledger
 
     stop_gently_on_sigterm()  # `systemctl stop` signals every process of the service
+    carry_on_after_hangup()  # as the parent does: the hangup reaches the whole group
     stop_with_parent(job.parent)
     outcome: dict[str, Any] = {"slot": job.slot}
     try:

@@ -1,14 +1,18 @@
 """SIGTERM (`systemctl stop`, a shutdown) stops `send` and `due` as Ctrl-C does: the message
 in flight is finished and recorded, the rows claimed and not started go back to pending,
-and the send is not held, so the next `due` resumes it. Real processes, a real SMTP server
+and the send is not held, so the next `due` resumes it. SIGHUP (a terminal hanging up)
+does not stop it at all. Real processes, a real SMTP server
 on 127.0.0.1 that holds one message until the test lets it go."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -116,4 +120,34 @@ def test_sigterm_stops_due_itself_and_the_next_due_finishes(workdir):
         again = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
         assert again.returncode == 0, again.stderr
         assert handler.copies(held) == handler.copies(behind) == 1
+    assert _send_state(workdir) is SendState.DONE
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one process", "workers"])
+def test_a_hangup_leaves_the_send_going_to_the_end(workdir, workers):
+    """The ssh connection drops, the terminal closes: SIGHUP to the whole foreground group.
+    The send carries on, its output dropped, and everyone gets one copy."""
+    people = many(12)
+    add_people(workdir, people)
+    victim = "reader5@example.org"
+    handler = Handler(script={victim: ["hold-keep"]})
+    master, terminal = pty.openpty()
+    with Server(handler) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}", "--yes",
+             "--concurrency", "1", "--workers", str(workers)],
+            cwd=workdir, env=env_for(workdir, server.port),
+            stdin=terminal, stdout=terminal, stderr=terminal,
+            start_new_session=True,  # and the terminal becomes its controlling one:
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )  # fmt: skip
+        os.close(terminal)
+        assert handler.holding.wait(60), "the send never reached the held message"
+        os.close(master)  # the terminal hangs up: SIGHUP to the process group
+        time.sleep(0.5)
+        handler.gate.set()
+        assert proc.wait(60) == 0  # not killed by the signal (that would be -1)
+        for address, _, _ in people:
+            assert handler.copies(address) == 1, address
+    assert set(ledger_states(workdir).values()) == {State.SENT}
     assert _send_state(workdir) is SendState.DONE
