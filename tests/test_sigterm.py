@@ -1,8 +1,8 @@
 """SIGTERM (`systemctl stop`, a shutdown) stops `send` and `due` as Ctrl-C does: the message
 in flight is finished and recorded, the rows claimed and not started go back to pending,
 and the send is not held, so the next `due` resumes it. SIGHUP (a terminal hanging up)
-does not stop it at all. Real processes, a real SMTP server
-on 127.0.0.1 that holds one message until the test lets it go."""
+does not stop it at all. Real processes, a real SMTP server on 127.0.0.1 that holds one
+message until the test lets it go."""
 
 from __future__ import annotations
 
