@@ -37,7 +37,7 @@ from .message import Recipient
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
 from .signing import Signer, signer_for
-from .stopping import Terminated
+from .stopping import shielded, terminating
 from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status
 from .tokens import make_token, preferences_url, signing_key, unsubscribe_url
 from .transport import Transport, transport_for
@@ -259,6 +259,19 @@ def run(
     Between passes (only with `wait`) it sleeps until the next deferred message is due,
     telling `on_wait(when, how_many)`; `stop` (or Ctrl-C) ends the wait.
     """
+    with shielded():  # SIGTERM: recorded, the pass winds down, the state set as it ends
+        return _passes(prepared, ledger, options, on_progress, wait, on_wait, stop)
+
+
+def _passes(
+    prepared: Prepared,
+    ledger: Ledger,
+    options: SendOptions,
+    on_progress: Callable[[Progress], None],
+    wait: bool,
+    on_wait: Callable[[float, int], None],
+    stop: threading.Event | None,
+) -> Passes:
     stop = stop or threading.Event()
     passes = Passes()
     started = time.monotonic()
@@ -297,12 +310,11 @@ def run(
                 break
             on_wait(next_retry, report(ledger).total(State.DEFERRED))
             try:
-                if stop.wait(max(0.0, next_retry - time.time())):
+                if not _sleep_until(next_retry, stop):
+                    passes.interrupted = passes.terminated = terminating()
                     break
-            except KeyboardInterrupt as exc:
-                passes.interrupted = True
-                passes.terminated = isinstance(exc, Terminated)
-                passes.held = not passes.terminated
+            except KeyboardInterrupt:
+                passes.interrupted = passes.held = True
                 break
     finally:
         passes.elapsed = time.monotonic() - started
@@ -316,6 +328,17 @@ def run(
             ledger.set_state(SendState.DONE)
     passes.refusals = classify_refusals(ledger)
     return passes
+
+
+def _sleep_until(moment: float, stop: threading.Event) -> bool:
+    """Wait until `moment` (epoch seconds); False if stopped first, by `stop` or SIGTERM."""
+    while not terminating():
+        left = moment - time.time()
+        if left <= 0:
+            return True
+        if stop.wait(min(left, 0.5)):
+            return False
+    return False
 
 
 def classify_refusals(ledger: Ledger) -> list[Recorded]:
@@ -380,12 +403,16 @@ def run_due(
     items: list[DueItem] = []
     with Book(settings.db_path) as book:
         for schedule in book.due(now):
+            if terminating():
+                return items
             item = _start_scheduled(settings, store, book, schedule, now, on_start)
             if item is not None:
                 items.append(item)
                 if item.passes is not None and item.passes.interrupted:
                     return items  # Ctrl-C or SIGTERM: stop here, not at the next send
     for issue_id, info in unfinished(settings.db_path):
+        if terminating():
+            return items
         if info.state is not SendState.ACTIVE or any(i.issue_id == issue_id for i in items):
             continue
         ledger = Ledger(settings.db_path, issue_id)

@@ -12,6 +12,7 @@ import click
 from .cli_context import AppContext
 from .errors import NewsletterError
 from .exits import EXIT_TABLE, Exit
+from .stopping import Terminated
 from .store.target import PgUrl
 from .subscribers import SqliteStore
 
@@ -137,6 +138,9 @@ class _Group(click.Group):
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(Exit.BAD_INPUT)
+        except Terminated:  # SIGTERM before anything was sent: nothing to wind down
+            click.echo("terminated", err=True)
+            ctx.exit(Exit.TERMINATED)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(Exit.INTERRUPTED)

@@ -9,10 +9,11 @@ import click
 from . import campaign
 from .cli_context import AppContext, as_issue_id, need_db, pass_app
 from .cli_report import local_time, rebuild_archive, say_refusals
+from .config import Settings
 from .exits import EXIT_TABLE, Exit
 from .ledger import SendBusy, State, send_lock, sends
 from .schedule import Book, format_when
-from .stopping import stop_gently_on_sigterm
+from .stopping import shielded, stop_gently_on_sigterm, terminating
 from .subscribers import open_store
 
 
@@ -25,7 +26,16 @@ def due(app: AppContext) -> None:
     one running at the same time does nothing.
     """
     stop_gently_on_sigterm()
-    settings = app.settings
+    with shielded():  # SIGTERM: what runs winds down, and nothing more starts
+        worst = _due(app.settings)
+    if terminating() and worst is not Exit.TERMINATED:
+        click.echo("stopped (terminated) before anything more was started", err=True)
+        worst = Exit.TERMINATED
+    if worst:
+        raise SystemExit(worst)
+
+
+def _due(settings: Settings) -> Exit:
     # a timer started in the wrong folder would otherwise make an empty list and send nothing
     need_db(settings, "from a timer: check its WorkingDirectory")
     try:
@@ -33,7 +43,7 @@ def due(app: AppContext) -> None:
         lock.__enter__()
     except SendBusy:
         click.echo("a send is running on this database; nothing to do until it ends")
-        return
+        return Exit.OK
     try:
         with open_store(settings) as store:
             items = campaign.run_due(
@@ -78,8 +88,7 @@ def due(app: AppContext) -> None:
                     err=True,
                 )
                 worst = Exit.INTERRUPTED
-    if worst:
-        raise SystemExit(worst)
+    return worst
 
 
 @click.group()

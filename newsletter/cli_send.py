@@ -6,6 +6,7 @@ The send itself is `campaign`'s; this module only talks to the person at the ter
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock
 from .normalise import check_email
 from .schedule import DEFAULT_GRACE, Book, parse_when
-from .stopping import carry_on_after_hangup, stop_gently_on_sigterm
+from .stopping import carry_on_after_hangup, shielded, stop_gently_on_sigterm
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
 from .views import EDITIONS
@@ -569,17 +570,13 @@ def _schedule(
     )
 
 
-def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> None:
-    report = campaign.report(ledger)
-    bar = _Bar(report.total(State.PENDING, State.DEFERRED))
-
-    def waiting(at: float, count: int) -> None:
-        click.echo(f"{count:,} deferred message(s); next retry {local_time(at)}; waiting (--wait)")
-
-    skipped_before = report.total(State.SKIPPED)
-    passes = campaign.run(prepared, ledger, options, on_progress=bar, wait=wait, on_wait=waiting)
-    bar(passes.progress, final=True)
-    report = campaign.report(ledger)
+def _say_counts(
+    prepared: campaign.Prepared,
+    report: campaign.Report,
+    passes: campaign.Passes,
+    skipped_before: int,
+    others: int,
+) -> None:
     click.echo(counts_table(report.counts))
     p = passes.progress
     # who left during the send: skipped by a claim, or by their unsubscribe itself (which
@@ -590,15 +587,32 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
         f", {p.deferred:,} deferred, {p.failed:,} failed, {skipped:,} skipped (left meanwhile)"
     )
     say_refusals(passes)
-    others = sum(ledger.holding().values())
     if others and not (passes.interrupted or passes.paused):
         # this host is done; hosts that joined (--join) still hold some rows
         click.echo(
             f"{others:,} message(s) still in the hands of other sending processes (--join); "
             f"newsletter status {prepared.issue_dir.as_posix()} shows when they are done"
         )
-    rebuild_archive(prepared.settings, prepared.issue_dir)
+
+
+def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> None:
+    with shielded():  # SIGTERM during the send or the report after it: recorded, not raised
+        _run_and_report(prepared, ledger, options, wait)
+
+
+def _run_and_report(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> None:
+    report = campaign.report(ledger)
+    bar = _Bar(report.total(State.PENDING, State.DEFERRED))
+
+    def waiting(at: float, count: int) -> None:
+        click.echo(f"{count:,} deferred message(s); next retry {local_time(at)}; waiting (--wait)")
+
+    skipped_before = report.total(State.SKIPPED)
+    passes = campaign.run(prepared, ledger, options, on_progress=bar, wait=wait, on_wait=waiting)
+    bar(passes.progress, final=True)
+    others = sum(ledger.holding().values())
     if passes.interrupted:
+        # said first: when a service stops, whatever reads our output may stop with us
         again = "Run send again to resume"
         if others:  # other hosts go on sending it: this one may only join them again
             again = f"Other hosts go on; to help again: newsletter send {prepared.issue_dir} --join"
@@ -606,6 +620,16 @@ def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> No
             again = "Not held: newsletter due (the timer) or send resumes it"
         why = " (terminated)" if passes.terminated else ""
         click.echo(f"stopped{why}; the messages in flight were finished. {again}", err=True)
+    report = campaign.report(ledger)
+    try:
+        _say_counts(prepared, report, passes, skipped_before, others)
+    except BrokenPipeError:
+        if not passes.terminated:
+            raise
+        # (what read our output was stopped with us; `status` has the counts)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    rebuild_archive(prepared.settings, prepared.issue_dir)
+    if passes.interrupted:
         raise SystemExit(Exit.TERMINATED if passes.terminated else Exit.INTERRUPTED)
     if passes.paused:
         click.echo(passes.paused, err=True)

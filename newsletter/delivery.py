@@ -35,7 +35,7 @@ from .ledger import Delivery, Ledger, Outcome, State
 from .message import Recipient
 from .pacing import HOUR, Limiter, Sessions
 from .signing import Signer
-from .stopping import Terminated
+from .stopping import shielded, terminating
 from .transport import (
     ConnectFailure,
     Connection,
@@ -468,6 +468,12 @@ class SendRun:
                         self.all_done.set()
 
     def run(self) -> RunResult:
+        with shielded():  # SIGTERM while it runs: recorded, seen below, never raised
+            return self._run()
+
+    def _run(self) -> RunResult:
+        if terminating():  # SIGTERM came before this pass began: nothing claimed yet
+            return RunResult(self.progress, interrupted=True, terminated=True)
         self.ledger.join(self.worker, socket.gethostname(), os.getpid())
         threads = [
             threading.Thread(target=self._thread, name=f"send-{n}", daemon=True)
@@ -483,10 +489,13 @@ class SendRun:
         # CPython (before 3.13) believing the thread has ended while it still sends.
         try:
             while not self.all_done.wait(0.2):
-                pass
-        except KeyboardInterrupt as exc:
-            # let the messages in flight finish and be recorded, then stop
-            interrupted, terminated = True, isinstance(exc, Terminated)
+                if terminating() and not terminated:
+                    # SIGTERM: as on Ctrl-C, the messages in flight finish and are recorded
+                    interrupted = terminated = True
+                    self.stop.set()
+        except KeyboardInterrupt:
+            # Ctrl-C: let the messages in flight finish and be recorded, then stop
+            interrupted = True
             self.stop.set()
             self.all_done.wait()
         renewer.join()

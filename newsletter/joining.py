@@ -75,10 +75,10 @@ def prepare_join(settings: Settings, ledger: Ledger, issue_dir: Path) -> campaig
             f"newsletter send {issue_dir}"
         )
     if info.state is SendState.HELD:
-        # stopped by Ctrl-C where nobody else sent it: resuming it is that person's call
+        # stopped by Ctrl-C, or by failures in a row: resuming it is a person's call
         raise DeliveryError(
-            f"issue {ledger.issue_id}: its send was stopped (held, after Ctrl-C); resume "
-            f"it with: newsletter send {issue_dir} (not --join)"
+            f"issue {ledger.issue_id}: its send is held (stopped by Ctrl-C, or by failures "
+            f"in a row); resume it with: newsletter send {issue_dir} (not --join)"
         )
     frozen = ledger.frozen()
     return campaign.thaw(settings, ledger.issue_id, issue_dir, frozen)

@@ -4,8 +4,11 @@
 Left to Python's default, SIGTERM ends the process on the spot: the messages in flight and
 the rows claimed but not yet started stay `sending`, and the next run can only call them
 uncertain (they may have arrived), so those readers are not mailed again without
-`--resend-uncertain`. Raised as an exception instead, it takes the path Ctrl-C takes: the
-messages in flight finish and are recorded, the rows never started go back to pending.
+`--resend-uncertain`. Here it is a request: while a send runs (inside `shielded()`), the
+handler only records it, and the send's own loops see it, let the messages in flight
+finish, record them and put the rows never started back, as on Ctrl-C. Outside (starting
+up, before anything is claimed), it raises `Terminated` at once. A second SIGTERM changes
+nothing: the first one's stop is already under way.
 
 One difference from Ctrl-C: the send is not held. A person who presses Ctrl-C has decided
 to stop; a service stopped for a reboot has not, so `newsletter due` resumes the send when
@@ -14,26 +17,49 @@ it next runs.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_requested = threading.Event()
+_shields = [0]  # how deep in shielded() the main thread is
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: stop as on Ctrl-C, without holding the send."""
+    """SIGTERM arrived while nothing was being sent: stop now, without holding the send."""
 
 
-def _raise(signum: int, frame: object) -> None:
-    raise Terminated()
+def _on_sigterm(signum: int, frame: object) -> None:
+    first = not _requested.is_set()
+    _requested.set()
+    if first and not _shields[0]:
+        raise Terminated()
 
 
 def stop_gently_on_sigterm() -> None:
-    """From now on SIGTERM raises Terminated in this process's main thread."""
+    """From now on SIGTERM is a request to stop (see the module's docstring)."""
     if threading.current_thread() is threading.main_thread():  # (signals go only there)
-        signal.signal(signal.SIGTERM, _raise)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def terminating() -> bool:
+    """Whether SIGTERM asked this process to stop."""
+    return _requested.is_set()
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """A stretch that must end by itself: SIGTERM in it is recorded, not raised; the code
+    inside polls `terminating()` and winds down."""
+    _shields[0] += 1
+    try:
+        yield
+    finally:
+        _shields[0] -= 1
 
 
 def stop_with_parent(parent: int) -> None:

@@ -31,8 +31,10 @@ from .errors import DeliveryError, NewsletterError
 from .stopping import (
     Terminated,
     carry_on_after_hangup,
+    shielded,
     stop_gently_on_sigterm,
     stop_with_parent,
+    terminating,
 )
 
 # Below this many messages due, a send stays in one process: starting more costs more.
@@ -66,9 +68,9 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
 
     stop_gently_on_sigterm()  # `systemctl stop` signals every process of the service
     carry_on_after_hangup()  # as the parent does: the hangup reaches the whole group
-    stop_with_parent(job.parent)
     outcome: dict[str, Any] = {"slot": job.slot}
     try:
+        stop_with_parent(job.parent)  # (it may be gone already: then Terminated, below)
         ledger = Ledger(job.settings.db_path, job.issue_id)
         try:
             prepared = thaw(job.settings, job.issue_id, Path(job.issue_dir), ledger.frozen())
@@ -115,12 +117,15 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
     except Exception as exc:  # noqa: BLE001 - reported by the parent, in one line
         outcome["error"] = f"a worker failed: {type(exc).__name__}: {exc}"
     if outcome.get("paused") or outcome.get("error"):
-        stop.set()  # one worker's pause or failure stops the others
+        stop.value = 1  # one worker's pause or failure stops the others
     results.put(outcome)
 
 
 class _StopWatcher:
-    """Passes the parent's stop (another worker paused or failed) to this worker's run."""
+    """Passes the parent's stop (another worker paused or failed) to this worker's run.
+    The stop is a flag in shared memory, read five times a second, not a multiprocessing
+    Event: a worker that ended while waiting on one leaves it a sleeper that never wakes,
+    and the next set() waited for it for ever."""
 
     def __init__(self, stop: Any, run: SendRun):
         import threading
@@ -129,9 +134,10 @@ class _StopWatcher:
 
         def watch() -> None:
             while not self.done:
-                if stop.wait(0.2):
+                if stop.value:
                     run.stop.set()
                     return
+                time.sleep(0.2)
 
         threading.Thread(target=watch, name="send-stop", daemon=True).start()
 
@@ -145,6 +151,20 @@ def run_pass(
     on_progress: Callable[[Progress], None] = lambda p: None,
 ) -> RunResult:
     """One pass over the ledger in `processes` worker processes; like SendRun.run."""
+    if terminating():  # SIGTERM came before this pass began
+        return RunResult(Progress(), interrupted=True, terminated=True)
+    with shielded():  # SIGTERM while it runs: recorded, seen by stopping(), never raised
+        return _run_pass(settings, issue_id, issue_dir, options, processes, on_progress)
+
+
+def _run_pass(
+    settings: Settings,
+    issue_id: str,
+    issue_dir: Path,
+    options: SendOptions,
+    processes: int,
+    on_progress: Callable[[Progress], None],
+) -> RunResult:
     share = dataclasses.replace(
         options,
         workers=1,
@@ -153,7 +173,7 @@ def run_pass(
     )
     ctx = multiprocessing.get_context("spawn")
     counts = ctx.Array("q", processes * len(_FIELDS), lock=False)
-    stop = ctx.Event()
+    stop = ctx.RawValue("b", 0)  # set: every worker stops (see _StopWatcher)
     results = ctx.Queue()
     children = [
         ctx.Process(
@@ -173,6 +193,14 @@ def run_pass(
     outcomes: list[dict[str, Any]] = []
     interrupted = terminated = False
 
+    def stopping() -> None:
+        nonlocal interrupted, terminated
+        if terminating() and not terminated:
+            # SIGTERM (maybe to this process only): the workers finish the messages in
+            # flight, then report
+            interrupted = terminated = True
+            stop.value = 1
+
     def total() -> Progress:
         sums = [sum(counts[w * len(_FIELDS) + n] for w in range(processes)) for n in range(5)]
         return Progress(**dict(zip(_FIELDS, sums, strict=True)))
@@ -182,6 +210,7 @@ def run_pass(
             try:
                 outcomes.append(results.get(timeout=0.2))
             except queue.Empty:
+                stopping()
                 on_progress(total())
                 if not any(c.is_alive() for c in children):
                     with contextlib.suppress(queue.Empty):
@@ -193,12 +222,10 @@ def run_pass(
         try:
             collect()
             break
-        except KeyboardInterrupt as exc:
-            # Ctrl-C: the workers got it too; SIGTERM: maybe only this process did. Either
-            # way they finish the messages in flight, then report
+        except KeyboardInterrupt:
+            # Ctrl-C: the workers got it too; they finish the messages in flight, then report
             interrupted = True
-            terminated = terminated or isinstance(exc, Terminated)
-            stop.set()
+            stop.value = 1
     for child in children:
         child.join()
     errors = [o["error"] for o in outcomes if o.get("error")]

@@ -313,7 +313,7 @@ def test_join_after_the_send_ended_or_was_held_says_so_and_sends_nothing(workdir
                        env=env_for(pg_url, server.port))  # fmt: skip
         assert held.returncode == 2, held.stdout
         assert held.stderr.strip() == (
-            f"error: issue {DEMO_ISSUE}: its send was stopped (held, after Ctrl-C); resume it "
-            f"with: newsletter send issues/{DEMO_ISSUE} (not --join)"
+            f"error: issue {DEMO_ISSUE}: its send is held (stopped by Ctrl-C, or by failures in "
+            f"a row); resume it with: newsletter send issues/{DEMO_ISSUE} (not --join)"
         )
     assert len(handler.received) == 3

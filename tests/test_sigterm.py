@@ -23,6 +23,7 @@ from newsletter.ledger import Ledger, SendState, State
 from .conftest import DEMO_ISSUE, run_cli
 from .smtp_server import Handler, Server
 from .test_send import add_people, env_for, ledger_states, many
+from .test_send_workers import Slow, _wait_for, _workers
 
 
 def _spawn(workdir: Path, port: int, *args: str) -> subprocess.Popen:
@@ -50,30 +51,36 @@ def _send_state(workdir: Path) -> SendState:
 def _terminate_while_held(proc: subprocess.Popen, handler: Handler, whom: str) -> str:
     """SIGTERM while the server holds a message, then let it go; the command's stderr."""
     assert handler.holding.wait(60), "the send never reached the held message"
-    if whom == "group":
+    if whom == "stdout closed":
+        proc.stdout.close()  # what read its output was stopped with it
+    if whom in ("group", "twice"):
         os.killpg(proc.pid, signal.SIGTERM)
     else:
         proc.send_signal(signal.SIGTERM)
+    if whom == "twice":  # an impatient second one changes nothing
+        time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGTERM)
     time.sleep(0.3)
     assert proc.poll() is None  # still waiting for the server's reply to the held message
     handler.gate.set()
-    _, err = proc.communicate(timeout=60)
-    text = err.decode()
-    assert proc.returncode == 143, text
-    assert "Traceback" not in text
+    text = proc.stderr.read().decode()  # to the end: when the command and its workers end
+    assert proc.wait(60) == 143, text
+    assert "Traceback" not in text and "Exception ignored" not in text, text
     return text
 
 
 @pytest.mark.parametrize(
     "workers, whom",
-    [(1, "parent"), (2, "parent"), (2, "group")],
-    ids=["one process", "workers, kill PID", "workers, systemctl stop"],
-)
+    [(1, "parent"), (1, "stdout closed"), (2, "parent"), (2, "group"), (2, "twice")],
+    ids=["one process", "stdout closed", "workers, kill PID", "workers, systemctl stop",
+         "workers, twice"],
+)  # fmt: skip
 def test_sigterm_finishes_the_message_in_flight_and_due_resumes(workdir, workers, whom):
-    people = many(12)
+    people = many(30)
     add_people(workdir, people)
     victim = "reader5@example.org"
-    handler = Handler(script={victim: ["hold-keep"]})
+    # slow enough that a second worker is still sending when the stop reaches it
+    handler = Slow(delay=0.05, script={victim: ["hold-keep"]})
     with Server(handler) as server:
         args = ("--yes", "--concurrency", "1", "--workers", str(workers))
         proc = _spawn(workdir, server.port, "send", f"issues/{DEMO_ISSUE}", *args)
@@ -93,6 +100,48 @@ def test_sigterm_finishes_the_message_in_flight_and_due_resumes(workdir, workers
             assert handler.copies(address) == 1, address
     assert set(ledger_states(workdir).values()) == {State.SENT}
     assert _send_state(workdir) is SendState.DONE
+
+
+def test_sigterm_after_one_worker_has_ended_stops_the_other(workdir):
+    # a worker that ended used to leave the shared stop waiting on it: the command hung
+    add_people(workdir, many(12))
+    victim = "reader11@example.org"  # the last row: the other worker runs out before it
+    handler = Handler(script={victim: ["hold-keep"]})
+    with Server(handler) as server:
+        args = ("--yes", "--concurrency", "1", "--workers", "2")
+        proc = _spawn(workdir, server.port, "send", f"issues/{DEMO_ISSUE}", *args)
+        assert handler.holding.wait(60), "the send never reached the held message"
+        _wait_for(lambda: len(_workers(proc.pid)) == 1, "the other worker never ended")
+        err = _terminate_while_held(proc, handler, "parent")
+        assert "stopped (terminated)" in err
+        assert ledger_states(workdir)[victim] is State.SENT
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.5, 0.9, 1.3, 1.7])
+def test_sigterm_at_any_moment_leaves_nobody_in_doubt(workdir, delay):
+    """Starting up, building, claiming, sending, reporting: wherever SIGTERM lands, the
+    command ends on its own terms (143, or 0 if it had finished; killed only while Python
+    itself is starting), and no row is left `sending` (uncertain on the next run)."""
+    people = many(40)
+    add_people(workdir, people)
+    handler = Slow(delay=0.02)
+    with Server(handler) as server:
+        proc = _spawn(workdir, server.port, "send", f"issues/{DEMO_ISSUE}", "--yes",
+                      "--concurrency", "1")  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        text = err.decode()
+        states = ledger_states(workdir)
+        if proc.returncode == -signal.SIGTERM:  # still starting Python: nothing begun
+            assert states == {}
+        else:
+            assert proc.returncode in (0, 143), text
+        assert "Traceback" not in text, text
+        assert {State.SENDING, State.UNCERTAIN}.isdisjoint(states.values()), states
+        for address, _, _ in people:
+            expected = 1 if states.get(address) is State.SENT else 0
+            assert handler.copies(address) == expected, address
 
 
 def test_sigterm_stops_due_itself_and_the_next_due_finishes(workdir):
