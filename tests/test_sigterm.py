@@ -121,7 +121,7 @@ def test_sigterm_after_one_worker_has_ended_stops_the_other(workdir):
 def test_sigterm_at_any_moment_leaves_nobody_in_doubt(workdir, delay):
     """Starting up, building, claiming, sending, reporting: wherever SIGTERM lands, the
     command ends on its own terms (143, or 0 if it had finished; killed only while Python
-    itself is starting), and no row is left `sending` (uncertain on the next run)."""
+    itself starts or shuts down), and no row is left `sending` (uncertain on the next run)."""
     people = many(40)
     add_people(workdir, people)
     handler = Slow(delay=0.02)
@@ -133,10 +133,9 @@ def test_sigterm_at_any_moment_leaves_nobody_in_doubt(workdir, delay):
         _, err = proc.communicate(timeout=60)
         text = err.decode()
         states = ledger_states(workdir)
-        if proc.returncode == -signal.SIGTERM:  # still starting Python: nothing begun
-            assert states == {}
-        else:
-            assert proc.returncode in (0, 143), text
+        # -15: Python itself still starting, or already shutting down (it puts back the
+        # default handler then): either way nothing is in flight
+        assert proc.returncode in (0, 143, -signal.SIGTERM), text
         assert "Traceback" not in text, text
         assert {State.SENDING, State.UNCERTAIN}.isdisjoint(states.values()), states
         for address, _, _ in people:
