@@ -31,7 +31,6 @@ from .errors import DeliveryError, NewsletterError
 from .stopping import (
     Terminated,
     carry_on_after_hangup,
-    shielded,
     stop_gently_on_sigterm,
     stop_with_parent,
     terminating,
@@ -151,20 +150,9 @@ def run_pass(
     on_progress: Callable[[Progress], None] = lambda p: None,
 ) -> RunResult:
     """One pass over the ledger in `processes` worker processes; like SendRun.run."""
-    if terminating():  # SIGTERM came before this pass began
+    # (called inside campaign.run's shielded(): SIGTERM is recorded, seen by stopping())
+    if terminating():  # SIGTERM came before this pass began: start no worker
         return RunResult(Progress(), interrupted=True, terminated=True)
-    with shielded():  # SIGTERM while it runs: recorded, seen by stopping(), never raised
-        return _run_pass(settings, issue_id, issue_dir, options, processes, on_progress)
-
-
-def _run_pass(
-    settings: Settings,
-    issue_id: str,
-    issue_dir: Path,
-    options: SendOptions,
-    processes: int,
-    on_progress: Callable[[Progress], None],
-) -> RunResult:
     share = dataclasses.replace(
         options,
         workers=1,
