@@ -31,7 +31,7 @@ from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock
 from .normalise import check_email
 from .schedule import DEFAULT_GRACE, Book, parse_when
-from .stopping import carry_on_after_hangup, shielded, stop_gently_on_sigterm
+from .stopping import Terminated, carry_on_after_hangup, shielded, stop_gently_on_sigterm
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
 from .views import EDITIONS
@@ -69,6 +69,9 @@ def _ask(question: str) -> None:
                 "nothing sent: no answer to the question (standard input is not a terminal); "
                 "add --yes to send without asking"
             ) from None
+        if isinstance(exc.__context__, Terminated):  # SIGTERM (a service stopped)
+            click.echo("\nterminated: nothing sent", err=True)
+            raise SystemExit(Exit.TERMINATED) from None
         click.echo("\ninterrupted: nothing sent", err=True)
         raise SystemExit(Exit.INTERRUPTED) from None
     click.echo("nothing sent", err=True)
@@ -343,18 +346,25 @@ def send(
             ledger.set_options(keep)
             if lease is not None:
                 options = dataclasses.replace(options, lease=lease)
-            rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
-            cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
-            processes = (
-                f"{options.workers} worker process(es)" if options.workers else "workers: auto"
-            )
-            click.echo(
-                f"{processes}, concurrency {options.concurrency}, {rate}, {cap}, "
-                f"claims of {options.k} rows"
-            )
+            _say_options(options, ledger.count_due())
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()
+
+
+def _say_options(options: SendOptions, due: int) -> None:
+    """What this run goes with, on one line; with --workers 0 (auto), how many that makes."""
+    rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
+    cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
+    from .workers import AUTO_MIN_MESSAGES, how_many  # (multiprocessing: only for a send)
+
+    processes = f"{how_many(options.workers, due)} worker process(es)"
+    if not options.workers:
+        processes += f" (auto: one per core from {AUTO_MIN_MESSAGES:,} messages due)"
+    click.echo(
+        f"{processes}, concurrency {options.concurrency}, {rate}, {cap}, "
+        f"claims of {options.k} rows"
+    )
 
 
 def _say_newcomers(settings, ledger: Ledger) -> None:
@@ -406,6 +416,7 @@ def _join(
                 f"joining the send of issue {issue_id} via {prepared.transport.description}: "
                 f"{ledger.count_due():,} message(s) due (as frozen when it started)"
             )
+            _say_options(options, ledger.count_due())
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()

@@ -84,6 +84,14 @@ def test_two_workers_send_everyone_once_and_status_shows_each_share(workdir: Pat
     assert all(line.endswith("/s; finished") for line in shares), shares
 
 
+def test_a_small_send_says_auto_started_one_worker(workdir: Path) -> None:
+    add_people(workdir, many(5))
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "1 worker process(es) (auto: one per core from 2,000 messages due)" in result.stdout
+
+
 def test_status_during_a_send_shows_what_the_running_worker_has_sent(workdir: Path) -> None:
     add_people(workdir, many(60))
     with Server(Slow(delay=0.1)) as server:

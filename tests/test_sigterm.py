@@ -199,3 +199,27 @@ def test_a_hangup_leaves_the_send_going_to_the_end(workdir, workers):
             assert handler.copies(address) == 1, address
     assert set(ledger_states(workdir).values()) == {State.SENT}
     assert _send_state(workdir) is SendState.DONE
+
+
+def test_sigterm_at_the_question_sends_nothing_and_says_terminated(workdir):
+    """`systemctl stop` (or a shutdown) while `send` waits for its yes: 143, as any SIGTERM
+    before a send, not Ctrl-C's 130; nothing fixed, nothing sent."""
+    add_people(workdir, many(3))
+    with Server(Handler()) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}"],
+            cwd=workdir, env=env_for(workdir, server.port),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        shown = b""
+        while b"Send it now?" not in shown:  # the question has no newline: read what comes
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, shown
+            shown += chunk
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        assert err.decode().strip() == "terminated: nothing sent"
+        assert not server.handler.received
+    status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+    assert "has not been sent" in status.stdout
