@@ -362,8 +362,7 @@ def _say_options(options: SendOptions, due: int) -> None:
     if not options.workers:
         processes += f" (auto: one per core from {AUTO_MIN_MESSAGES:,} messages due)"
     click.echo(
-        f"{processes}, concurrency {options.concurrency}, {rate}, {cap}, "
-        f"claims of {options.k} rows"
+        f"{processes}, concurrency {options.concurrency}, {rate}, {cap}, claims of {options.k} rows"
     )
 
 
