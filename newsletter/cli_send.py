@@ -211,7 +211,7 @@ class _Bar:
     "--batch",
     type=click.IntRange(1, 10_000),
     help="Rows each worker claims at a time: fewer commits, but a worker that dies leaves up "
-    "to this many readers uncertain [default: as the send started, or 2 x concurrency + 2].",
+    "to this many readers uncertain [default: as the send started, or 4 x concurrency + 8].",
 )
 @click.option(
     "--lease",

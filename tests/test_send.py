@@ -231,7 +231,7 @@ def test_sigkill_mid_send_then_resume_gives_everyone_exactly_one_copy(workdir, h
     victim = "reader6@example.org"
     handler = Handler(script={victim: [hold]})
     with Server(handler) as server:
-        proc = _spawn_send(workdir, server.port, "--concurrency", "1")
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1", "--batch", "4")
         assert handler.holding.wait(60), "the send never reached the held message"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -239,8 +239,8 @@ def test_sigkill_mid_send_then_resume_gives_everyone_exactly_one_copy(workdir, h
         time.sleep(0.1)
         assert handler.copies(victim) == (1 if hold == "hold-keep" else 0)
         resumed = send(workdir, server.port, "--yes")
-        # a worker holds up to k = 2 x concurrency + 2 rows (in flight, pipelined, next in
-        # line): after a kill they are uncertain, the held message among them
+        # a worker holds up to k rows (in flight, pipelined, next in line; --batch 4 here, of
+        # 12 readers): after a kill they are uncertain, the held message among them
         line = next(x for x in resumed.stdout.splitlines() if "were claimed by the last" in x)
         claimed = int(line.split()[0])
         assert 1 <= claimed <= 4
@@ -290,7 +290,7 @@ def test_sigkill_at_a_random_moment_never_sends_twice(workdir: Path) -> None:
         assert resumed.returncode in (0, 1), resumed.stderr
         states = ledger_states(workdir)
         uncertain = [a for a, s in states.items() if s is State.UNCERTAIN]
-        assert len(uncertain) <= 10  # a worker holds at most k = 2 x concurrency + 2 rows
+        assert len(uncertain) <= SendOptions(concurrency=4).k  # a worker holds at most k rows
         for address, _, _ in people:
             copies = server.handler.copies(address)
             if address in uncertain:
@@ -314,9 +314,9 @@ def test_unsubscribing_during_a_send_stops_their_message(workdir: Path) -> None:
                 store.unsubscribe(leaver, "web")  # while the send runs
             return prepared.personalise(delivery)
 
-        SendRun(
-            ledger, prepared.transport, prepared.editions, personalise, SendOptions(concurrency=1)
-        ).run()
+        # claims of 4 rows: reader7's is still pending when reader3's message is made
+        options = SendOptions(concurrency=1, batch=4)
+        SendRun(ledger, prepared.transport, prepared.editions, personalise, options).run()
         assert server.handler.copies("reader7@example.org") == 0
         assert server.handler.copies("reader8@example.org") == 1
         assert ledger_states(workdir)["reader7@example.org"] is State.SKIPPED

@@ -197,10 +197,10 @@ def test_status_after_a_crash_names_the_messages_in_flight_uncertain(workdir: Pa
     victim = "reader2@example.org"
     handler = Handler(script={victim: ["hold-keep"]})
     with Server(handler) as server:
-        proc = _spawn_send(workdir, server.port, "--concurrency", "1")
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1", "--batch", "4")
         assert handler.holding.wait(60)
         running = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
-        # up to k = 2 x concurrency + 2 rows are held by the running send
+        # up to k = 4 rows (--batch) are held by the running send
         assert re.search(
             r"a send is running: [1-4] message\(s\) claimed \(in flight", running.stdout
         )

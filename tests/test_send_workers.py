@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from newsletter.delivery import SendOptions
 from newsletter.ledger import Ledger, State
 from newsletter.subscribers import SqliteStore
 
@@ -147,7 +148,7 @@ def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> Non
         assert resumed.returncode in (0, 1), resumed.stderr
         rows = ledger_rows(workdir)
         uncertain = [a for a, r in rows.items() if r[0] is State.UNCERTAIN]
-        assert len(uncertain) <= 6  # k = 2 x concurrency + 2 held by the killed worker
+        assert len(uncertain) <= SendOptions(concurrency=2).k  # held by the killed worker
         for address, _, _ in people:
             copies = handler.copies(address)
             assert copies <= 1, address
@@ -210,7 +211,7 @@ def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir
         assert proc.returncode in (0, 1), err
         rows = ledger_rows(workdir)
         uncertain = [a for a, r in rows.items() if r[0] is State.UNCERTAIN]
-        assert 1 <= len(uncertain) <= 4  # k = 2 x concurrency + 2
+        assert 1 <= len(uncertain) <= SendOptions(concurrency=1).k
         for address, _, _ in people:
             copies = handler.copies(address)
             assert copies <= 1, address
@@ -221,29 +222,29 @@ def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir
 def test_batch_sets_how_many_rows_a_worker_claims_and_stays_with_the_send(
     workdir: Path,
 ) -> None:
-    """--batch 12 with one connection each (the default claim would be 4 rows): the rows a
-    killed worker held, all turned uncertain, are more than 4 and at most 12; a resume
-    would claim 12 too."""
+    """--batch 3 with one connection each (the default would hold 12 rows): the rows a killed
+    worker held, all turned uncertain, are at most 3; a resume would claim 3 too."""
+    assert SendOptions(concurrency=1).k == 12
     people = many(200)
     add_people(workdir, people)
     handler = Slow(delay=0.01)
     with Server(handler) as server:
-        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "1", "--batch", "12")
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "1", "--batch", "3")
         _wait_for(lambda: len(_workers(proc.pid)) == 2, "the workers never started")
         _wait_for(lambda: len(handler.received) >= 30, "the send never got going")
         os.kill(_workers(proc.pid)[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
-        assert "2 worker process(es), concurrency 1," in out and "claims of 12 rows" in out, out
+        assert "2 worker process(es), concurrency 1," in out and "claims of 3 rows" in out, out
         resumed = send(workdir, server.port, "--yes")  # reports what the dead one held
         assert resumed.returncode in (0, 1), resumed.stderr
     ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
     try:  # kept with the send: a resume or `due` claims as many
-        assert ledger.info().options["batch"] == 12
+        assert ledger.info().options["batch"] == 3
     finally:
         ledger.close()
     rows = ledger_rows(workdir)
     uncertain = [a for a, r in rows.items() if r[0] is State.UNCERTAIN]
-    assert 4 < len(uncertain) <= 12, len(uncertain)
+    assert 1 <= len(uncertain) <= 3, len(uncertain)
     for address, _, _ in people:
         assert handler.copies(address) <= 1, address
         if address not in uncertain:
