@@ -37,6 +37,7 @@ PREFIX = "NEWSLETTER_"
 SECRET_NAMES = frozenset({"SECRET", "SMTP_PASSWORD", "BOUNCE_PASSWORD"})
 MAX_CONCURRENCY = 64
 MIN_RATE = 0.001  # messages a second: about one every 17 minutes
+MAX_SMTP_TIMEOUT = 3600  # seconds a reply may take; more is a typo (and overflows the clock)
 LANGUAGES = ("en", "fr")
 SUBSCRIBER_LANGUAGES = ("en", "fr", "both")
 MAX_TEXT = 200  # characters of a sender name, title or organisation: one line of a page
@@ -259,10 +260,9 @@ def load_settings(
         return SettingsError(f"{PREFIX}{name}={shown}: {problem}", path, line)
 
     def integer(name: str, low: int = 0) -> int:
-        try:
-            value = int(get(name))
-        except ValueError:
-            raise fail(name, "must be a whole number") from None
+        if not re.fullmatch(r"[+-]?[0-9]+", get(name)):  # int() would take 8_025, or ٨٠
+            raise fail(name, "must be a whole number")
+        value = int(get(name))
         if value < low:
             raise fail(name, f"must be at least {low}")
         return value
@@ -314,6 +314,19 @@ def load_settings(
     verify = boolean("SMTP_VERIFY")
     allow_cleartext_login = boolean("SMTP_ALLOW_CLEARTEXT_LOGIN")
     smtp_host, smtp_user = get("SMTP_HOST"), get("SMTP_USER")
+    if smtp_host.count(":") == 1:
+        raise fail(
+            "SMTP_HOST",
+            "is a host and a port; put the host alone here (e.g. smtp.example.org) and the "
+            "port in NEWSLETTER_SMTP_PORT",
+        )
+    if re.search(r"[\s/@\\]", smtp_host):
+        raise fail("SMTP_HOST", "must be a host name or an IP address, e.g. smtp.example.org")
+    if get("SMTP_PASSWORD") and not smtp_user:  # else it would go unused, without a word
+        raise fail(
+            "SMTP_PASSWORD",
+            "is set but NEWSLETTER_SMTP_USER is not; set the user to log in, or empty both",
+        )
     if (
         smtp_host
         and smtp_user
@@ -345,11 +358,13 @@ def load_settings(
     if any(dkim.values()):
         missing = [name for name, value in dkim.items() if not value]
         if missing:  # else messages would go unsigned without a word
-            raise fail(
-                f"DKIM_{missing[0]}",
-                "DKIM signing needs NEWSLETTER_DKIM_KEY, NEWSLETTER_DKIM_SELECTOR and "
-                "NEWSLETTER_DKIM_DOMAIN together (else messages go unsigned); set this one "
-                "too, or empty all three",
+            given = next(name for name, value in dkim.items() if value)
+            raise SettingsError(  # where the one set is: that is where the fix goes
+                f"{PREFIX}DKIM_{given} is set but {PREFIX}DKIM_{missing[0]} is empty: DKIM "
+                "signing needs NEWSLETTER_DKIM_KEY, NEWSLETTER_DKIM_SELECTOR and "
+                "NEWSLETTER_DKIM_DOMAIN together (else messages go unsigned); set the missing "
+                "one too, or empty all three",
+                *where(f"DKIM_{given}"),
             )
         for name, example in (("SELECTOR", "news2017"), ("DOMAIN", "example.org")):
             if not DNS_NAME.fullmatch(dkim[name]) or len(dkim[name]) > 253:
@@ -390,6 +405,16 @@ def load_settings(
         raise fail("CONTACT", "must be one line: an e-mail address, a phone number or a URL")
     if timeout == 0:
         raise fail("SMTP_TIMEOUT", "must be more than 0 seconds, e.g. 30")
+    if timeout > MAX_SMTP_TIMEOUT:
+        raise fail("SMTP_TIMEOUT", f"must be at most {MAX_SMTP_TIMEOUT} seconds (an hour), e.g. 30")
+
+    templates = get("TEMPLATES")
+    if templates and not Path(templates).is_dir():
+        raise fail("TEMPLATES", "no such templates folder; give one, or empty it (the shipped)")
+    try:
+        db_path = parse_db(get("DB"))
+    except SettingsError as exc:  # said with the line of .env it came from
+        raise SettingsError(exc.message, *where("DB")) from None
 
     bounce_domain = get("BOUNCE_DOMAIN").lower().rstrip(".")
     if bounce_domain and not re.fullmatch(
@@ -434,17 +459,17 @@ def load_settings(
             allow_cleartext_login=allow_cleartext_login,
         ),
         dkim=DkimSettings(key_path=dkim["KEY"], selector=dkim["SELECTOR"], domain=dkim["DOMAIN"]),
-        db_path=parse_db(get("DB")),
+        db_path=db_path,
         secret=get("SECRET"),
         default_language=default_language,
-        outbox=Path(get("OUTBOX")),
+        outbox=Path(get("OUTBOX") or DEFAULTS["OUTBOX"]),  # empty: not the current folder
         concurrency=concurrency,
         rate=rate,
         hourly_cap=integer("HOURLY_CAP"),
         retry_backoff=retry_backoff,
         retry_for=retry_for,
         timezone=get("TIMEZONE"),
-        templates_dir=Path(get("TEMPLATES")) if get("TEMPLATES") else None,
+        templates_dir=Path(templates) if templates else None,
         archive_dir=Path(get("ARCHIVE_DIR") or DEFAULTS["ARCHIVE_DIR"]),
         signup=SignupSettings(
             guard_s=integer("SIGNUP_GUARD"), record_ip=record_ip in ("true", "1", "yes")

@@ -564,7 +564,33 @@ BAD_SETTINGS = {
     ),
     "no templates folder": (
         "NEWSLETTER_TEMPLATES=/nonexistent/look",
-        "error: /nonexistent/look: no such templates folder; check NEWSLETTER_TEMPLATES",
+        "error: .env:1: NEWSLETTER_TEMPLATES='/nonexistent/look': no such templates folder",
+    ),
+    "a database of no kind this tool knows": (
+        "NEWSLETTER_DB=mysql://news@127.0.0.1/news",
+        "error: .env:1: NEWSLETTER_DB=mysql://news@127.0.0.1/news: mysql:// is not a database",
+    ),
+    "a host with its port": (
+        "NEWSLETTER_SMTP_HOST=127.0.0.1:8025",
+        "error: .env:1: NEWSLETTER_SMTP_HOST='127.0.0.1:8025': is a host and a port; put the "
+        "host alone here (e.g. smtp.example.org) and the port in NEWSLETTER_SMTP_PORT",
+    ),
+    "a host with a space": (
+        "NEWSLETTER_SMTP_HOST=mail example.org",
+        "error: .env:1: NEWSLETTER_SMTP_HOST='mail example.org': must be a host name or an IP",
+    ),
+    "a password nobody logs in with": (
+        "NEWSLETTER_SMTP_PASSWORD=hunter2",
+        "error: .env:1: NEWSLETTER_SMTP_PASSWORD=(value hidden): is set but "
+        "NEWSLETTER_SMTP_USER is not",
+    ),
+    "a port written with an underscore": (
+        "NEWSLETTER_SMTP_PORT=8_025",
+        "error: .env:1: NEWSLETTER_SMTP_PORT='8_025': must be a whole number",
+    ),
+    "half a DKIM setup, said where the half is": (
+        "NEWSLETTER_TITLE_EN=News\nNEWSLETTER_DKIM_KEY=dkim.pem",
+        "error: .env:2: NEWSLETTER_DKIM_KEY is set but NEWSLETTER_DKIM_SELECTOR is empty",
     ),
     "a short secret is not shown": (
         "NEWSLETTER_SECRET=shortsecret",
@@ -589,6 +615,10 @@ BAD_SETTINGS = {
     "no time to answer": (
         "NEWSLETTER_SMTP_TIMEOUT=0",
         "error: .env:1: NEWSLETTER_SMTP_TIMEOUT='0': must be more than 0 seconds",
+    ),
+    "a timeout past any clock": (
+        "NEWSLETTER_SMTP_TIMEOUT=1e10",
+        "error: .env:1: NEWSLETTER_SMTP_TIMEOUT='1e10': must be at most 3600 seconds",
     ),
 }
 

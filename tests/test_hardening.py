@@ -89,7 +89,8 @@ BAD_SETTINGS = {
     ),
     "1: half a DKIM setup would send unsigned": (
         {**DKIM, "NEWSLETTER_DKIM_SELECTOR": ""},
-        "error: NEWSLETTER_DKIM_SELECTOR='': DKIM signing needs NEWSLETTER_DKIM_KEY, ",
+        "error: NEWSLETTER_DKIM_KEY is set but NEWSLETTER_DKIM_SELECTOR is empty: DKIM signing "
+        "needs NEWSLETTER_DKIM_KEY, ",
     ),
     "1: a line break in the sender name": (
         {"NEWSLETTER_FROM_NAME_EN": "News" + INJECTION},
@@ -132,6 +133,17 @@ def test_a_hostile_setting_is_one_line_naming_it(case: str, workdir: Path) -> No
     assert line.startswith(expected), line
     assert "hunter2" not in result.output
     assert not (workdir / "build").exists()
+
+
+def test_an_empty_outbox_setting_is_the_default_folder_not_the_current_one(
+    workdir: Path,
+) -> None:
+    # NEWSLETTER_OUTBOX= (a line left empty) used to write the messages, each with its
+    # reader's unsubscribe link, into whatever folder the command ran in
+    test = ("send", f"issues/{DEMO_ISSUE}", "--test", "ann@example.org")
+    assert newsletter(workdir, *test, NEWSLETTER_OUTBOX="").exit_code == 0
+    assert list(workdir.glob("*.eml")) == [] and list(workdir.glob(f"{DEMO_ISSUE}*")) == []
+    assert list((workdir / "outbox" / DEMO_ISSUE).glob("*.eml"))
 
 
 def _dkim_key(path: Path) -> Path:
