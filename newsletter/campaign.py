@@ -278,7 +278,7 @@ def _passes(
     ledger.set_state(SendState.ACTIVE)
     try:
         while True:
-            processes = workers.how_many(options.workers, ledger.count_due())
+            processes = workers.how_many(options.workers, ledger.count_due(), options.concurrency)
             result: RunResult
             if processes > 1:
                 result = workers.run_pass(

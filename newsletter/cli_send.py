@@ -199,19 +199,22 @@ class _Bar:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, MAX_CONCURRENCY),
-    help="Parallel connections [default: as the send started, NEWSLETTER_CONCURRENCY, or 4].",
+    help="SMTP connections this host opens, shared by its worker processes [default: as the "
+    "send started, NEWSLETTER_CONCURRENCY, or 4].",
 )
 @click.option(
     "--workers",
     type=click.IntRange(0, 64),
-    help="Worker processes, each with --concurrency connections; 0: one per core when the "
-    "send is large enough to gain from it [default: as the send started, or 0].",
+    help="Worker processes sharing the --concurrency connections (one each at least); 0: one "
+    "per core when the send is large enough to gain from it [default: as the send started, "
+    "or 0].",
 )
 @click.option(
     "--batch",
     type=click.IntRange(1, 10_000),
     help="Rows each worker claims at a time: fewer commits, but a worker that dies leaves up "
-    "to this many readers uncertain [default: as the send started, or 4 x concurrency + 8].",
+    "to this many readers uncertain [default: as the send started, or 4 x the worker's "
+    "connections + 8].",
 )
 @click.option(
     "--lease",
@@ -356,14 +359,20 @@ def _say_options(options: SendOptions, due: int) -> None:
     """What this run goes with, on one line; with --workers 0 (auto), how many that makes."""
     rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
     cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
-    from .workers import AUTO_MIN_MESSAGES, how_many  # (multiprocessing: only for a send)
+    from .workers import AUTO_MIN_MESSAGES, how_many, share  # (only for a send)
 
-    processes = f"{how_many(options.workers, due)} worker process(es)"
+    n = how_many(options.workers, due, options.concurrency)
+    processes = f"{n} worker process(es)"
     if not options.workers:
         processes += f" (auto: one per core from {AUTO_MIN_MESSAGES:,} messages due)"
-    click.echo(
-        f"{processes}, concurrency {options.concurrency}, {rate}, {cap}, claims of {options.k} rows"
-    )
+    elif n < options.workers:
+        processes += f" (not {options.workers}: one connection each at least)"
+    connections = f"{options.concurrency} connection(s)"
+    if n > 1:
+        each = sorted({share(options, n, slot).concurrency for slot in range(n)})
+        connections += f" ({' or '.join(map(str, each))} a worker)"
+    k = share(options, n, 0).k if n > 1 else options.k
+    click.echo(f"{processes}, {connections}, {rate}, {cap}, claims of {k} rows")
 
 
 def _say_newcomers(settings, ledger: Ledger) -> None:

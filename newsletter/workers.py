@@ -4,8 +4,9 @@ One Python process spends its time in the interpreter, under one lock (the GIL),
 is spread over processes, each a `SendRun` with its own connections, claiming rows from the
 same ledger: the claims, leases and fenced marks (ledger.py) keep them from ever sending a
 row twice. The parent only starts them, adds up their progress for the display, and says
-how the pass ended. Each worker keeps `rate / N` and `hourly cap / N`, so the limits hold
-for the whole host; a worker that ends early does not lend its share to the others.
+how the pass ended. The workers share the host's limits: the connections (`concurrency`,
+what a relay counts), `rate / N` and `hourly cap / N`, so each holds for the whole host; a
+worker that ends early does not lend its share to the others.
 
 Processes are started with `spawn` (not `fork`: the parent may hold threads and open
 connections), so a worker costs a fresh interpreter, about half a second: `auto` starts
@@ -42,12 +43,27 @@ PUBLISH_EVERY = 0.05  # seconds between a worker's updates of its counts for the
 _FIELDS = ("sent", "failed", "deferred", "uncertain", "skipped")
 
 
-def how_many(requested: int, due: int) -> int:
-    """Worker processes for a pass: `requested`, or 0 for one per core when it pays."""
+def how_many(requested: int, due: int, connections: int) -> int:
+    """Worker processes for a pass: `requested`, or 0 for one per core when it pays; never
+    more than the host's connections (each worker needs one of its own)."""
     if requested:
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1) if due >= AUTO_MIN_MESSAGES else 1
+        wanted = requested
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        wanted = max(1, cores or os.cpu_count() or 1) if due >= AUTO_MIN_MESSAGES else 1
+    return max(1, min(wanted, connections))
+
+
+def share(options: SendOptions, processes: int, slot: int) -> SendOptions:
+    """What worker `slot` of `processes` may use of the host's connections and limits."""
+    each, more = divmod(options.concurrency, processes)
+    return dataclasses.replace(
+        options,
+        workers=1,
+        concurrency=max(1, each + (slot < more)),
+        rate=options.rate / processes,
+        hourly_cap=-(-options.hourly_cap // processes) if options.hourly_cap else 0,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,12 +169,6 @@ def run_pass(
     # (called inside campaign.run's shielded(): SIGTERM is recorded, seen by stopping())
     if terminating():  # SIGTERM came before this pass began: start no worker
         return RunResult(Progress(), interrupted=True, terminated=True)
-    share = dataclasses.replace(
-        options,
-        workers=1,
-        rate=options.rate / processes,
-        hourly_cap=-(-options.hourly_cap // processes) if options.hourly_cap else 0,
-    )
     ctx = multiprocessing.get_context("spawn")
     counts = ctx.Array("q", processes * len(_FIELDS), lock=False)
     stop = ctx.RawValue("b", 0)  # set: every worker stops (see _StopWatcher)
@@ -167,7 +177,9 @@ def run_pass(
         ctx.Process(
             target=_child,
             args=(
-                _Job(settings, issue_id, str(issue_dir), share, n, os.getpid()),
+                _Job(
+                    settings, issue_id, str(issue_dir), share(options, processes, n), n, os.getpid()
+                ),  # fmt: skip
                 counts,
                 stop,
                 results,

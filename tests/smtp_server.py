@@ -13,7 +13,7 @@ from email import policy
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult
 
 
 def free_port() -> int:
@@ -49,6 +49,8 @@ class Handler:
     holding: threading.Event = field(default_factory=threading.Event)
     gate: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    connected: int = 0  # connections open now
+    most_connected: int = 0  # the most open at once
 
     def copies(self, rcpt: str) -> int:
         with self.lock:
@@ -105,11 +107,33 @@ class Handler:
                 self.received.append(Received(rcpt, data, envelope.mail_from))
 
 
+class _Counting(SMTP):
+    """Counts the connections open at once (a relay's limit is on those)."""
+
+    def connection_made(self, transport) -> None:
+        with self.event_handler.lock:
+            self.event_handler.connected += 1
+            self.event_handler.most_connected = max(
+                self.event_handler.most_connected, self.event_handler.connected
+            )
+        super().connection_made(transport)
+
+    def connection_lost(self, exc) -> None:
+        with self.event_handler.lock:
+            self.event_handler.connected -= 1
+        super().connection_lost(exc)
+
+
+class _Controller(Controller):
+    def factory(self):
+        return _Counting(self.handler, **self.SMTP_kwargs)
+
+
 class Server:
     def __init__(self, handler: Handler, **kwargs):
         self.handler = handler
         self.port = free_port()
-        self.controller = Controller(handler, hostname="127.0.0.1", port=self.port, **kwargs)
+        self.controller = _Controller(handler, hostname="127.0.0.1", port=self.port, **kwargs)
 
     def __enter__(self) -> Server:
         self.controller.start()

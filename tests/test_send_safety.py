@@ -231,7 +231,7 @@ def test_rate_and_concurrency_given_at_the_start_hold_on_resume(workdir: Path) -
         before = len(stamps)
         resumed = send(workdir, server.port, "--yes")  # no options given again
         assert resumed.returncode == 0, resumed.stderr
-        assert "concurrency 1, rate 10/s" in resumed.stdout
+        assert "1 connection(s), rate 10/s" in resumed.stdout
     resumed_stamps = stamps[before:]
     assert len(resumed_stamps) == 6
     # a lower bound only: at 10 a second, six messages cannot take less than half a second

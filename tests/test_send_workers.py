@@ -72,11 +72,13 @@ def test_two_workers_send_everyone_once_and_status_shows_each_share(workdir: Pat
     people = many(240)
     add_people(workdir, people)
     with Server(Handler(pipelining=True)) as server:
-        result = send(workdir, server.port, "--yes", "--workers", "2", "--concurrency", "2")
+        result = send(workdir, server.port, "--yes", "--workers", "2", "--concurrency", "3")
         assert result.returncode == 0, result.stderr
-        assert "2 worker process(es), concurrency 2" in result.stdout
+        assert "2 worker process(es), 3 connection(s) (1 or 2 a worker)" in result.stdout
         for address, _, _ in people:
             assert server.handler.copies(address) == 1, address
+        # the connections are the host's, shared by its workers: what a relay counts
+        assert server.handler.most_connected == 3
     status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
     shares = [line for line in status.stdout.splitlines() if " process " in line]
     assert "workers (2):" in status.stdout and len(shares) == 2, status.stdout
@@ -91,6 +93,18 @@ def test_a_small_send_says_auto_started_one_worker(workdir: Path) -> None:
         result = send(workdir, server.port, "--yes")
     assert result.returncode == 0, result.stderr
     assert "1 worker process(es) (auto: one per core from 2,000 messages due)" in result.stdout
+
+
+def test_more_workers_than_connections_start_one_a_connection(workdir: Path) -> None:
+    add_people(workdir, many(30))
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--yes", "--workers", "3", "--concurrency", "2")
+        assert result.returncode == 0, result.stderr
+        assert server.handler.most_connected <= 2
+    assert "2 worker process(es) (not 3: one connection each at least), 2 connection(s) (1 a " in (
+        result.stdout
+    )
+    assert "30 sent" in result.stdout
 
 
 def test_status_during_a_send_shows_what_the_running_worker_has_sent(workdir: Path) -> None:
@@ -128,7 +142,7 @@ def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> Non
     add_people(workdir, people)
     handler = Slow(pipelining=True)
     with Server(handler) as server:
-        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "2")
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "4")
         _wait_for(lambda: len(_workers(proc.pid)) == 2, "the workers never started")
         _wait_for(lambda: len(handler.received) >= 40, "the send never got going")
         victim = _workers(proc.pid)[0]
@@ -164,7 +178,7 @@ def test_workers_stop_when_the_send_that_started_them_is_killed(workdir: Path) -
     victim = "reader3@example.org"
     handler = Handler(script={victim: ["hold-keep"]})
     with Server(handler) as server:
-        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "1")
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "2")
         _wait_for(lambda: len(_workers(proc.pid)) == 2, "the workers never started")
         children = _workers(proc.pid)
         assert handler.holding.wait(60), "the send never reached the held message"
@@ -193,7 +207,7 @@ def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir
     add_people(workdir, people)
     handler = Slow(pipelining=True)
     with Server(handler) as server:
-        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "1", "--lease", "2")
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "2", "--lease", "2")
         _wait_for(lambda: len(_workers(proc.pid)) == 2, "the workers never started")
         _wait_for(lambda: len(handler.received) >= 30, "the send never got going")
         frozen = _workers(proc.pid)[0]
@@ -229,12 +243,13 @@ def test_batch_sets_how_many_rows_a_worker_claims_and_stays_with_the_send(
     add_people(workdir, people)
     handler = Slow(delay=0.01)
     with Server(handler) as server:
-        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "1", "--batch", "3")
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "2", "--batch", "3")
         _wait_for(lambda: len(_workers(proc.pid)) == 2, "the workers never started")
         _wait_for(lambda: len(handler.received) >= 30, "the send never got going")
         os.kill(_workers(proc.pid)[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
-        assert "2 worker process(es), concurrency 1," in out and "claims of 3 rows" in out, out
+        assert "2 worker process(es), 2 connection(s) (1 a worker)," in out, out
+        assert "claims of 3 rows" in out, out
         resumed = send(workdir, server.port, "--yes")  # reports what the dead one held
         assert resumed.returncode in (0, 1), resumed.stderr
     ledger = Ledger(workdir / "news.db", DEMO_ISSUE)

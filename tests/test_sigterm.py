@@ -82,7 +82,7 @@ def test_sigterm_finishes_the_message_in_flight_and_due_resumes(workdir, workers
     # slow enough that a second worker is still sending when the stop reaches it
     handler = Slow(delay=0.05, script={victim: ["hold-keep"]})
     with Server(handler) as server:
-        args = ("--yes", "--concurrency", "1", "--workers", str(workers))
+        args = ("--yes", "--concurrency", str(workers), "--workers", str(workers))
         proc = _spawn(workdir, server.port, "send", f"issues/{DEMO_ISSUE}", *args)
         err = _terminate_while_held(proc, handler, whom)
         assert "stopped (terminated); the messages in flight were finished" in err
@@ -108,7 +108,7 @@ def test_sigterm_after_one_worker_has_ended_stops_the_other(workdir):
     victim = "reader11@example.org"  # the last row: the other worker runs out before it
     handler = Handler(script={victim: ["hold-keep"]})
     with Server(handler) as server:
-        args = ("--yes", "--concurrency", "1", "--workers", "2")
+        args = ("--yes", "--concurrency", "2", "--workers", "2")
         proc = _spawn(workdir, server.port, "send", f"issues/{DEMO_ISSUE}", *args)
         assert handler.holding.wait(60), "the send never reached the held message"
         _wait_for(lambda: len(_workers(proc.pid)) == 1, "the other worker never ended")
@@ -183,7 +183,7 @@ def test_a_hangup_leaves_the_send_going_to_the_end(workdir, workers):
     with Server(handler) as server:
         proc = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}", "--yes",
-             "--concurrency", "1", "--workers", str(workers)],
+             "--concurrency", str(workers), "--workers", str(workers)],
             cwd=workdir, env=env_for(workdir, server.port),
             stdin=terminal, stdout=terminal, stderr=terminal,
             start_new_session=True,  # and the terminal becomes its controlling one:
