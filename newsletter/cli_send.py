@@ -6,6 +6,7 @@ The send itself is `campaign`'s; this module only talks to the person at the ter
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -24,13 +25,13 @@ from .cli_report import (
     say_deferred,
     say_refusals,
 )
-from .config import MAX_CONCURRENCY, format_duration, parse_duration
+from .config import MAX_CONCURRENCY, MIN_RATE, format_duration, parse_duration
 from .delivery import Progress, SendOptions, outgoing
 from .errors import DeliveryError
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock
 from .normalise import check_email
-from .schedule import DEFAULT_GRACE, Book, parse_when
+from .schedule import DEFAULT_GRACE, MAX_GRACE, Book, parse_when
 from .stopping import Terminated, carry_on_after_hangup, shielded, stop_gently_on_sigterm
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
@@ -169,6 +170,21 @@ class _Bar:
             self.live = False
 
 
+def _finite(value: float | None, param: click.Parameter) -> float | None:
+    if value is not None and not math.isfinite(value):  # nan passes FloatRange's bounds
+        raise click.BadParameter("must be a finite number", param=param)
+    return value
+
+
+def _rate(value: float | None, param: click.Parameter) -> float | None:
+    """As NEWSLETTER_RATE is checked: a rate that would take years is a typo."""
+    if _finite(value, param) and value < MIN_RATE:  # type: ignore[operator]
+        raise click.BadParameter(
+            f"0 (no limit) or at least {MIN_RATE} messages a second", param=param
+        )
+    return value
+
+
 @click.command(epilog=EXIT_TABLE)
 @issue_dir_argument
 @click.argument("addresses", nargs=-1)
@@ -218,12 +234,14 @@ class _Bar:
 )
 @click.option(
     "--lease",
-    type=click.FloatRange(1),
+    type=click.FloatRange(1, 3600),
+    callback=lambda ctx, param, value: _finite(value, param),
     hidden=True,  # for tests: how long a claim holds unrenewed (default 60 s)
 )
 @click.option(
     "--rate",
     type=click.FloatRange(0),
+    callback=lambda ctx, param, value: _rate(value, param),
     help="Messages per second, 0 for no limit [default: as the send started, NEWSLETTER_RATE].",
 )
 @click.option(
@@ -291,9 +309,17 @@ def send(
             grace_seconds = parse_duration(grace)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--grace") from None
+        if grace_seconds > MAX_GRACE:
+            raise click.BadParameter(
+                f"at most {format_duration(MAX_GRACE)}: an issue later than that is better "
+                "sent anew",
+                param_hint="--grace",
+            )
     stop_gently_on_sigterm()
     carry_on_after_hangup()
     settings = app.settings
+    if at_text is not None:  # a time refused before anything is made (the signing secret)
+        parse_when(at_text, settings.timezone, time.time())
     for warning in settings.smtp.warnings:  # once per run, not once per connection
         click.echo(f"warning: {warning}", err=True)
     given = {

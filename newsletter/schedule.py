@@ -24,6 +24,8 @@ from .content import Issue
 from .errors import NewsletterError
 
 DEFAULT_GRACE = 2 * 3600.0
+MAX_GRACE = 7 * 86400.0  # an issue later than that is better sent anew
+MAX_AHEAD = 366 * 86400.0  # further ahead than that, the year is a typo
 
 
 class ScheduleError(NewsletterError):
@@ -111,6 +113,11 @@ def parse_when(text: str, zone_name: str, now: float) -> float:
         raise ScheduleError(
             f"--at {text!r} is in the past (it is now {format_when(now, zone_name)}); "
             "give a later time, or send now without --at"
+        )
+    if at - now > MAX_AHEAD:
+        raise ScheduleError(
+            f"--at {text!r} is more than a year ahead (it is now {format_when(now, zone_name)}); "
+            "check the year"
         )
     return at
 

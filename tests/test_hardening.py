@@ -706,3 +706,21 @@ def test_allow_host_takes_names_not_patterns(workdir: Path) -> None:
     result = newsletter(workdir, "preview", f"issues/{DEMO_ISSUE}", "--allow-host", "*")
     assert result.exit_code == 2
     assert "'*' is not a host name" in result.output
+
+
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("--rate", "1e-9", "0 (no limit) or at least 0.001 messages a second"),  # decades
+        ("--rate", "nan", "must be a finite number"),  # it meant no limit, kept as NaN
+        ("--rate", "inf", "must be a finite number"),
+        ("--lease", "nan", "must be a finite number"),
+    ],
+)
+def test_a_send_flag_that_cannot_work_is_refused_before_anything(
+    workdir: Path, flag: str, value: str, expected: str
+) -> None:
+    result = newsletter(workdir, "send", f"issues/{DEMO_ISSUE}", "--yes", flag, value)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{flag}': {expected}" in result.output
+    assert not (workdir / "outbox").exists() and not list(workdir.glob("*.db"))

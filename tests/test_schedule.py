@@ -149,6 +149,13 @@ def test_two_due_at_once_give_one_copy_each(workdir: Path) -> None:
             "error: --at '2027-01-04-05:00' is not a time; write it as 2026-12-07 07:00 "
             "(America/Toronto) or with an offset, 2026-12-07T07:00-05:00",
         ),
+        (
+            # it used to be booked, then crash every command that showed it (year 10000 UTC)
+            "9999-12-31 23:59",
+            "America/Toronto",
+            "error: --at '9999-12-31 23:59' is more than a year ahead (it is now 2026-12-06 "
+            "20:00 EST (2026-12-07 01:00 UTC)); check the year",
+        ),
     ],
     ids=[
         "DST gap",
@@ -159,6 +166,7 @@ def test_two_due_at_once_give_one_copy_each(workdir: Path) -> None:
         "date alone",
         "week",
         "date and offset",
+        "years ahead",
     ],  # fmt: skip
 )
 def test_times_that_cannot_be_scheduled(workdir: Path, when: str, zone: str, message: str):
@@ -170,6 +178,20 @@ def test_times_that_cannot_be_scheduled(workdir: Path, when: str, zone: str, mes
     assert result.output.splitlines()[-1] == message
     listed = cli(env_for(workdir, 1), "schedule", "list")
     assert "nothing scheduled" in listed.output
+
+
+def test_a_grace_of_more_than_a_week_is_refused(workdir: Path) -> None:
+    add_people(workdir)
+    env = env_for(workdir, 1)
+    with time_machine.travel(at("2026-12-06 20:00"), tick=False):
+        result = cli(env, "send", ISSUE, "--at", "2026-12-07 07:00", "--grace", "8d", "--yes")
+        week = cli(env, "send", ISSUE, "--at", "2026-12-07 07:00", "--grace", "7d", "--yes")
+    assert result.exit_code == 2
+    assert "Invalid value for --grace: at most 7 d: an issue later than that is better sent" in (
+        result.output
+    )
+    assert week.exit_code == 0, week.output
+    assert "it may start up to 7 d late" in week.output
 
 
 def test_an_ambiguous_time_with_its_offset_is_taken(workdir: Path) -> None:
