@@ -240,6 +240,8 @@ class Passes:
     terminated: bool = False  # SIGTERM (a service stopped): not held, `due` resumes it
     held: bool = False  # stopped by Ctrl-C or by failures in a row: only `send` resumes it
     elapsed: float = 0.0
+    # PostgreSQL: rows that sending processes now gone held, turned uncertain at the end
+    orphans: int = 0
     # refusals (5xx) classified as bounces once the passes ended: some took people off
     refusals: list[Recorded] = field(default_factory=list)
 
@@ -318,16 +320,27 @@ def _passes(
                 break
     finally:
         passes.elapsed = time.monotonic() - started
-        counts = ledger.counts()
-        left = {s for (_, s), n in counts.items() if n}
+        if ledger.pg and not (passes.interrupted or passes.paused):
+            # what hosts killed meanwhile held: this machine's at once, others' once their
+            # lease lapsed (as any claim does); else the send would wait on them for ever
+            passes.orphans = ledger.recover()
         if passes.held and not ledger.live_workers(2 * options.lease):
             # (held only when nobody else sends it: Ctrl-C on one of several hosts stops
             # that host, not the send)
             ledger.set_state(SendState.HELD)
-        elif not left & {State.PENDING, State.SENDING, State.DEFERRED}:
-            ledger.set_state(SendState.DONE)
+        else:
+            end_if_done(ledger)
     passes.refusals = classify_refusals(ledger)
     return passes
+
+
+def end_if_done(ledger: Ledger) -> bool:
+    """Mark the send done when no row is left to send, in flight or to retry."""
+    left = {s for (_, s), n in ledger.counts().items() if n}
+    if left & {State.PENDING, State.SENDING, State.DEFERRED}:
+        return False
+    ledger.set_state(SendState.DONE)
+    return True
 
 
 def _sleep_until(moment: float, stop: threading.Event) -> bool:
@@ -382,7 +395,7 @@ class DueItem:
     """What `run_due` did for one issue."""
 
     issue_id: str
-    action: str  # "started", "retried", "missed", "refused"
+    action: str  # "started", "retried", "missed", "refused", "ended"
     detail: str = ""
     issue_dir: Path = Path()
     passes: Passes | None = None
@@ -419,8 +432,13 @@ def run_due(
         try:
             if not ledger.due(1, now=now) and not ledger.in_state(State.SENDING, limit=1):
                 continue
-            ledger.recover()
+            orphans = ledger.recover()
             if not ledger.due(1, now=now):
+                # what was left in flight by processes now gone was all that kept it going
+                if orphans and end_if_done(ledger):
+                    note = (f"ended; {orphans} message(s) held by sending processes that are "
+                            "gone are uncertain (status lists them)")  # fmt: skip
+                    items.append(DueItem(issue_id, "ended", note, Path(info.issue_dir)))
                 continue
             frozen = ledger.frozen()
             if not frozen:

@@ -56,6 +56,9 @@ def _due(settings: Settings) -> Exit:
         lock.__exit__(None, None, None)
     worst = Exit.OK
     for item in items:
+        if item.action == "ended":
+            click.echo(f"issue {item.issue_id}: {item.detail}")
+            continue
         if item.passes is None:
             click.echo(f"issue {item.issue_id}: {item.detail}", err=True)
             worst = max(worst, Exit.INCOMPLETE)

@@ -27,9 +27,9 @@ from .cli_report import (
 )
 from .config import MAX_CONCURRENCY, MIN_RATE, format_duration, parse_duration
 from .delivery import Progress, SendOptions, outgoing
-from .errors import DeliveryError
+from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
-from .ledger import Ledger, SendState, State, send_lock
+from .ledger import Ledger, SendState, State, send_lock, unreachable
 from .normalise import check_email
 from .schedule import DEFAULT_GRACE, MAX_GRACE, Book, parse_when
 from .stopping import Terminated, carry_on_after_hangup, shielded, stop_gently_on_sigterm
@@ -632,6 +632,11 @@ def _say_counts(
         f", {p.deferred:,} deferred, {p.failed:,} failed, {skipped:,} skipped (left meanwhile)"
     )
     say_refusals(passes)
+    if passes.orphans:
+        click.echo(
+            f"{passes.orphans:,} message(s) held by sending processes that are gone (killed?) "
+            f"are now uncertain: newsletter status {prepared.issue_dir.as_posix()} lists them"
+        )
     if others and not (passes.interrupted or passes.paused):
         # this host is done; hosts that joined (--join) still hold some rows
         click.echo(
@@ -653,7 +658,18 @@ def _run_and_report(prepared: campaign.Prepared, ledger: Ledger, options, wait: 
         click.echo(f"{count:,} deferred message(s); next retry {local_time(at)}; waiting (--wait)")
 
     skipped_before = report.total(State.SKIPPED)
-    passes = campaign.run(prepared, ledger, options, on_progress=bar, wait=wait, on_wait=waiting)
+    try:
+        passes = campaign.run(
+            prepared, ledger, options, on_progress=bar, wait=wait, on_wait=waiting
+        )
+    except NewsletterError as exc:
+        if not ledger.pg or not unreachable(exc):
+            raise
+        # the database stayed away longer than the workers wait for it (their lease)
+        raise DeliveryError(
+            f"{exc}; nobody is mailed twice: when the server is back, run send again to "
+            "resume (the messages in flight then are reported uncertain)"
+        ) from None
     bar(passes.progress, final=True)
     others = sum(ledger.holding().values())
     if passes.interrupted:

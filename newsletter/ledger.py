@@ -147,7 +147,10 @@ def process_alive(host: str, pid: int, machine: str) -> bool | None:
         return False
     except PermissionError:
         return True  # a process of another user has that pid now: say nothing new
-    return True
+    try:  # a worker killed outright is a zombie until its `send` reaps it, at the end
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _delivery(row: Any) -> Delivery:
@@ -216,7 +219,7 @@ class Ledger:
                     return work(self.conn)
             except (Lost, StoreError) as exc:
                 rolled_back = isinstance(exc, Busy)  # the connection is still good
-                if not rolled_back and not isinstance(exc, Lost) and not _unreachable(exc):
+                if not rolled_back and not isinstance(exc, Lost) and not unreachable(exc):
                     raise
                 if time.monotonic() + delay > deadline:
                     raise
@@ -834,7 +837,7 @@ ON CONFLICT (issue_id, worker) DO UPDATE SET seen_at = excluded.seen_at, finishe
 """
 
 
-def _unreachable(exc: StoreError) -> bool:
+def unreachable(exc: Exception) -> bool:
     """A failure to connect again (the server still down), as opposed to a refusal."""
     return "cannot reach the server" in str(exc) or "lost the connection" in str(exc)
 

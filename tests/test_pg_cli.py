@@ -62,6 +62,16 @@ def test_a_refused_login_names_the_setting_and_masks_the_password(pg_cluster, tm
     assert "not-the-password" not in result.output
 
 
+def test_a_login_with_no_password_says_where_one_goes(pg_cluster, tmp_path) -> None:
+    url = pg_cluster.url("postgres", pg_cluster.PASSWORD_USER)
+    result = newsletter(tmp_path, "subscribers", "count", NEWSLETTER_DB=url,
+                        PGPASSWORD="", PGPASSFILE=str(tmp_path / "none"))  # fmt: skip
+    assert one_error_line(result).endswith(
+        "the server wants a password and none was given; put it in the URL (user:password@), "
+        "or in PGPASSWORD or ~/.pgpass"
+    )
+
+
 def test_the_right_password_in_the_query_works_and_is_never_shown(pg_cluster, tmp_path) -> None:
     pg_cluster.execute("CREATE DATABASE guarded_list OWNER guarded")
     url = (

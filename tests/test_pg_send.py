@@ -199,6 +199,48 @@ def test_a_host_killed_mid_claim_leaves_at_most_its_claim_uncertain(workdir: Pat
     assert {State.SENT, State.UNCERTAIN} >= set(final.values())
 
 
+def test_a_host_killed_on_this_machine_is_seen_gone_when_the_others_end(
+    workdir: Path, pg_url
+) -> None:
+    # its lease (60 s) has not lapsed when the first host runs out of rows: the send used
+    # to stay active for good, the first host saying they were "in the hands" of others
+    people = add(pg_url, 60)
+    handler = Handler()
+    with Server(handler) as server:
+        first = spawn(workdir, pg_url, server.port, "--rate", "30", "--concurrency", "1")
+        wait_for(lambda: held_by(pg_url, first))
+        victim = spawn(workdir, pg_url, server.port, "--join", "--rate", "30")
+        wait_for(lambda: held_by(pg_url, victim) >= 1)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        code, out, _ = finish(first)
+    assert code == 1, out  # uncertain messages to look at
+    line = next(x for x in out.splitlines() if "held by sending processes that are gone" in x)
+    final = assert_nobody_twice(handler, people, pg_url)
+    uncertain = sum(s is State.UNCERTAIN for s in final.values())
+    assert 0 < uncertain == int(line.split()[0]) <= SendOptions(concurrency=1).k
+    assert "still in the hands of other sending processes" not in out
+    assert send_state(pg_url) == "done"
+
+
+def test_due_ends_a_send_whose_last_rows_a_killed_host_held(workdir: Path, pg_url) -> None:
+    people = add(pg_url, 3)
+    handler = Handler()
+    with Server(handler) as server:
+        only = spawn(workdir, pg_url, server.port, "--rate", "0.2")  # one claim takes all 3
+        wait_for(lambda: held_by(pg_url, only) == 3)
+        only.send_signal(signal.SIGKILL)
+        only.wait(10)
+        due = run_cli("due", cwd=workdir, env=env_for(pg_url, server.port))
+    assert due.returncode == 0, due.stderr
+    assert f"issue {DEMO_ISSUE}: ended; 3 message(s) held by sending processes that are gone " in (
+        due.stdout
+    )
+    final = assert_nobody_twice(handler, people, pg_url)
+    assert list(final.values()) == [State.UNCERTAIN] * 3
+    assert send_state(pg_url) == "done"
+
+
 def test_a_host_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir: Path, pg_url):
     people = add(pg_url, 100)
     handler = Handler()

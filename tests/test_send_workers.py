@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -279,3 +280,20 @@ def test_a_send_left_active_with_nothing_to_do_is_ended_by_the_next_send(workdir
     assert f"nothing left to send for issue {DEMO_ISSUE}." in again.stdout
     status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
     assert f"issue {DEMO_ISSUE} (done, started " in status.stdout, status.stdout
+
+
+def test_a_worker_killed_outright_is_seen_gone_before_its_send_reaps_it() -> None:
+    # until `send` ends and reaps it, a killed worker is a zombie: its pid still answers
+    from newsletter.ledger import process_alive, this_machine
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        here = (socket.gethostname(), child.pid, this_machine())
+        assert process_alive(*here) is True
+        os.kill(child.pid, signal.SIGKILL)
+        stat = Path(f"/proc/{child.pid}/stat")
+        _wait_for(lambda: stat.read_text().rpartition(")")[2].split()[0] == "Z", "no zombie")
+        assert process_alive(*here) is False
+    finally:
+        child.kill()
+        child.wait()

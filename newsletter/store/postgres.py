@@ -237,7 +237,12 @@ def _connect_problem(exc: Exception) -> str:
     """What went wrong, for a person; libpq's words only when they are not one of these."""
     text = str(exc).strip()
     low = text.lower()
-    if "password authentication failed" in low or "no password supplied" in low:
+    if "no password supplied" in low:
+        return (
+            "the server wants a password and none was given; put it in the URL "
+            "(user:password@), or in PGPASSWORD or ~/.pgpass"
+        )
+    if "password authentication failed" in low:
         return "the server refused the login; check the user and the password"
     if "authentication failed" in low or "pg_hba.conf" in low:
         return "the server refused this user from here (authentication); check pg_hba.conf"
