@@ -108,19 +108,22 @@ class Handler:
 
 
 class _Counting(SMTP):
-    """Counts the connections open at once (a relay's limit is on those)."""
+    """Counts the connections open at once (a relay's limit is on those), for a Handler
+    (other handlers, such as the chaos one, have no such counts)."""
+
+    def _count(self, step: int) -> None:
+        handler = self.event_handler
+        if isinstance(handler, Handler):
+            with handler.lock:
+                handler.connected += step
+                handler.most_connected = max(handler.most_connected, handler.connected)
 
     def connection_made(self, transport) -> None:
-        with self.event_handler.lock:
-            self.event_handler.connected += 1
-            self.event_handler.most_connected = max(
-                self.event_handler.most_connected, self.event_handler.connected
-            )
+        self._count(1)
         super().connection_made(transport)
 
     def connection_lost(self, exc) -> None:
-        with self.event_handler.lock:
-            self.event_handler.connected -= 1
+        self._count(-1)
         super().connection_lost(exc)
 
 
