@@ -280,7 +280,9 @@ def _passes(
     ledger.set_state(SendState.ACTIVE)
     try:
         while True:
-            processes = workers.how_many(options.workers, ledger.count_due(), options.concurrency)
+            processes = workers.how_many(
+                options.workers, ledger.count_due(), options.concurrency, options.hourly_cap
+            )
             result: RunResult
             if processes > 1:
                 result = workers.run_pass(
@@ -430,14 +432,15 @@ def run_due(
             continue
         ledger = Ledger(settings.db_path, issue_id)
         try:
-            if not ledger.due(1, now=now) and not ledger.in_state(State.SENDING, limit=1):
-                continue
-            orphans = ledger.recover()
+            orphans = ledger.recover() if ledger.in_state(State.SENDING, limit=1) else 0
             if not ledger.due(1, now=now):
-                # what was left in flight by processes now gone was all that kept it going
-                if orphans and end_if_done(ledger):
-                    note = (f"ended; {orphans} message(s) held by sending processes that are "
-                            "gone are uncertain (status lists them)")  # fmt: skip
+                # nothing to send or retry, and nobody sending: what processes now gone left
+                # in flight (turned uncertain here, or by `status`) was all that kept it going
+                if end_if_done(ledger):
+                    note = "ended; nothing was left to send"
+                    if orphans:
+                        note = (f"ended; {orphans} message(s) held by sending processes that "
+                                "are gone are uncertain (status lists them)")  # fmt: skip
                     items.append(DueItem(issue_id, "ended", note, Path(info.issue_dir)))
                 continue
             frozen = ledger.frozen()

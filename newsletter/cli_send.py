@@ -26,7 +26,7 @@ from .cli_report import (
     say_refusals,
 )
 from .config import MAX_CONCURRENCY, MIN_RATE, format_duration, parse_duration
-from .delivery import Progress, SendOptions, outgoing
+from .delivery import Progress, SendOptions, held_at_most, outgoing
 from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock, unreachable
@@ -387,17 +387,18 @@ def _say_options(options: SendOptions, due: int) -> None:
     cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
     from .workers import AUTO_MIN_MESSAGES, how_many, share  # (only for a send)
 
-    n = how_many(options.workers, due, options.concurrency)
+    n = how_many(options.workers, due, options.concurrency, options.hourly_cap)
     processes = f"{n} worker process(es)"
     if not options.workers:
-        processes += f" (auto: one per core from {AUTO_MIN_MESSAGES:,} messages due)"
+        processes += f" (auto: one per core from {AUTO_MIN_MESSAGES:,} messages due"
+        processes += ", one a connection at most)" if n > 1 else ")"
     elif n < options.workers:
         processes += f" (not {options.workers}: one connection each at least)"
     connections = f"{options.concurrency} connection(s)"
     if n > 1:
         each = sorted({share(options, n, slot).concurrency for slot in range(n)})
         connections += f" ({' or '.join(map(str, each))} a worker)"
-    k = share(options, n, 0).k if n > 1 else options.k
+    k = held_at_most(share(options, n, 0) if n > 1 else options)
     click.echo(f"{processes}, {connections}, {rate}, {cap}, claims of {k} rows")
 
 

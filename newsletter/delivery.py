@@ -21,6 +21,7 @@ pause it; Ctrl-C lets the messages in flight finish.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import secrets
 import socket
@@ -64,6 +65,9 @@ class SendOptions:
     batch: int = 0  # rows a worker holds at most (claimed at a time); 0: 4 x concurrency + 8
     lease: float = 60.0  # seconds a claim holds without renewal
     workers: int = 1  # worker processes (see workers.py); 0: one per core, when it pays
+    # the part of the machine's hourly cap this worker keeps (workers.share): what was sent
+    # in the last hour counts against it in that part
+    cap_part: float = 1.0
 
     @property
     def k(self) -> int:
@@ -105,6 +109,16 @@ class RunResult:
 
 
 Personalise = Callable[[Delivery], Recipient]
+
+
+def held_at_most(options: SendOptions) -> int:
+    """The rows a worker holds at most: k; paced (a rate or an hourly cap), about a tenth of
+    a second's worth. A paced message waits for the limiter before its row is claimed: rows
+    held while the limiter holds them back would be uncertain after a crash, and an
+    unsubscribe meanwhile would not reach them."""
+    if not (options.rate or options.hourly_cap):
+        return options.k
+    return min(options.k, max(options.concurrency, math.ceil(options.rate * 0.1)))
 
 
 def outgoing(
@@ -191,9 +205,12 @@ class SendRun:
         self.in_flight = 0
         self.failures_in_row = 0
         self.sessions = Sessions(transport, options.connect_patience)
+        sent_last_hour = ledger.sent_since(HOUR) if options.hourly_cap else 0
         self.limiter = limiter or Limiter(
-            options.rate, options.hourly_cap, ledger.sent_since(HOUR) if options.hourly_cap else 0
+            options.rate, options.hourly_cap, math.ceil(sent_last_hour * options.cap_part)
         )
+        self.paced = bool(self.limiter.interval or self.limiter.cap)
+        self.k = held_at_most(options)
         self.lease_until = 0.0  # by this process's monotonic clock, with a margin
         self.errors: list[BaseException] = []
         self.all_done = threading.Event()
@@ -213,7 +230,7 @@ class SendRun:
                     self._release_locked()
                     # no more than k rows held at once, counting those still in flight:
                     # that bounds what a crash leaves uncertain
-                    want = max(1, self.options.k - self.in_flight)
+                    want = max(1, self.k - self.in_flight)
                     # the outcomes kept so far are recorded in the same commit as the claim
                     outcomes, self.outcomes = self.outcomes, []
                 started = time.monotonic()
@@ -252,7 +269,7 @@ class SendRun:
                 if self.queue:
                     self.in_flight += 1
                     return self.queue.popleft()
-                if self.exhausted or (ahead and self.in_flight >= self.options.k):
+                if self.exhausted or (ahead and self.in_flight >= self.k):
                     return None
             self._claim()
 
@@ -271,7 +288,7 @@ class SendRun:
             # most go with the next claim; these wait for none (the last of a pass, or
             # a pass held by the rate limit)
             now = time.monotonic()
-            if len(self.outcomes) >= 2 * self.options.k or now - self.flushed_at > FLUSH_EVERY:
+            if len(self.outcomes) >= 2 * self.k or now - self.flushed_at > FLUSH_EVERY:
                 batch, self.outcomes, self.flushed_at = self.outcomes, [], now
         if batch:
             self._mark(batch)
@@ -404,22 +421,22 @@ class SendRun:
     def _thread(self) -> None:
         conn: Connection | None = None
         idle_since = time.monotonic()
-        paced = bool(self.limiter.interval or self.limiter.cap)
+        paced = self.paced
         held: list[Delivery] = []  # taken from the queue, outcome not yet given
         message: Outgoing | None = None  # the next delivery's message, when made ahead
         try:
             while True:
+                # paced: the limiter first, then a row (none is held while it waits)
+                if paced and not held and not self.limiter.wait(self.stop):
+                    break
                 delivery = held[0] if held else self._pop()
                 if delivery is None:
                     break
                 if not held:
                     held.append(delivery)
-                if paced:
-                    if not self.limiter.wait(self.stop):
-                        break
-                    if conn is not None and time.monotonic() - idle_since > IDLE_CLOSE:
-                        conn.close()  # the server may have given up on it meanwhile
-                        conn = None
+                if paced and conn is not None and time.monotonic() - idle_since > IDLE_CLOSE:
+                    conn.close()  # the server may have given up on it meanwhile
+                    conn = None
                 if conn is None:
                     # a session first: a failure to open one is no reader's attempt
                     conn = self.sessions.open(self.stop)

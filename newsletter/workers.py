@@ -43,26 +43,30 @@ PUBLISH_EVERY = 0.05  # seconds between a worker's updates of its counts for the
 _FIELDS = ("sent", "failed", "deferred", "uncertain", "skipped")
 
 
-def how_many(requested: int, due: int, connections: int) -> int:
+def how_many(requested: int, due: int, connections: int, hourly_cap: int = 0) -> int:
     """Worker processes for a pass: `requested`, or 0 for one per core when it pays; never
-    more than the host's connections (each worker needs one of its own)."""
+    more than the host's connections (each worker needs one of its own), nor than its
+    hourly cap (each keeps a whole part of it)."""
     if requested:
         wanted = requested
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         wanted = max(1, cores or os.cpu_count() or 1) if due >= AUTO_MIN_MESSAGES else 1
-    return max(1, min(wanted, connections))
+    return max(1, min(wanted, connections, hourly_cap or wanted))
 
 
 def share(options: SendOptions, processes: int, slot: int) -> SendOptions:
     """What worker `slot` of `processes` may use of the host's connections and limits."""
     each, more = divmod(options.concurrency, processes)
+    cap, extra = divmod(options.hourly_cap, processes)  # the parts add up to the cap
+    cap += slot < extra
     return dataclasses.replace(
         options,
         workers=1,
         concurrency=max(1, each + (slot < more)),
         rate=options.rate / processes,
-        hourly_cap=-(-options.hourly_cap // processes) if options.hourly_cap else 0,
+        hourly_cap=cap,
+        cap_part=cap / options.hourly_cap if options.hourly_cap else 1.0,
     )
 
 

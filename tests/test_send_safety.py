@@ -12,12 +12,13 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from newsletter.ledger import State
+from newsletter.ledger import Ledger, SendState, State
 from newsletter.subscribers import SqliteStore
 
 from .conftest import DEMO_ISSUE, ROOT, clean_env, run_cli
@@ -215,6 +216,54 @@ def test_status_after_a_crash_names_the_messages_in_flight_uncertain(workdir: Pa
     assert "next in line): now uncertain" in status.stdout
     assert f"uncertain  {victim}: claimed by a send that stopped" in status.stdout
     assert ledger_states(workdir)[victim] is State.UNCERTAIN
+
+
+def test_due_ends_a_send_whose_last_rows_were_in_flight_when_it_was_killed(
+    workdir: Path,
+) -> None:
+    # all six claimed at once (k = 12): once `status` has turned them uncertain, nothing is
+    # due and nothing is sending, and the send used to stay active for good
+    add_people(workdir, many(6))
+    handler = Handler(script={"reader2@example.org": ["hold-keep"]})
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1")
+        assert handler.holding.wait(60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        handler.gate.set()
+        status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+        assert "were claimed by the last send when it stopped" in status.stdout, status.stdout
+        due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
+    assert due.returncode == 0, due.stderr
+    assert due.stdout == f"issue {DEMO_ISSUE}: ended; nothing was left to send\n"
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:
+        assert ledger.info().state is SendState.DONE
+    finally:
+        ledger.close()
+    assert len(handler.received) <= 3  # nothing sent again: reader3 on were never attempted
+
+
+def test_a_paced_send_holds_no_row_while_the_rate_holds_it_back(workdir: Path) -> None:
+    # at 5 messages a second, a worker claims a row when its message may go: killed, it
+    # leaves one reader uncertain, not the dozen a claim would otherwise hold
+    add_people(workdir, many(40))
+    handler = Handler()
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "1", "--rate", "5")
+        deadline = time.monotonic() + 60
+        while len(handler.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        out = proc.stdout.read().decode()
+        assert "1 connection(s), rate 5/s, no cap, claims of 1 rows" in out, out
+        resumed = send(workdir, server.port, "--yes")
+        assert resumed.returncode in (0, 1), resumed.stderr
+    states = ledger_states(workdir)
+    assert sum(s is State.UNCERTAIN for s in states.values()) <= 1
+    for address, _, _ in many(40):
+        assert handler.copies(address) <= 1, address
 
 
 def test_rate_and_concurrency_given_at_the_start_hold_on_resume(workdir: Path) -> None:

@@ -297,3 +297,15 @@ def test_a_worker_killed_outright_is_seen_gone_before_its_send_reaps_it() -> Non
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_hourly_cap_is_shared_in_whole_parts_that_add_up_to_it() -> None:
+    from newsletter.workers import how_many, share
+
+    options = SendOptions(concurrency=8, rate=8.0, hourly_cap=10)
+    parts = [share(options, 4, slot) for slot in range(4)]
+    assert [p.hourly_cap for p in parts] == [3, 3, 2, 2]  # ceil(10 / 4) each allowed 12
+    assert [p.cap_part for p in parts] == [0.3, 0.3, 0.2, 0.2]
+    assert sum(p.concurrency for p in parts) == 8 and sum(p.rate for p in parts) == 8.0
+    # a cap of 2 an hour: two workers at most, each keeping one
+    assert how_many(4, 10_000, 8, hourly_cap=2) == 2
