@@ -15,7 +15,7 @@ single-threaded smtp-sink is at these rates. Its CPU share is printed beside eac
                 process per measurement, against a fresh SQLite file of N subscribers (40% en,
                 30% fr, 30% both): one worker process with all the connections, then one worker
                 per core sharing them; with DKIM (RSA-2048 and Ed25519) too; and with claims of
-                32 rows (`send --batch 32`) instead of the default 4 x connections + 8; and
+                32 rows (`send --batch 32`) instead of the default 4 x connections + 16; and
                 with one connection a worker. The connections are the machine's, shared by
                 its workers (4 by default: the all-cores row is `newsletter send` untold).
                 Subscriber generation and the build are not timed.
@@ -67,7 +67,7 @@ ISSUE = ROOT / "issues" / "2017-11"
 DOMAINS = ("example.org", "example.com", "example.net")
 EDITION_OF = {"en": "en", "fr": "fr", "both": "bilingual"}
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
-BIG_BATCH = 32  # the claim size of the `--batch` row (the default is 4 x concurrency + 8)
+BIG_BATCH = 32  # the claim size of the `--batch` row (the default is 4 x concurrency + 16)
 DJANGO_NEWSLETTER = 150  # msg/s, measured by the issue (#13) at 142-154: not re-measured here
 
 

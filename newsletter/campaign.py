@@ -210,7 +210,7 @@ def options_for(
         "rate": settings.rate,
         "hourly_cap": settings.hourly_cap,
         "workers": 0,  # one per core, for a send large enough to gain from them
-        "batch": 0,  # 4 x concurrency + 8 (see SendOptions.k)
+        "batch": 0,  # 4 x concurrency + 16 (see SendOptions.k)
     }
     keep = {k: kept[k] for k in KEPT_OPTIONS if kept.get(k) is not None}
     keep.update({k: given[k] for k in KEPT_OPTIONS if given.get(k) is not None})

@@ -230,7 +230,7 @@ def _rate(value: float | None, param: click.Parameter) -> float | None:
     type=click.IntRange(1, 10_000),
     help="Rows each worker claims at a time: fewer commits, but a worker that dies leaves up "
     "to this many readers uncertain [default: as the send started, or 4 x the worker's "
-    "connections + 8].",
+    "connections + 16].",
 )
 @click.option(
     "--lease",

@@ -62,7 +62,7 @@ class SendOptions:
     retry_for: float = 2 * 86400.0  # a deferred message expires this long after its first try
     pause_after: int = 20  # permanent or uncertain outcomes in a row before the pass pauses
     connect_patience: float = 300.0  # seconds of failing to open any session before a pause
-    batch: int = 0  # rows a worker holds at most (claimed at a time); 0: 4 x concurrency + 8
+    batch: int = 0  # rows a worker holds at most (claimed at a time); 0: 4 x concurrency + 16
     lease: float = 60.0  # seconds a claim holds without renewal
     workers: int = 1  # worker processes (see workers.py); 0: one per core, when it pays
     # the part of the machine's hourly cap this worker keeps (workers.share): what was sent
@@ -72,9 +72,10 @@ class SendOptions:
     @property
     def k(self) -> int:
         # each thread has a message in flight and, pipelining, the next one's envelope (2 a
-        # connection); a claim brings about 2 x concurrency + 8 more. Claims of 2 (k = 2c +
-        # 2) cost a quarter more CPU a message and sent a fifth slower (bench/send.py)
-        return self.batch or 4 * self.concurrency + 8
+        # connection); a claim brings about 2 x concurrency + 16 more. Claims of 2 (k = 2c
+        # + 2) cost a quarter more CPU a message and sent a fifth slower than 2c + 8, and
+        # those a seventh slower than 2c + 16 (bench/send.py, 2 workers of 2 connections)
+        return self.batch or 4 * self.concurrency + 16
 
 
 @dataclass

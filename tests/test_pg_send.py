@@ -127,7 +127,7 @@ def test_a_send_and_two_joins_give_everyone_exactly_one_copy(workdir: Path, pg_u
         assert code == 0, err
     assert "joining the send of issue 2017-11" in results[1][1]
     # a joiner says what it goes with, as the first host did
-    # (paced: a tenth of a second's worth, 4 rows, not 4 x 2 + 8)
+    # (paced: a tenth of a second's worth, 4 rows, not 4 x 2 + 16)
     assert "2 connection(s), rate 40/s, no cap, claims of 4 rows" in results[1][1], results[1][1]
     final = assert_nobody_twice(handler, people, pg_url)
     assert set(final.values()) == {State.SENT}

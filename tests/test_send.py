@@ -307,7 +307,7 @@ def test_unsubscribing_during_a_send_stops_their_message(workdir: Path) -> None:
         ledger = Ledger(settings.db_path, DEMO_ISSUE)
         store = SqliteStore(settings.db_path)
         campaign.start(store, ledger, prepared, {})
-        leaver = ids["reader30@example.org"]  # past the first claim (12 rows)
+        leaver = ids["reader30@example.org"]  # past the first claim (20 rows)
 
         def personalise(delivery):
             if delivery.email == "reader3@example.org":

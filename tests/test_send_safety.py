@@ -221,7 +221,7 @@ def test_status_after_a_crash_names_the_messages_in_flight_uncertain(workdir: Pa
 def test_due_ends_a_send_whose_last_rows_were_in_flight_when_it_was_killed(
     workdir: Path,
 ) -> None:
-    # all six claimed at once (k = 12): once `status` has turned them uncertain, nothing is
+    # all six claimed at once (k = 20): once `status` has turned them uncertain, nothing is
     # due and nothing is sending, and the send used to stay active for good
     add_people(workdir, many(6))
     handler = Handler(script={"reader2@example.org": ["hold-keep"]})

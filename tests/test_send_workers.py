@@ -237,9 +237,9 @@ def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir
 def test_batch_sets_how_many_rows_a_worker_claims_and_stays_with_the_send(
     workdir: Path,
 ) -> None:
-    """--batch 3 with one connection each (the default would hold 12 rows): the rows a killed
+    """--batch 3 with one connection each (the default would hold 20 rows): the rows a killed
     worker held, all turned uncertain, are at most 3; a resume would claim 3 too."""
-    assert SendOptions(concurrency=1).k == 12
+    assert SendOptions(concurrency=1).k == 20
     people = many(200)
     add_people(workdir, people)
     handler = Slow(delay=0.01)
