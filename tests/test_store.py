@@ -544,12 +544,15 @@ def test_the_postgresql_schema_is_sqlites_at_the_same_version(pg_url, tmp_path: 
 def test_postgresql_hosts_starting_at_once_migrate_once(pg_cluster) -> None:
     url = store.PgUrl(pg_cluster.create("empty_at_first"))
     errors: list[BaseException] = []
+    found: list[int] = []  # the version each found, under the lock (what `db migrate` says)
     gate = threading.Barrier(4)
 
     def start() -> None:
         gate.wait()
         try:
-            store.connect(url).close()
+            conn = store.connect(url)
+            found.append(conn.found_version)
+            conn.close()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -560,6 +563,8 @@ def test_postgresql_hosts_starting_at_once_migrate_once(pg_cluster) -> None:
         t.join(60)
     try:
         assert errors == []
+        # one made it; the others, waiting on the lock meanwhile, found it made
+        assert sorted(found) == [0] + [latest("postgres")] * 3, found
         conn = store.connect(url)
         rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
         assert [r[0] for r in rows] == list(range(10, latest("postgres") + 1))  # once each

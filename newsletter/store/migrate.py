@@ -78,6 +78,7 @@ def migrate_postgres(db) -> int:
             " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         version = _pg_version(db) or 0  # again, under the lock: another host may have done it
+        db.found_version = version  # what this one found to do (`db migrate` says it)
         if version > known:
             raise newer_than_known(version, known, db.where)
         if version == 0 and db.execute("SELECT to_regclass('subscribers')").fetchone()[0]:
