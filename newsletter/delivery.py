@@ -274,6 +274,13 @@ class SendRun:
                     return None
             self._claim()
 
+    def _nothing_left(self) -> bool:
+        """Whether waiting for the limiter is pointless: nothing held, nothing due."""
+        with self.lock:
+            if self.queue:
+                return False
+        return self.exhausted or not self.ledger.due(1)
+
     def _done(self, outcome: Outcome | None, delivery: Delivery) -> None:
         """A row's end in this pass: counted, and its outcome kept for the next batch of
         marks (recorded outside the lock, so the other threads go on meanwhile), or, without
@@ -428,7 +435,7 @@ class SendRun:
         try:
             while True:
                 # paced: the limiter first, then a row (none is held while it waits)
-                if paced and not held and not self.limiter.wait(self.stop):
+                if paced and not held and not self.limiter.wait(self.stop, self._nothing_left):
                     break
                 delivery = held[0] if held else self._pop()
                 if delivery is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 
 from .transport import ConnectFailure, Connection, Transport
 
@@ -25,8 +26,9 @@ class Limiter:
         # what was sent in the last hour before this run counts against the cap
         self.stamps: collections.deque[float] = collections.deque([now] * sent_last_hour)
 
-    def wait(self, stop: threading.Event) -> bool:
-        """Block until a message may go; False if the run is stopping."""
+    def wait(self, stop: threading.Event, pointless: Callable[[], bool] = lambda: False) -> bool:
+        """Block until a message may go; False if the run is stopping, or if `pointless()`
+        says, once a second of a longer wait, that there is nothing left to send."""
         if not self.interval and not self.cap:
             return not stop.is_set()
         while True:
@@ -52,6 +54,8 @@ class Limiter:
                         self.next_slot = max(now, self.next_slot) + self.interval
                         return not stop.is_set()
             if stop.wait(min(delay, 1.0)):
+                return False
+            if delay > 1.0 and pointless():
                 return False
 
 

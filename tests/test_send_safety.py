@@ -266,6 +266,19 @@ def test_a_paced_send_holds_no_row_while_the_rate_holds_it_back(workdir: Path) -
         assert handler.copies(address) <= 1, address
 
 
+def test_a_send_that_reaches_its_hourly_cap_with_the_last_message_ends_at_once(
+    workdir: Path,
+) -> None:
+    # paced, a thread waits for the limiter before it claims: with nothing left it must
+    # not wait out the hour first (it did: run_cli's timeout ended it)
+    add_people(workdir, many(3))
+    with Server(Handler()) as server:
+        result = send(workdir, server.port, "--yes", "--hourly-cap", "3")
+        assert result.returncode == 0, result.stderr
+        assert "3 sent" in result.stdout
+        assert len(server.handler.received) == 3
+
+
 def test_rate_and_concurrency_given_at_the_start_hold_on_resume(workdir: Path) -> None:
     add_people(workdir, many(8))
     handler = Handler(script={"reader1@example.org": ["hold-keep"]})
