@@ -26,7 +26,7 @@ from .cli_report import (
     say_refusals,
 )
 from .config import MAX_CONCURRENCY, MIN_RATE, format_duration, parse_duration
-from .delivery import Progress, SendOptions, held_at_most, outgoing
+from .delivery import Progress, SendOptions, outgoing, paced
 from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock, unreachable
@@ -398,8 +398,9 @@ def _say_options(options: SendOptions, due: int) -> None:
     if n > 1:
         each = sorted({share(options, n, slot).concurrency for slot in range(n)})
         connections += f" ({' or '.join(map(str, each))} a worker)"
-    k = held_at_most(share(options, n, 0) if n > 1 else options)
-    click.echo(f"{processes}, {connections}, {rate}, {cap}, claims of {k} rows")
+    first = share(options, n, 0) if n > 1 else options
+    claims = "a row claimed as each may go" if paced(first) else f"claims of {first.k} rows"
+    click.echo(f"{processes}, {connections}, {rate}, {cap}, {claims}")
 
 
 def _say_newcomers(settings, ledger: Ledger) -> None:

@@ -21,7 +21,6 @@ pause it; Ctrl-C lets the messages in flight finish.
 from __future__ import annotations
 
 import collections
-import math
 import os
 import secrets
 import socket
@@ -65,9 +64,9 @@ class SendOptions:
     batch: int = 0  # rows a worker holds at most (claimed at a time); 0: 4 x concurrency + 16
     lease: float = 60.0  # seconds a claim holds without renewal
     workers: int = 1  # worker processes (see workers.py); 0: one per core, when it pays
-    # the part of the machine's hourly cap this worker keeps (workers.share): what was sent
-    # in the last hour counts against it in that part
-    cap_part: float = 1.0
+    # this worker's place among the machine's (slot, of how many; workers.share): what was
+    # sent in the last hour counts against its part of the hourly cap in the same split
+    part: tuple[int, int] = (0, 1)
 
     @property
     def k(self) -> int:
@@ -112,14 +111,23 @@ class RunResult:
 Personalise = Callable[[Delivery], Recipient]
 
 
+def paced(options: SendOptions) -> bool:
+    """Held back by a rate or an hourly cap: then a message waits for the limiter before
+    its row is claimed, one row a claim. Rows claimed ahead would wait for the limiter (up
+    to an hour at the cap), uncertain after a crash, out of reach of an unsubscribe."""
+    return bool(options.rate or options.hourly_cap)
+
+
 def held_at_most(options: SendOptions) -> int:
-    """The rows a worker holds at most: k; paced (a rate or an hourly cap), about a tenth of
-    a second's worth. A paced message waits for the limiter before its row is claimed: rows
-    held while the limiter holds them back would be uncertain after a crash, and an
-    unsubscribe meanwhile would not reach them."""
-    if not (options.rate or options.hourly_cap):
-        return options.k
-    return min(options.k, max(options.concurrency, math.ceil(options.rate * 0.1)))
+    """The rows a worker holds at most: k; paced, one a connection."""
+    return min(options.k, options.concurrency) if paced(options) else options.k
+
+
+def share_of(total: int, part: tuple[int, int]) -> int:
+    """Part `slot` of `total` split in whole parts among `n`: they add up to it."""
+    slot, n = part
+    each, more = divmod(total, n)
+    return each + (slot < more)
 
 
 def outgoing(
@@ -208,7 +216,7 @@ class SendRun:
         self.sessions = Sessions(transport, options.connect_patience)
         sent_last_hour = ledger.sent_since(HOUR) if options.hourly_cap else 0
         self.limiter = limiter or Limiter(
-            options.rate, options.hourly_cap, math.ceil(sent_last_hour * options.cap_part)
+            options.rate, options.hourly_cap, share_of(sent_last_hour, options.part)
         )
         self.paced = bool(self.limiter.interval or self.limiter.cap)
         self.k = held_at_most(options)
@@ -217,6 +225,7 @@ class SendRun:
         self.all_done = threading.Event()
         self.live_workers = 0
         self.tallied: dict[str, int] = {}  # counts already added to send_workers
+        self.left_checked = 0.0  # when _nothing_left last asked the ledger
 
     # --- claims and outcomes ---------------------------------------------------------------
 
@@ -231,7 +240,8 @@ class SendRun:
                     self._release_locked()
                     # no more than k rows held at once, counting those still in flight:
                     # that bounds what a crash leaves uncertain
-                    want = max(1, self.k - self.in_flight)
+                    # paced: only the row the limiter has just let go
+                    want = 1 if self.paced else max(1, self.k - self.in_flight)
                     # the outcomes kept so far are recorded in the same commit as the claim
                     outcomes, self.outcomes = self.outcomes, []
                 started = time.monotonic()
@@ -275,11 +285,16 @@ class SendRun:
             self._claim()
 
     def _nothing_left(self) -> bool:
-        """Whether waiting for the limiter is pointless: nothing held, nothing due."""
+        """Whether waiting for the limiter is pointless: nothing held, nothing due (asked of
+        the ledger once a second at most, whatever the number of threads waiting)."""
         with self.lock:
-            if self.queue:
+            if self.queue or self.exhausted:
+                return self.exhausted and not self.queue
+            now = time.monotonic()
+            if now - self.left_checked < 1.0:
                 return False
-        return self.exhausted or not self.ledger.due(1)
+            self.left_checked = now
+        return not self.ledger.due(1)
 
     def _done(self, outcome: Outcome | None, delivery: Delivery) -> None:
         """A row's end in this pass: counted, and its outcome kept for the next batch of

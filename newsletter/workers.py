@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .delivery import Progress, RunResult, SendOptions, SendRun, worker_name
+from .delivery import Progress, RunResult, SendOptions, SendRun, share_of, worker_name
 from .errors import DeliveryError, NewsletterError
 from .stopping import (
     Terminated,
@@ -58,15 +58,13 @@ def how_many(requested: int, due: int, connections: int, hourly_cap: int = 0) ->
 def share(options: SendOptions, processes: int, slot: int) -> SendOptions:
     """What worker `slot` of `processes` may use of the host's connections and limits."""
     each, more = divmod(options.concurrency, processes)
-    cap, extra = divmod(options.hourly_cap, processes)  # the parts add up to the cap
-    cap += slot < extra
     return dataclasses.replace(
         options,
         workers=1,
         concurrency=max(1, each + (slot < more)),
         rate=options.rate / processes,
-        hourly_cap=cap,
-        cap_part=cap / options.hourly_cap if options.hourly_cap else 1.0,
+        hourly_cap=share_of(options.hourly_cap, (slot, processes)),  # they add up to it
+        part=(slot, processes),
     )
 
 

@@ -127,8 +127,9 @@ def test_a_send_and_two_joins_give_everyone_exactly_one_copy(workdir: Path, pg_u
         assert code == 0, err
     assert "joining the send of issue 2017-11" in results[1][1]
     # a joiner says what it goes with, as the first host did
-    # (paced: a tenth of a second's worth, 4 rows, not 4 x 2 + 16)
-    assert "2 connection(s), rate 40/s, no cap, claims of 4 rows" in results[1][1], results[1][1]
+    assert "2 connection(s), rate 40/s, no cap, a row claimed as each may go" in results[1][1], (
+        results[1][1]
+    )
     final = assert_nobody_twice(handler, people, pg_url)
     assert set(final.values()) == {State.SENT}
     # each process sent a share, and status says so
@@ -186,7 +187,7 @@ def test_a_host_killed_mid_claim_leaves_at_most_its_claim_uncertain(workdir: Pat
         wait_for(lambda: held_by(pg_url, first))
         victim = spawn(workdir, pg_url, server.port, "--join", "--rate", "30", "--concurrency",
                        "2", "--lease", "2")  # fmt: skip
-        wait_for(lambda: held_by(pg_url, victim) >= 2)
+        wait_for(lambda: held_by(pg_url, victim) >= 1)  # paced: a row as each may go
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         code, _, err = finish(first)
@@ -226,12 +227,14 @@ def test_a_host_killed_on_this_machine_is_seen_gone_when_the_others_end(
 
 def test_due_ends_a_send_whose_last_rows_a_killed_host_held(workdir: Path, pg_url) -> None:
     people = add(pg_url, 3)
-    handler = Handler()
+    handler = Handler(script={people[0]: ["hold-keep"]})
     with Server(handler) as server:
-        only = spawn(workdir, pg_url, server.port, "--rate", "0.2")  # one claim takes all 3
+        only = spawn(workdir, pg_url, server.port)  # one claim takes all 3
+        assert handler.holding.wait(60), "the send never reached the held message"
         wait_for(lambda: held_by(pg_url, only) == 3)
         only.send_signal(signal.SIGKILL)
         only.wait(10)
+        handler.gate.set()
         due = run_cli("due", cwd=workdir, env=env_for(pg_url, server.port))
     assert due.returncode == 0, due.stderr
     assert f"issue {DEMO_ISSUE}: ended; 3 message(s) held by sending processes that are gone " in (

@@ -257,7 +257,7 @@ def test_a_paced_send_holds_no_row_while_the_rate_holds_it_back(workdir: Path) -
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         out = proc.stdout.read().decode()
-        assert "1 connection(s), rate 5/s, no cap, claims of 1 rows" in out, out
+        assert "1 connection(s), rate 5/s, no cap, a row claimed as each may go" in out, out
         resumed = send(workdir, server.port, "--yes")
         assert resumed.returncode in (0, 1), resumed.stderr
     states = ledger_states(workdir)
@@ -277,6 +277,29 @@ def test_a_send_that_reaches_its_hourly_cap_with_the_last_message_ends_at_once(
         assert result.returncode == 0, result.stderr
         assert "3 sent" in result.stdout
         assert len(server.handler.received) == 3
+
+
+def test_at_its_hourly_cap_a_send_holds_no_row_whatever_its_connections(workdir: Path) -> None:
+    # four threads each waiting for the limiter: none claims a row the cap holds back
+    add_people(workdir, many(30))
+    handler = Handler()
+    with Server(handler) as server:
+        proc = _spawn_send(workdir, server.port, "--concurrency", "4", "--hourly-cap", "2")
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                states = list(ledger_states(workdir).values())
+                if states.count(State.SENT) == 2:
+                    break
+                time.sleep(0.05)
+            assert states.count(State.SENT) == 2, states
+            time.sleep(1.5)  # the threads wait at the cap now: a row claimed would show
+            states = list(ledger_states(workdir).values())
+            assert State.SENDING not in states and states.count(State.PENDING) == 28
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+    assert len(handler.received) == 2
 
 
 def test_rate_and_concurrency_given_at_the_start_hold_on_resume(workdir: Path) -> None:

@@ -300,12 +300,17 @@ def test_a_worker_killed_outright_is_seen_gone_before_its_send_reaps_it() -> Non
 
 
 def test_the_hourly_cap_is_shared_in_whole_parts_that_add_up_to_it() -> None:
+    from newsletter.delivery import share_of
     from newsletter.workers import how_many, share
 
     options = SendOptions(concurrency=8, rate=8.0, hourly_cap=10)
     parts = [share(options, 4, slot) for slot in range(4)]
     assert [p.hourly_cap for p in parts] == [3, 3, 2, 2]  # ceil(10 / 4) each allowed 12
-    assert [p.cap_part for p in parts] == [0.3, 0.3, 0.2, 0.2]
+    # what went in the last hour counts against the parts in the same split: 7 of 10 sent
+    # leaves 3 in all (it was counted 3 + 3 + 2 + 2, rounded up each, and left none)
+    counted = [share_of(7, p.part) for p in parts]
+    assert counted == [2, 2, 2, 1]
+    assert sum(p.hourly_cap - c for p, c in zip(parts, counted, strict=True)) == 3
     assert sum(p.concurrency for p in parts) == 8 and sum(p.rate for p in parts) == 8.0
     # a cap of 2 an hour: two workers at most, each keeping one
     assert how_many(4, 10_000, 8, hourly_cap=2) == 2
