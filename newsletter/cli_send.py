@@ -228,9 +228,9 @@ def _rate(value: float | None, param: click.Parameter) -> float | None:
 @click.option(
     "--batch",
     type=click.IntRange(1, 10_000),
-    help="Rows each worker claims at a time: fewer commits, but a worker that dies leaves up "
-    "to this many readers uncertain [default: as the send started, or 4 x the worker's "
-    "connections + 16].",
+    help="Rows each worker claims at a time (with a rate or a cap: one, as each may go): "
+    "fewer commits, but a worker that dies leaves up to this many readers uncertain "
+    "[default: as the send started, or 4 x the worker's connections + 16].",
 )
 @click.option(
     "--lease",
