@@ -25,7 +25,7 @@ from .cli_report import (
     say_deferred,
     say_refusals,
 )
-from .config import MAX_CONCURRENCY, MIN_RATE, format_duration, parse_duration
+from .config import MAX_CONCURRENCY, format_duration, parse_duration, rate_problem
 from .delivery import Progress, SendOptions, outgoing, paced
 from .errors import DeliveryError, NewsletterError
 from .exits import EXIT_TABLE, Exit
@@ -177,11 +177,9 @@ def _finite(value: float | None, param: click.Parameter) -> float | None:
 
 
 def _rate(value: float | None, param: click.Parameter) -> float | None:
-    """As NEWSLETTER_RATE is checked: a rate that would take years is a typo."""
-    if _finite(value, param) and value < MIN_RATE:  # type: ignore[operator]
-        raise click.BadParameter(
-            f"0 (no limit) or at least {MIN_RATE} messages a second", param=param
-        )
+    """As NEWSLETTER_RATE is checked."""
+    if _finite(value, param) and rate_problem(value):  # type: ignore[arg-type]
+        raise click.BadParameter(rate_problem(value), param=param)  # type: ignore[arg-type]
     return value
 
 

@@ -379,8 +379,8 @@ def load_settings(
     if concurrency > MAX_CONCURRENCY:
         raise fail("CONCURRENCY", f"must be at most {MAX_CONCURRENCY} connections")
     rate = number("RATE")
-    if 0 < rate < MIN_RATE:
-        raise fail("RATE", f"must be 0 (no limit) or at least {MIN_RATE} messages a second")
+    if rate_problem(rate):
+        raise fail("RATE", f"must be {rate_problem(rate)}")
 
     def duration(name: str) -> float:
         try:
@@ -521,6 +521,14 @@ def parse_mailbox(url: str, password: str, ca_file: str = "") -> Mailbox:
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def rate_problem(rate: float) -> str:
+    """What is wrong with a rate (messages a second), for NEWSLETTER_RATE and --rate; ''
+    when nothing is: one that would take years to send a list is a typo."""
+    if 0 < rate < MIN_RATE:
+        return f"0 (no limit) or at least {MIN_RATE} messages a second"
+    return ""
 
 
 def parse_duration(text: str) -> float:

@@ -118,11 +118,6 @@ def paced(options: SendOptions) -> bool:
     return bool(options.rate or options.hourly_cap)
 
 
-def held_at_most(options: SendOptions) -> int:
-    """The rows a worker holds at most: k; paced, one a connection."""
-    return min(options.k, options.concurrency) if paced(options) else options.k
-
-
 def share_of(total: int, part: tuple[int, int]) -> int:
     """Part `slot` of `total` split in whole parts among `n`: they add up to it."""
     slot, n = part
@@ -218,8 +213,7 @@ class SendRun:
         self.limiter = limiter or Limiter(
             options.rate, options.hourly_cap, share_of(sent_last_hour, options.part)
         )
-        self.paced = bool(self.limiter.interval or self.limiter.cap)
-        self.k = held_at_most(options)
+        self.paced = bool(self.limiter.interval or self.limiter.cap)  # see paced()
         self.lease_until = 0.0  # by this process's monotonic clock, with a margin
         self.errors: list[BaseException] = []
         self.all_done = threading.Event()
@@ -241,7 +235,7 @@ class SendRun:
                     # no more than k rows held at once, counting those still in flight:
                     # that bounds what a crash leaves uncertain
                     # paced: only the row the limiter has just let go
-                    want = 1 if self.paced else max(1, self.k - self.in_flight)
+                    want = 1 if self.paced else max(1, self.options.k - self.in_flight)
                     # the outcomes kept so far are recorded in the same commit as the claim
                     outcomes, self.outcomes = self.outcomes, []
                 started = time.monotonic()
@@ -280,7 +274,7 @@ class SendRun:
                 if self.queue:
                     self.in_flight += 1
                     return self.queue.popleft()
-                if self.exhausted or (ahead and self.in_flight >= self.k):
+                if self.exhausted or (ahead and self.in_flight >= self.options.k):
                     return None
             self._claim()
 
@@ -311,7 +305,7 @@ class SendRun:
             # most go with the next claim; these wait for none (the last of a pass, or
             # a pass held by the rate limit)
             now = time.monotonic()
-            if len(self.outcomes) >= 2 * self.k or now - self.flushed_at > FLUSH_EVERY:
+            if len(self.outcomes) >= 2 * self.options.k or now - self.flushed_at > FLUSH_EVERY:
                 batch, self.outcomes, self.flushed_at = self.outcomes, [], now
         if batch:
             self._mark(batch)
