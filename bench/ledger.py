@@ -55,11 +55,11 @@ def start(where, issue: str, rows: int) -> float:
     return time.perf_counter() - began
 
 
-def work(where, issue: str, k: int, go, counts, slot: int) -> None:
+def work(where, issue: str, k: int, go, counts, slot: int, workers: int) -> None:
     ledger = Ledger(where, issue)
     name = f"bench-{slot}"
     done = 0
-    cursor = 0
+    cursor = ledger.start_after(slot / workers)  # as a send's workers spread (workers.share)
     outcomes: list[Outcome] = []
     go.wait()
     while True:
@@ -81,7 +81,7 @@ def run(where, issue: str, workers: int, k: int) -> tuple[float, int]:
     fork = multiprocessing.get_context("fork")
     go = fork.Event()
     counts = fork.Array("q", workers)
-    procs = [fork.Process(target=work, args=(where, issue, k, go, counts, n))
+    procs = [fork.Process(target=work, args=(where, issue, k, go, counts, n, workers))
              for n in range(workers)]  # fmt: skip
     for p in procs:
         p.start()

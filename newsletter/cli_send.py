@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -443,6 +444,8 @@ def _join(
             info = ledger.info()
             assert info is not None
             options, _ = campaign.options_for(settings, info.options, given)
+            # its workers begin at a random point, not where the first host's began
+            options = dataclasses.replace(options, start=random.random())
             if lease:
                 options = dataclasses.replace(options, lease=lease)
             prepared.transport.connect().close()  # a wrong host or password stops us here

@@ -67,6 +67,9 @@ class SendOptions:
     # this worker's place among the machine's (slot, of how many; workers.share): what was
     # sent in the last hour counts against its part of the hourly cap in the same split
     part: tuple[int, int] = (0, 1)
+    # where its first claim begins, as a fraction of the ids left to send (Ledger.start_after):
+    # a host's workers spread evenly from 0, a joining host's from a random point
+    start: float = 0.0
 
     @property
     def k(self) -> int:
@@ -511,6 +514,7 @@ class SendRun:
         if terminating():  # SIGTERM came before this pass began: nothing claimed yet
             return RunResult(self.progress, interrupted=True, terminated=True)
         self.ledger.join(self.worker, socket.gethostname(), os.getpid())
+        self.cursor = self.ledger.start_after(self.options.start)
         threads = [
             threading.Thread(target=self._thread, name=f"send-{n}", daemon=True)
             for n in range(self.options.concurrency)

@@ -415,6 +415,24 @@ class Ledger:
             (self.issue_id, now),
         )[0][0]
 
+    def start_after(self, fraction: float) -> int:
+        """Where a worker's first claim begins: the cursor `fraction` of the way through the
+        ids of the rows still to send (0: from the first). Workers that all began at the
+        first id leapfrogged, each claim stepping over the rows the others had just taken:
+        spread apart, 4 workers claimed and marked a quarter more rows a second on
+        PostgreSQL (bench/ledger.py). Past the end, a worker starts again from the first id,
+        as always, so each still ends up sending whatever is left anywhere."""
+        if fraction <= 0:
+            return 0
+        low, high = self._read(
+            "SELECT min(subscriber_id), max(subscriber_id) FROM deliveries"
+            " WHERE issue_id = ? AND state IN ('pending', 'deferred')",
+            (self.issue_id,),
+        )[0]
+        if low is None:
+            return 0
+        return low - 1 + int((high - low + 1) * min(fraction, 1.0))
+
     def next_retry(self) -> float | None:
         """When the earliest deferred row may go again, or None if none is deferred."""
         return self._read(

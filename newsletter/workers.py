@@ -65,6 +65,7 @@ def share(options: SendOptions, processes: int, slot: int) -> SendOptions:
         rate=options.rate / processes,
         hourly_cap=share_of(options.hourly_cap, (slot, processes)),  # they add up to it
         part=(slot, processes),
+        start=(slot + options.start) / processes,
     )
 
 

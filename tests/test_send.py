@@ -323,6 +323,22 @@ def test_unsubscribing_during_a_send_stops_their_message(workdir: Path) -> None:
         ledger.close()
 
 
+def test_a_worker_told_to_start_midway_sends_from_there_then_the_first_ones(workdir: Path):
+    ids = add_people(workdir, many(12))
+    with Server(Handler()) as server:
+        settings = load_settings(None, environ=env_for(workdir, server.port))
+        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        ledger = Ledger(settings.db_path, DEMO_ISSUE)
+        with SqliteStore(settings.db_path) as store:
+            campaign.start(store, ledger, prepared, {})
+        options = SendOptions(concurrency=1, start=0.5)  # as workers.share gives worker 1 of 2
+        SendRun(ledger, prepared.transport, prepared.editions, prepared.personalise, options).run()
+        ledger.close()
+        by_id = sorted(ids, key=ids.get)
+        assert [r.rcpt for r in server.handler.received] == by_id[6:] + by_id[:6]
+        assert set(ledger_states(workdir).values()) == {State.SENT}
+
+
 def test_no_header_can_be_forged_from_content(workdir: Path) -> None:
     add_people(workdir, [("eve@example.org", "Eve\r\nBcc: victim@example.com", "en")])
     manifest = workdir / "issues" / DEMO_ISSUE / "issue.toml"

@@ -314,3 +314,11 @@ def test_the_hourly_cap_is_shared_in_whole_parts_that_add_up_to_it() -> None:
     assert sum(p.concurrency for p in parts) == 8 and sum(p.rate for p in parts) == 8.0
     # a cap of 2 an hour: two workers at most, each keeping one
     assert how_many(4, 10_000, 8, hourly_cap=2) == 2
+
+
+def test_a_hosts_workers_begin_spread_evenly_from_its_starting_point() -> None:
+    from newsletter.workers import share
+
+    assert [share(SendOptions(), 4, n).start for n in range(4)] == [0, 0.25, 0.5, 0.75]
+    # a joining host's own point (random) shifts all of its workers alike
+    assert [share(SendOptions(start=0.3), 2, n).start for n in range(2)] == [0.15, 0.65]

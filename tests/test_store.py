@@ -100,6 +100,33 @@ def test_claims_never_overlap_under_four_processes(db_where, tmp_path: Path) -> 
     assert _states(db_where) == {State.SENT: 700}
 
 
+def test_workers_spread_over_what_is_left_and_still_each_row_goes_once(db_where) -> None:
+    ids = _start(db_where, 40)
+    ledger = Ledger(db_where, ISSUE)
+    try:
+        assert ledger.start_after(0) == 0  # a host's first worker: from the first id
+        half = ledger.start_after(0.5)
+        assert half == ids[19]  # the second worker begins past the first 20
+        batch, _, _ = ledger.claim("w1", 5, 60.0, half)
+        assert [d.subscriber_id for d in batch] == ids[20:25]
+        ledger.mark("w1", [Outcome(d.subscriber_id, State.SENT, "250 OK") for d in batch])
+        # what is already sent is not counted: the 35 left are ids 1-20 and 26-40
+        assert ledger.start_after(0.5) == ids[0] - 1 + (ids[-1] - ids[0] + 1) // 2
+        # a walk from the middle reaches the end, starts again from the first, and takes
+        # the rest, each once
+        taken, cursor, seen = [], half, 0
+        while seen < 2:
+            batch, cursor, _ = ledger.claim("w2", 7, 60.0, cursor)
+            taken += [d.subscriber_id for d in batch]
+            seen += cursor == 0
+        assert sorted(taken) == ids[:20] + ids[25:] and len(set(taken)) == 35
+        assert taken[0] == ids[25]
+        ledger.mark("w2", [Outcome(i, State.SENT, "250 OK") for i in taken])
+        assert ledger.start_after(0.5) == 0  # nothing left
+    finally:
+        ledger.close()
+
+
 def test_a_lapsed_lease_turns_uncertain_and_the_late_marks_are_fenced(db_where) -> None:
     _start(db_where, 10)
     a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
