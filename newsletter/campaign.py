@@ -384,6 +384,12 @@ class Report:
     def total(self, *states: State) -> int:
         return sum(n for (_, s), n in self.counts.items() if s in states)
 
+    @property
+    def finished_short(self) -> bool:
+        """Nothing left to send or retry, and some readers failed or are uncertain."""
+        left = self.total(State.PENDING, State.DEFERRED, State.SENDING)
+        return not left and self.total(State.FAILED, State.UNCERTAIN) > 0
+
 
 def report(ledger: Ledger) -> Report:
     return Report(ledger.counts(), ledger.next_retry())
@@ -441,7 +447,11 @@ def run_due(
                     if orphans:
                         note = (f"ended; {orphans} message(s) held by sending processes that "
                                 "are gone are uncertain (status lists them)")  # fmt: skip
-                    items.append(DueItem(issue_id, "ended", note, Path(info.issue_dir)))
+                    items.append(
+                        DueItem(
+                            issue_id, "ended", note, Path(info.issue_dir), report=report(ledger)
+                        )
+                    )
                 continue
             frozen = ledger.frozen()
             if not frozen:

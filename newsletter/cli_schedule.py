@@ -10,6 +10,7 @@ from . import campaign
 from .cli_context import AppContext, as_issue_id, need_db, pass_app
 from .cli_report import local_time, rebuild_archive, say_refusals
 from .config import Settings
+from .errors import shown_dir
 from .exits import EXIT_TABLE, Exit
 from .ledger import SendBusy, State, send_lock, sends
 from .schedule import Book, format_when
@@ -58,6 +59,7 @@ def _due(settings: Settings) -> Exit:
     for item in items:
         if item.action == "ended":
             click.echo(f"issue {item.issue_id}: {item.detail}")
+            worst = max(worst, _finished_short(item))
             continue
         if item.passes is None:
             click.echo(f"issue {item.issue_id}: {item.detail}", err=True)
@@ -73,6 +75,8 @@ def _due(settings: Settings) -> Exit:
             line += local_time(item.report.next_retry)
         click.echo(line)
         say_refusals(item.passes)
+        if not (item.passes.paused or item.passes.interrupted):
+            worst = max(worst, _finished_short(item))
         if item.passes.paused:
             click.echo(f"issue {item.issue_id}: {item.passes.paused}", err=True)
         if item.passes.interrupted:
@@ -86,12 +90,26 @@ def _due(settings: Settings) -> Exit:
             else:
                 click.echo(
                     f"issue {item.issue_id}: stopped; the messages in flight were finished; "
-                    f"held: newsletter send {item.issue_dir.as_posix()} "
+                    f"held: newsletter send {shown_dir(item.issue_dir)} "
                     "resumes it",
                     err=True,
                 )
                 worst = Exit.INTERRUPTED
     return worst
+
+
+def _finished_short(item: campaign.DueItem) -> Exit:
+    """A send that ended with failed or uncertain readers exits 1, as `send` does (once:
+    the next `due` has nothing to do for it)."""
+    if item.report is None or not item.report.finished_short:
+        return Exit.OK
+    failed, uncertain = item.report.total(State.FAILED), item.report.total(State.UNCERTAIN)
+    click.echo(
+        f"issue {item.issue_id}: {failed:,} failed, {uncertain:,} uncertain; "
+        f"newsletter status {shown_dir(item.issue_dir)} lists them",
+        err=True,
+    )
+    return Exit.INCOMPLETE
 
 
 @click.group()

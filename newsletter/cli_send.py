@@ -28,7 +28,7 @@ from .cli_report import (
 )
 from .config import MAX_CONCURRENCY, format_duration, parse_duration, rate_problem
 from .delivery import Progress, SendOptions, outgoing, paced
-from .errors import DeliveryError, NewsletterError
+from .errors import DeliveryError, NewsletterError, shown_dir
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock, unreachable
 from .normalise import check_email
@@ -357,7 +357,9 @@ def send(
                 if at_text is not None:
                     raise DeliveryError(f"issue {issue_id} has already been sent; see status")
                 if ledger.pg:  # other hosts may be sending it now: they are joined, not resumed
-                    joining.refuse_second_start(ledger, issue_dir, lease or DEFAULT_LEASE)
+                    joining.refuse_second_start(
+                        ledger, Path(shown_dir(issue_dir)), lease or DEFAULT_LEASE
+                    )
                 prepared = _resume(app, ledger, issue_dir, rebuild, strict, resend_uncertain, yes)
             else:
                 prepared = campaign.prepare(settings, issue_dir, strict=strict)
@@ -638,13 +640,13 @@ def _say_counts(
     if passes.orphans:
         click.echo(
             f"{passes.orphans:,} message(s) held by sending processes that are gone (killed?) "
-            f"are now uncertain: newsletter status {prepared.issue_dir.as_posix()} lists them"
+            f"are now uncertain: newsletter status {shown_dir(prepared.issue_dir)} lists them"
         )
     if others and not (passes.interrupted or passes.paused):
         # this host is done; hosts that joined (--join) still hold some rows
         click.echo(
             f"{others:,} message(s) still in the hands of other sending processes (--join); "
-            f"newsletter status {prepared.issue_dir.as_posix()} shows when they are done"
+            f"newsletter status {shown_dir(prepared.issue_dir)} shows when they are done"
         )
 
 
@@ -679,7 +681,8 @@ def _run_and_report(prepared: campaign.Prepared, ledger: Ledger, options, wait: 
         # said first: when a service stops, whatever reads our output may stop with us
         again = "Run send again to resume"
         if others:  # other hosts go on sending it: this one may only join them again
-            again = f"Other hosts go on; to help again: newsletter send {prepared.issue_dir} --join"
+            again = "Other hosts go on; to help again: newsletter send "
+            again += f"{shown_dir(prepared.issue_dir)} --join"
         elif passes.terminated:
             again = "Not held: newsletter due (the timer) or send resumes it"
         why = " (terminated)" if passes.terminated else ""

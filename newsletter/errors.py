@@ -5,6 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def shown_dir(folder: Path | str) -> str:
+    """A folder as a command typed here would name it: relative to the current folder when
+    inside it (a send keeps its issue folder's absolute path)."""
+    try:
+        return Path(folder).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return Path(folder).as_posix()
+
+
 class NewsletterError(Exception):
     """A problem the user can fix: carries the file and line it is about, when there is one."""
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from . import store
-from .errors import DeliveryError, StoreError
+from .errors import DeliveryError, StoreError, shown_dir
 from .store import CONFLICT, Busy, Lost, PgUrl
 
 T = TypeVar("T")
@@ -284,9 +284,10 @@ class Ledger:
                 return self._fill(conn, rows, frozen)
         except CONFLICT:
             # two hosts started it at the same moment: the other one's commit came first
+            where = shown_dir(issue_dir) if issue_dir else "ISSUE"
             raise SendStarted(
                 f"the send of issue {self.issue_id} was started meanwhile by another host; "
-                f"join it with: newsletter send {issue_dir or 'ISSUE'} --join"
+                f"join it with: newsletter send {where} --join"
             ) from None
 
     def _fill(self, conn: Any, rows: Iterable[tuple], frozen: Mapping[str, str] | None) -> int:

@@ -319,9 +319,17 @@ def test_a_message_deferred_past_retry_for_fails_as_expired(workdir: Path) -> No
         assert cli(env, "send", ISSUE, "--yes").exit_code == 4
         for _ in range(10):
             t.shift(600)
-            cli(env, "due")
+            due = cli(env, "due")
             if ledger_rows(workdir)[slow][0] is not State.DEFERRED:
                 break
+            assert due.exit_code == 0, due.output  # still retrying: nothing to look at yet
+        # the send ended with a failed reader: 1, as `send` would, and said once
+        assert due.exit_code == 1, due.output
+        assert f"issue 2017-11: 1 failed, 0 uncertain; newsletter status {ISSUE} lists" in (
+            due.output
+        )
+        again = cli(env, "due")
+        assert again.exit_code == 0 and again.output == ""
         state, attempts, reply = ledger_rows(workdir)[slow]
         assert state is State.FAILED
         assert reply.startswith("expired after 10 min: 451 4.3.0 Try again later")

@@ -234,8 +234,9 @@ def test_due_ends_a_send_whose_last_rows_were_in_flight_when_it_was_killed(
         status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
         assert "were claimed by the last send when it stopped" in status.stdout, status.stdout
         due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
-    assert due.returncode == 0, due.stderr
+    assert due.returncode == 1, due.stderr  # it ended with uncertain readers, as send says
     assert due.stdout == f"issue {DEMO_ISSUE}: ended; nothing was left to send\n"
+    assert f"issue {DEMO_ISSUE}: 0 failed, " in due.stderr and " uncertain; " in due.stderr
     ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
     try:
         assert ledger.info().state is SendState.DONE
