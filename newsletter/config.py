@@ -415,6 +415,8 @@ def load_settings(
         db_path = parse_db(get("DB"))
     except SettingsError as exc:  # said with the line of .env it came from
         raise SettingsError(exc.message, *where("DB")) from None
+    if isinstance(db_path, PgUrl):  # and so is a server that cannot be reached, later
+        db_path.origin = where("DB")
 
     bounce_domain = get("BOUNCE_DOMAIN").lower().rstrip(".")
     if bounce_domain and not re.fullmatch(

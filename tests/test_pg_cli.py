@@ -92,6 +92,15 @@ def test_an_unreachable_server_and_a_missing_database_get_one_line(pg_cluster, t
         "error: NEWSLETTER_DB=postgresql://ann:***@127.0.0.1:1/news: cannot reach the server; "
         "check the host and port, and that it is running"
     )
+    # read from the settings file: its line is named, as for a setting refused at load
+    env_file = tmp_path / "test.env"
+    env_file.write_text(f"# the list\nNEWSLETTER_DB={down}\n")
+    line = one_error_line(newsletter(tmp_path, "subscribers", "count"))
+    assert line == (
+        f"error: {env_file}:2: NEWSLETTER_DB=postgresql://ann:***@127.0.0.1:1/news: cannot "
+        "reach the server; check the host and port, and that it is running"
+    )
+    env_file.write_text("")
     missing = pg_cluster.url("no_such_list")
     line = one_error_line(newsletter(tmp_path, "subscribers", "count", NEWSLETTER_DB=missing))
     assert line.endswith("no such database on the server; create it (createdb), or check its name")

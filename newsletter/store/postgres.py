@@ -135,7 +135,8 @@ class PgDb:
                 application_name="newsletter",
             )
         except psycopg.Error as exc:
-            raise StoreError(f"{shown(self.where)}: {_connect_problem(exc)}") from None
+            problem = f"{shown(self.where)}: {_connect_problem(exc)}"
+            raise StoreError(problem, *self.where.origin) from None
         raw.row_factory = _row_factory
         # psycopg prepares a statement run often; PostgreSQL may then plan it once for any
         # parameters, and the ledger's are skewed (one issue of a million rows, another

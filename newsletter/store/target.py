@@ -16,6 +16,10 @@ class PgUrl(str):
     """A PostgreSQL connection URL. A str, so it travels where a database path does; never
     printed whole: `masked` hides the password (in the user part or in ?password=)."""
 
+    # the settings file and line it was read from, if any: a server that cannot be reached
+    # or refuses the login is reported there, as a setting refused at load is
+    origin: tuple[Path | None, int | None] = (None, None)
+
     @property
     def masked(self) -> str:
         return mask(self)
