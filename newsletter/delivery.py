@@ -154,9 +154,9 @@ def outgoing(
         return [signer.header(parts), *parts]
 
     def signed_smtp() -> list[bytes]:
-        date = now_header()  # the same Date in what is signed and what is sent
-        signature = signer.header(compiled.render_parts(recipient, message_id, date))
-        return [signature, *compiled.smtp_parts(recipient, message_id, date)]
+        # the same Date in what is signed and what is sent
+        parts, smtp = compiled.both_parts(recipient, message_id, now_header())
+        return [signer.header(parts), *smtp]
 
     return Outgoing(
         mail_from=mail_from,

@@ -149,10 +149,22 @@ class CompiledEdition:
         self, recipient: Recipient, message_id: str, date: str | None = None
     ) -> list[bytes]:
         """The message dot-stuffed and terminated, ready to follow the DATA command."""
-        values = self._values(recipient, message_id, date or now_header())
+        return self._stuffed(self._values(recipient, message_id, date or now_header()))
+
+    def _stuffed(self, values: dict[str, bytes]) -> list[bytes]:
         parts = [p if isinstance(p, bytes) else dot_stuff(values[p]) for p in self.stuffed]
         parts.append(b".\r\n")
         return parts
+
+    def both_parts(
+        self, recipient: Recipient, message_id: str, date: str
+    ) -> tuple[list[bytes], list[bytes]]:
+        """`render_parts` and `smtp_parts` of one message (a signed one: the signature is
+        made over the first, the second is sent), its values made once."""
+        values = self._values(recipient, message_id, date)
+        return [p if isinstance(p, bytes) else values[p] for p in self.pieces], self._stuffed(
+            values
+        )
 
     def smtp_payload(self, recipient: Recipient, message_id: str, date: str | None = None) -> bytes:
         return b"".join(self.smtp_parts(recipient, message_id, date))

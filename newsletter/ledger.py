@@ -421,8 +421,9 @@ class Ledger:
         ids of the rows still to send (0: from the first). Workers that all began at the
         first id leapfrogged, each claim stepping over the rows the others had just taken:
         spread apart, 4 workers claimed and marked a tenth to a quarter more rows a second
-        on PostgreSQL (bench/ledger.py, 100,000 rows, runs taking turns). Past the end, a worker starts again from the first id,
-        as always, so each still ends up sending whatever is left anywhere."""
+        on PostgreSQL (bench/ledger.py, 100,000 rows, runs taking turns). Past the end, a
+        worker starts again from the first id, as always, so each still ends up sending
+        whatever is left anywhere."""
         if fraction <= 0:
             return 0
         low, high = self._read(

@@ -3,6 +3,7 @@ permanent failures, crashes and resume, TLS, login, DKIM."""
 
 from __future__ import annotations
 
+import re
 import signal
 import ssl
 import subprocess
@@ -533,6 +534,41 @@ def test_dkim_signature_verifies(workdir: Path, tmp_path: Path, kind: str) -> No
             assert header_changed != received.data and body_changed != received.data
             assert not dkim.verify(header_changed, dnsfunc=dns)
             assert not dkim.verify(body_changed, dnsfunc=dns)
+
+
+def test_readers_of_one_edition_share_the_hash_of_its_opening_and_each_signature_holds(
+    tmp_path: Path,
+) -> None:
+    # A compiled edition hands every reader the same bytes object for the body's opening:
+    # its hash state is kept and reused. Each signature must still be the reader's own.
+    dkim = pytest.importorskip("dkim")
+    pytest.importorskip("nacl")
+    from newsletter.config import DkimSettings
+    from newsletter.signing import Signer
+
+    key, record = _dkim_key(tmp_path, "ed25519")
+    signer = Signer(DkimSettings(str(key), "news2017", "example.org"))
+    # the blank line straddles two pieces: the headers' last CRLF, the opening's first
+    opening = b"\r\nThe same opening for every reader.\r\n" * 200
+    other = opening.replace(b"every", b"each", 1)  # as long, another object, other bytes
+    signed = []
+    for n, first in enumerate([opening, opening, other, opening]):
+        parts = [
+            b"From: news@example.org\r\nTo: r%d@example.org\r\nSubject: News\r\n" % n,
+            first,
+            b"Your own link: https://example.org/u/%d\r\n" % n,
+            b"The end.\r\n",
+        ]
+        data = signer.header(parts) + b"".join(parts)
+        assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record), n
+        signed.append(data)
+    changed = signed[1].replace(b"u/1", b"u/2", 1)
+    assert not dkim.verify(changed, dnsfunc=lambda name, timeout=5: record)
+    # the same message, whole in one piece, has the same body hash
+    bh = re.compile(rb"bh=([^;]+);")
+    whole = signed[3][signed[3].index(b"From: ") :]
+    assert bh.search(signer.header([whole]))[1] == bh.search(signed[3])[1]
+    assert bh.search(signed[2])[1] != bh.search(signed[0])[1]
 
 
 @pytest.mark.parametrize(
