@@ -142,7 +142,9 @@ class CompiledEdition:
         self, recipient: Recipient, message_id: str, date: str | None = None
     ) -> list[bytes]:
         """The message in pieces, to be written as they are: joined, `render`."""
-        values = self._values(recipient, message_id, date or now_header())
+        return self._placed(self._values(recipient, message_id, date or now_header()))
+
+    def _placed(self, values: dict[str, bytes]) -> list[bytes]:
         return [p if isinstance(p, bytes) else values[p] for p in self.pieces]
 
     def smtp_parts(
@@ -162,9 +164,7 @@ class CompiledEdition:
         """`render_parts` and `smtp_parts` of one message (a signed one: the signature is
         made over the first, the second is sent), its values made once."""
         values = self._values(recipient, message_id, date)
-        return [p if isinstance(p, bytes) else values[p] for p in self.pieces], self._stuffed(
-            values
-        )
+        return self._placed(values), self._stuffed(values)
 
     def smtp_payload(self, recipient: Recipient, message_id: str, date: str | None = None) -> bytes:
         return b"".join(self.smtp_parts(recipient, message_id, date))

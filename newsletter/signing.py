@@ -109,23 +109,24 @@ class Signer:
 
     def _body_hash(self, body: list[bytes | memoryview], anchor: tuple[bytes, int] | None) -> bytes:
         """SHA-256 of the body in pieces; `anchor`, the piece and offset the first one is
-        taken from, when it is: its state is kept while that very object lives on."""
-        if anchor is None or len(body) < 2:  # one piece (a whole message): nothing to share
-            digest = hashlib.sha256()
-            for part in body:
-                digest.update(part)
-            return digest.digest()
+        taken from, when it is: the state after it is kept while that very object lives on.
+        A body in one piece (a whole message) has nothing to share."""
+        digest, rest = hashlib.sha256(), body
+        if anchor is not None and len(body) > 1:
+            digest, rest = self._opening(anchor, body[0]).copy(), body[1:]
+        for part in rest:
+            digest.update(part)
+        return digest.digest()
+
+    def _opening(self, anchor: tuple[bytes, int], first: bytes | memoryview) -> Any:
         piece, start = anchor
         key = (id(piece), start)
         kept = self._prefixes.get(key)
         if kept is None or kept[0] is not piece:  # (an id is only reused once freed)
             if len(self._prefixes) >= 16:
                 self._prefixes.clear()
-            kept = self._prefixes[key] = (piece, hashlib.sha256(body[0]))
-        digest = kept[1].copy()
-        for part in body[1:]:
-            digest.update(part)
-        return digest.digest()
+            kept = self._prefixes[key] = (piece, hashlib.sha256(first))
+        return kept[1]
 
 
 def _fields(head: bytes) -> dict[bytes, bytes]:
