@@ -26,7 +26,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .config import format_duration
@@ -185,6 +185,7 @@ class SendRun:
         options: SendOptions,
         on_progress: Callable[[Progress], None] = lambda p: None,
         signer: Signer | None = None,
+        on_recorded: Callable[[Progress], None] = lambda p: None,
         limiter: Limiter | None = None,
         worker: str | None = None,
         stop: threading.Event | None = None,
@@ -196,8 +197,12 @@ class SendRun:
         self.personalise = personalise
         self.options = options
         self.on_progress = on_progress
+        self.on_recorded = on_recorded
         self.worker = worker or worker_name()
         self.progress = Progress()
+        # the outcomes once in the ledger, told to `on_recorded` at each commit (a worker
+        # process reports these: killed, it has never counted what it could not record)
+        self.recorded = Progress()
         self.stop = stop or threading.Event()
         self.paused: str | None = None
         self.held = False
@@ -254,6 +259,7 @@ class SendRun:
                 with self.lock:
                     self.flushed_at = time.monotonic()
                     self.progress.skipped += skipped
+                    self._recorded_locked(outcomes, skipped)
                     if not batch and cursor == 0:
                         if self.cursor == 0:
                             self.exhausted = True  # nothing due anywhere: this pass is over
@@ -324,6 +330,16 @@ class SendRun:
             with self.lock:
                 self.outcomes[:0] = batch
             raise
+        with self.lock:
+            self._recorded_locked(batch)
+
+    def _recorded_locked(self, outcomes: Iterable[Outcome], skipped: int = 0) -> None:
+        counts = self.recorded
+        counts.skipped += skipped
+        for outcome in outcomes:
+            name = outcome.state.value  # sent, failed, deferred or uncertain: a field
+            setattr(counts, name, getattr(counts, name) + 1)
+        self.on_recorded(counts)
 
     def _release_locked(self) -> None:
         if self.unsent:
@@ -333,6 +349,7 @@ class SendRun:
     def _flush_locked(self) -> None:
         if self.outcomes:
             self.ledger.mark(self.worker, self.outcomes)
+            self._recorded_locked(self.outcomes)
             self.outcomes = []
         self._release_locked()
         self.flushed_at = time.monotonic()
@@ -364,7 +381,7 @@ class SendRun:
 
     def _tally(self, finished: bool = False) -> None:
         """Add what was done since the last tally to this worker's row (status shows it)."""
-        counts = self.progress.counts()
+        counts = self.recorded.counts()
         delta = {k: v - self.tallied.get(k, 0) for k, v in counts.items()}
         self.ledger.tally(self.worker, delta, finished)
         self.tallied = counts

@@ -39,7 +39,6 @@ from .stopping import (
 
 # Below this many messages due, a send stays in one process: starting more costs more.
 AUTO_MIN_MESSAGES = 2000
-PUBLISH_EVERY = 0.05  # seconds between a worker's updates of its counts for the display
 _FIELDS = ("sent", "failed", "deferred", "uncertain", "skipped")
 
 
@@ -94,15 +93,11 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
             prepared = thaw(job.settings, job.issue_id, Path(job.issue_dir), ledger.frozen())
             base = job.slot * len(_FIELDS)
 
-            shown = [0.0]  # when the counts were last published
-
-            def publish(p: Progress, final: bool = False) -> None:
-                # called for every message; the parent reads the counts five times a second
-                now = time.monotonic()
-                if final or now - shown[0] >= PUBLISH_EVERY:
-                    shown[0] = now
-                    for n, name in enumerate(_FIELDS):
-                        counts[base + n] = getattr(p, name)
+            def publish(recorded: Progress) -> None:
+                # at each commit of outcomes (the parent reads them five times a second):
+                # killed, the worker has told the parent of nothing the ledger does not have
+                for n, name in enumerate(_FIELDS):
+                    counts[base + n] = getattr(recorded, name)
 
             run = SendRun(
                 ledger,
@@ -110,15 +105,12 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
                 prepared.editions,
                 prepared.personalise,
                 job.options,
-                on_progress=publish,
                 signer=prepared.signer,
+                on_recorded=publish,
                 worker=worker_name(),
             )
             watcher = _StopWatcher(stop, run)
-            try:
-                result = run.run()
-            finally:  # even when interrupted: the parent reports these counts
-                publish(run.progress, final=True)
+            result = run.run()
             watcher.done = True
             outcome.update(
                 paused=result.paused,
