@@ -186,12 +186,8 @@ def start(
     The list is who the store says may be mailed now: active, with a consent that has not
     lapsed (unless `options` says include_lapsed)."""
     domain = prepared.settings.identity.from_addr["en"].rpartition("@")[2]
-    people = store.recipients(include_lapsed=bool(options.get("include_lapsed")))
     count = ledger.start(
-        (
-            (sid, email, name, EDITION_FOR_LANGUAGE[language])
-            for sid, email, name, language in people
-        ),
+        store.recipients_query(include_lapsed=bool(options.get("include_lapsed"))),
         domain,
         str(prepared.issue_dir.resolve()),
         {k: v for k, v in options.items() if k in KEPT_OPTIONS and v is not None},

@@ -464,6 +464,39 @@ def test_subscribers_consent_and_signups_behave_alike(db_where) -> None:
         assert s.list_identity().uid
 
 
+def test_a_sends_list_is_copied_from_the_stores_query_within_the_database(db_where) -> None:
+    """Who is mailed, in which edition, each with a Message-ID of its own: the 12 hex digits
+    drawn by the database differ for every reader (a bounce quoting one is matched by it)."""
+    import re
+
+    with Store(db_where) as s:
+        ann = s.add("ann@example.org", name="Ann", language="fr", source="test",
+                    consent=Consent(Basis.IMPLIED, "cli", consent_date="2020-02-29"))  # fmt: skip
+        bob = s.add("bob@example.org", language="both", source="test")
+        cy = s.add("cy@example.org", language="en", source="test")
+        s.unsubscribe(s.add("dee@example.org", language="en", source="test").id, "test")
+        people = [(bob.id, bob.email, "", "bilingual"), (cy.id, cy.email, "", "en")]
+        query = s.recipients_query(today="2026-12-03")  # Ann's implied consent has lapsed
+        assert [tuple(r) for r in s.conn.execute(*query)] == people
+        with_lapsed = s.recipients_query(include_lapsed=True, today="2026-12-03")
+    ledger = Ledger(db_where, ISSUE)
+    try:
+        assert ledger.start(with_lapsed, "example.org", "issues/2017-11") == 3
+        rows = ledger.in_state(State.PENDING)
+    finally:
+        ledger.close()
+    assert [(d.subscriber_id, d.email, d.edition) for d in rows] == [
+        (ann.id, ann.email, "fr"), (bob.id, bob.email, "bilingual"), (cy.id, cy.email, "en"),
+    ]  # fmt: skip
+    salts = set()
+    for d in rows:
+        found = re.fullmatch(rf"<2017-11\.{d.subscriber_id}\.([0-9a-f]{{12}})@example\.org>",
+                             d.message_id)  # fmt: skip
+        assert found, d.message_id
+        salts.add(found.group(1))
+    assert len(salts) == 3
+
+
 def test_schedules_and_the_archive_state_behave_alike(db_where) -> None:
     from datetime import UTC, datetime
 

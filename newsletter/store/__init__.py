@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import StoreError
 from .errors import CONFLICT, Busy, Conflict, DbError, Lost, is_busy
 from .target import PgUrl, mask, parse_db, shown
 
 Db = Any  # db.SqliteDb | postgres.PgDb: the interface above
+
+
+class Query(NamedTuple):
+    """A SELECT one module hands another, for it to use within the database (INSERT ...
+    SELECT) rather than bring every row through Python: its SQL and its named parameters."""
+
+    sql: str
+    params: dict[str, Any]
+
 
 # What `db copy` renames a SQLite file to once its list is in PostgreSQL (store/copy.py).
 SET_ASIDE = ".copied-to-postgresql"
