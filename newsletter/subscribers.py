@@ -179,9 +179,9 @@ class SubscriberStore(Protocol):
         self, *, include_lapsed: bool = False, today: str | None = None
     ) -> Iterator[Subscriber]: ...
 
-    def recipients(
+    def recipients_query(
         self, *, include_lapsed: bool = False, today: str | None = None
-    ) -> Iterator[tuple[int, str, str, str]]: ...
+    ) -> stores.Query: ...
 
     def import_rows(
         self,
@@ -298,20 +298,12 @@ class Store(SignupRequests):
         for row in self._mailable(_COLUMNS, include_lapsed, today):
             yield _subscriber(row)
 
-    def recipients(
-        self, *, include_lapsed: bool = False, today: str | None = None
-    ) -> Iterator[tuple[int, str, str, str]]:
-        """(id, email, name, language) of each subscriber `mailable` yields: what a send's
-        list is fixed from, a third of the time of building each Subscriber."""
-        for row in self._mailable("id, email, name, language", include_lapsed, today):
-            yield row[0], row[1], row[2], row[3]
-
     def recipients_query(
         self, *, include_lapsed: bool = False, today: str | None = None
     ) -> stores.Query:
-        """`recipients` as a query, each one's edition (not language) named `edition`: the
-        ledger copies the list within the database, about three times faster than through
-        Python (100,000 readers fixed in 0.6 s, not 1.8)."""
+        """(id, email, name, edition) of each subscriber `mailable` yields, as a query: what
+        a send's list is fixed from, copied by the ledger within the database, three times
+        faster than through Python (100,000 readers in 0.7 s, not 1.8)."""
         edition = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in EDITION_FOR_LANGUAGE.items())
         columns = f"id, email, name, CASE language {edition} END AS edition"
         return stores.Query(*self._mailable_sql(columns, include_lapsed, today))
