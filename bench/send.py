@@ -65,6 +65,7 @@ from newsletter.subscribers import open_store  # noqa: E402
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 RECEIVER_C = ROOT / "bench" / "receiver.c"
+CHILD = ROOT / "bench" / "child.py"
 ISSUE = ROOT / "issues" / "2017-11"
 DOMAINS = ("example.org", "example.com", "example.net")
 EDITION_OF = {"en": "en", "fr": "fr", "both": "bilingual"}
@@ -285,7 +286,8 @@ class Receiver:
 
 
 def run_child(kind: str, args: argparse.Namespace, workdir: Path, port: int, **extra) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--workdir", str(workdir)]
+    # (through bench/child.py: the workers then import what they do under `newsletter send`)
+    cmd = [sys.executable, str(CHILD), "--child", kind, "--workdir", str(workdir)]
     cmd += ["--port", str(port), "--issue", args.issue]
     for key, value in extra.items():
         cmd += [f"--{key}", str(value)]

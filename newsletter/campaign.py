@@ -13,84 +13,34 @@ bench/send.py call these same functions.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import make_msgid
 from pathlib import Path
 
 from . import workers
 from .bounces.book import Book as BounceBook
 from .bounces.book import Recorded
-from .bounces.tokens import BOUNCE_LOCAL, bounce_token, day_of, unsubscribe_mailto
-from .build import Build, build_issue
-from .checks import Finding, Level
+from .build import build_issue
 from .config import Settings, format_duration
 from .delivery import Progress, RunResult, SendOptions, SendRun
-from .errors import DeliveryError
-from .fastmime import CompiledEdition, compile_edition
-from .ledger import Delivery, Ledger, SendState, State, unfinished
-from .message import Recipient
+from .editions import EDITIONS
+from .fastmime import compile_edition
+from .ledger import Ledger, SendState, State, unfinished
+from .prepared import Prepared, thaw
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
-from .signing import Signer, signer_for
+from .signing import signer_for
 from .stopping import shielded, terminating
 from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status
-from .tokens import make_token, preferences_url, signing_key, unsubscribe_url
-from .transport import Transport, transport_for
-from .views import EDITIONS
+from .tokens import signing_key
+from .transport import transport_for
 
 TEST_PREFIX = "[TEST] "
 # the options a send remembers, so that a resume goes on as it started
 KEPT_OPTIONS = ("concurrency", "rate", "hourly_cap", "workers", "batch")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything a send needs: the compiled editions, the links' secret, the transport."""
-
-    settings: Settings
-    issue_id: str
-    issue_dir: Path
-    editions: Mapping[str, CompiledEdition]
-    secret: bytes
-    transport: Transport
-    signer: Signer | None
-    findings: tuple[Finding, ...] = ()
-    build: Build | None = None  # None when the editions were thawed from the ledger
-
-    def recipient(self, subscriber_id: int | None, email: str, name: str) -> Recipient:
-        base = self.settings.identity.base_url
-        # a test address that is not on the list gets links that lead nowhere, harmlessly
-        token = make_token(self.secret, subscriber_id) if subscriber_id else "test-address"
-        links = Recipient(email, name, unsubscribe_url(base, token), preferences_url(base, token))
-        domain = self.settings.bounces.domain
-        if not subscriber_id or not domain:
-            return links
-        envid = bounce_token(self.secret, subscriber_id, self.issue_id, day_of(time.time()))
-        return dataclasses.replace(
-            links,
-            unsubscribe_mailto=unsubscribe_mailto(self.secret, domain, subscriber_id),
-            envelope_from=f"{BOUNCE_LOCAL}+{envid}@{domain}",
-            envid=envid,
-        )
-
-    def personalise(self, delivery: Delivery) -> Recipient:
-        return self.recipient(delivery.subscriber_id, delivery.email, delivery.name)
-
-    @property
-    def blocking(self) -> list[Finding]:
-        """What stops a real send: errors, and placeholders no reader should see."""
-        return [f for f in self.findings if f.level is Level.ERROR or f.blocks_send]
-
-    def frozen(self) -> dict[str, str]:
-        return {name: compiled.to_json() for name, compiled in self.editions.items()}
-
-    def message_id(self) -> str:
-        return make_msgid(domain=self.settings.identity.from_addr["en"].rpartition("@")[2])
 
 
 def prepare(
@@ -118,25 +68,6 @@ def prepare(
         signer=signer_for(settings.dkim),
         findings=build.findings,
         build=build,
-    )
-
-
-def thaw(settings: Settings, issue_id: str, issue_dir: Path, frozen: Mapping[str, str]) -> Prepared:
-    """A send's editions as they were frozen when it started or was scheduled."""
-    missing = [name for name in EDITIONS if name not in frozen]
-    if missing:
-        raise DeliveryError(
-            f"the send of issue {issue_id} has no frozen {missing[0]} edition; "
-            "send it with --rebuild"
-        )
-    return Prepared(
-        settings=settings,
-        issue_id=issue_id,
-        issue_dir=issue_dir,
-        editions={name: CompiledEdition.from_json(frozen[name]) for name in EDITIONS},
-        secret=signing_key(settings),  # the secret bound to this list
-        transport=transport_for(settings.smtp, settings.outbox / issue_id),
-        signer=signer_for(settings.dkim),
     )
 
 

@@ -32,6 +32,11 @@ class Finding:
     def __str__(self) -> str:
         return f"{self.level}: {self.edition}: {self.message}"
 
+    @property
+    def stops_send(self) -> bool:
+        """An error, or a placeholder no reader should see: a real send refuses to start."""
+        return self.level is Level.ERROR or self.blocks_send
+
 
 def check_edition(edition: RenderedEdition, html_part_bytes: int) -> list[Finding]:
     view = edition.view

@@ -20,11 +20,14 @@ from email import quoprimime
 from email.charset import Charset
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
+from typing import TYPE_CHECKING
 
 from .config import Identity
+from .editions import PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
 from .message import Recipient, build_message, display_name, html_escape_url
-from .render import RenderedEdition
-from .views import PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
+
+if TYPE_CHECKING:  # (the renderer is not loaded by the processes that only send)
+    from .render import RenderedEdition
 
 _TEXT_MARK = "NL-TEXT-BODY-MARK"
 _HTML_MARK = "NL-HTML-BODY-MARK"

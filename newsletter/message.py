@@ -13,11 +13,14 @@ from email import policy
 from email.headerregistry import Address, HeaderRegistry, UniqueAddressHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
+from typing import TYPE_CHECKING
 
 from .config import Identity
+from .editions import PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
 from .normalise import MAX_NAME
-from .render import RenderedEdition
-from .views import PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
+
+if TYPE_CHECKING:  # (the renderer is not loaded by the processes that only send)
+    from .render import RenderedEdition
 
 SAMPLE_EMAIL = "reader@example.org"
 SAMPLE_NAME = "Sample Reader"

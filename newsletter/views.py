@@ -14,20 +14,16 @@ from markupsafe import Markup
 from .archive.paths import absolute, edition_path
 from .config import Identity
 from .content import LANGS, Brief, Image, Issue
+from .editions import EDITIONS, PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
 from .errors import ContentError
 from .markup import Html, inline_html, inline_text, to_html, to_text
 from .typography import HTML_LANG, colon, long_date, smarten
 
-EDITIONS = ("en", "fr", "bilingual")
 # The labels this module reads from labels.toml (templates may use more of them).
 LABEL_KEYS = (
     "issue", "only_en", "only_fr", "jump", "contents", "version", "jump_back", "why",
     "unsubscribe", "preferences", "contact",
 )  # fmt: skip
-# Per-recipient parts are plain ASCII sentinels: premailer and libxml2 leave them alone,
-# and sending replaces them (see message.py).
-UNSUBSCRIBE_SENTINEL = "https://sentinel.invalid/nl-unsubscribe-0000"
-PREFERENCES_SENTINEL = "https://sentinel.invalid/nl-preferences-0000"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Any
 from .config import Settings
 from .delivery import Progress, RunResult, SendOptions, SendRun, share_of, worker_name
 from .errors import DeliveryError, NewsletterError
+from .prepared import thaw
 from .stopping import (
     Terminated,
     carry_on_after_hangup,
@@ -80,7 +81,6 @@ class _Job:
 
 def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> None:
     """One worker process: thaw the frozen editions from the ledger, run one pass."""
-    from .campaign import thaw  # the child imports only what it runs
     from .ledger import Ledger
 
     stop_gently_on_sigterm()  # `systemctl stop` signals every process of the service
