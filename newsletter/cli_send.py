@@ -28,15 +28,16 @@ from .cli_report import (
 )
 from .config import MAX_CONCURRENCY, format_duration, parse_duration, rate_problem
 from .delivery import Progress, SendOptions, outgoing, paced
+from .editions import EDITIONS
 from .errors import DeliveryError, NewsletterError, shown_dir
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock, unreachable
 from .normalise import check_email
+from .prepared import Prepared, thaw
 from .schedule import DEFAULT_GRACE, MAX_GRACE, Book, parse_when
 from .stopping import Terminated, carry_on_after_hangup, shielded, stop_gently_on_sigterm
 from .subscribers import edition_for, open_store
 from .transport import SendFailure
-from .views import EDITIONS
 
 DEFAULT_LEASE = SendOptions().lease
 
@@ -80,7 +81,7 @@ def _ask(question: str) -> None:
     raise SystemExit(Exit.INCOMPLETE)
 
 
-def _send_tests(prepared: campaign.Prepared, addresses: tuple[str, ...]) -> None:
+def _send_tests(prepared: Prepared, addresses: tuple[str, ...]) -> None:
     if prepared.blocking:
         click.echo(
             f"sending a test although a real send would refuse it ({len(prepared.blocking)} "
@@ -113,7 +114,7 @@ def _send_tests(prepared: campaign.Prepared, addresses: tuple[str, ...]) -> None
         raise SystemExit(Exit.INCOMPLETE)
 
 
-def _dry_run(prepared: campaign.Prepared, app: AppContext, include_lapsed: bool) -> None:
+def _dry_run(prepared: Prepared, app: AppContext, include_lapsed: bool) -> None:
     with open_store(app.settings) as store:
         _warn_lapsed(store, include_lapsed)
         counts = {name: 0 for name in EDITIONS}
@@ -481,7 +482,7 @@ def _warn_lapsed(store, include_lapsed: bool) -> None:
     )
 
 
-def _begin(prepared: campaign.Prepared, store, ledger: Ledger, given: dict, yes: bool) -> None:
+def _begin(prepared: Prepared, store, ledger: Ledger, given: dict, yes: bool) -> None:
     _warn_lapsed(store, bool(given.get("include_lapsed")))
     the_plan = campaign.plan(store, bool(given.get("include_lapsed")))
     if not the_plan.total:
@@ -513,7 +514,7 @@ def _resume(
     strict: bool,
     resend_uncertain: bool,
     yes: bool,
-) -> campaign.Prepared | None:
+) -> Prepared | None:
     settings = app.settings
     issue_id = ledger.issue_id
     recovered = ledger.recover()
@@ -559,9 +560,7 @@ def _resume(
             _refuse(prepared.blocking, issue_dir)
     else:
         info = ledger.info()
-        prepared = campaign.thaw(
-            settings, issue_id, Path(info.issue_dir if info else issue_dir), frozen
-        )
+        prepared = thaw(settings, issue_id, Path(info.issue_dir if info else issue_dir), frozen)
     again = f", {resend:,} of them uncertain (sent again)" if resend else ""
     click.echo(
         f"resuming issue {issue_id} via {prepared.transport.description}: "
@@ -580,7 +579,7 @@ def _resume(
 
 def _schedule(
     app: AppContext,
-    prepared: campaign.Prepared,
+    prepared: Prepared,
     store,
     at_text: str,
     grace: float,
@@ -621,7 +620,7 @@ def _schedule(
 
 
 def _say_counts(
-    prepared: campaign.Prepared,
+    prepared: Prepared,
     report: campaign.Report,
     passes: campaign.Passes,
     skipped_before: int,
@@ -650,12 +649,12 @@ def _say_counts(
         )
 
 
-def _run(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> None:
+def _run(prepared: Prepared, ledger: Ledger, options, wait: bool) -> None:
     with shielded():  # SIGTERM during the send or the report after it: recorded, not raised
         _run_and_report(prepared, ledger, options, wait)
 
 
-def _run_and_report(prepared: campaign.Prepared, ledger: Ledger, options, wait: bool) -> None:
+def _run_and_report(prepared: Prepared, ledger: Ledger, options, wait: bool) -> None:
     report = campaign.report(ledger)
     bar = _Bar(report.total(State.PENDING, State.DEFERRED))
 

@@ -11,10 +11,18 @@ from .cli_context import AppContext, need_db, optional_issue_dir_argument, pass_
 from .cli_report import counts_table, issue_id_of, local_time
 from .delivery import SendOptions
 from .exits import EXIT_TABLE
-from .ledger import Ledger, SendBusy, SendState, State, send_lock, sends, totals
+from .ledger import Ledger, SendBusy, SendState, State, Stopped, send_lock, sends, totals
 from .schedule import Book, ScheduleState
 
 DEFAULT_LEASE = SendOptions().lease
+# how a worker whose pass ended early is shown (send_workers.stopped)
+_ENDED = {
+    Stopped.INTERRUPTED: "stopped early (Ctrl-C)",
+    Stopped.TERMINATED: "stopped early (SIGTERM, or its send was killed)",
+    Stopped.PAUSED: "paused (failures in a row, or no session with the server)",
+    Stopped.FAILED: "stopped by an error",
+    Stopped.STOPPED: "stopped early, with the others (one paused or failed) or at its lease",
+}
 
 
 @click.command(epilog=EXIT_TABLE)
@@ -87,7 +95,7 @@ def _say_workers(ledger: Ledger) -> None:
         share = shares.setdefault(
             (r["host"], r["pid"]),
             {"sent": 0, "failed": 0, "deferred": 0, "uncertain": 0, "holding": 0,
-             "start": r["started_at"], "end": 0.0, "finished": True},
+             "start": r["started_at"], "end": 0.0, "finished": True, "stopped": ""},
         )  # fmt: skip
         for key in ("sent", "failed", "deferred", "uncertain"):
             share[key] += r[key]
@@ -95,13 +103,14 @@ def _say_workers(ledger: Ledger) -> None:
         share["start"] = min(share["start"], r["started_at"])
         share["end"] = max(share["end"], r["finished_at"] or r["seen_at"])
         share["finished"] &= r["finished_at"] is not None
+        share["stopped"] = r["stopped"]  # (rows come by start: the last pass says)
     sending = {(r["host"], r["pid"]) for r in ledger.live_workers(2 * DEFAULT_LEASE)}
     total = sum(s["sent"] for s in shares.values()) or 1
     click.echo(f"workers ({len(shares)}):")
     for (host, pid), s in sorted(shares.items(), key=lambda kv: kv[1]["start"]):
         rate = s["sent"] / max(s["end"] - s["start"], 1e-3)
         if s["finished"]:
-            state = "finished"
+            state = _ENDED.get(s["stopped"], "finished")
         elif (host, pid) in sending:
             state = f"sending, holding {s['holding']:,}"
         else:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from .config import format_duration
 from .fastmime import CompiledEdition, now_header
-from .ledger import Delivery, Ledger, Outcome, State
+from .ledger import Delivery, Ledger, Outcome, State, Stopped
 from .message import Recipient
 from .pacing import HOUR, Limiter, Sessions
 from .signing import Signer
@@ -200,10 +200,12 @@ class SendRun:
         self.on_recorded = on_recorded
         self.worker = worker or worker_name()
         self.progress = Progress()
-        # the outcomes once in the ledger, told to `on_recorded` at each commit (a worker
-        # process reports these: killed, it has never counted what it could not record)
+        # the outcomes once recorded, told to `on_recorded` at each commit (a worker process
+        # reports these: killed, it has never counted what it could not record). One woken
+        # past its lease counts outcomes the ledger refused (those rows are uncertain there)
         self.recorded = Progress()
         self.stop = stop or threading.Event()
+        self.told = ""  # why it was asked to stop from outside (a Stopped), for status
         self.paused: str | None = None
         self.held = False
         self.lock = threading.Lock()  # the run's state; held for moments, never over I/O
@@ -379,11 +381,26 @@ class SendRun:
                 self.stop.set()
                 return
 
-    def _tally(self, finished: bool = False) -> None:
-        """Add what was done since the last tally to this worker's row (status shows it)."""
+    def _stopped(self, interrupted: bool, terminated: bool) -> str:
+        """Why the pass ended early, for `status`; "" when it ran until nothing was left."""
+        if terminated:
+            return Stopped.TERMINATED
+        if interrupted:
+            return Stopped.INTERRUPTED
+        if self.errors:
+            return Stopped.FAILED
+        if self.paused:
+            return Stopped.PAUSED
+        if self.exhausted or not self.stop.is_set():
+            return ""  # (a stop that came once nothing was left changed nothing)
+        return self.told or Stopped.STOPPED  # asked to, or its lease ran out
+
+    def _tally(self, finished: bool = False, stopped: str = "") -> None:
+        """Add what was recorded since the last tally to this worker's row (status shows
+        it); `finished`: the pass is over, `stopped` says why if it ended early."""
         counts = self.recorded.counts()
         delta = {k: v - self.tallied.get(k, 0) for k, v in counts.items()}
-        self.ledger.tally(self.worker, delta, finished)
+        self.ledger.tally(self.worker, delta, finished, stopped)
         self.tallied = counts
 
     # --- one message -----------------------------------------------------------------------
@@ -561,7 +578,7 @@ class SendRun:
             self.unsent.extend(d.subscriber_id for d in self.queue)
             self.queue.clear()
             self._flush_locked()
-        self._tally(finished=True)
+        self._tally(True, self._stopped(interrupted, terminated))
         for exc in self.errors:
             raise exc
         return RunResult(

@@ -13,10 +13,10 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import campaign
 from .config import Settings
 from .errors import DeliveryError
 from .ledger import Ledger, SendState
+from .prepared import Prepared, thaw
 from .store import PgUrl
 
 
@@ -66,7 +66,7 @@ def refuse_second_start(ledger: Ledger, issue_dir: Path, lease: float) -> None:
     )
 
 
-def prepare_join(settings: Settings, ledger: Ledger, issue_dir: Path) -> campaign.Prepared:
+def prepare_join(settings: Settings, ledger: Ledger, issue_dir: Path) -> Prepared:
     """What a joining host sends: the editions frozen when the send started."""
     info = ledger.info()
     if info is None:
@@ -81,4 +81,4 @@ def prepare_join(settings: Settings, ledger: Ledger, issue_dir: Path) -> campaig
             f"in a row); resume it with: newsletter send {issue_dir} (not --join)"
         )
     frozen = ledger.frozen()
-    return campaign.thaw(settings, ledger.issue_id, issue_dir, frozen)
+    return thaw(settings, ledger.issue_id, issue_dir, frozen)

@@ -62,6 +62,16 @@ class State(StrEnum):
     SKIPPED = "skipped"  # unsubscribed (or bounced, complained) before their turn
 
 
+class Stopped(StrEnum):
+    """Why a worker's pass ended before nothing was left for it (send_workers.stopped)."""
+
+    INTERRUPTED = "interrupted"  # Ctrl-C (to it, or to its send)
+    TERMINATED = "terminated"  # SIGTERM (to it, or to its send), or its send killed
+    PAUSED = "paused"  # failures in a row, or no session could be opened
+    FAILED = "failed"  # an error ended it
+    STOPPED = "stopped"  # asked to (another worker paused or failed), or its lease ran out
+
+
 class SendState(StrEnum):
     ACTIVE = "active"  # going, or waiting for retries: `due` carries it on
     HELD = "held"  # stopped by the user (Ctrl-C): only `send` resumes it
@@ -269,13 +279,14 @@ class Ledger:
         if isinstance(recipients, store.Query):
             # copied within the database, each Message-ID with a salt drawn there (from the
             # operating system's randomness, as secrets does: a bounce that quotes it is ours)
+            ours = {"fill_issue": self.issue_id, "fill_safe": safe_issue, "fill_domain": domain}
+            assert not ours.keys() & recipients.params.keys(), recipients.params
             rows = store.Query(
-                f"SELECT :issue, id, email, name, edition, '<' || :safe || '.' || id || '.'"
-                f" || {_SALT[self.conn.dialect]} || '@' || :domain || '>'"
+                f"SELECT :fill_issue, id, email, name, edition, '<' || :fill_safe || '.' || id"
+                f" || '.' || {_SALT[self.conn.dialect]} || '@' || :fill_domain || '>'"
                 f" FROM ({recipients.sql}) AS recipients",
-                {**recipients.params, "issue": self.issue_id, "safe": safe_issue,
-                 "domain": domain},
-            )  # fmt: skip
+                {**recipients.params, **ours},
+            )
         else:  # a generator: 100,000 subscribers never sit in memory at once
             rows = (
                 (self.issue_id, sid, email, name, edition, f"<{safe_issue}.{sid}.{salt}@{domain}>")
@@ -673,18 +684,22 @@ class Ledger:
             conn.execute(
                 "INSERT INTO send_workers (issue_id, worker, host, pid, machine, started_at,"
                 " seen_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, worker)"
-                " DO UPDATE SET seen_at = excluded.seen_at, finished_at = NULL",
+                " DO UPDATE SET seen_at = excluded.seen_at, finished_at = NULL, stopped = ''",
                 (self.issue_id, worker, host, pid, machine, now, now),
             )
 
-    def tally(self, worker: str, progress: dict[str, int], finished: bool = False) -> None:
-        """Add a worker's counts since its last tally (status shows each worker's share)."""
+    def tally(
+        self, worker: str, progress: dict[str, int], finished: bool = False, stopped: str = ""
+    ) -> None:
+        """Add a worker's counts since its last tally (status shows each worker's share);
+        `finished`: its pass is over, `stopped` says why if it ended early (a Stopped)."""
         clock = PG_NOW if self.pg else "?"
         now: tuple = () if self.pg else (time.time(),)
         sql = (
             "UPDATE send_workers SET sent = sent + ?, failed = failed + ?,"
             f" deferred = deferred + ?, uncertain = uncertain + ?, seen_at = {clock},"
-            f" finished_at = CASE WHEN ? THEN {clock} END WHERE issue_id = ? AND worker = ?"
+            f" finished_at = CASE WHEN ? THEN {clock} END, stopped = ?"
+            " WHERE issue_id = ? AND worker = ?"
         )
         params = (
             progress.get("sent", 0),
@@ -694,6 +709,7 @@ class Ledger:
             *now,
             finished,
             *now,
+            stopped,
             self.issue_id,
             worker,
         )
@@ -870,7 +886,8 @@ UPDATE send_workers SET seen_at = {_NOW} WHERE issue_id = :issue AND worker = :w
 _PG_JOIN = f"""
 INSERT INTO send_workers (issue_id, worker, host, pid, machine, started_at, seen_at)
 VALUES (:issue, :worker, :host, :pid, :machine, {_NOW}, {_NOW})
-ON CONFLICT (issue_id, worker) DO UPDATE SET seen_at = excluded.seen_at, finished_at = NULL
+ON CONFLICT (issue_id, worker) DO UPDATE SET seen_at = excluded.seen_at, finished_at = NULL,
+    stopped = ''
 """
 
 

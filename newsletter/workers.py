@@ -9,8 +9,9 @@ what a relay counts), `rate / N` and `hourly cap / N`, so each holds for the who
 worker that ends early does not lend its share to the others.
 
 Processes are started with `spawn` (not `fork`: the parent may hold threads and open
-connections), so a worker costs a fresh interpreter, about half a second: `auto` starts
-extra workers only for sends large enough to gain from them.
+connections), so a worker costs a fresh interpreter, about a quarter of a second (it loads
+what sends, not the renderer: prepared.py): `auto` starts extra workers only for sends
+large enough to gain from them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from .config import Settings
 from .delivery import Progress, RunResult, SendOptions, SendRun, share_of, worker_name
 from .errors import DeliveryError, NewsletterError
+from .ledger import Stopped
 from .prepared import thaw
 from .stopping import (
     Terminated,
@@ -41,6 +43,13 @@ from .stopping import (
 # Below this many messages due, a send stays in one process: starting more costs more.
 AUTO_MIN_MESSAGES = 2000
 _FIELDS = ("sent", "failed", "deferred", "uncertain", "skipped")
+# why the parent asks every worker to stop (its shared `stop` flag), and what status says
+_OTHERS, _INTERRUPTED, _TERMINATED = 1, 2, 3
+_TOLD = {
+    _OTHERS: Stopped.STOPPED,
+    _INTERRUPTED: Stopped.INTERRUPTED,
+    _TERMINATED: Stopped.TERMINATED,
+}
 
 
 def how_many(requested: int, due: int, connections: int, hourly_cap: int = 0) -> int:
@@ -127,7 +136,7 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
     except Exception as exc:  # noqa: BLE001 - reported by the parent, in one line
         outcome["error"] = f"a worker failed: {type(exc).__name__}: {exc}"
     if outcome.get("paused") or outcome.get("error"):
-        stop.value = 1  # one worker's pause or failure stops the others
+        stop.value = _OTHERS  # one worker's pause or failure stops the others
     results.put(outcome)
 
 
@@ -145,6 +154,7 @@ class _StopWatcher:
         def watch() -> None:
             while not self.done:
                 if stop.value:
+                    run.told = _TOLD[stop.value]  # (for status: why it stopped)
                     run.stop.set()
                     return
                 time.sleep(0.2)
@@ -166,7 +176,7 @@ def run_pass(
         return RunResult(Progress(), interrupted=True, terminated=True)
     ctx = multiprocessing.get_context("spawn")
     counts = ctx.Array("q", processes * len(_FIELDS), lock=False)
-    stop = ctx.RawValue("b", 0)  # set: every worker stops (see _StopWatcher)
+    stop = ctx.RawValue("b", 0)  # set (to why): every worker stops (see _StopWatcher)
     results = ctx.Queue()
     children = [
         ctx.Process(
@@ -194,7 +204,7 @@ def run_pass(
             # SIGTERM (maybe to this process only): the workers finish the messages in
             # flight, then report
             interrupted = terminated = True
-            stop.value = 1
+            stop.value = _TERMINATED
 
     def total() -> Progress:
         sums = [sum(counts[w * len(_FIELDS) + n] for w in range(processes)) for n in range(5)]
@@ -220,7 +230,7 @@ def run_pass(
         except KeyboardInterrupt:
             # Ctrl-C: the workers got it too; they finish the messages in flight, then report
             interrupted = True
-            stop.value = 1
+            stop.value = _INTERRUPTED
     for child in children:
         child.join()
     errors = [o["error"] for o in outcomes if o.get("error")]

@@ -207,6 +207,9 @@ def test_a_send_pauses_after_too_many_failures_and_resumes(workdir: Path) -> Non
         assert len(handler.received) == 0
         states = ledger_states(workdir)
         assert sum(s is State.FAILED for s in states.values()) == 20
+        status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+        [worker] = [line for line in status.stdout.splitlines() if " process " in line]
+        assert worker.endswith("; paused (failures in a row, or no session with the server)")
         # resumed: the five other refusals are recorded, then the rest is delivered
         second = send(workdir, server.port, "--yes", "--concurrency", "1")
         assert second.returncode == 1, second.stderr

@@ -197,6 +197,13 @@ def test_workers_stop_when_the_send_that_started_them_is_killed(workdir: Path) -
         )
         rows = ledger_rows(workdir)
         assert rows[victim][0] is State.SENT  # finished and recorded
+        # status tells the worker that was stopped (it held the message) from one that ran
+        # to the end of what was left for it, or never joined, before the send was killed
+        status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+        ends = [line.rpartition("; ")[2] for line in status.stdout.splitlines()
+                if " process " in line]  # fmt: skip
+        stopped = "stopped early (SIGTERM, or its send was killed)"
+        assert stopped in ends and set(ends) <= {stopped, "finished"}, status.stdout
         assert sum(r[0] is State.PENDING for r in rows.values()) > 0  # the rest left for later
         assert all(r[0] in (State.SENT, State.PENDING) for r in rows.values()), {
             a: r for a, r in rows.items() if r[0] not in (State.SENT, State.PENDING)

@@ -93,6 +93,13 @@ def test_sigterm_finishes_the_message_in_flight_and_due_resumes(workdir, workers
         assert {State.SENDING, State.UNCERTAIN}.isdisjoint(states.values()), states
         assert State.PENDING in states.values()
         assert _send_state(workdir) is SendState.ACTIVE  # not held: the timer resumes it
+        # status says why each process stopped: SIGTERM, however it reached it (a worker
+        # that had nothing left by then finished)
+        status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
+        ends = [line.rpartition("; ")[2] for line in status.stdout.splitlines()
+                if " process " in line]  # fmt: skip
+        stopped = "stopped early (SIGTERM, or its send was killed)"
+        assert stopped in ends and set(ends) <= {stopped, "finished"}, status.stdout
         due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
         assert due.returncode == 0, due.stderr
         assert f"issue {DEMO_ISSUE}: retrying" in due.stdout
