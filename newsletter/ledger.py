@@ -232,7 +232,12 @@ class Ledger:
                 if not rolled_back and not isinstance(exc, Lost) and not unreachable(exc):
                     raise
                 if time.monotonic() + delay > deadline:
-                    raise
+                    if rolled_back:
+                        raise
+                    raise Lost(
+                        f"{exc}; tried again for {RECONNECT_FOR:.0f} s: check that the server"
+                        " is running, then run the command again (a send resumes)"
+                    ) from None
             time.sleep(delay)
             delay = min(2 * delay, RECONNECT_MOST)
             if not rolled_back:

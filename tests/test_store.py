@@ -285,6 +285,34 @@ def test_outcomes_are_found_by_primary_key_however_many_were_marked_before(pg_ur
         ledger.close()
 
 
+def test_a_server_down_past_the_retries_ends_the_claim_in_one_line(
+    pg_cluster, pg_url, monkeypatch
+) -> None:
+    """PostgreSQL down for longer than a worker retries (RECONNECT_FOR, 30 s; 1 s here): the
+    claim stops retrying and raises one line that names NEWSLETTER_DB (what a send then
+    prints), and the rows stay as they were."""
+    import newsletter.ledger as ledger_module
+
+    _start(pg_url, 3)
+    ledger = Ledger(pg_url, ISSUE)
+    monkeypatch.setattr(ledger_module, "RECONNECT_FOR", 1.0)
+    pg_cluster.stop("immediate")
+    try:
+        with pytest.raises(StoreError) as raised:
+            ledger.claim("w", 2, 60.0)
+    finally:
+        pg_cluster.start()
+    try:
+        message = str(raised.value)
+        assert "\n" not in message and message.startswith("NEWSLETTER_DB=postgresql://"), message
+        assert "cannot reach the server" in message or "lost the connection" in message, message
+        assert message.endswith("; tried again for 1 s: check that the server is running, then "
+                                "run the command again (a send resumes)"), message  # fmt: skip
+        assert _states(pg_url) == {State.PENDING: 3}  # the claim never reached the server
+    finally:
+        ledger.close()
+
+
 def test_a_claim_the_server_rolls_back_in_a_deadlock_is_done_again(pg_url) -> None:
     # Two claims can deadlock (each reaping rows the other is marking); the server then
     # rolls one back. Here the other party is a plain transaction: it holds the second row
