@@ -167,6 +167,13 @@ def _delivery(row: Any) -> Delivery:
     return Delivery(row[0], row[1], row[2], row[3], State(row[4]), *row[5:10])
 
 
+def _taken(row: Any, now: float) -> Delivery:
+    """A row a SQLite claim picked, as its UPDATE left it (the write lock is held from the
+    SELECT to the UPDATE: nobody else changed it)."""
+    first = now if row[9] is None else row[9]
+    return Delivery(row[0], row[1], row[2], row[3], State.SENDING, row[5] + 1, *row[6:9], first)
+
+
 class Ledger:
     """The ledger of one issue, in the database at `path` (a SQLite file or a postgresql://
     URL); safe to share between threads (one statement at a time on its connection)."""
@@ -511,40 +518,37 @@ class Ledger:
             if outcomes:
                 self._mark_sqlite(conn, worker, outcomes, stamp)
             conn.execute(_SQLITE_REAP, (stamp, self.issue_id, now))  # whoever claims, reaps
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT subscriber_id FROM deliveries WHERE issue_id = ? AND subscriber_id > ?"
-                    " AND (state = 'pending' OR (state = 'deferred' AND next_attempt <= ?))"
-                    " ORDER BY subscriber_id LIMIT ?",
-                    (self.issue_id, after, now, k),
-                )
-            ]
-            if not ids:
-                return Claim([], 0, 0)
-            marks = ",".join("?" * len(ids))
-            rows = conn.execute(
-                "UPDATE deliveries SET state = 'sending', owner = ?, lease_until = ?,"
-                " attempts = attempts + 1, first_attempt = coalesce(first_attempt, ?),"
-                f" updated_at = ? WHERE issue_id = ? AND subscriber_id IN ({marks})"
-                # `+state`: by the primary key, not by walking every pending row's index entry
-                " AND +state IN ('pending', 'deferred') AND EXISTS (SELECT 1 FROM subscribers"
-                " s WHERE s.id = deliveries.subscriber_id AND s.status = 'active')"
-                f" RETURNING {_CLAIMED}",
-                (worker, now + lease, now, stamp, self.issue_id, *ids),
+            # the rows in id order, each with whether its reader is still subscribed (a
+            # lookup by key), then made ours by key: no RETURNING, which SQLite buffers in
+            # a temporary table (a fifth of a claim's CPU)
+            picked = conn.execute(
+                f"SELECT {_CLAIMED}, (SELECT s.status = 'active' FROM subscribers s"
+                " WHERE s.id = d.subscriber_id) FROM deliveries d WHERE issue_id = ?"
+                " AND subscriber_id > ? AND (state = 'pending' OR (state = 'deferred'"
+                " AND next_attempt <= ?)) ORDER BY subscriber_id LIMIT ?",
+                (self.issue_id, after, now, k),
             ).fetchall()
-            skipped = 0
-            if len(rows) < len(ids):  # the rest are of people who have left meanwhile
-                left = sorted(set(ids) - {r[0] for r in rows})
-                skipped = conn.execute(
+            if not picked:
+                return Claim([], 0, 0)
+            ids = [r[0] for r in picked if r[10]]
+            if ids:
+                conn.execute(
+                    "UPDATE deliveries SET state = 'sending', owner = ?, lease_until = ?,"
+                    " attempts = attempts + 1, first_attempt = coalesce(first_attempt, ?),"
+                    " updated_at = ? WHERE issue_id = ?"
+                    f" AND subscriber_id IN ({','.join('?' * len(ids))})",
+                    (worker, now + lease, now, stamp, self.issue_id, *ids),
+                )
+            left = [r[0] for r in picked if not r[10]]  # people who have left meanwhile
+            if left:
+                conn.execute(
                     "UPDATE deliveries SET state = 'skipped', updated_at = ?,"
                     " last_reply = 'no longer subscribed' WHERE issue_id = ?"
-                    f" AND subscriber_id IN ({','.join('?' * len(left))})"
-                    " AND +state IN ('pending', 'deferred')",
+                    f" AND subscriber_id IN ({','.join('?' * len(left))})",
                     (stamp, self.issue_id, *left),
-                ).rowcount
-        claimed = sorted(_delivery(r) for r in rows)
-        return Claim(claimed, ids[-1], skipped)
+                )
+        claimed = [_taken(r, now) for r in picked if r[10]]
+        return Claim(claimed, picked[-1][0], len(left))
 
     def _claim_pg(
         self,
