@@ -530,7 +530,8 @@ class Ledger:
             ).fetchall()
             if not picked:
                 return Claim([], 0, 0)
-            ids = [r[0] for r in picked if r[10]]
+            claimed = [_taken(r, now) for r in picked if r[10]]
+            ids = [d.subscriber_id for d in claimed]
             if ids:
                 conn.execute(
                     "UPDATE deliveries SET state = 'sending', owner = ?, lease_until = ?,"
@@ -547,7 +548,6 @@ class Ledger:
                     f" AND subscriber_id IN ({','.join('?' * len(left))})",
                     (stamp, self.issue_id, *left),
                 )
-        claimed = [_taken(r, now) for r in picked if r[10]]
         return Claim(claimed, picked[-1][0], len(left))
 
     def _claim_pg(
