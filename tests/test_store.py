@@ -61,11 +61,14 @@ def _states(where) -> dict[State, int]:
 # --- the work queue -----------------------------------------------------------------------
 
 
-def _drain(where, name: str, out: str) -> None:
-    """A worker: claim 7 at a time, walking forward and rescanning, mark them all sent."""
+def _drain(where, name: str, out: str, ready) -> None:
+    """A worker: claim 7 at a time, walking forward and rescanning, mark them all sent.
+    `ready`, a barrier: the workers begin together (a claim is fast enough for the first
+    one forked to take every row before the last has started)."""
     ledger = Ledger(where, ISSUE)
     claimed: list[int] = []
     cursor = 0
+    ready.wait(60)
     while True:
         batch, next_cursor, _ = ledger.claim(name, 7, 60.0, cursor)
         if not batch and next_cursor == 0:
@@ -84,8 +87,9 @@ def test_claims_never_overlap_under_four_processes(db_where, tmp_path: Path) -> 
     ids = _start(db_where, 700)
     fork = multiprocessing.get_context("fork")
     outs = [tmp_path / f"worker{n}.txt" for n in range(4)]
+    ready = fork.Barrier(4)
     procs = [
-        fork.Process(target=_drain, args=(db_where, f"w{n}", str(out)))
+        fork.Process(target=_drain, args=(db_where, f"w{n}", str(out), ready))
         for n, out in enumerate(outs)
     ]
     for p in procs:
