@@ -659,7 +659,7 @@ class Ledger:
         now = time.time() if now is None else now
         with self._tx() as conn:
             conn.execute(
-                "UPDATE deliveries INDEXED BY deliveries_state SET lease_until = ?"
+                "UPDATE deliveries INDEXED BY deliveries_sending SET lease_until = ?"
                 " WHERE issue_id = ? AND owner = ? AND state = 'sending'",
                 (now + lease, self.issue_id, worker),
             )
@@ -791,7 +791,7 @@ class Ledger:
 # (the planner would walk every row of the issue without the index named)
 REAPED = "in flight when its worker stopped (its lease ran out); it may have arrived"
 _SQLITE_REAP = (
-    "UPDATE deliveries INDEXED BY deliveries_state SET state = 'uncertain', owner = NULL,"
+    "UPDATE deliveries INDEXED BY deliveries_sending SET state = 'uncertain', owner = NULL,"
     f" lease_until = NULL, updated_at = ?, last_reply = '{REAPED}' WHERE issue_id = ?"
     " AND state = 'sending' AND lease_until < ?"
 )
