@@ -598,7 +598,7 @@ class Ledger:
             params = {"stamp": stamp, "issue": self.issue_id, "worker": worker,
                       **_pg_outcomes(outcomes)}  # fmt: skip
             done = self._queue(lambda conn: conn.execute(_PG_MARK, params).rowcount)
-            self._settled(worker, params["ids"])
+            self._settled(worker, [o.subscriber_id for o in outcomes])
             return done
         with self._tx() as conn:
             return self._mark_sqlite(conn, worker, outcomes, stamp)
@@ -811,14 +811,27 @@ _RELEASE = (
 _NOW = f"coalesce(:now::float8, {PG_NOW})"
 
 
-def _pg_outcomes(outcomes: Sequence[Outcome]) -> dict[str, list]:
-    """Outcomes as the four arrays _PG_MARK reads: one statement for a whole batch."""
+def _pg_outcomes(outcomes: Sequence[Outcome]) -> dict[str, str]:
+    """Outcomes as the four arrays _PG_MARK reads: one statement for a whole batch. Each is
+    sent as one array literal made here: psycopg adapting four lists, element by element,
+    took half of a claim's CPU in the sending process."""
     return {
-        "ids": [o.subscriber_id for o in outcomes],
-        "states": [o.state.value for o in outcomes],
-        "replies": [o.reply[:500] for o in outcomes],
-        "nexts": [float(o.next_attempt) for o in outcomes],
+        "ids": _pg_array([str(o.subscriber_id) for o in outcomes]),
+        "states": _pg_array([o.state.value for o in outcomes]),
+        "replies": _pg_array([_pg_quoted(o.reply[:500]) for o in outcomes]),
+        "nexts": _pg_array([repr(float(o.next_attempt)) for o in outcomes]),
     }
+
+
+def _pg_array(elements: list[str]) -> str:
+    return "{" + ",".join(elements) + "}"
+
+
+def _pg_quoted(text: str) -> str:
+    """One element of an array literal, whatever it holds. PostgreSQL's text has no NUL: a
+    server that replied with one still gets its reply recorded, without it."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", "")
+    return '"' + escaped + '"'
 
 
 # The claim's own part (see _PG_CLAIM below): the rows picked, and each made ours.

@@ -232,6 +232,34 @@ def test_a_claim_records_the_last_batchs_outcomes_first_fenced_on_the_owner(db_w
         b.close()
 
 
+def test_a_servers_reply_is_recorded_whatever_it_holds(db_where) -> None:
+    # (PostgreSQL gets the outcomes as array literals made by the ledger: its quoting)
+    odd = ['550 "quoted", {braced}, back\\slash \\" end', "452 NULL", "250 é, ü; ok\\"]
+    _start(db_where, 5)
+    ledger = Ledger(db_where, ISSUE)
+    try:
+        rows, cursor, _ = ledger.claim("a", 4, 60.0, 0, now=1000.0)
+        outcomes = [
+            Outcome(rows[0].subscriber_id, State.FAILED, odd[0]),
+            Outcome(rows[1].subscriber_id, State.DEFERRED, odd[1], 2000.5),
+        ]
+        ledger.claim("a", 1, 60.0, cursor, now=1000.0, outcomes=outcomes)  # with a claim
+        ledger.mark("a", [  # on their own, one with a NUL, which PostgreSQL's text cannot hold
+            Outcome(rows[2].subscriber_id, State.SENT, odd[2]),
+            Outcome(rows[3].subscriber_id, State.SENT, "250 queued\x00 as 12"),
+        ])  # fmt: skip
+        recorded = ledger.in_state(State.FAILED, State.DEFERRED, State.SENT)
+        got = {d.subscriber_id: d for d in recorded}
+        assert [got[r.subscriber_id].last_reply for r in rows[:3]] == odd
+        assert got[rows[1].subscriber_id].next_attempt == 2000.5
+        assert got[rows[3].subscriber_id].last_reply in ("250 queued\x00 as 12", "250 queued as 12")
+        assert _states(db_where) == {
+            State.FAILED: 1, State.DEFERRED: 1, State.SENT: 2, State.SENDING: 1
+        }  # fmt: skip
+    finally:
+        ledger.close()
+
+
 def test_a_ledger_just_filled_is_claimed_and_marked_by_key(pg_url) -> None:
     # A send starts right after an import, before autovacuum has looked at either table: the
     # ledger's statistics are taken when it is filled (without them each mark scanned the
