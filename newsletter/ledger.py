@@ -411,8 +411,9 @@ class Ledger:
             return dropped + self.reap()
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE deliveries SET state = 'uncertain', updated_at = ?,"
-                f" last_reply = '{STOPPED}' WHERE issue_id = ? AND state = 'sending'",
+                "UPDATE deliveries INDEXED BY deliveries_sending SET state = 'uncertain',"
+                f" updated_at = ?, last_reply = '{STOPPED}' WHERE issue_id = ?"
+                " AND state = 'sending'",
                 (store.stamp(), self.issue_id),
             )
             return cur.rowcount
@@ -420,8 +421,8 @@ class Ledger:
     def resend_uncertain(self) -> int:
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt = 0"
-                " WHERE issue_id = ? AND state = 'uncertain'",
+                f"UPDATE {self._rows_in(State.UNCERTAIN)} SET state = 'pending',"
+                " next_attempt = 0 WHERE issue_id = ? AND state = 'uncertain'",
                 (self.issue_id,),
             )
             return cur.rowcount
@@ -746,8 +747,8 @@ class Ledger:
     def holding(self) -> dict[str, int]:
         """How many rows each worker holds (`sending`) now."""
         rows = self._read(
-            "SELECT owner, count(*) FROM deliveries WHERE issue_id = ? AND state = 'sending'"
-            " AND owner IS NOT NULL GROUP BY owner",
+            f"SELECT owner, count(*) FROM {self._rows_in(State.SENDING)} WHERE issue_id = ?"
+            " AND state = 'sending' AND owner IS NOT NULL GROUP BY owner",
             (self.issue_id,),
         )
         return {r[0]: r[1] for r in rows}
@@ -769,13 +770,22 @@ class Ledger:
         return {(r[0], State(r[1])): r[2] for r in rows}
 
     def in_state(self, *states: State, limit: int = -1) -> list[Delivery]:
-        marks = ",".join("?" * len(states))
+        # the states written out, not bound: a partial index (one state each: sending,
+        # deferred, failed, uncertain) serves a query only if its WHERE says that state
+        wanted = " OR ".join(f"state = '{State(s).value}'" for s in states)
         rows = self._read(
-            f"SELECT {_CLAIMED} FROM deliveries WHERE issue_id = ? AND state IN ({marks})"
+            f"SELECT {_CLAIMED} FROM {self._rows_in(*states)} WHERE issue_id = ? AND ({wanted})"
             " ORDER BY next_attempt, subscriber_id" + (" LIMIT ?" if limit >= 0 else ""),
-            (self.issue_id, *[s.value for s in states], *([limit] if limit >= 0 else [])),
+            (self.issue_id, *([limit] if limit >= 0 else [])),
         )
         return [_delivery(r) for r in rows]
+
+    def _rows_in(self, *states: State) -> str:
+        """The table, on SQLite through the partial index of the one state asked for, if it
+        has one: without statistics, its planner walked every row of the issue instead."""
+        if self.pg or len(states) != 1 or states[0] not in _INDEXED_STATES:
+            return "deliveries"
+        return f"deliveries INDEXED BY deliveries_{states[0].value}"
 
     def sent_since(self, seconds: float) -> int:
         """Messages sent from this database within the last `seconds` (every issue)."""
@@ -790,6 +800,8 @@ class Ledger:
 # A row given back unattempted (its message never reached a server), fenced on its owner.
 # (the planner would walk every row of the issue without the index named)
 REAPED = "in flight when its worker stopped (its lease ran out); it may have arrived"
+# the states with a partial index of their own (schema 13)
+_INDEXED_STATES = frozenset({State.SENDING, State.DEFERRED, State.FAILED, State.UNCERTAIN})
 _SQLITE_REAP = (
     "UPDATE deliveries INDEXED BY deliveries_sending SET state = 'uncertain', owner = NULL,"
     f" lease_until = NULL, updated_at = ?, last_reply = '{REAPED}' WHERE issue_id = ?"

@@ -260,6 +260,43 @@ def test_a_servers_reply_is_recorded_whatever_it_holds(db_where) -> None:
         ledger.close()
 
 
+def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: Path) -> None:
+    # what status and the end of a send ask for: without these indexes (or with SQLite's
+    # planner choosing the primary key), each question walked every row of the issue
+    where = tmp_path / "list.db"
+    _start(where, 40)
+    ledger = Ledger(where, ISSUE)
+    try:
+        rows, _, _ = ledger.claim("a", 8, 60.0, 0, now=1000.0)
+        states = [State.FAILED, State.UNCERTAIN, State.DEFERRED, State.SENT]
+        ledger.mark("a", [Outcome(d.subscriber_id, states[n % 4], "x", 5.0)
+                          for n, d in enumerate(rows[:4])])  # fmt: skip
+        asked: list[str] = []
+        ledger.conn.raw.set_trace_callback(asked.append)
+        questions = {
+            "deliveries_sending": [lambda: ledger.in_state(State.SENDING, limit=1),
+                                   ledger.holding, ledger.recover],
+            "deliveries_deferred": [lambda: ledger.in_state(State.DEFERRED), ledger.next_retry],
+            "deliveries_failed": [lambda: ledger.in_state(State.FAILED)],
+            "deliveries_uncertain": [lambda: ledger.in_state(State.UNCERTAIN),
+                                     ledger.resend_uncertain],
+        }  # fmt: skip
+        found = {}
+        for index, calls in questions.items():
+            for call in calls:
+                found[call] = call()
+                sql = next(q for q in reversed(asked) if "deliveries" in q)
+                ledger.conn.raw.set_trace_callback(None)
+                plan = " ".join(r[3] for r in ledger.conn.execute("EXPLAIN QUERY PLAN " + sql))
+                ledger.conn.raw.set_trace_callback(asked.append)
+                assert f"USING INDEX {index} " in plan, (sql, plan)
+        assert len(found[questions["deliveries_failed"][0]]) == 1  # and they still answer
+        assert found[questions["deliveries_sending"][2]] == 4  # recover: the 4 still held
+        assert found[questions["deliveries_uncertain"][1]] == 1 + 4  # resend: those, and one
+    finally:
+        ledger.close()
+
+
 def test_a_ledger_just_filled_is_claimed_and_marked_by_key(pg_url) -> None:
     # A send starts right after an import, before autovacuum has looked at either table: the
     # ledger's statistics are taken when it is filled (without them each mark scanned the
