@@ -467,13 +467,19 @@ class Ledger:
         whatever is left anywhere."""
         if fraction <= 0:
             return 0
-        low, high = self._read(
-            "SELECT min(subscriber_id), max(subscriber_id) FROM deliveries"
-            " WHERE issue_id = ? AND state IN ('pending', 'deferred')",
-            (self.issue_id,),
-        )[0]
-        if low is None:
+        # each end by the primary key, from its side: a walk that stops at the first row
+        # still to send (a min() and max() together walked every row of the issue)
+        ends = [
+            self._read(
+                "SELECT subscriber_id FROM deliveries WHERE issue_id = ?"
+                f" AND state IN ('pending', 'deferred') ORDER BY subscriber_id {way} LIMIT 1",
+                (self.issue_id,),
+            )
+            for way in ("ASC", "DESC")
+        ]
+        if not ends[0] or not ends[1]:
             return 0
+        low, high = ends[0][0][0], ends[1][0][0]
         return low - 1 + int((high - low + 1) * min(fraction, 1.0))
 
     def next_retry(self) -> float | None:
@@ -772,6 +778,8 @@ class Ledger:
     def in_state(self, *states: State, limit: int = -1) -> list[Delivery]:
         # the states written out, not bound: a partial index (one state each: sending,
         # deferred, failed, uncertain) serves a query only if its WHERE says that state
+        if not states:
+            return []
         wanted = " OR ".join(f"state = '{State(s).value}'" for s in states)
         rows = self._read(
             f"SELECT {_CLAIMED} FROM {self._rows_in(*states)} WHERE issue_id = ? AND ({wanted})"

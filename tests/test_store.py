@@ -297,6 +297,40 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
         ledger.close()
 
 
+def test_sqlite_asks_of_one_reader_or_one_end_by_key_not_by_walking(tmp_path: Path) -> None:
+    # an unsubscribe (inside the commit every sending worker waits for), a bounce streak and
+    # where a worker starts: none walks every row of every ledger
+    from newsletter.bounces.book import Book
+
+    where = tmp_path / "list.db"
+    ids = _start(where, 12)
+    asked: list[str] = []
+    with Store(where) as store:
+        store.conn.raw.set_trace_callback(asked.append)
+        assert store.unsubscribe(ids[3], "test")
+        assert Book(store).soft_streak(ids[4]) == 0
+        store.conn.raw.set_trace_callback(None)
+        plans = {
+            sql: " ".join(r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + sql))
+            for sql in asked
+            if "deliveries" in sql and not sql.startswith(("BEGIN", "COMMIT"))
+        }
+    ledger = Ledger(where, ISSUE)
+    try:
+        ledger.conn.raw.set_trace_callback(asked.append)
+        assert ledger.start_after(0.5) == ids[0] - 1 + 6  # halfway along the ids still due
+        ledger.conn.raw.set_trace_callback(None)
+        for sql in asked[-2:]:
+            plans[sql] = " ".join(r[3] for r in ledger.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert [d.subscriber_id for d in ledger.in_state(State.SKIPPED)] == [ids[3]]
+    finally:
+        ledger.close()
+    assert len(plans) == 4, plans  # the skip, the streak, and the two ends
+    for sql, plan in plans.items():
+        assert "SCAN d" not in plan and "SCAN deliveries" not in plan, (sql, plan)
+        assert "PRIMARY KEY (issue_id=?" in plan, (sql, plan)
+
+
 def test_a_ledger_just_filled_is_claimed_and_marked_by_key(pg_url) -> None:
     # A send starts right after an import, before autovacuum has looked at either table: the
     # ledger's statistics are taken when it is filled (without them each mark scanned the

@@ -356,8 +356,10 @@ class Book:
             "SELECT d.issue_id, EXISTS (SELECT 1 FROM bounce_events e"
             "   WHERE e.subscriber_id = d.subscriber_id AND e.issue_id = d.issue_id"
             "   AND e.class = 'soft') AS soft"
-            " FROM deliveries d JOIN sends s ON s.issue_id = d.issue_id"
-            " WHERE d.subscriber_id = ? AND d.state IN ('sent', 'failed')"
+            # sends first (CROSS JOIN keeps SQLite to that order): each one's row of
+            # theirs by its key, not a walk of every ledger
+            " FROM sends s CROSS JOIN deliveries d WHERE d.issue_id = s.issue_id"
+            " AND d.subscriber_id = ? AND d.state IN ('sent', 'failed')"
             " AND s.started_at >= ? ORDER BY s.started_at, s.rowid",
             (subscriber_id, since or ""),
         ).fetchall()
