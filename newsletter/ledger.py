@@ -411,9 +411,8 @@ class Ledger:
             return dropped + self.reap()
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE deliveries INDEXED BY deliveries_sending SET state = 'uncertain',"
-                f" updated_at = ?, last_reply = '{STOPPED}' WHERE issue_id = ?"
-                " AND state = 'sending'",
+                f"UPDATE {self._rows_in(State.SENDING)} SET state = 'uncertain', updated_at = ?,"
+                f" last_reply = '{STOPPED}' WHERE issue_id = ? AND state = 'sending'",
                 (store.stamp(), self.issue_id),
             )
             return cur.rowcount
@@ -467,19 +466,21 @@ class Ledger:
         whatever is left anywhere."""
         if fraction <= 0:
             return 0
-        # each end by the primary key, from its side: a walk that stops at the first row
-        # still to send (a min() and max() together walked every row of the issue)
-        ends = [
-            self._read(
+
+        def end(way: str) -> int | None:
+            # by the primary key, from that side: a walk that stops at the first row still
+            # to send (a min() and max() together walked every row of the issue)
+            rows = self._read(
                 "SELECT subscriber_id FROM deliveries WHERE issue_id = ?"
                 f" AND state IN ('pending', 'deferred') ORDER BY subscriber_id {way} LIMIT 1",
                 (self.issue_id,),
             )
-            for way in ("ASC", "DESC")
-        ]
-        if not ends[0] or not ends[1]:
+            return rows[0][0] if rows else None
+
+        low = end("ASC")
+        if low is None:
             return 0
-        low, high = ends[0][0][0], ends[1][0][0]
+        high = end("DESC") or low
         return low - 1 + int((high - low + 1) * min(fraction, 1.0))
 
     def next_retry(self) -> float | None:

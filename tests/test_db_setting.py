@@ -222,7 +222,7 @@ def test_db_migrate_says_whether_it_created_upgraded_or_found_the_schema(cli, wo
     conn = sqlite3.connect(workdir / "list.db")  # back to version 10, as it left a file
     for column in ("machine", "stopped"):  # (11 and 12 add them)
         conn.execute(f"ALTER TABLE send_workers DROP COLUMN {column}")
-    conn.executescript(  # (13 turns this index into two partial ones)
+    conn.executescript(  # (13 turns this index into partial ones)
         "DROP INDEX deliveries_sending; DROP INDEX deliveries_deferred;"
         " DROP INDEX deliveries_failed; DROP INDEX deliveries_uncertain;"
         " CREATE INDEX deliveries_state ON deliveries (issue_id, state, next_attempt);"

@@ -9,7 +9,9 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,6 +262,22 @@ def test_a_servers_reply_is_recorded_whatever_it_holds(db_where) -> None:
         ledger.close()
 
 
+def _plans(conn, call: Callable[[], Any]) -> tuple[Any, dict[str, str]]:
+    """What `call` returns, and the SQLite query plan of each statement it ran on the
+    ledger's tables (on `conn`, a SQLite connection of the tool's)."""
+    asked: list[str] = []
+    conn.raw.set_trace_callback(asked.append)
+    try:
+        result = call()
+    finally:
+        conn.raw.set_trace_callback(None)
+    return result, {
+        sql: " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        for sql in asked
+        if "deliveries" in sql and not sql.startswith(("BEGIN", "COMMIT"))
+    }
+
+
 def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: Path) -> None:
     # what status and the end of a send ask for: without these indexes (or with SQLite's
     # planner choosing the primary key), each question walked every row of the issue
@@ -271,8 +289,6 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
         states = [State.FAILED, State.UNCERTAIN, State.DEFERRED, State.SENT]
         ledger.mark("a", [Outcome(d.subscriber_id, states[n % 4], "x", 5.0)
                           for n, d in enumerate(rows[:4])])  # fmt: skip
-        asked: list[str] = []
-        ledger.conn.raw.set_trace_callback(asked.append)
         questions = {
             "deliveries_sending": [lambda: ledger.in_state(State.SENDING, limit=1),
                                    ledger.holding, ledger.recover],
@@ -284,11 +300,9 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
         found = {}
         for index, calls in questions.items():
             for call in calls:
-                found[call] = call()
-                sql = next(q for q in reversed(asked) if "deliveries" in q)
-                ledger.conn.raw.set_trace_callback(None)
-                plan = " ".join(r[3] for r in ledger.conn.execute("EXPLAIN QUERY PLAN " + sql))
-                ledger.conn.raw.set_trace_callback(asked.append)
+                found[call], plans = _plans(ledger.conn, call)
+                assert len(plans) == 1, plans
+                sql, plan = plans.popitem()
                 assert f"USING INDEX {index} " in plan, (sql, plan)
         assert len(found[questions["deliveries_failed"][0]]) == 1  # and they still answer
         assert found[questions["deliveries_sending"][2]] == 4  # recover: the 4 still held
@@ -300,28 +314,21 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
 def test_sqlite_asks_of_one_reader_or_one_end_by_key_not_by_walking(tmp_path: Path) -> None:
     # an unsubscribe (inside the commit every sending worker waits for), a bounce streak and
     # where a worker starts: none walks every row of every ledger
-    from newsletter.bounces.book import Book
+    from newsletter.bounces.book import Book as Bounces
 
     where = tmp_path / "list.db"
     ids = _start(where, 12)
-    asked: list[str] = []
     with Store(where) as store:
-        store.conn.raw.set_trace_callback(asked.append)
-        assert store.unsubscribe(ids[3], "test")
-        assert Book(store).soft_streak(ids[4]) == 0
-        store.conn.raw.set_trace_callback(None)
-        plans = {
-            sql: " ".join(r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + sql))
-            for sql in asked
-            if "deliveries" in sql and not sql.startswith(("BEGIN", "COMMIT"))
-        }
+        changed, plans = _plans(store.conn, lambda: store.unsubscribe(ids[3], "test"))
+        assert changed
+        streak, more = _plans(store.conn, lambda: Bounces(store).soft_streak(ids[4]))
+        assert streak == 0
+        plans.update(more)
     ledger = Ledger(where, ISSUE)
     try:
-        ledger.conn.raw.set_trace_callback(asked.append)
-        assert ledger.start_after(0.5) == ids[0] - 1 + 6  # halfway along the ids still due
-        ledger.conn.raw.set_trace_callback(None)
-        for sql in asked[-2:]:
-            plans[sql] = " ".join(r[3] for r in ledger.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        start, more = _plans(ledger.conn, lambda: ledger.start_after(0.5))
+        assert start == ids[0] - 1 + 6  # halfway along the ids still due
+        plans.update(more)
         assert [d.subscriber_id for d in ledger.in_state(State.SKIPPED)] == [ids[3]]
     finally:
         ledger.close()

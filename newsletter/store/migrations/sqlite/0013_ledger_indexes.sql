@@ -4,8 +4,8 @@
 -- row's four b-tree writes in a send. These hold only the rows in flight, the rows waiting
 -- for a retry, and the few that failed or may have arrived: a claim adds one entry, its
 -- outcome takes it away. Claim + mark fell from about 30 to 25.5 µs of CPU a row (60,000
--- rows, k = 24). Counting a million rows by state (status) was already a walk of the
--- table: it takes no longer.
+-- rows, k = 24). `status ISSUE` already walked the table to count; the overview of every
+-- send (`status` alone) now does too: about 0.5 s a million rows of history, was 0.07 s.
 DROP INDEX deliveries_state;
 -- What the reaper looks at before every claim, and what a renewal extends: rows in flight.
 CREATE INDEX deliveries_sending ON deliveries (issue_id, lease_until) WHERE state = 'sending';
