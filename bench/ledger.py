@@ -64,7 +64,7 @@ def work(where, issue: str, k: int, go, counts, slot: int, workers: int) -> None
     go.wait()
     while True:
         # as a send does: the last batch's outcomes recorded in the commit of the next claim
-        batch, next_cursor, _ = ledger.claim(name, k, 300.0, cursor, outcomes=outcomes)
+        batch, next_cursor, _, _ = ledger.claim(name, k, 300.0, cursor, outcomes=outcomes)
         done += len(outcomes)
         outcomes = [Outcome(d.subscriber_id, State.SENT, "250 OK") for d in batch]
         if not batch and next_cursor == 0:

@@ -201,8 +201,8 @@ class SendRun:
         self.worker = worker or worker_name()
         self.progress = Progress()
         # the outcomes once recorded, told to `on_recorded` at each commit (a worker process
-        # reports these: killed, it has never counted what it could not record). One woken
-        # past its lease counts outcomes the ledger refused (those rows are uncertain there)
+        # reports these: killed, it has never counted what it could not record; woken past
+        # its lease, it does not count the outcomes the ledger refused)
         self.recorded = Progress()
         self.stop = stop or threading.Event()
         self.told = ""  # why it was asked to stop from outside (a Stopped), for status
@@ -251,7 +251,7 @@ class SendRun:
                 started = time.monotonic()
                 try:
                     self.ledger.check_in_place()
-                    batch, cursor, skipped = self.ledger.claim(
+                    batch, cursor, skipped, recorded = self.ledger.claim(
                         self.worker, want, self.options.lease, self.cursor, outcomes=outcomes
                     )
                 except BaseException:
@@ -261,7 +261,7 @@ class SendRun:
                 with self.lock:
                     self.flushed_at = time.monotonic()
                     self.progress.skipped += skipped
-                    self._recorded_locked(outcomes, skipped)
+                    self._recorded_locked(outcomes, recorded, skipped)
                     if not batch and cursor == 0:
                         if self.cursor == 0:
                             self.exhausted = True  # nothing due anywhere: this pass is over
@@ -327,20 +327,25 @@ class SendRun:
         """Record outcomes taken out of the list, outside the lock; if that fails (the
         database locked or gone), they go back in it, for the last flush to try again."""
         try:
-            self.ledger.mark(self.worker, batch)
+            recorded = self.ledger.mark(self.worker, batch)
         except BaseException:
             with self.lock:
                 self.outcomes[:0] = batch
             raise
         with self.lock:
-            self._recorded_locked(batch)
+            self._recorded_locked(batch, recorded)
 
-    def _recorded_locked(self, outcomes: Iterable[Outcome], skipped: int = 0) -> None:
+    def _recorded_locked(
+        self, outcomes: Iterable[Outcome], recorded: frozenset[int], skipped: int = 0
+    ) -> None:
+        """Count the outcomes the ledger took. One it refused (our lease had lapsed: the row
+        was turned uncertain, by whoever reaped it) is nobody's, as a killed worker's are."""
         counts = self.recorded
         counts.skipped += skipped
         for outcome in outcomes:
-            name = outcome.state.value  # sent, failed, deferred or uncertain: a field
-            setattr(counts, name, getattr(counts, name) + 1)
+            if outcome.subscriber_id in recorded:
+                name = outcome.state.value  # sent, failed, deferred or uncertain: a field
+                setattr(counts, name, getattr(counts, name) + 1)
         self.on_recorded(counts)
 
     def _release_locked(self) -> None:
@@ -350,8 +355,8 @@ class SendRun:
 
     def _flush_locked(self) -> None:
         if self.outcomes:
-            self.ledger.mark(self.worker, self.outcomes)
-            self._recorded_locked(self.outcomes)
+            recorded = self.ledger.mark(self.worker, self.outcomes)
+            self._recorded_locked(self.outcomes, recorded)
             self.outcomes = []
         self._release_locked()
         self.flushed_at = time.monotonic()
@@ -582,7 +587,7 @@ class SendRun:
         for exc in self.errors:
             raise exc
         return RunResult(
-            self.progress,
+            self.recorded,  # (what the ledger took: the live counts hold what it refused too)
             self.paused,
             interrupted=interrupted,
             terminated=terminated,

@@ -106,6 +106,9 @@ class Claim(NamedTuple):
     rows: list[Delivery]
     cursor: int  # claim from just past this id next; 0: the end was reached
     skipped: int  # rows of people who had left, marked skipped by this claim
+    # of the outcomes the claim was given, the rows they were recorded for (still held by
+    # the worker); the others' leases had lapsed, and they were turned uncertain meanwhile
+    recorded: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -523,8 +526,7 @@ class Ledger:
         now = time.time() if now is None else now
         stamp = store.stamp()
         with self._tx() as conn:
-            if outcomes:
-                self._mark_sqlite(conn, worker, outcomes, stamp)
+            recorded = self._mark_sqlite(conn, worker, outcomes, stamp)
             conn.execute(_SQLITE_REAP, (stamp, self.issue_id, now))  # whoever claims, reaps
             # the rows in id order, each with whether its reader is still subscribed (a
             # lookup by key), then made ours by key: no RETURNING, which SQLite buffers in
@@ -537,7 +539,7 @@ class Ledger:
                 (self.issue_id, after, now, k),
             ).fetchall()
             if not picked:
-                return Claim([], 0, 0)
+                return Claim([], 0, 0, recorded)
             claimed = [_taken(r, now) for r in picked if r[10]]
             ids = [d.subscriber_id for d in claimed]
             if ids:
@@ -556,7 +558,7 @@ class Ledger:
                     f" AND subscriber_id IN ({','.join('?' * len(left))})",
                     (stamp, self.issue_id, *left),
                 )
-        return Claim(claimed, picked[-1][0], len(left))
+        return Claim(claimed, picked[-1][0], len(left), recorded)
 
     def _claim_pg(
         self,
@@ -584,34 +586,65 @@ class Ledger:
             "issue": self.issue_id, "after": after, "k": k, **_pg_outcomes(outcomes),
         })  # fmt: skip
         self._claim_lost.discard(worker)
-        if not rows:
-            return Claim([], 0, 0)
+        recorded = frozenset(r[0] for r in rows if r[4] == _MARKED)
+        picked = [r for r in rows if r[4] != _MARKED]
+        if not picked:
+            return Claim([], 0, 0, recorded)
         claimed = sorted(
-            (_delivery(r) for r in rows if r[4] == "sending"), key=lambda d: d.subscriber_id
+            (_delivery(r) for r in picked if r[4] == "sending"), key=lambda d: d.subscriber_id
         )
         handed.update(d.subscriber_id for d in claimed)
-        return Claim(claimed, max(r[0] for r in rows), len(rows) - len(claimed))
+        return Claim(claimed, max(r[0] for r in picked), len(picked) - len(claimed), recorded)
 
     def _settled(self, worker: str, ids: Iterable[int]) -> None:
         self._handed.get(worker, set()).difference_update(ids)
 
-    def mark(self, worker: str, outcomes: Iterable[Outcome]) -> int:
+    def mark(self, worker: str, outcomes: Iterable[Outcome]) -> frozenset[int]:
         """Record outcomes in one commit, only where `worker` still holds the row (fenced: a
-        row whose lease lapsed was turned uncertain and stays so). Returns how many held."""
+        row whose lease lapsed was turned uncertain and stays so). Returns the rows recorded."""
         stamp = store.stamp()
         outcomes = list(outcomes)
         if not outcomes:
-            return 0
+            return frozenset()
         if self.pg:
             params = {"stamp": stamp, "issue": self.issue_id, "worker": worker,
                       **_pg_outcomes(outcomes)}  # fmt: skip
-            done = self._queue(lambda conn: conn.execute(_PG_MARK, params).rowcount)
+            rows = self._queue(lambda conn: conn.tuples(_PG_MARK, params))
             self._settled(worker, [o.subscriber_id for o in outcomes])
-            return done
+            return frozenset(r[0] for r in rows)
         with self._tx() as conn:
             return self._mark_sqlite(conn, worker, outcomes, stamp)
 
-    def _mark_sqlite(self, conn: Any, worker: str, outcomes: Sequence[Outcome], stamp: str) -> int:
+    def _mark_sqlite(
+        self, conn: Any, worker: str, outcomes: Sequence[Outcome], stamp: str
+    ) -> frozenset[int]:
+        """Inside a write transaction. A worker counts what it recorded, not what it tried
+        to: when a row was no longer its own (rare: its lease had lapsed), the marks are
+        undone and made again on the rows it still holds, asked first."""
+        if not outcomes:
+            return frozenset()
+        conn.execute("SAVEPOINT marks")
+        ids = [o.subscriber_id for o in outcomes]
+        if self._marked_sqlite(conn, worker, outcomes, stamp) != len(outcomes):
+            conn.execute("ROLLBACK TO marks")
+            held: set[int] = set()
+            for n in range(0, len(ids), _IDS_AT_ONCE):
+                some = ids[n : n + _IDS_AT_ONCE]
+                held.update(r[0] for r in conn.execute(
+                    "SELECT subscriber_id FROM deliveries WHERE issue_id = ?"
+                    f" AND +state = 'sending' AND owner = ? AND subscriber_id IN"
+                    f" ({','.join('?' * len(some))})",
+                    (self.issue_id, worker, *some),
+                ))  # fmt: skip
+            outcomes = [o for o in outcomes if o.subscriber_id in held]
+            ids = [o.subscriber_id for o in outcomes]
+            self._marked_sqlite(conn, worker, outcomes, stamp)
+        conn.execute("RELEASE marks")
+        return frozenset(ids)
+
+    def _marked_sqlite(
+        self, conn: Any, worker: str, outcomes: Sequence[Outcome], stamp: str
+    ) -> int:
         return conn.executemany(
             "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
             " updated_at = ?, owner = NULL, lease_until = NULL WHERE issue_id = ?"
@@ -855,6 +888,9 @@ def _pg_quoted(text: str) -> str:
     return '"' + escaped + '"'
 
 
+_MARKED = "marked"  # in a claim's answer, a row whose outcome it recorded (no State is)
+_IDS_AT_ONCE = 500  # ids in one SQLite statement (it takes 32,766 values since 3.32)
+
 # The claim's own part (see _PG_CLAIM below): the rows picked, and each made ours.
 _PG_TAKE = f"""
 p AS MATERIALIZED (
@@ -869,7 +905,8 @@ p AS MATERIALIZED (
     ORDER BY q.subscriber_id
     LIMIT :k
     FOR UPDATE OF q SKIP LOCKED
-)
+),
+taken AS (
 UPDATE deliveries d SET
     state = CASE WHEN p.active THEN 'sending' ELSE 'skipped' END,
     owner = CASE WHEN p.active THEN :worker END,
@@ -882,7 +919,7 @@ UPDATE deliveries d SET
 FROM p
 WHERE d.issue_id = :issue AND d.subscriber_id = p.subscriber_id
 RETURNING {", ".join(f"d.{c.strip()}" for c in _CLAIMED.split(","))}
-"""
+)"""
 
 # Each row by its primary key. `state || ''`: not through deliveries_sending, whose entries
 # of rows long since marked stay until a vacuum; a bitmap scan of it read all of them (20 ms
@@ -894,6 +931,7 @@ FROM unnest(:ids::bigint[], :states::text[], :replies::text[], :nexts::float8[])
     AS v (subscriber_id, state, reply, next_attempt)
 WHERE d.issue_id = :issue AND d.subscriber_id = v.subscriber_id
   AND d.state || '' = 'sending' AND d.owner = :worker
+RETURNING d.subscriber_id
 """
 # What reap() does, by the database's clock unless `now` is given.
 _PG_REAP = f"""
@@ -906,9 +944,13 @@ WHERE issue_id = :issue AND state = 'sending' AND lease_until < {_NOW}
 # touches its own rows: the reaping passes over the rows being marked (a row of a worker
 # that froze past its lease and woke: its outcome is known, and recorded, as on SQLite;
 # PostgreSQL would apply only one of two changes to one row, and the reaping's first).
+# The rows taken come back, and after them those marked (their state said _MARKED).
 _PG_CLAIM = f"""WITH marked AS ({_PG_MARK}),
 reaped AS ({_PG_REAP} AND NOT (subscriber_id = ANY(:ids::bigint[]))),
-{_PG_TAKE}"""
+{_PG_TAKE}
+SELECT * FROM taken
+UNION ALL SELECT subscriber_id, NULL, NULL, NULL, '{_MARKED}', NULL, NULL, NULL, NULL, NULL
+FROM marked"""
 # deliveries_sending keeps the entries of rows long since marked until a vacuum: found by
 # owner through it, a renewal read them all (as the mark did, see _PG_MARK)
 _PG_RENEW_HELD = f"""

@@ -168,7 +168,7 @@ def _a_whole_list(path: Path) -> None:
     ledger = Ledger(path, DEMO_ISSUE)
     ledger.start([(2, "bob@example.org", "", "en")], "example.org", "issues/2017-11", {},
                  {"en": "{}"})  # fmt: skip
-    batch, _, _ = ledger.claim("w", 5, 60.0)
+    batch, _, _, _ = ledger.claim("w", 5, 60.0)
     ledger.mark("w", [Outcome(d.subscriber_id, State.FAILED, "550 5.1.1 no such user")
                       for d in batch])  # fmt: skip
     ledger.close()

@@ -5,6 +5,7 @@ two copies."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -267,6 +268,11 @@ def test_a_host_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir: 
         assert code in (0, 1), err  # 1: uncertain messages to look at
     final = assert_nobody_twice(handler, people, pg_url)
     assert 0 < sum(s is State.UNCERTAIN for s in final.values()) <= SendOptions(concurrency=1).k
+    # what the frozen host sent on waking, the ledger refused: neither host counts it
+    counted = [re.search(r"^([\d,]+) sent in ", out, re.M) for _, out, _ in results]
+    assert all(counted), results
+    sent = sum(int(m.group(1).replace(",", "")) for m in counted)
+    assert sent == sum(s is State.SENT for s in final.values())
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

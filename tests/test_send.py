@@ -327,6 +327,37 @@ def test_unsubscribing_during_a_send_stops_their_message(workdir: Path) -> None:
         ledger.close()
 
 
+def test_a_worker_counts_only_the_outcomes_the_ledger_took(workdir: Path) -> None:
+    # its rows are reaped under it (as when it froze past its lease): it still sends what it
+    # holds, but the ledger keeps those uncertain, and its counts, which the summary and
+    # status show, are of what it recorded
+    add_people(workdir, many(40))
+    with Server(Handler()) as server:
+        settings = load_settings(None, environ=env_for(workdir, server.port))
+        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        ledger, reaper = Ledger(settings.db_path, DEMO_ISSUE), Ledger(settings.db_path, DEMO_ISSUE)
+        with SqliteStore(settings.db_path) as store:
+            campaign.start(store, ledger, prepared, {})
+        reaped = []
+
+        def personalise(delivery):
+            if delivery.email == "reader3@example.org":  # in the first claim, of 20 rows
+                reaped.append(reaper.reap(now=time.time() + 3600))
+            return prepared.personalise(delivery)
+
+        options = SendOptions(concurrency=1)
+        result = SendRun(ledger, prepared.transport, prepared.editions, personalise, options).run()
+        states = ledger_states(workdir)
+        ledger.close()
+        reaper.close()
+    assert len(server.handler.received) == 40  # (the lease had not run out by its own clock)
+    uncertain = sum(s is State.UNCERTAIN for s in states.values())
+    assert reaped and uncertain == reaped[0] > 0
+    sent = sum(s is State.SENT for s in states.values())
+    assert sent == 40 - uncertain
+    assert (result.progress.sent, result.progress.uncertain) == (sent, 0)
+
+
 def test_a_worker_told_to_start_midway_sends_from_there_then_the_first_ones(workdir: Path):
     ids = add_people(workdir, many(12))
     with Server(Handler()) as server:

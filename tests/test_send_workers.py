@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -243,6 +244,13 @@ def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir
             assert copies <= 1, address
             if address not in uncertain:
                 assert rows[address][0] is State.SENT and copies == 1, address
+        # what it sent on waking the ledger refused (those rows were reaped): not counted,
+        # so the summary's and the workers' counts add up to the ledger's
+        sent = len(people) - len(uncertain)
+        assert re.search(rf"^{sent:,} sent in ", out, re.M), out
+        ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+        assert sum(w["sent"] for w in ledger.workers()) == sent
+        ledger.close()
 
 
 def test_batch_sets_how_many_rows_a_worker_claims_and_stays_with_the_send(

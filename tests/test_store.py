@@ -72,7 +72,7 @@ def _drain(where, name: str, out: str, ready) -> None:
     cursor = 0
     ready.wait(60)
     while True:
-        batch, next_cursor, _ = ledger.claim(name, 7, 60.0, cursor)
+        batch, next_cursor, _, _ = ledger.claim(name, 7, 60.0, cursor)
         if not batch and next_cursor == 0:
             if cursor == 0:
                 break
@@ -80,7 +80,8 @@ def _drain(where, name: str, out: str, ready) -> None:
             continue
         cursor = next_cursor
         claimed.extend(d.subscriber_id for d in batch)
-        assert ledger.mark(name, [Outcome(d.subscriber_id, State.SENT, "250") for d in batch])
+        outcomes = [Outcome(d.subscriber_id, State.SENT, "250") for d in batch]
+        assert ledger.mark(name, outcomes) == {d.subscriber_id for d in batch}
     ledger.close()
     Path(out).write_text("\n".join(map(str, claimed)))
 
@@ -113,7 +114,7 @@ def test_workers_spread_over_what_is_left_and_still_each_row_goes_once(db_where)
         assert ledger.start_after(0) == 0  # a host's first worker: from the first id
         half = ledger.start_after(0.5)
         assert half == ids[19]  # the second worker begins past the first 20
-        batch, _, _ = ledger.claim("w1", 5, 60.0, half)
+        batch, _, _, _ = ledger.claim("w1", 5, 60.0, half)
         assert [d.subscriber_id for d in batch] == ids[20:25]
         ledger.mark("w1", [Outcome(d.subscriber_id, State.SENT, "250 OK") for d in batch])
         # what is already sent is not counted: the 35 left are ids 1-20 and 26-40
@@ -122,7 +123,7 @@ def test_workers_spread_over_what_is_left_and_still_each_row_goes_once(db_where)
         # the rest, each once
         taken, cursor, seen = [], half, 0
         while seen < 2:
-            batch, cursor, _ = ledger.claim("w2", 7, 60.0, cursor)
+            batch, cursor, _, _ = ledger.claim("w2", 7, 60.0, cursor)
             taken += [d.subscriber_id for d in batch]
             seen += cursor == 0
         assert sorted(taken) == ids[:20] + ids[25:] and len(set(taken)) == 35
@@ -137,17 +138,17 @@ def test_a_lapsed_lease_turns_uncertain_and_the_late_marks_are_fenced(db_where) 
     _start(db_where, 10)
     a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
     try:
-        batch, cursor, skipped = a.claim("a", 4, 10.0, 0, now=1000.0)
+        batch, cursor, skipped, _ = a.claim("a", 4, 10.0, 0, now=1000.0)
         assert len(batch) == 4 and cursor == batch[-1].subscriber_id and skipped == 0
         assert b.reap(now=1009.0) == 0  # still a's
         assert b.reap(now=1011.0) == 4  # a froze past its lease: may have gone, never resent
         late = [Outcome(d.subscriber_id, State.SENT, "250") for d in batch]
-        assert a.mark("a", late) == 0  # a woke up: what it says no longer counts
+        assert a.mark("a", late) == set()  # a woke up: what it says no longer counts
         uncertain = b.in_state(State.UNCERTAIN)
         assert [d.subscriber_id for d in uncertain] == [d.subscriber_id for d in batch]
         assert all("lease ran out" in d.last_reply for d in uncertain)
         # and nobody claims them again
-        rest, _, _ = b.claim("b", 10, 10.0, 0, now=1012.0)
+        rest, _, _, _ = b.claim("b", 10, 10.0, 0, now=1012.0)
         assert {d.subscriber_id for d in rest}.isdisjoint({d.subscriber_id for d in batch})
         assert len(rest) == 6
     finally:
@@ -159,9 +160,9 @@ def test_only_the_owner_marks_renews_and_releases(db_where) -> None:
     _start(db_where, 6)
     a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
     try:
-        mine, _, _ = a.claim("a", 3, 10.0, 0, now=1000.0)
+        mine, _, _, _ = a.claim("a", 3, 10.0, 0, now=1000.0)
         outcomes = [Outcome(d.subscriber_id, State.SENT, "250") for d in mine]
-        assert b.mark("b", outcomes) == 0
+        assert b.mark("b", outcomes) == set()
         b.release("b", [d.subscriber_id for d in mine])
         b.renew("b", 100.0, now=1000.0)
         assert a.reap(now=1011.0) == 3  # b's renewal did not keep a's rows
@@ -170,7 +171,8 @@ def test_only_the_owner_marks_renews_and_releases(db_where) -> None:
         a.renew("a", 100.0, now=1020.0)
         assert a.reap(now=1100.0) == 0  # renewed until 1120
         a.release("a", [theirs[0].subscriber_id])
-        assert a.mark("a", [Outcome(d.subscriber_id, State.FAILED, "550") for d in theirs]) == 2
+        failed = [Outcome(d.subscriber_id, State.FAILED, "550") for d in theirs]
+        assert a.mark("a", failed) == {d.subscriber_id for d in theirs[1:]}
         again = a.due(10, now=2000.0)
         assert [d.subscriber_id for d in again] == [theirs[0].subscriber_id]
         assert again[0].attempts == 0  # given back unattempted
@@ -183,7 +185,7 @@ def test_deferred_rows_come_due_by_their_time_and_a_rescan_finds_them(db_where) 
     _start(db_where, 3)
     ledger = Ledger(db_where, ISSUE)
     try:
-        batch, _, _ = ledger.claim("w", 3, 10.0, 0, now=1000.0)
+        batch, _, _, _ = ledger.claim("w", 3, 10.0, 0, now=1000.0)
         first = batch[0].subscriber_id
         ledger.mark("w", [Outcome(first, State.DEFERRED, "451", next_attempt=1500.0)]
                     + [Outcome(d.subscriber_id, State.SENT, "250") for d in batch[1:]])  # fmt: skip
@@ -202,10 +204,11 @@ def test_a_worker_that_woke_past_its_lease_records_what_it_knows(db_where) -> No
     _start(db_where, 6)
     ledger = Ledger(db_where, ISSUE)
     try:
-        mine, cursor, _ = ledger.claim("a", 3, 10.0, 0, now=1000.0)
+        mine, cursor, _, _ = ledger.claim("a", 3, 10.0, 0, now=1000.0)
         done = [Outcome(mine[0].subscriber_id, State.SENT, "250 ok"),
                 Outcome(mine[1].subscriber_id, State.DEFERRED, "451 later", 1500.0)]  # fmt: skip
-        ledger.claim("a", 2, 10.0, cursor, now=1100.0, outcomes=done)
+        later = ledger.claim("a", 2, 10.0, cursor, now=1100.0, outcomes=done)
+        assert later.recorded == {mine[0].subscriber_id, mine[1].subscriber_id}
         states = {d.subscriber_id: d.state for d in ledger.in_state(*State)}
         assert [states[d.subscriber_id] for d in mine] == [
             State.SENT,
@@ -220,13 +223,14 @@ def test_a_claim_records_the_last_batchs_outcomes_first_fenced_on_the_owner(db_w
     _start(db_where, 6)
     a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
     try:
-        mine, cursor, _ = a.claim("a", 2, 10.0, 0, now=1000.0)
-        theirs, _, _ = b.claim("b", 2, 10.0, cursor, now=1000.0)
+        mine, cursor, _, _ = a.claim("a", 2, 10.0, 0, now=1000.0)
+        theirs, _, _, _ = b.claim("b", 2, 10.0, cursor, now=1000.0)
         done = [Outcome(d.subscriber_id, State.SENT, "250 ok") for d in mine]
         # an outcome for a row `a` does not hold (b's) is not recorded
         forged = Outcome(theirs[0].subscriber_id, State.FAILED, "550 forged")
         nxt = a.claim("a", 2, 10.0, cursor, now=1001.0, outcomes=[*done, forged])
         assert len(nxt.rows) == 2
+        assert nxt.recorded == {d.subscriber_id for d in mine}  # what a counts
         assert _states(db_where) == {State.SENT: 2, State.SENDING: 4}
         assert {d.subscriber_id for d in b.in_state(State.SENT)} == {d.subscriber_id for d in mine}
     finally:
@@ -240,7 +244,7 @@ def test_a_servers_reply_is_recorded_whatever_it_holds(db_where) -> None:
     _start(db_where, 5)
     ledger = Ledger(db_where, ISSUE)
     try:
-        rows, cursor, _ = ledger.claim("a", 4, 60.0, 0, now=1000.0)
+        rows, cursor, _, _ = ledger.claim("a", 4, 60.0, 0, now=1000.0)
         outcomes = [
             Outcome(rows[0].subscriber_id, State.FAILED, odd[0]),
             Outcome(rows[1].subscriber_id, State.DEFERRED, odd[1], 2000.5),
@@ -285,7 +289,7 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
     _start(where, 40)
     ledger = Ledger(where, ISSUE)
     try:
-        rows, _, _ = ledger.claim("a", 8, 60.0, 0, now=1000.0)
+        rows, _, _, _ = ledger.claim("a", 8, 60.0, 0, now=1000.0)
         states = [State.FAILED, State.UNCERTAIN, State.DEFERRED, State.SENT]
         ledger.mark("a", [Outcome(d.subscriber_id, states[n % 4], "x", 5.0)
                           for n, d in enumerate(rows[:4])])  # fmt: skip
@@ -376,7 +380,7 @@ def test_outcomes_are_found_by_primary_key_however_many_were_marked_before(pg_ur
     try:
         cursor = 0
         while True:
-            batch, cursor, _ = ledger.claim("w", 50, 60.0, cursor)
+            batch, cursor, _, _ = ledger.claim("w", 50, 60.0, cursor)
             if not batch:
                 break
             ledger.mark("w", [Outcome(d.subscriber_id, State.SENT, "250") for d in batch[1:]])
@@ -438,7 +442,7 @@ def test_a_claim_the_server_rolls_back_in_a_deadlock_is_done_again(pg_url) -> No
     try:
         ledger.conn.execute("SET deadlock_timeout = '500ms'")
         other.execute("SET deadlock_timeout = '30s'")
-        mine, cursor, _ = ledger.claim("a", 2, 60.0, 0)
+        mine, cursor, _, _ = ledger.claim("a", 2, 60.0, 0)
         first, second = (d.subscriber_id for d in mine)
         row = "WHERE issue_id = %s AND subscriber_id = %s"
         other.execute(f"SELECT 1 FROM deliveries {row} FOR UPDATE", (ISSUE, second))
@@ -491,7 +495,7 @@ def test_status_sums_and_each_workers_share(db_where) -> None:
     try:
         for name, outcome in (("a", State.SENT), ("b", State.FAILED)):
             ledger.join(name, f"host-{name}", 100)
-            batch, _, _ = ledger.claim(name, 3, 10.0, 0)
+            batch, _, _, _ = ledger.claim(name, 3, 10.0, 0)
             ledger.mark(name, [Outcome(d.subscriber_id, outcome, "x") for d in batch])
             ledger.tally(name, {outcome.value: len(batch)}, finished=True)
         ledger.join("c", "host-c", 101)
