@@ -40,13 +40,17 @@ from .transport import (
     ConnectFailure,
     Connection,
     Deferred,
+    Halt,
     Outgoing,
     Refused,
+    SendFailure,
     Transport,
     Uncertain,
 )
 
 MAX_BACKOFF = HOUR  # a deferred message is tried at least once an hour
+# what sending one message may raise that is its own outcome (UnicodeError is a ValueError)
+_FAILURES = (SendFailure, ValueError)
 IDLE_CLOSE = 30.0  # a session left waiting longer than this for the limiter is closed
 FLUSH_EVERY = 0.5  # seconds an outcome may wait in memory before it is recorded
 TALLY_EVERY = 2.0  # seconds between a worker's reports of its counts (status shows them)
@@ -439,21 +443,25 @@ class SendRun:
         following: Outgoing | None = None,
     ) -> tuple[Outcome, bool]:
         """Send one claimed delivery; returns the outcome and whether the connection lives."""
-        sid = delivery.subscriber_id
         try:
             reply = conn.send(message, following) if following else conn.send(message)
-            return Outcome(sid, State.SENT, reply), True
-        except Refused as exc:
+        except _FAILURES as exc:
+            return self._failed(delivery, exc)
+        return Outcome(delivery.subscriber_id, State.SENT, reply), True
+
+    def _failed(self, delivery: Delivery, exc: Exception) -> tuple[Outcome, bool]:
+        """What a failure to send means for the row, and whether the connection lives."""
+        sid = delivery.subscriber_id
+        if isinstance(exc, Refused):
             return Outcome(sid, State.FAILED, exc.reply), not exc.connection_lost
-        except Uncertain as exc:
+        if isinstance(exc, Uncertain):
             return Outcome(sid, State.UNCERTAIN, exc.reply), False
-        except Deferred as exc:
+        if isinstance(exc, Deferred):
             # after a 4xx, providers expect the retry on a fresh connection
             return self._deferred(delivery, exc.reply), False
-        except (UnicodeError, ValueError) as exc:
-            # nothing usable reached the server (the envelope or message could not be
-            # encoded); the connection may be mid-command, so it is dropped
-            return Outcome(sid, State.FAILED, f"cannot send to this address: {exc}"), False
+        # nothing usable reached the server (the envelope or message could not be encoded);
+        # the connection may be mid-command, so it is dropped
+        return Outcome(sid, State.FAILED, f"cannot send to this address: {exc}"), False
 
     def _count_locked(self, outcome: Outcome) -> None:
         p = self.progress
@@ -477,11 +485,11 @@ class SendRun:
 
     # --- one thread ------------------------------------------------------------------------
 
-    def _thread(self) -> None:
-        conn: Connection | None = None
+    def _thread(self, conn: Connection | None = None, first: Delivery | None = None) -> None:
+        """One connection's thread (`conn` and `first`: a session and a row handed over)."""
         idle_since = time.monotonic()
         paced = self.paced
-        held: list[Delivery] = []  # taken from the queue, outcome not yet given
+        held: list[Delivery] = [first] if first else []  # taken, outcome not yet given
         message: Outgoing | None = None  # the next delivery's message, when made ahead
         try:
             while True:
@@ -522,28 +530,158 @@ class SendRun:
                     conn.close()  # a message whose envelope went ahead goes again on the next
                     conn = None
                 message = ahead
-        except ConnectFailure as exc:
-            if exc.temporary:
-                with self.lock:
-                    if not self.paused:
-                        self.paused = f"paused: {exc}; nothing was lost, run send again to resume"
-            else:
-                self.errors.append(exc)
-            self.stop.set()
         except BaseException as exc:  # noqa: BLE001 - reported by run()
-            self.errors.append(exc)
-            self.stop.set()
+            self._ended_by(exc)
         finally:
-            try:
-                for delivery in held:  # taken, never attempted: given back as they were
-                    self._done(None, delivery)
+            self._leave(held, [conn])
+
+    def _ended_by(self, exc: BaseException) -> None:
+        """A sending thread's end on an exception: a session that cannot be opened pauses
+        the pass (nothing was lost) or stops it; run() reports anything else."""
+        if isinstance(exc, ConnectFailure) and exc.temporary:
+            with self.lock:
+                if not self.paused:
+                    self.paused = f"paused: {exc}; nothing was lost, run send again to resume"
+        else:
+            self.errors.append(exc)
+        self.stop.set()
+
+    def _leave(self, held: list[Delivery], conns: list[Connection | None]) -> None:
+        """A sending thread's last act: the rows it took and never attempted go back as
+        they were, its sessions are closed, and the last thread says the pass is over."""
+        try:
+            for delivery in held:
+                self._done(None, delivery)
+            for conn in conns:
                 if conn is not None:
                     conn.close()
+        finally:
+            with self.lock:
+                self.live_workers -= 1
+                if self.live_workers == 0:
+                    self.all_done.set()
+
+    # --- one thread, every connection in turn ----------------------------------------------
+
+    def _turns(self) -> None:
+        """The worker's connections driven by one thread, in turns: on each a whole message
+        is written (envelope and BDAT in one write), then each one's replies are read. As
+        many messages in flight as connections, without a thread each: threads handing the
+        interpreter to one another cost a fifth of a message's CPU (bench/send.py).
+
+        For a server that takes BDAT pipelined (SmtpConnection.takes_turns). The first
+        session tells: one that does not starts a thread a connection instead, as before.
+        A session without it opened later sends its message whole, in its turn."""
+        slots: list[Connection | None] = [None] * self.options.concurrency
+        held: list[Delivery] = []  # taken, not yet written: given back if it ends here
+        begun: list[tuple[int, Delivery]] = []  # written, replies not yet read
+        first = True
+        try:
+            while True:
+                over = False
+                for i in range(len(slots)):
+                    delivery = held[0] if held else self._pop()
+                    if delivery is None:
+                        over = True
+                        break
+                    if not held:
+                        held.append(delivery)
+                    if slots[i] is None:
+                        live = any(slots)
+                        # a session first (no reader's attempt); while others send, one try
+                        # at most, none during the backoff
+                        slots[i] = self.sessions.open(self.stop, wait=not live)
+                        if slots[i] is None:
+                            if live:
+                                continue
+                            over = True  # the pass is stopping
+                            break
+                        if first and not getattr(slots[i], "takes_turns", False):
+                            self._threads_instead(slots[i], held.pop())
+                            slots[i] = None
+                            return
+                        first = False
+                    if time.monotonic() >= self.lease_until or self.stop.is_set():
+                        self.stop.set()  # frozen or cut off past our lease (see _thread)
+                        over = True
+                        break
+                    conn = slots[i]
+                    message = self._outgoing(delivery)
+                    if getattr(conn, "takes_turns", False):
+                        try:
+                            conn.begin(message)
+                        except _FAILURES as exc:
+                            outcome, alive = self._failed(delivery, exc)
+                        else:
+                            begun.append((i, held.pop()))
+                            continue
+                    else:
+                        outcome, alive = self._attempt(conn, delivery, message)
+                    held.pop()
+                    self._done(outcome, delivery)
+                    if not alive:
+                        conn.close()
+                        slots[i] = None
+                self._end_turns(slots, begun)
+                if over:
+                    break
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self._ended_by(exc)
+        finally:
+            try:
+                self._end_turns(slots, begun, last=True)
             finally:
-                with self.lock:
-                    self.live_workers -= 1
-                    if self.live_workers == 0:
-                        self.all_done.set()
+                self._leave(held, slots)
+
+    def _end_turns(
+        self, slots: list[Connection | None], begun: list[tuple[int, Delivery]], last=False
+    ) -> None:
+        """Read the replies of the messages written, in turn, and record their outcomes.
+        `last`: the thread is ending on an error; a reply that cannot be read then leaves
+        its row uncertain (the message was written: it may have arrived)."""
+        halt: Halt | None = None
+        while begun:
+            i, delivery = begun.pop(0)
+            conn = slots[i]
+            try:
+                outcome, alive = self._settled(conn, delivery)
+            except Halt as exc:  # our sender refused: nothing went (conn is closed)
+                halt, outcome, alive = halt or exc, None, False
+            except Exception as exc:  # noqa: BLE001 - only when ending on an error
+                if not last:
+                    begun.insert(0, (i, delivery))
+                    raise
+                why = f"the reply could not be read: {exc}"
+                outcome, alive = Outcome(delivery.subscriber_id, State.UNCERTAIN, why), False
+            self._done(outcome, delivery)
+            if not alive and conn is not None:
+                conn.close()
+                slots[i] = None
+        if halt is not None and not last:
+            raise halt
+
+    def _settled(self, conn: Connection | None, delivery: Delivery) -> tuple[Outcome, bool]:
+        if conn is None:
+            raise Uncertain("the connection was gone before its reply was read")
+        try:
+            reply = conn.end()  # type: ignore[attr-defined]
+        except _FAILURES as exc:
+            return self._failed(delivery, exc)
+        return Outcome(delivery.subscriber_id, State.SENT, reply), True
+
+    def _threads_instead(self, conn: Connection, first: Delivery) -> None:
+        """The server does not take turns: a thread a connection, the first with the
+        session and the row in hand (the thread starting them then ends)."""
+        threads = [threading.Thread(target=self._thread, args=(conn, first), name="send-0")]
+        threads += [
+            threading.Thread(target=self._thread, name=f"send-{n}")
+            for n in range(1, self.options.concurrency)
+        ]
+        with self.lock:
+            self.live_workers += len(threads)
+        for t in threads:
+            t.daemon = True
+            t.start()
 
     def run(self) -> RunResult:
         with shielded():  # SIGTERM while it runs: recorded, seen below, never raised
@@ -554,10 +692,13 @@ class SendRun:
             return RunResult(self.progress, interrupted=True, terminated=True)
         self.ledger.join(self.worker, socket.gethostname(), os.getpid())
         self.cursor = self.ledger.start_after(self.options.start)
-        threads = [
-            threading.Thread(target=self._thread, name=f"send-{n}", daemon=True)
-            for n in range(self.options.concurrency)
-        ]
+        if self.paced or self.options.concurrency == 1:
+            threads = [
+                threading.Thread(target=self._thread, name=f"send-{n}", daemon=True)
+                for n in range(self.options.concurrency)
+            ]
+        else:
+            threads = [threading.Thread(target=self._turns, name="send-turns", daemon=True)]
         self.live_workers = len(threads)
         renewer = threading.Thread(target=self._renew, name="send-lease", daemon=True)
         renewer.start()

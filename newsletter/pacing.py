@@ -71,18 +71,19 @@ class Sessions:
         self.next_try = 0.0
         self.last_error = ""
 
-    def open(self, stop: threading.Event) -> Connection | None:
+    def open(self, stop: threading.Event, wait: bool = True) -> Connection | None:
         """A new session, or None when the pass is stopping; raises a permanent failure.
 
         A temporary failure is retried after a pause that doubles, shared by all workers
         so that a server that is down is not hammered; after `patience` seconds without a
-        single session it raises, and the caller pauses the pass.
+        single session it raises, and the caller pauses the pass. `wait=False`: one try at
+        most, none during the pause, None if it failed (the caller has other sessions).
         """
         while not stop.is_set():
             with self.lock:
                 delay = self.next_try - time.monotonic()
             if delay > 0:
-                if stop.wait(min(delay, 1.0)):
+                if not wait or stop.wait(min(delay, 1.0)):
                     return None
                 continue
             try:
@@ -100,6 +101,8 @@ class Sessions:
                         raise
                     backoff = min(0.5 * 2 ** (self.failures - 1), MAX_CONNECT_BACKOFF)
                     self.next_try = max(self.next_try, now + backoff)
+                if not wait:
+                    return None
                 continue
             with self.lock:
                 self.failures, self.failing_since = 0, None

@@ -165,6 +165,12 @@ class SmtpConnection:
         """Whether `send` can write the next message's envelope ahead (DATA + PIPELINING)."""
         return self.pipelining and not self.chunking
 
+    @property
+    def takes_turns(self) -> bool:
+        """Whether a message can be sent in two halves, `begin` and `end` (BDAT pipelined):
+        one thread then keeps a message in flight on each of several connections."""
+        return self.pipelining and self.chunking
+
     def _before_dot(self, reply: Reply, phase: str) -> SendFailure:
         """The failure for a refusal before the message went: the server has nothing."""
         if reply.code == 421:
@@ -236,9 +242,40 @@ class SmtpConnection:
         if self.owed is not None and self.owed is not message:
             self.close()  # an envelope is waiting for another message: this session is spent
             raise Deferred("connection reset before the message was sent", True)
+        if self.takes_turns:
+            self.begin(message)
+            return self.end()
         if self.chunking:
             return self._send_bdat(message)
         return self._send_data(message, following if self.takes_following else None)
+
+    def begin(self, message: Outgoing) -> None:
+        """The first half of a message (see takes_turns): the envelope, `BDAT n LAST` and the
+        whole message, in one write, no reply read. `end` must come next on this session."""
+        if _UNSAFE_ADDRESS.search(message.rcpt) or _UNSAFE_ADDRESS.search(message.mail_from):
+            raise Refused("address contains spaces or angle brackets")
+        self.lost = ""
+        data = message.data()
+        head = self._envelope(message) + b"BDAT %d LAST\r\n" % sum(map(len, data))
+        try:
+            self.client.write_parts([head, *data])
+        except Lost as exc:  # the last chunk never arrived whole
+            self.close()
+            raise Deferred(f"connection lost while sending the message: {exc}", True) from None
+
+    def end(self) -> str:
+        """The second half: the replies to MAIL, RCPT and BDAT, and what they mean."""
+        return self._settle(self._replies(3))
+
+    def _settle(self, replies: list[Reply]) -> str:
+        """What the replies to a BDAT transaction say (MAIL, RCPT, then the message's)."""
+        refusal = self._refusal(replies[:2], ("MAIL", "RCPT"))
+        if refusal is not None:
+            raise refusal
+        if len(replies) < 3:
+            # the whole message was written; the server may have taken it, then gone
+            raise Uncertain(f"no usable reply after the message: {self.lost}", True)
+        return self._verdict(replies[2])
 
     def _send_data(self, message: Outgoing, following: Outgoing | None) -> str:
         client = self.client
@@ -290,37 +327,28 @@ class SmtpConnection:
         return self._after_dot()
 
     def _send_bdat(self, message: Outgoing) -> str:
+        """BDAT without PIPELINING: MAIL and RCPT each wait for their reply."""
         client = self.client
         self.lost = ""
         data = message.data()
         bdat = b"BDAT %d LAST\r\n" % sum(map(len, data))
         try:
-            if self.pipelining:
-                client.write_parts([self._envelope(message), bdat, *data])
-                replies = self._replies(3)
-            else:
-                mail, _, rcpt = self._envelope(message).rstrip(b"\r\n").partition(b"\r\n")
-                replies = [client.command(mail.decode())]
-                if replies[0].code == 250:
-                    replies.append(client.command(rcpt.decode()))
-                refusal = self._refusal(replies, ("MAIL", "RCPT"))
-                if refusal is not None:
-                    raise refusal
-                client.write_parts([bdat, *data])
-                replies.extend(self._replies(1))
+            mail, _, rcpt = self._envelope(message).rstrip(b"\r\n").partition(b"\r\n")
+            replies = [client.command(mail.decode())]
+            if replies[0].code == 250:
+                replies.append(client.command(rcpt.decode()))
+            refusal = self._refusal(replies, ("MAIL", "RCPT"))
+            if refusal is not None:
+                raise refusal
+            client.write_parts([bdat, *data])
+            replies.extend(self._replies(1))
         except Lost as exc:  # while writing: the last chunk never arrived whole
             self.close()
             raise Deferred(f"connection lost while sending the message: {exc}", True) from None
         except Garbled as exc:  # to MAIL or RCPT, before the message went
             self.close()
             raise Deferred(f"connection lost before the message was sent: {exc}", True) from None
-        refusal = self._refusal(replies[:2], ("MAIL", "RCPT"))
-        if refusal is not None:
-            raise refusal
-        if len(replies) < 3:
-            # the whole message was written; the server may have taken it, then gone
-            raise Uncertain(f"no usable reply after the message: {self.lost}", True)
-        return self._verdict(replies[2])
+        return self._settle(replies)
 
     def _after_dot(self) -> str:
         try:

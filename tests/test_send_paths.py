@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 from newsletter import campaign
 from newsletter.config import load_settings
-from newsletter.delivery import SendOptions
+from newsletter.delivery import SendOptions, SendRun
 from newsletter.ledger import Ledger, State
 from newsletter.smtp import Client
 from newsletter.subscribers import SqliteStore
@@ -29,7 +30,7 @@ PROFILES = {
 }
 
 
-def _send(db: Path, workdir: Path, port: int) -> campaign.Passes:
+def _send(db: Path, workdir: Path, port: int, concurrency: int = 1) -> campaign.Passes:
     settings = load_settings(
         None, environ=env_for(workdir, port, NEWSLETTER_DB=str(db), NEWSLETTER_SMTP_TIMEOUT="2")
     )
@@ -38,7 +39,15 @@ def _send(db: Path, workdir: Path, port: int) -> campaign.Passes:
     try:
         with SqliteStore(settings.db_path) as store:
             campaign.start(store, ledger, prepared, {})
-        return campaign.run(prepared, ledger, SendOptions(concurrency=1))
+        return campaign.run(prepared, ledger, SendOptions(concurrency=concurrency))
+    finally:
+        ledger.close()
+
+
+def _states(db: Path) -> dict[str, State]:
+    ledger = Ledger(db, DEMO_ISSUE)
+    try:
+        return {d.email: d.state for d in ledger.in_state(*State)}
     finally:
         ledger.close()
 
@@ -157,3 +166,116 @@ def test_a_signed_message_verifies_on_every_path(workdir, tmp_path, name) -> Non
         assert data.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256")
         assert dkim.verify(data, dnsfunc=dns)
         assert not dkim.verify(data.replace(b"Syri", b"Siri", 1), dnsfunc=dns)
+
+
+def test_one_thread_drives_every_connection_in_turn_where_the_server_takes_bdat(
+    workdir, monkeypatch
+) -> None:
+    """BDAT pipelined: a worker's connections are driven by one thread (a message written
+    on each, then each one's replies read). Otherwise a thread a connection, as before."""
+    people = many(9)
+    add_people(workdir, people)
+    writers: set[str] = set()
+    real_parts = Client.write_parts
+
+    def noted(self, parts: list[bytes]) -> None:
+        writers.add(threading.current_thread().name)
+        real_parts(self, parts)
+
+    monkeypatch.setattr(Client, "write_parts", noted)
+    for extensions, threads in (
+        (("PIPELINING", "CHUNKING"), {"send-turns"}),
+        (("PIPELINING",), {"send-0", "send-1", "send-2"}),
+    ):
+        db = workdir / f"{len(extensions)}.db"
+        shutil.copy(workdir / "news.db", db)
+        writers.clear()
+        with ScriptedServer(Script(extensions=extensions)) as server:
+            assert _send(db, workdir, server.port, concurrency=3).progress.sent == 9
+            assert sorted(r for r, _ in server.stored) == sorted(p[0] for p in people)
+        if len(threads) == 1:
+            assert writers == threads
+            assert server.sessions == 3  # its three connections, each used
+        else:
+            assert writers and writers <= threads  # (how the rows fell among them may vary)
+
+
+def test_in_turns_a_failure_on_one_connection_loses_and_doubles_nobody(workdir) -> None:
+    people = many(9)
+    add_people(workdir, people)
+    script = Script(
+        extensions=("PIPELINING", "CHUNKING"),
+        rcpt={
+            "reader4@example.org": ["550 5.1.1 no such user"],
+            "reader7@example.org": ["451 4.3.0 later"],
+        },  # fmt: skip
+        # the third message taken is stored and its connection dropped with no reply
+        after_dot=["250 2.0.0 ok", "250 2.0.0 ok", "drop", "250 2.0.0 ok"],
+    )
+    with ScriptedServer(script) as server:
+        passes = _send(workdir / "news.db", workdir, server.port, concurrency=3)
+        states = _states(workdir / "news.db")
+        uncertain = [a for a, s in states.items() if s is State.UNCERTAIN]
+        assert len(uncertain) == 1 and server.copies(uncertain[0]) == 1
+        assert states["reader4@example.org"] is State.FAILED
+        assert states["reader7@example.org"] is State.DEFERRED
+        for address, _, _ in people:
+            if address in ("reader4@example.org", "reader7@example.org"):
+                assert server.copies(address) == 0, address
+            elif address not in uncertain:
+                assert states[address] is State.SENT and server.copies(address) == 1, address
+        assert (passes.progress.sent, passes.progress.uncertain) == (6, 1)
+
+
+def test_in_turns_a_session_refused_for_a_while_holds_up_nobody(workdir) -> None:
+    """The third session is refused (421) four times: the two others go on sending while
+    it waits out its backoff (0.5, 1, 2, then 4 s), and nobody is charged an attempt."""
+    people = many(9)
+    add_people(workdir, people)
+    busy = ["421 4.3.2 busy"] * 4
+    script = Script(
+        extensions=("PIPELINING", "CHUNKING"), greeting=["220 ok", "220 ok", *busy, "220 ok"]
+    )
+    with ScriptedServer(script) as server:
+        passes = _send(workdir / "news.db", workdir, server.port, concurrency=3)
+        assert passes.paused is None
+        assert {server.copies(p[0]) for p in people} == {1}
+        # waiting for it would have read no reply before its seventh session (7.5 s of
+        # backoff); the others sent everyone long before
+        assert 3 <= server.sessions < 7
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    rows = ledger.in_state(*State)
+    ledger.close()
+    assert {(d.state, d.attempts) for d in rows} == {(State.SENT, 1)}
+
+
+def test_in_turns_nothing_new_starts_once_the_lease_has_run_out(workdir) -> None:
+    """A worker past its lease by its own clock (frozen, then woken) begins no message; the
+    ones already written on the other connections are finished and recorded."""
+    people = many(12)
+    ids = add_people(workdir, people)
+    order = sorted(ids, key=ids.get)
+    with ScriptedServer(Script(extensions=("PIPELINING", "CHUNKING"))) as server:
+        settings = load_settings(None, environ=env_for(workdir, server.port))
+        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
+        ledger = Ledger(settings.db_path, DEMO_ISSUE)
+        with SqliteStore(settings.db_path) as store:
+            campaign.start(store, ledger, prepared, {})
+        runs: list[SendRun] = []
+
+        def personalise(delivery):
+            if delivery.email == order[4]:  # the second turn's second message
+                runs[0].lease_until = 0.0  # as if it woke long after its lease
+            return prepared.personalise(delivery)
+
+        run = SendRun(ledger, prepared.transport, prepared.editions, personalise,
+                      SendOptions(concurrency=3))  # fmt: skip
+        runs.append(run)
+        result = run.run()
+        rows = {d.email: (d.state, d.attempts) for d in ledger.in_state(*State)}
+        ledger.close()
+        stored = sorted(r for r, _ in server.stored)
+    assert stored == sorted(order[:5])  # the first turn, and the second up to its lapse
+    assert {rows[a] for a in order[:5]} == {(State.SENT, 1)}
+    assert {rows[a] for a in order[5:]} == {(State.PENDING, 0)}  # given back untouched
+    assert result.progress.sent == 5 and result.paused is None

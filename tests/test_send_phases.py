@@ -5,6 +5,7 @@ costs no reader an attempt."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,35 @@ def test_each_phase_ends_in_its_own_state(workdir: Path, script: Script, expecte
         assert server.copies(READER) == (1 if state is State.SENT or stored_by_script else 0)
 
 
+# BDAT pipelined has no DATA command, and a connection lost at RCPT has had the whole
+# message written behind it: it may have been taken
+IN_TURNS = {name: row for name, row in PHASES.items() if not name.startswith("DATA")}
+IN_TURNS["RCPT dropped: uncertain"] = (
+    IN_TURNS.pop("RCPT dropped: deferred")[0],
+    (State.UNCERTAIN, 1, "no usable reply after the message: connection "),  # closed, reset
+)
+
+
+@pytest.mark.parametrize("script, expected", IN_TURNS.values(), ids=IN_TURNS.keys())
+def test_in_turns_each_phase_ends_in_its_own_state(workdir: Path, script: Script, expected):
+    """Three connections driven by one thread (the server takes BDAT pipelined), each
+    with a message: the reader's row says what the table says, the others' are theirs."""
+    script = copy.deepcopy(script)  # (a script's lists are used up as it goes)
+    script.extensions += ("CHUNKING",)
+    with ScriptedServer(script) as server:
+        _send(workdir, server.port, 3, concurrency=3)
+        rows = ledger_rows(workdir)
+        state, attempts, reply = rows[READER]
+        assert (state, attempts) == expected[:2]
+        assert reply.startswith(expected[2]), reply
+        stored_by_script = script.after_dot[0] in ("garbled", "drop", "stall")
+        assert server.copies(READER) == (1 if state is State.SENT or stored_by_script else 0)
+        for address, (state, _, _) in rows.items():
+            assert server.copies(address) <= 1, address
+            if state is not State.UNCERTAIN:
+                assert server.copies(address) == (state is State.SENT), address
+
+
 def test_a_write_that_fails_before_the_dot_is_deferred(workdir: Path) -> None:
     """The server stops reading mid-message: the rest cannot be written, so the message
     (8 MB here, more than the sockets can buffer) never ended and cannot have been taken."""
@@ -221,9 +251,15 @@ def test_auth_454_then_success_delivers_everyone_once(workdir: Path) -> None:
     ],
     ids=["AUTH 535", "greeting 554", "MAIL 553"],
 )
+@pytest.mark.parametrize("turns", [False, True], ids=["", "in turns"])
 def test_a_permanent_session_refusal_mid_send_stops_with_one_line_and_nothing_uncertain(
-    workdir: Path, script: Script, words: str
+    workdir: Path, script: Script, words: str, turns: bool
 ) -> None:
+    script = copy.deepcopy(script)  # (a script's lists are used up as it goes)
+    concurrency = []
+    if turns:  # three connections driven by one thread: each is refused, nobody is lost
+        script.extensions += ("CHUNKING",)
+        concurrency = ["--concurrency", "3"]
     add_people(workdir, many(3))
     with ScriptedServer(script) as server:
         env = env_for(
@@ -232,7 +268,9 @@ def test_a_permanent_session_refusal_mid_send_stops_with_one_line_and_nothing_un
             NEWSLETTER_SMTP_USER="news",
             NEWSLETTER_SMTP_PASSWORD="secret-pw",
         )
-        result = CliRunner().invoke(main, ["send", f"issues/{DEMO_ISSUE}", "--yes"], env=env)
+        result = CliRunner().invoke(
+            main, ["send", f"issues/{DEMO_ISSUE}", "--yes", *concurrency], env=env
+        )
         assert result.exit_code == 2, result.output
         errors = [line for line in result.output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and words in errors[0], result.output
