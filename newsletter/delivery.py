@@ -1,11 +1,11 @@
-"""One pass of one worker over the ledger: threads over reused connections, claiming the
-ledger's rows in batches.
+"""One pass of one worker over the ledger: reused connections, driven in turn by one thread
+(or a thread each), claiming the ledger's rows in batches.
 
 Reads like the algorithm: claim k rows (one commit: each becomes `sending`, ours until our
-lease runs out), and for each, in one of `concurrency` threads, open a session if needed,
-render the message from its edition's compiled template, hand it to the transport and keep
-what the server said; the outcomes are recorded in batches too (one commit), only where we
-still hold the row. What is recorded follows the SMTP phase a failure happened in (see
+lease runs out), and for each, on one of `concurrency` connections, open a session if
+needed, render the message from its edition's compiled template, hand it to the transport
+and keep what the server said; the outcomes are recorded in batches too (one commit), only
+where we still hold the row. What is recorded follows the SMTP phase a failure happened in (see
 transport.py): a temporary refusal is `deferred` (backoff doubling from `retry_backoff` up
 to an hour, until `retry_for` has passed since its first attempt), a permanent one
 `failed`, a lost reply `uncertain`. A session that cannot be opened is nobody's fault: the
@@ -661,10 +661,12 @@ class SendRun:
             raise halt
 
     def _settled(self, conn: Connection | None, delivery: Delivery) -> tuple[Outcome, bool]:
-        if conn is None:
-            raise Uncertain("the connection was gone before its reply was read")
+        """The outcome of a message written in its turn, once its replies are read."""
+        if conn is None:  # (never expected: each connection holds one message at most)
+            why = "the connection was gone before its reply was read"
+            return Outcome(delivery.subscriber_id, State.UNCERTAIN, why), False
         try:
-            reply = conn.end()  # type: ignore[attr-defined]
+            reply = conn.end()
         except _FAILURES as exc:
             return self._failed(delivery, exc)
         return Outcome(delivery.subscriber_id, State.SENT, reply), True
