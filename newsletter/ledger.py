@@ -645,23 +645,23 @@ class Ledger:
     def _marked_sqlite(
         self, conn: Any, worker: str, outcomes: Sequence[Outcome], stamp: str
     ) -> int:
-        return conn.executemany(
-            "UPDATE deliveries SET state = ?, last_reply = ?, next_attempt = ?,"
-            " updated_at = ?, owner = NULL, lease_until = NULL WHERE issue_id = ?"
-            " AND subscriber_id = ? AND +state = 'sending' AND owner = ?",
-            [
-                (
-                    o.state.value,
-                    o.reply[:500],
-                    o.next_attempt,
-                    stamp,
-                    self.issue_id,
-                    o.subscriber_id,
-                    worker,
-                )
-                for o in outcomes
-            ],
-        ).rowcount
+        """One UPDATE for up to _MARKS_AT_ONCE outcomes, joined to them by key (VALUES): half
+        the CPU a row of one UPDATE an outcome (executemany). Returns the rows changed."""
+        done = 0
+        for n in range(0, len(outcomes), _MARKS_AT_ONCE):
+            some = outcomes[n : n + _MARKS_AT_ONCE]
+            params: list[Any] = [stamp]
+            for o in some:
+                params += (o.subscriber_id, o.state.value, o.reply[:500], o.next_attempt)
+            done += conn.execute(
+                "UPDATE deliveries SET updated_at = ?, state = v.column2, last_reply = v.column3,"
+                " next_attempt = v.column4, owner = NULL, lease_until = NULL"
+                f" FROM (VALUES {','.join(['(?,?,?,?)'] * len(some))}) AS v"
+                " WHERE issue_id = ? AND subscriber_id = v.column1 AND +state = 'sending'"
+                " AND owner = ?",
+                (*params, self.issue_id, worker),
+            ).rowcount
+        return done
 
     def release(self, worker: str, subscriber_ids: Iterable[int]) -> None:
         """Give back claimed rows whose message never reached a server: as they were, no
@@ -890,6 +890,7 @@ def _pg_quoted(text: str) -> str:
 
 _MARKED = "marked"  # in a claim's answer, a row whose outcome it recorded (no State is)
 _IDS_AT_ONCE = 500  # ids in one SQLite statement (it takes 32,766 values since 3.32)
+_MARKS_AT_ONCE = _IDS_AT_ONCE // 4  # outcomes in one (four values each)
 
 # The claim's own part (see _PG_CLAIM below): the rows picked, and each made ours.
 _PG_TAKE = f"""

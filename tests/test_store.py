@@ -315,6 +315,42 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
         ledger.close()
 
 
+def test_sqlite_claims_and_marks_each_row_by_key(tmp_path: Path) -> None:
+    # the outcomes go in one UPDATE joined to them (VALUES): each row found by its key
+    where = tmp_path / "list.db"
+    _start(where, 30)
+    ledger = Ledger(where, ISSUE)
+    try:
+        rows, cursor, _, _ = ledger.claim("a", 10, 60.0, 0)
+        done = [Outcome(d.subscriber_id, State.SENT, "250") for d in rows]
+        claim, plans = _plans(
+            ledger.conn, lambda: ledger.claim("a", 10, 60.0, cursor, outcomes=done)
+        )
+        assert claim.recorded == {d.subscriber_id for d in rows} and len(claim.rows) == 10
+    finally:
+        ledger.close()
+    marks = [plan for sql, plan in plans.items() if "VALUES" in sql]
+    assert (
+        len(marks) == 1 and "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND " in (marks[0])
+    ), plans
+    for sql, plan in plans.items():
+        assert "SCAN d " not in f"{plan} " and "SCAN deliveries" not in plan, (sql, plan)
+
+
+def test_a_mark_of_more_outcomes_than_one_statement_takes_records_them_all(db_where) -> None:
+    _start(db_where, 300)
+    ledger = Ledger(db_where, ISSUE)
+    try:
+        rows, _, _, _ = ledger.claim("a", 300, 60.0, 0, now=1000.0)
+        outcomes = [Outcome(d.subscriber_id, State.SENT, f"250 {n}") for n, d in enumerate(rows)]
+        assert ledger.mark("a", outcomes) == {d.subscriber_id for d in rows}
+        assert _states(db_where) == {State.SENT: 300}
+        replies = {d.subscriber_id: d.last_reply for d in ledger.in_state(State.SENT)}
+        assert replies == {o.subscriber_id: o.reply for o in outcomes}
+    finally:
+        ledger.close()
+
+
 def test_sqlite_asks_of_one_reader_or_one_end_by_key_not_by_walking(tmp_path: Path) -> None:
     # an unsubscribe (inside the commit every sending worker waits for), a bounce streak and
     # where a worker starts: none walks every row of every ledger
