@@ -32,6 +32,7 @@ class Script:
     body: list[str] = field(default_factory=lambda: ["whole"])
     after_dot: list[str] = field(default_factory=lambda: ["250 2.0.0 queued"])
     extensions: tuple[str, ...] = ("PIPELINING", "AUTH PLAIN LOGIN")
+    pause: float = 0.0  # seconds taken over each whole message, before its verdict
 
 
 def _next(actions: list[str]) -> str:
@@ -198,6 +199,8 @@ class ScriptedServer:
 
     def _verdict(self, data: bytes, rcpts: list[str], say) -> bool:
         """Answer a whole message as scripted; False when the connection is to end."""
+        if self.script.pause:
+            self.closing.wait(self.script.pause)
         action = self._take(self.script.after_dot)
         if action in ("garbled", "drop", "stall") or action.startswith("25"):
             with self.lock:

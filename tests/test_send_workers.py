@@ -20,6 +20,7 @@ from newsletter.ledger import Ledger, State
 from newsletter.subscribers import SqliteStore
 
 from .conftest import DEMO_ISSUE, run_cli
+from .scripted_smtp import Script, ScriptedServer
 from .smtp_server import Handler, Server
 from .test_send import add_people, env_for, ledger_rows, many, send
 
@@ -171,6 +172,31 @@ def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> Non
         assert len(uncertain) <= SendOptions(concurrency=2).k  # held by the killed worker
         for address, _, _ in people:
             copies = handler.copies(address)
+            assert copies <= 1, address
+            if address not in uncertain:
+                assert rows[address][0] is State.SENT and copies == 1, address
+
+
+def test_a_worker_killed_mid_turn_costs_at_most_its_claims(workdir: Path) -> None:
+    """The server takes BDAT pipelined: each worker drives its 2 connections in turn, and
+    one is killed with a message written on each. Nobody gets two copies."""
+    people = many(300)
+    add_people(workdir, people)
+    script = Script(extensions=("PIPELINING", "CHUNKING"), pause=0.01)
+    with ScriptedServer(script) as server:
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "4")
+        _wait_for(lambda: len(_workers(proc.pid)) == 2, "the workers never started")
+        _wait_for(lambda: len(server.stored) >= 40, "the send never got going")
+        os.kill(_workers(proc.pid)[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 3, err  # paused: one worker was lost, the other finished
+        resumed = send(workdir, server.port, "--yes")
+        assert resumed.returncode in (0, 1), resumed.stderr
+        rows = ledger_rows(workdir)
+        uncertain = [a for a, r in rows.items() if r[0] is State.UNCERTAIN]
+        assert len(uncertain) <= SendOptions(concurrency=2).k  # held by the killed worker
+        for address, _, _ in people:
+            copies = server.copies(address)
             assert copies <= 1, address
             if address not in uncertain:
                 assert rows[address][0] is State.SENT and copies == 1, address
