@@ -521,6 +521,9 @@ class Ledger:
             claim = self._queue(
                 lambda conn: self._claim_pg(conn, worker, k, lease, after, now, outcomes)
             )
+            if outcomes and not claim.rows and not claim.skipped:
+                # it took no row, so it recorded no outcome (see _PG_CLAIM)
+                return claim._replace(recorded=self.mark(worker, outcomes))
             self._settled(worker, [o.subscriber_id for o in outcomes])
             return claim
         now = time.time() if now is None else now
@@ -586,15 +589,15 @@ class Ledger:
             "issue": self.issue_id, "after": after, "k": k, **_pg_outcomes(outcomes),
         })  # fmt: skip
         self._claim_lost.discard(worker)
-        recorded = frozenset(r[0] for r in rows if r[4] == _MARKED)
-        picked = [r for r in rows if r[4] != _MARKED]
-        if not picked:
-            return Claim([], 0, 0, recorded)
+        if not rows:
+            return Claim([], 0, 0)  # (nor were the outcomes recorded: see _PG_CLAIM)
+        some = rows[0][10]  # None: every outcome was recorded
+        recorded = frozenset(o.subscriber_id for o in outcomes) if some is None else frozenset(some)
         claimed = sorted(
-            (_delivery(r) for r in picked if r[4] == "sending"), key=lambda d: d.subscriber_id
+            (_delivery(r) for r in rows if r[4] == "sending"), key=lambda d: d.subscriber_id
         )
         handed.update(d.subscriber_id for d in claimed)
-        return Claim(claimed, max(r[0] for r in picked), len(picked) - len(claimed), recorded)
+        return Claim(claimed, max(r[0] for r in rows), len(rows) - len(claimed), recorded)
 
     def _settled(self, worker: str, ids: Iterable[int]) -> None:
         self._handed.get(worker, set()).difference_update(ids)
@@ -888,12 +891,11 @@ def _pg_quoted(text: str) -> str:
     return '"' + escaped + '"'
 
 
-_MARKED = "marked"  # in a claim's answer, a row whose outcome it recorded (no State is)
 _IDS_AT_ONCE = 500  # ids in one SQLite statement (it takes 32,766 values since 3.32)
 _MARKS_AT_ONCE = _IDS_AT_ONCE // 4  # outcomes in one (four values each)
 
-# The claim's own part (see _PG_CLAIM below): the rows picked, and each made ours.
-_PG_TAKE = f"""
+# The claim's own parts (see _PG_CLAIM below): the rows picked, and each made ours.
+_PG_PICK = f"""
 p AS MATERIALIZED (
     -- a correlated lookup by key for each row, never an EXISTS: with statistics saying the
     -- subscribers are few (a list just imported), the planner hashed all of them each claim
@@ -906,8 +908,8 @@ p AS MATERIALIZED (
     ORDER BY q.subscriber_id
     LIMIT :k
     FOR UPDATE OF q SKIP LOCKED
-),
-taken AS (
+)"""
+_PG_TAKE = f"""
 UPDATE deliveries d SET
     state = CASE WHEN p.active THEN 'sending' ELSE 'skipped' END,
     owner = CASE WHEN p.active THEN :worker END,
@@ -919,21 +921,23 @@ UPDATE deliveries d SET
     updated_at = :stamp
 FROM p
 WHERE d.issue_id = :issue AND d.subscriber_id = p.subscriber_id
-RETURNING {", ".join(f"d.{c.strip()}" for c in _CLAIMED.split(","))}
-)"""
+RETURNING {", ".join(f"d.{c.strip()}" for c in _CLAIMED.split(","))},
+    -- the outcomes recorded: NULL when all were (as nearly always), else their ids
+    CASE WHEN (SELECT count(*) FROM marked) <> cardinality(:ids::bigint[])
+         THEN ARRAY(SELECT subscriber_id FROM marked) END
+"""
 
 # Each row by its primary key. `state || ''`: not through deliveries_sending, whose entries
 # of rows long since marked stay until a vacuum; a bitmap scan of it read all of them (20 ms
 # a mark, 100,000 rows into a send, and growing).
-_PG_MARK = """
+_PG_MARK_ROWS = """
 UPDATE deliveries d SET state = v.state, last_reply = v.reply, next_attempt = v.next_attempt,
     updated_at = :stamp, owner = NULL, lease_until = NULL
 FROM unnest(:ids::bigint[], :states::text[], :replies::text[], :nexts::float8[])
     AS v (subscriber_id, state, reply, next_attempt)
 WHERE d.issue_id = :issue AND d.subscriber_id = v.subscriber_id
-  AND d.state || '' = 'sending' AND d.owner = :worker
-RETURNING d.subscriber_id
-"""
+  AND d.state || '' = 'sending' AND d.owner = :worker"""
+_PG_MARK = _PG_MARK_ROWS + "\nRETURNING d.subscriber_id"
 # What reap() does, by the database's clock unless `now` is given.
 _PG_REAP = f"""
 UPDATE deliveries SET state = 'uncertain', owner = NULL, lease_until = NULL,
@@ -945,13 +949,15 @@ WHERE issue_id = :issue AND state = 'sending' AND lease_until < {_NOW}
 # touches its own rows: the reaping passes over the rows being marked (a row of a worker
 # that froze past its lease and woke: its outcome is known, and recorded, as on SQLite;
 # PostgreSQL would apply only one of two changes to one row, and the reaping's first).
-# The rows taken come back, and after them those marked (their state said _MARKED).
-_PG_CLAIM = f"""WITH marked AS ({_PG_MARK}),
-reaped AS ({_PG_REAP} AND NOT (subscriber_id = ANY(:ids::bigint[]))),
-{_PG_TAKE}
-SELECT * FROM taken
-UNION ALL SELECT subscriber_id, NULL, NULL, NULL, '{_MARKED}', NULL, NULL, NULL, NULL, NULL
-FROM marked"""
+# The outcomes are recorded only when rows are taken: the answer (the rows taken, each
+# saying which outcomes were recorded) is then never empty, and a claim that takes none
+# leaves them to mark(), which says it. (Returning the marked rows beside the taken ones,
+# UNION ALL, cost a fifth of the claims a second with 4 workers: bench/ledger.py.)
+_PG_CLAIM = f"""WITH {_PG_PICK},
+marked AS ({_PG_MARK_ROWS} AND EXISTS (SELECT FROM p)
+    RETURNING d.subscriber_id),
+reaped AS ({_PG_REAP} AND NOT (subscriber_id = ANY(:ids::bigint[])))
+{_PG_TAKE}"""
 # deliveries_sending keeps the entries of rows long since marked until a vacuum: found by
 # owner through it, a renewal read them all (as the mark did, see _PG_MARK)
 _PG_RENEW_HELD = f"""

@@ -238,6 +238,39 @@ def test_a_claim_records_the_last_batchs_outcomes_first_fenced_on_the_owner(db_w
         b.close()
 
 
+def test_a_claim_that_takes_nothing_still_records_the_outcomes_it_carries(db_where) -> None:
+    # the end of the list: nothing left to take, the last outcomes recorded all the same
+    _start(db_where, 4)
+    a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
+    try:
+        mine, cursor, _, _ = a.claim("a", 3, 10.0, 0, now=1000.0)
+        theirs, _, _, _ = b.claim("b", 1, 10.0, cursor, now=1000.0)
+        done = [Outcome(d.subscriber_id, State.SENT, "250 ok") for d in mine]
+        forged = Outcome(theirs[0].subscriber_id, State.FAILED, "550 forged")
+        last = a.claim("a", 5, 10.0, 0, now=1001.0, outcomes=[*done, forged])
+        assert (last.rows, last.cursor, last.skipped) == ([], 0, 0)
+        assert last.recorded == {d.subscriber_id for d in mine}
+        assert _states(db_where) == {State.SENT: 3, State.SENDING: 1}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_claim_whose_outcomes_were_all_refused_says_so(db_where) -> None:
+    _start(db_where, 6)
+    a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
+    try:
+        mine, cursor, _, _ = a.claim("a", 2, 10.0, 0, now=1000.0)
+        assert b.reap(now=1011.0) == 2  # a froze past its lease
+        late = [Outcome(d.subscriber_id, State.SENT, "250 ok") for d in mine]
+        nxt = a.claim("a", 2, 10.0, cursor, now=1012.0, outcomes=late)
+        assert len(nxt.rows) == 2 and nxt.recorded == set()
+        assert _states(db_where) == {State.UNCERTAIN: 2, State.SENDING: 2, State.PENDING: 2}
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_servers_reply_is_recorded_whatever_it_holds(db_where) -> None:
     # (PostgreSQL gets the outcomes as array literals made by the ledger: its quoting)
     odd = ['550 "quoted", {braced}, back\\slash \\" end', "452 NULL", "250 é, ü; ok\\"]
