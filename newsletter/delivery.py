@@ -597,8 +597,8 @@ class SendRun:
                             over = True  # the pass is stopping
                             break
                         if first and not getattr(slots[i], "takes_turns", False):
-                            self._threads_instead(slots[i], held.pop())
-                            slots[i] = None
+                            conn, slots[i] = slots[i], None  # (the first thread's now)
+                            self._threads_instead(conn, held.pop())
                             return
                         first = False
                     if time.monotonic() >= self.lease_until or self.stop.is_set():
@@ -644,7 +644,7 @@ class SendRun:
             i, delivery = begun.pop(0)
             conn = slots[i]
             try:
-                outcome, alive = self._settled(conn, delivery)
+                outcome, alive = self._replied(conn, delivery)
             except Halt as exc:  # our sender refused: nothing went (conn is closed)
                 halt, outcome, alive = halt or exc, None, False
             except Exception as exc:  # noqa: BLE001 - only when ending on an error
@@ -660,7 +660,7 @@ class SendRun:
         if halt is not None and not last:
             raise halt
 
-    def _settled(self, conn: Connection | None, delivery: Delivery) -> tuple[Outcome, bool]:
+    def _replied(self, conn: Connection | None, delivery: Delivery) -> tuple[Outcome, bool]:
         """The outcome of a message written in its turn, once its replies are read."""
         if conn is None:  # (never expected: each connection holds one message at most)
             why = "the connection was gone before its reply was read"
@@ -679,11 +679,16 @@ class SendRun:
             threading.Thread(target=self._thread, name=f"send-{n}")
             for n in range(1, self.options.concurrency)
         ]
-        with self.lock:
-            self.live_workers += len(threads)
-        for t in threads:
+        for t in threads:  # each counted once started: one that cannot start never ends
             t.daemon = True
-            t.start()
+            with self.lock:
+                self.live_workers += 1
+            try:
+                t.start()
+            except BaseException:
+                with self.lock:
+                    self.live_workers -= 1
+                raise
 
     def run(self) -> RunResult:
         with shielded():  # SIGTERM while it runs: recorded, seen below, never raised

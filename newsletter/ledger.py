@@ -518,14 +518,18 @@ class Ledger:
         """
         if self.pg:
             outcomes = list(outcomes)
-            claim = self._queue(
-                lambda conn: self._claim_pg(conn, worker, k, lease, after, now, outcomes)
-            )
+            tries: list[int] = []
+
+            def step(conn: Any) -> Claim:
+                tries.append(1)
+                return self._claim_pg(conn, worker, k, lease, after, now, outcomes)
+
+            claim = self._queue(step)
             if outcomes and not claim.rows and not claim.skipped:
                 # it took no row, so it recorded no outcome (see _PG_CLAIM)
                 return claim._replace(recorded=self.mark(worker, outcomes))
             self._settled(worker, [o.subscriber_id for o in outcomes])
-            return claim
+            return claim._replace(recorded=_retried(tries, claim.recorded, outcomes))
         now = time.time() if now is None else now
         stamp = store.stamp()
         with self._tx() as conn:
@@ -612,9 +616,15 @@ class Ledger:
         if self.pg:
             params = {"stamp": stamp, "issue": self.issue_id, "worker": worker,
                       **_pg_outcomes(outcomes)}  # fmt: skip
-            rows = self._queue(lambda conn: conn.tuples(_PG_MARK, params))
+            tries: list[int] = []
+
+            def step(conn: Any) -> list[Any]:
+                tries.append(1)
+                return conn.tuples(_PG_MARK, params)
+
+            rows = self._queue(step)
             self._settled(worker, [o.subscriber_id for o in outcomes])
-            return frozenset(r[0] for r in rows)
+            return _retried(tries, frozenset(r[0] for r in rows), outcomes)
         with self._tx() as conn:
             return self._mark_sqlite(conn, worker, outcomes, stamp)
 
@@ -667,8 +677,9 @@ class Ledger:
         return done
 
     def release(self, worker: str, subscriber_ids: Iterable[int]) -> None:
-        """Give back claimed rows whose message never reached a server: as they were, no
-        attempt counted (fenced on the owner, so never a row someone else holds)."""
+        """Give back claimed rows whose message no server took (never sent, or its sender
+        refused at MAIL): as they were, no attempt counted (fenced on the owner, so never a
+        row someone else holds)."""
         ids = list(subscriber_ids)
         if not ids:
             return
@@ -981,6 +992,13 @@ VALUES (:issue, :worker, :host, :pid, :machine, {_NOW}, {_NOW})
 ON CONFLICT (issue_id, worker) DO UPDATE SET seen_at = excluded.seen_at, finished_at = NULL,
     stopped = ''
 """
+
+
+def _retried(tries: list[int], recorded: frozenset[int], outcomes: list[Outcome]) -> frozenset[int]:
+    """What a PostgreSQL step recorded, as far as the worker can tell: a step done again (its
+    connection lost) finds the rows a try whose answer never came had recorded no longer
+    held, so it cannot tell those from rows refused; all are counted then, as before."""
+    return recorded if len(tries) < 2 else frozenset(o.subscriber_id for o in outcomes)
 
 
 def unreachable(exc: Exception) -> bool:

@@ -233,6 +233,9 @@ class SmtpConnection:
     def send(self, message: Outgoing, following: Outgoing | None = None) -> str:
         """Send `message`; with `following` (see takes_following), write that message's
         envelope ahead: the next call must then be `send(following, ...)`, or close()."""
+        if self.takes_turns:  # (no envelope is ever written ahead on this path)
+            self.begin(message)
+            return self.end()
         if _UNSAFE_ADDRESS.search(message.rcpt) or _UNSAFE_ADDRESS.search(message.mail_from):
             raise Refused("address contains spaces or angle brackets")
         if following is not None and (
@@ -242,9 +245,6 @@ class SmtpConnection:
         if self.owed is not None and self.owed is not message:
             self.close()  # an envelope is waiting for another message: this session is spent
             raise Deferred("connection reset before the message was sent", True)
-        if self.takes_turns:
-            self.begin(message)
-            return self.end()
         if self.chunking:
             return self._send_bdat(message)
         return self._send_data(message, following if self.takes_following else None)

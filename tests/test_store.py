@@ -496,6 +496,41 @@ def test_a_server_down_past_the_retries_ends_the_claim_in_one_line(
         ledger.close()
 
 
+@pytest.mark.parametrize("with_claim", [False, True], ids=["mark", "claim"])
+def test_outcomes_whose_answer_was_lost_after_the_commit_are_counted(
+    pg_url, monkeypatch, with_claim: bool
+) -> None:
+    # the server commits the marks, then the connection drops before the answer: the step
+    # done again finds those rows no longer held, and cannot tell them from refused ones;
+    # they are counted as recorded (as they are), not dropped from the worker's counts
+    from newsletter.store.errors import Lost
+
+    _start(pg_url, 6)
+    ledger = Ledger(pg_url, ISSUE)
+    try:
+        mine, cursor, _, _ = ledger.claim("a", 3, 60.0, 0)
+        done = [Outcome(d.subscriber_id, State.SENT, "250 ok") for d in mine]
+        real, cut = ledger.conn.tuples, []
+
+        def lossy(sql, params):
+            rows = real(sql, params)
+            if not cut:
+                cut.append(sql)
+                raise Lost("server closed the connection unexpectedly")
+            return rows
+
+        monkeypatch.setattr(ledger.conn, "tuples", lossy)
+        if with_claim:
+            recorded = ledger.claim("a", 2, 60.0, cursor, outcomes=done).recorded
+        else:
+            recorded = ledger.mark("a", done)
+        assert cut  # the first try's answer was lost
+        assert recorded == {d.subscriber_id for d in mine}
+        assert _states(pg_url)[State.SENT] == 3
+    finally:
+        ledger.close()
+
+
 def test_a_claim_the_server_rolls_back_in_a_deadlock_is_done_again(pg_url) -> None:
     # Two claims can deadlock (each reaping rows the other is marking); the server then
     # rolls one back. Here the other party is a plain transaction: it holds the second row
