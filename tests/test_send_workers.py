@@ -140,6 +140,20 @@ def test_someone_who_leaves_during_the_send_is_counted_skipped(workdir: Path) ->
     assert ", 0 failed, 1 skipped (left meanwhile)" in out, out
 
 
+def _resumed_with_nobody_twice(workdir: Path, port: int, people, copies) -> None:
+    """After a worker was killed: send again. At most its claims (k) end uncertain, and
+    everyone else has exactly one copy (`copies(address)`, as the server counts them)."""
+    resumed = send(workdir, port, "--yes")
+    assert resumed.returncode in (0, 1), resumed.stderr
+    rows = ledger_rows(workdir)
+    uncertain = [a for a, r in rows.items() if r[0] is State.UNCERTAIN]
+    assert len(uncertain) <= SendOptions(concurrency=2).k  # held by the killed worker
+    for address, _, _ in people:
+        assert copies(address) <= 1, address
+        if address not in uncertain:
+            assert rows[address][0] is State.SENT and copies(address) == 1, address
+
+
 def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> None:
     people = many(300)
     add_people(workdir, people)
@@ -165,16 +179,7 @@ def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> Non
         dead = shares.pop(victim)
         assert dead.endswith("; stopped without finishing (killed, or cut off)"), status.stdout
         assert [line.rpartition("; ")[2] for line in shares.values()] == ["finished"]
-        resumed = send(workdir, server.port, "--yes")
-        assert resumed.returncode in (0, 1), resumed.stderr
-        rows = ledger_rows(workdir)
-        uncertain = [a for a, r in rows.items() if r[0] is State.UNCERTAIN]
-        assert len(uncertain) <= SendOptions(concurrency=2).k  # held by the killed worker
-        for address, _, _ in people:
-            copies = handler.copies(address)
-            assert copies <= 1, address
-            if address not in uncertain:
-                assert rows[address][0] is State.SENT and copies == 1, address
+        _resumed_with_nobody_twice(workdir, server.port, people, handler.copies)
 
 
 def test_a_worker_killed_mid_turn_costs_at_most_its_claims(workdir: Path) -> None:
@@ -190,16 +195,7 @@ def test_a_worker_killed_mid_turn_costs_at_most_its_claims(workdir: Path) -> Non
         os.kill(_workers(proc.pid)[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 3, err  # paused: one worker was lost, the other finished
-        resumed = send(workdir, server.port, "--yes")
-        assert resumed.returncode in (0, 1), resumed.stderr
-        rows = ledger_rows(workdir)
-        uncertain = [a for a, r in rows.items() if r[0] is State.UNCERTAIN]
-        assert len(uncertain) <= SendOptions(concurrency=2).k  # held by the killed worker
-        for address, _, _ in people:
-            copies = server.copies(address)
-            assert copies <= 1, address
-            if address not in uncertain:
-                assert rows[address][0] is State.SENT and copies == 1, address
+        _resumed_with_nobody_twice(workdir, server.port, people, server.copies)
 
 
 def test_workers_stop_when_the_send_that_started_them_is_killed(workdir: Path) -> None:

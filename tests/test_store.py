@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import socket
 import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,11 +239,21 @@ def test_a_claim_records_the_last_batchs_outcomes_first_fenced_on_the_owner(db_w
         b.close()
 
 
+@contextlib.contextmanager
+def _two_workers(where, people: int) -> Iterator[tuple[Ledger, Ledger]]:
+    """A ledger of `people` rows, as two workers each see it."""
+    _start(where, people)
+    a, b = Ledger(where, ISSUE), Ledger(where, ISSUE)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_claim_that_takes_nothing_still_records_the_outcomes_it_carries(db_where) -> None:
     # the end of the list: nothing left to take, the last outcomes recorded all the same
-    _start(db_where, 4)
-    a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
-    try:
+    with _two_workers(db_where, 4) as (a, b):
         mine, cursor, _, _ = a.claim("a", 3, 10.0, 0, now=1000.0)
         theirs, _, _, _ = b.claim("b", 1, 10.0, cursor, now=1000.0)
         done = [Outcome(d.subscriber_id, State.SENT, "250 ok") for d in mine]
@@ -251,24 +262,16 @@ def test_a_claim_that_takes_nothing_still_records_the_outcomes_it_carries(db_whe
         assert (last.rows, last.cursor, last.skipped) == ([], 0, 0)
         assert last.recorded == {d.subscriber_id for d in mine}
         assert _states(db_where) == {State.SENT: 3, State.SENDING: 1}
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_claim_whose_outcomes_were_all_refused_says_so(db_where) -> None:
-    _start(db_where, 6)
-    a, b = Ledger(db_where, ISSUE), Ledger(db_where, ISSUE)
-    try:
+    with _two_workers(db_where, 6) as (a, b):
         mine, cursor, _, _ = a.claim("a", 2, 10.0, 0, now=1000.0)
         assert b.reap(now=1011.0) == 2  # a froze past its lease
         late = [Outcome(d.subscriber_id, State.SENT, "250 ok") for d in mine]
         nxt = a.claim("a", 2, 10.0, cursor, now=1012.0, outcomes=late)
         assert len(nxt.rows) == 2 and nxt.recorded == set()
         assert _states(db_where) == {State.UNCERTAIN: 2, State.SENDING: 2, State.PENDING: 2}
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_servers_reply_is_recorded_whatever_it_holds(db_where) -> None:
