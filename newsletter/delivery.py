@@ -571,7 +571,8 @@ class SendRun:
 
         For a server that takes BDAT pipelined (SmtpConnection.takes_turns). The first
         session tells: one that does not starts a thread a connection instead, as before.
-        A session without it opened later sends its message whole, in its turn."""
+        A session without it opened later sends its message whole, in its turn. Sessions
+        are opened between turns, when no reply is waiting to be read."""
         slots: list[Connection | None] = [None] * self.options.concurrency
         held: list[Delivery] = []  # taken, not yet written: given back if it ends here
         begun: list[tuple[int, Delivery]] = []  # written, replies not yet read
@@ -580,6 +581,8 @@ class SendRun:
             while True:
                 over = False
                 for i in range(len(slots)):
+                    if slots[i] is None and any(slots):
+                        continue  # opened between turns (below), holding up no reply
                     delivery = held[0] if held else self._pop()
                     if delivery is None:
                         over = True
@@ -587,13 +590,9 @@ class SendRun:
                     if not held:
                         held.append(delivery)
                     if slots[i] is None:
-                        live = any(slots)
-                        # a session first (no reader's attempt); while others send, one try
-                        # at most, none during the backoff
-                        slots[i] = self.sessions.open(self.stop, wait=not live)
+                        # none open: wait for one (a session first: no reader's attempt)
+                        slots[i] = self.sessions.open(self.stop)
                         if slots[i] is None:
-                            if live:
-                                continue
                             over = True  # the pass is stopping
                             break
                         if first and not getattr(slots[i], "takes_turns", False):
@@ -625,6 +624,9 @@ class SendRun:
                 self._end_turns(slots, begun)
                 if over:
                     break
+                for i, conn in enumerate(slots):
+                    if conn is None:  # one try at most, none during the backoff
+                        slots[i] = self.sessions.open(self.stop, wait=False)
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self._ended_by(exc)
         finally:

@@ -279,3 +279,41 @@ def test_in_turns_nothing_new_starts_once_the_lease_has_run_out(workdir) -> None
     assert {rows[a] for a in order[:5]} == {(State.SENT, 1)}
     assert {rows[a] for a in order[5:]} == {(State.PENDING, 0)}  # given back untouched
     assert result.progress.sent == 5 and result.paused is None
+
+
+def test_in_turns_a_session_is_opened_only_when_no_reply_is_waiting(workdir, monkeypatch):
+    # a try to open one (TCP, EHLO, maybe TLS and AUTH) would hold up the replies due
+    from newsletter import transport
+
+    people = many(12)
+    add_people(workdir, people)
+    waiting, seen = [0], []
+    real_begin, real_end = transport.SmtpConnection.begin, transport.SmtpConnection.end
+    real_connect = transport.SmtpTransport.connect
+
+    def begin(self, message):
+        real_begin(self, message)
+        waiting[0] += 1
+
+    def end(self):
+        waiting[0] -= 1
+        return real_end(self)
+
+    def connect(self):
+        seen.append(waiting[0])
+        return real_connect(self)
+
+    monkeypatch.setattr(transport.SmtpConnection, "begin", begin)
+    monkeypatch.setattr(transport.SmtpConnection, "end", end)
+    monkeypatch.setattr(transport.SmtpTransport, "connect", connect)
+    script = Script(
+        extensions=("PIPELINING", "CHUNKING"),
+        greeting=["220 ok", "421 4.3.2 busy", "220 ok"],
+        # two connections dropped mid-send: each is opened again
+        after_dot=["250 2.0.0 ok", "250 2.0.0 ok", "drop", "250 2.0.0 ok", "drop", "250 ok"],
+    )
+    with ScriptedServer(script) as server:
+        passes = _send(workdir / "news.db", workdir, server.port, concurrency=3)
+        assert passes.progress.sent == 10 and passes.progress.uncertain == 2
+        assert {server.copies(p[0]) for p in people} == {1}
+    assert len(seen) >= 3 and set(seen) == {0}, seen  # (the first, the refused, again)
