@@ -39,6 +39,7 @@ _CRLF = b"\r\n"
 _SOFT = b"=\r\n"
 _UTF8 = Charset("utf-8")  # what formataddr makes of "utf-8" for each call, made once
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]")
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # a name with one of these, formataddr quotes
 
 # Slot kinds, in the order a recipient's pieces are produced.
 TO, DATE, MESSAGE_ID, LIST_UNSUB = "to", "date", "message-id", "list-unsubscribe"
@@ -94,11 +95,15 @@ class CompiledEdition:
     from_addr: str
     mailto: str
     stuffed: tuple[bytes | str, ...] = ()  # the same, dot-stuffed for SMTP DATA
+    # where each slot goes: (index, kind) pairs, filled into a copy of the constant pieces
+    _slots: tuple[tuple[int, str], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.stuffed:
             stuffed = tuple(p if isinstance(p, str) else dot_stuff(p) for p in self.pieces)
             object.__setattr__(self, "stuffed", stuffed)
+        slots = tuple((n, p) for n, p in enumerate(self.pieces) if isinstance(p, str))
+        object.__setattr__(self, "_slots", slots)
 
     def to_json(self) -> str:
         pieces = [{"slot": p} if isinstance(p, str) else p.decode("latin-1") for p in self.pieces]
@@ -114,7 +119,7 @@ class CompiledEdition:
         return cls(data["name"], pieces, data["from"], data["mailto"])
 
     def _values(self, recipient: Recipient, message_id: str, date: str) -> dict[str, bytes]:
-        to = formataddr((display_name(recipient.name), recipient.email), _UTF8)
+        to = _address(display_name(recipient.name), recipient.email)
         to_line = (
             b"To: " + to.encode("ascii") + _CRLF
             if to.isascii() and len(to) < 70
@@ -148,7 +153,13 @@ class CompiledEdition:
         return self._placed(self._values(recipient, message_id, date or now_header()))
 
     def _placed(self, values: dict[str, bytes]) -> list[bytes]:
-        return [p if isinstance(p, bytes) else values[p] for p in self.pieces]
+        return self._filled(self.pieces, values)
+
+    def _filled(self, pieces: tuple[bytes | str, ...], values: dict[str, bytes]) -> list[bytes]:
+        out = list(pieces)  # (half the time of testing every piece for a slot)
+        for n, kind in self._slots:
+            out[n] = values[kind]
+        return out  # type: ignore[return-value]
 
     def smtp_parts(
         self, recipient: Recipient, message_id: str, date: str | None = None
@@ -157,7 +168,7 @@ class CompiledEdition:
         return self._stuffed(self._values(recipient, message_id, date or now_header()))
 
     def _stuffed(self, values: dict[str, bytes]) -> list[bytes]:
-        parts = [p if isinstance(p, bytes) else dot_stuff(values[p]) for p in self.stuffed]
+        parts = self._filled(self.stuffed, {k: dot_stuff(v) for k, v in values.items()})
         parts.append(b".\r\n")
         return parts
 
@@ -171,6 +182,13 @@ class CompiledEdition:
 
     def smtp_payload(self, recipient: Recipient, message_id: str, date: str | None = None) -> bytes:
         return b"".join(self.smtp_parts(recipient, message_id, date))
+
+
+def _address(name: str, email: str) -> str:
+    """formataddr((name, email)), byte for byte, without its work for a plain ASCII name."""
+    if name.isascii() and email.isascii() and not _SPECIALS.search(name):
+        return f"{name} <{email}>" if name else email
+    return formataddr((name, email), _UTF8)
 
 
 def compile_edition(

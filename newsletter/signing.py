@@ -143,8 +143,9 @@ def _fields(head: bytes) -> dict[bytes, bytes]:
 @functools.lru_cache(maxsize=64)  # From, Subject, List-Id...: the same for every reader
 def _relaxed(name: bytes, value: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfolded value, runs of spaces as one, trimmed."""
-    value = _WSP.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")
-    return name.lower() + b":" + value + b"\r\n"
+    if b"\r" in value or b"\t" in value or b"  " in value:  # (most values need only the trim)
+        value = _WSP.sub(b" ", _FOLD.sub(b"", value))
+    return name.lower() + b":" + value.strip(b" ") + b"\r\n"
 
 
 def _split(

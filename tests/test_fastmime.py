@@ -85,6 +85,20 @@ def test_fast_path_equals_the_straightforward_message(built, recipient: Recipien
         assert recipient.unsubscribe_url in text
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["Anne Smith", "", "O'Brien", "Dr. Who", 'Pat "the" Cat', "a\\b", "Smith, Anne", "Zoë"],
+)
+def test_the_to_address_is_formataddrs_byte_for_byte(name: str) -> None:
+    from email.charset import Charset
+    from email.utils import formataddr
+
+    from newsletter.fastmime import _address
+
+    expected = formataddr((name, "reader@example.org"), Charset("utf-8"))
+    assert _address(name, "reader@example.org") == expected
+
+
 def test_lines_stay_within_the_limits_and_smtp_payload_is_dot_stuffed(built) -> None:
     settings, build = built
     recipient = RECIPIENTS[1]

@@ -606,6 +606,25 @@ def test_readers_of_one_edition_share_the_hash_of_its_opening_and_each_signature
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        b" Anne Smith <anne@example.org>",  # as most are: only the leading space goes
+        b" Anne  Smith <anne@example.org>  ",
+        b"\tNews\t from\t the committee\t",
+        b" <https://example.org/u/abc>,\r\n <mailto:news@example.org?subject=unsubscribe>",
+        b" =?utf-8?q?Br=C3=A8ves?=\r\n\t=?utf-8?q?du_comit=C3=A9?= ",
+        b"",
+    ],
+)
+def test_relaxed_header_canonicalisation_is_dkimpys(value: bytes) -> None:
+    canonicalization = pytest.importorskip("dkim.canonicalization")
+    from newsletter.signing import _relaxed
+
+    [(name, theirs)] = canonicalization.Relaxed.canonicalize_headers([(b"To", value + b"\r\n")])
+    assert _relaxed.__wrapped__(b"To", value) == name + b":" + theirs
+
+
+@pytest.mark.parametrize(
     "content, message",
     [
         (b"not a key", "not a PEM private key; check NEWSLETTER_DKIM_KEY"),
