@@ -273,10 +273,22 @@ class SendRun:
                         continue
                     self.cursor = cursor
                     if batch:
-                        # a margin below the lease the database holds: never send on a
-                        # lapsed claim
-                        self.lease_until = started + 0.8 * self.options.lease
+                        self._lease_locked(started, renewed=False)
                         self.queue.extend(batch)
+
+    def _lease_locked(self, started: float, renewed: bool) -> None:
+        """The time until which this worker may start transactions (`lease_until`), after a
+        claim, or a renewal of every row it holds, that began at `started`: 0.8 of the lease
+        on, a margin below what the database holds. A claim leases only its own rows: with
+        others held, their earlier deadline stands. A renewal done once the deadline had
+        passed (the process frozen past it) moves nothing: the rows held may have been
+        reaped meanwhile, so the worker stops at its next check, as it must."""
+        fresh = started + 0.8 * self.options.lease
+        held = bool(self.queue) or self.in_flight > 0
+        if not held or (renewed and time.monotonic() < self.lease_until):
+            self.lease_until = fresh
+        else:
+            self.lease_until = min(self.lease_until, fresh)
 
     def _pop(self, ahead: bool = False) -> Delivery | None:
         """The next claimed row for a thread, claiming more when none is left; None when
@@ -378,7 +390,7 @@ class SendRun:
                 if started - renewed >= interval:
                     self.ledger.renew(self.worker, self.options.lease)
                     with self.lock:
-                        self.lease_until = started + 0.8 * self.options.lease
+                        self._lease_locked(started, renewed=True)
                     renewed = started
                 with self.lock:
                     batch, self.outcomes, self.flushed_at = self.outcomes, [], started
@@ -642,6 +654,7 @@ class SendRun:
         `last`: the thread is ending on an error; a reply that cannot be read then leaves
         its row uncertain (the message was written: it may have arrived)."""
         halt: Halt | None = None
+        unrecorded: Exception | None = None
         while begun:
             i, delivery = begun.pop(0)
             conn = slots[i]
@@ -655,10 +668,17 @@ class SendRun:
                     raise
                 why = f"the reply could not be read: {exc}"
                 outcome, alive = Outcome(delivery.subscriber_id, State.UNCERTAIN, why), False
-            self._done(outcome, delivery)
+            try:
+                self._done(outcome, delivery)
+            except Exception as exc:  # noqa: BLE001 - recording failed: the outcome is kept
+                unrecorded = unrecorded or exc  # for the last flush; the others end first
             if not alive and conn is not None:
                 conn.close()
                 slots[i] = None
+        if unrecorded is not None:
+            if not last:
+                raise unrecorded
+            self._ended_by(unrecorded)  # (ending already: run() reports it)
         if halt is not None and not last:
             raise halt
 
@@ -681,8 +701,8 @@ class SendRun:
             threading.Thread(target=self._thread, name=f"send-{n}")
             for n in range(1, self.options.concurrency)
         ]
-        for t in threads:  # each counted once started: one that cannot start never ends
-            t.daemon = True
+        for n, t in enumerate(threads):  # each counted once started: one that cannot start
+            t.daemon = True  # never ends
             with self.lock:
                 self.live_workers += 1
             try:
@@ -690,6 +710,9 @@ class SendRun:
             except BaseException:
                 with self.lock:
                     self.live_workers -= 1
+                if n == 0:  # the session and the row in hand were its own: given back
+                    conn.close()
+                    self._done(None, first)
                 raise
 
     def run(self) -> RunResult:

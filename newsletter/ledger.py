@@ -526,8 +526,10 @@ class Ledger:
 
             claim = self._queue(step)
             if outcomes and not claim.rows and not claim.skipped:
-                # it took no row, so it recorded no outcome (see _PG_CLAIM)
-                return claim._replace(recorded=self.mark(worker, outcomes))
+                # it took no row, so it recorded no outcome (see _PG_CLAIM); unless a try
+                # whose answer never came did, and took the rows this one did not find
+                recorded = self.mark(worker, outcomes)
+                return claim._replace(recorded=_retried(tries, recorded, outcomes))
             self._settled(worker, [o.subscriber_id for o in outcomes])
             return claim._replace(recorded=_retried(tries, claim.recorded, outcomes))
         now = time.time() if now is None else now

@@ -534,6 +534,40 @@ def test_outcomes_whose_answer_was_lost_after_the_commit_are_counted(
         ledger.close()
 
 
+def test_a_last_claim_whose_answer_was_lost_counts_its_outcomes_when_the_retry_finds_none(
+    pg_url, monkeypatch
+) -> None:
+    # The last claim of a pass carries 3 outcomes; the only rows after it are of readers
+    # erased meanwhile (skipped by the claim). The first try commits (3 marked, 2 skipped)
+    # and its answer is lost; the try done again takes no row, so mark() records the
+    # outcomes, and finds them recorded already. They count: the ledger holds them.
+    from newsletter.store.errors import Lost
+
+    _start(pg_url, 5)
+    ledger = Ledger(pg_url, ISSUE)
+    try:
+        mine, cursor, _, _ = ledger.claim("a", 3, 60.0, 0)
+        with Store(pg_url) as store:
+            assert store.remove("reader3@example.org") and store.remove("reader4@example.org")
+        done = [Outcome(d.subscriber_id, State.SENT, "250 ok") for d in mine]
+        real, cut = ledger.conn.tuples, []
+
+        def lossy(sql, params):
+            rows = real(sql, params)
+            if not cut:
+                cut.append(sql)
+                raise Lost("server closed the connection unexpectedly")
+            return rows
+
+        monkeypatch.setattr(ledger.conn, "tuples", lossy)
+        claim = ledger.claim("a", 3, 60.0, cursor, outcomes=done)
+        assert cut and not claim.rows
+        assert _states(pg_url) == {State.SENT: 3, State.SKIPPED: 2}
+        assert claim.recorded == {d.subscriber_id for d in mine}
+    finally:
+        ledger.close()
+
+
 def test_a_claim_the_server_rolls_back_in_a_deadlock_is_done_again(pg_url) -> None:
     # Two claims can deadlock (each reaping rows the other is marking); the server then
     # rolls one back. Here the other party is a plain transaction: it holds the second row
