@@ -273,7 +273,8 @@ def remove(app: AppContext, email: str) -> None:
 
     The address stays in the audit trail (when they joined and consented, what they were
     sent, bounces, this removal), which proves what was done; `show EMAIL` still shows it.
-    They are no longer on the list, and `add` may put them back."""
+    They are no longer on the list; `add` or `import` brings them back only with
+    --resubscribe (their new consent)."""
     need_db(app.settings)
     with open_store(app.settings) as store:
         if not store.remove(email, how="cli"):
