@@ -155,12 +155,12 @@ def outgoing(
 
     def signed() -> list[bytes]:
         parts = compiled.render_parts(recipient, message_id)
-        return [signer.header(parts), *parts]
+        return [signer.header(parts, compiled.pieces), *parts]
 
     def signed_smtp() -> list[bytes]:
         # the same Date in what is signed and what is sent
         parts, smtp = compiled.both_parts(recipient, message_id, now_header())
-        return [signer.header(parts), *smtp]
+        return [signer.header(parts, compiled.pieces), *smtp]
 
     return Outgoing(
         mail_from=mail_from,

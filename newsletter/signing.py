@@ -6,7 +6,9 @@ Ed25519-SHA256 (`ed25519-sha256`, RFC 8463), chosen by the key. dkimpy, pure Pyt
 Canonicalisation is relaxed for the headers and simple for the body; each reader's body
 differs (their own links), so its hash is computed for each message, in C (~55 µs for
 80 KB), but from the state after the opening all readers of an edition share (the text part
-up to their links: a third of a bilingual body). Verified against dkimpy in the tests.
+up to their links: a third of a bilingual body). Given the edition's shape, the canonical
+form of its constant headers is worked out once too, and only each reader's own pieces are
+looked at (about 20 µs a message less in a send). Verified against dkimpy in the tests.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ SIGNED_HEADERS = (
     b"content-type",
 )
 _WSP = re.compile(rb"[ \t]+")
-_FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
 class Signer:
@@ -81,6 +82,8 @@ class Signer:
         # messages all begin their body with the same bytes object (the text part, up to
         # the reader's own links: a third of the body), hashed once, not for every reader.
         self._prefixes: dict[tuple[int, int], tuple[bytes, Any]] = {}
+        # What the messages of one shape share, by the shape (see `header`)
+        self._shapes: dict[int, tuple[tuple[bytes | str, ...], _Shape | None]] = {}
 
     def _sign(self, data: bytes) -> bytes:
         if isinstance(self.key, rsa.RSAPrivateKey):
@@ -88,24 +91,67 @@ class Signer:
         # RFC 8463: Ed25519 signs the SHA-256 hash of what RSA would sign
         return self.key.sign(hashlib.sha256(data).digest())
 
-    def header(self, message: Sequence[bytes]) -> bytes:
+    def header(
+        self, message: Sequence[bytes], shape: tuple[bytes | str, ...] | None = None
+    ) -> bytes:
         """The DKIM-Signature header line(s) for the message in pieces (joined, it is the
         message with CRLF line ends), ending with CRLF. The body is hashed piece by piece:
-        a ~100 KB message is never copied whole to be signed."""
+        a ~100 KB message is never copied whole to be signed.
+
+        `shape`, the pieces every message of its kind is made of (a compiled edition's):
+        the same bytes objects where the message has them too, a str where each message
+        has its own piece. What they share (their headers' canonical form, the hash of the
+        body's opening) is then worked out once, not for every reader; the signature is
+        the same, byte for byte."""
+        if shape is not None and len(shape) == len(message):
+            planned = self._shape(shape, message)
+            if planned is not None:
+                return self._planned(planned, message)
         head, body, anchor = _split(message)
         body_hash = base64.b64encode(self._body_hash(body, anchor))
         fields = _fields(head)
         signed = [name for name in SIGNED_HEADERS if name in fields]
         canonical = b"".join(_relaxed(name, fields[name]) for name in signed)
-        value = (
-            b"v=1; a=" + self.algorithm + b"; c=relaxed/simple; d=" + self.domain
-            + b"; s=" + self.selector + b";\r\n\th=" + b":".join(signed)
-            + b";\r\n\tbh=" + body_hash + b";\r\n\tb="
-        )  # fmt: skip
+        value = self._value_head(signed) + body_hash + _VALUE_TAIL
         unsigned = _relaxed(b"dkim-signature", value).rstrip(b"\r\n")
-        signature = base64.b64encode(self._sign(canonical + unsigned))
+        return self._signed(canonical + unsigned, value)
+
+    def _value_head(self, signed: Sequence[bytes]) -> bytes:
+        """The signature's value up to its body hash: the tags before it."""
+        return (
+            b"v=1; a=" + self.algorithm + b"; c=relaxed/simple; d=" + self.domain
+            + b"; s=" + self.selector + b";\r\n\th=" + b":".join(signed) + b";\r\n\tbh="
+        )  # fmt: skip
+
+    def _signed(self, data: bytes, value: bytes) -> bytes:
+        signature = base64.b64encode(self._sign(data))
         folded = b"\r\n\t".join(signature[i : i + 72] for i in range(0, len(signature), 72))
         return b"DKIM-Signature: " + value + folded + b"\r\n"
+
+    def _shape(self, shape: tuple[bytes | str, ...], message: Sequence[bytes]) -> _Shape | None:
+        kept = self._shapes.get(id(shape))
+        if kept is None or kept[0] is not shape:  # (an id is only reused once freed)
+            if len(self._shapes) >= 16:
+                self._shapes.clear()
+            kept = self._shapes[id(shape)] = (shape, _Shape.of(self, shape, message))
+        return kept[1]
+
+    def _planned(self, shape: _Shape, message: Sequence[bytes]) -> bytes:
+        """`header` for a message of a known shape: only its own pieces are looked at."""
+        canonical = b"".join(
+            [
+                field if field.__class__ is bytes else _relaxed_line(message[field])  # type: ignore[index]
+                for field in shape.fields
+            ]
+        )
+        digest = shape.opening.copy()
+        for n in range(shape.body_from, len(message)):
+            digest.update(message[n])
+        body_hash = base64.b64encode(digest.digest())
+        return self._signed(
+            canonical + shape.unsigned_head + body_hash + _UNSIGNED_TAIL,
+            shape.value_head + body_hash + _VALUE_TAIL,
+        )
 
     def _body_hash(self, body: list[bytes | memoryview], anchor: tuple[bytes, int] | None) -> bytes:
         """SHA-256 of the body in pieces; `anchor`, the piece and offset the first one is
@@ -129,6 +175,68 @@ class Signer:
         return kept[1]
 
 
+_VALUE_TAIL = b";\r\n\tb="
+_UNSIGNED_TAIL = b"; b="  # _VALUE_TAIL canonicalised (relaxed)
+
+
+class _Shape:
+    """What the messages of one shape share, for their signatures: each signed header
+    field's canonical form, or the index of the message's own piece holding it; the hash
+    state after the body's opening and where the rest of the body begins; the
+    signature's tags before its body hash, as written and canonicalised."""
+
+    def __init__(self, fields: list[bytes | int], opening: Any, body_from: int, value_head: bytes):
+        self.fields = fields
+        self.opening = opening
+        self.body_from = body_from
+        self.value_head = value_head
+        # a body hash (base64) has no white space: the canonical form of the whole value
+        # is that of what comes before it, the hash, then that of what follows
+        self.unsigned_head = _relax(b"dkim-signature", value_head)[:-2]
+
+    @classmethod
+    def of(
+        cls, signer: Signer, shape: tuple[bytes | str, ...], message: Sequence[bytes]
+    ) -> _Shape | None:
+        """From a shape and one message of it (which field each message's own piece in the
+        headers holds: one each, the same in every message). None for a shape this does not
+        cover, left to the general way: a header field over two pieces, a message's own
+        piece in the headers that is not one whole field, or a body not ending with a
+        constant piece and exactly one CRLF."""
+        where: dict[bytes, bytes | int] = {}
+        for n, piece in enumerate(shape):
+            if isinstance(piece, str):
+                own = message[n]
+                name, colon, _ = own.partition(b":")
+                if not colon or not own.endswith(b"\r\n") or b"\r\n\r\n" in own:
+                    return None  # not one whole field: the headers may end in it
+                where[name.strip().lower()] = n
+                continue
+            if piece.startswith(b"\r\n"):
+                head, body_at = b"", 2  # the blank line opens this piece
+            elif (at := piece.find(b"\r\n\r\n")) >= 0:
+                head, body_at = piece[:at], at + 4
+            elif piece.endswith(b"\r\n"):
+                head, body_at = piece[:-2], -1
+            else:
+                return None  # a field goes on in the next piece
+            for name, value in _fields(head).items():
+                where[name] = _relax(name, value)
+            if body_at >= 0:
+                break
+        else:
+            return None  # no body
+        last = shape[-1]
+        if not isinstance(last, bytes) or len(last) < 3 or last[-3:-2] in (b"\r", b"\n"):
+            return None
+        if not last.endswith(b"\r\n") or len(shape) == n + 1:
+            return None
+        signed = [name for name in SIGNED_HEADERS if name in where]
+        fields = [where[name] for name in signed]
+        opening = hashlib.sha256(memoryview(piece)[body_at:])
+        return cls(fields, opening, n + 1, signer._value_head(signed))
+
+
 def _fields(head: bytes) -> dict[bytes, bytes]:
     """The last occurrence of each header field, by lower-case name (values as written).
     Our messages carry each signed field once."""
@@ -142,9 +250,21 @@ def _fields(head: bytes) -> dict[bytes, bytes]:
 
 @functools.lru_cache(maxsize=64)  # From, Subject, List-Id...: the same for every reader
 def _relaxed(name: bytes, value: bytes) -> bytes:
+    return _relax(name, value)
+
+
+def _relaxed_line(line: bytes) -> bytes:
+    """A whole field, name, colon, value and CRLF, in relaxed canonical form."""
+    name, _, value = line.partition(b":")
+    return _relax(name.strip(), value[:-2] if value.endswith(b"\r\n") else value)
+
+
+def _relax(name: bytes, value: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfolded value, runs of spaces as one, trimmed."""
-    if b"\r" in value or b"\t" in value or b"  " in value:  # (most values need only the trim)
-        value = _WSP.sub(b" ", _FOLD.sub(b"", value))
+    if b"\r" in value:  # unfolded: in a field, a CRLF is always followed by white space
+        value = value.replace(b"\r\n", b"")
+    if b"\t" in value or b"  " in value:  # (most values need only the trim)
+        value = _WSP.sub(b" ", value)
     return name.lower() + b":" + value.strip(b" ") + b"\r\n"
 
 

@@ -618,10 +618,10 @@ def test_readers_of_one_edition_share_the_hash_of_its_opening_and_each_signature
 )
 def test_relaxed_header_canonicalisation_is_dkimpys(value: bytes) -> None:
     canonicalization = pytest.importorskip("dkim.canonicalization")
-    from newsletter.signing import _relaxed
+    from newsletter.signing import _relax
 
     [(name, theirs)] = canonicalization.Relaxed.canonicalize_headers([(b"To", value + b"\r\n")])
-    assert _relaxed.__wrapped__(b"To", value) == name + b":" + theirs
+    assert _relax(b"To", value) == name + b":" + theirs
 
 
 @pytest.mark.parametrize(
