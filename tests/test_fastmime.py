@@ -176,6 +176,11 @@ def test_a_shape_the_shortcut_cannot_use_is_signed_the_general_way(tmp_path: Pat
         "own blank line": ((head, "own", b"The end.\r\n"), b"To: r1@example.org\r\n\r\nHi\r\n"),
         # the body ends with it, without its CRLF
         "own end": ((head + b"\r\nHello\r\n", "own"), b"r1"),
+        # several fields in the reader's own piece
+        "own fields": (
+            (b"From: news@example.org\r\n", "own", b"\r\nHi\r\n"),
+            b"To: r1@example.org\r\nSubject: News\r\n",
+        ),
         # a field cut over two pieces
         "cut field": ((b"From: news@", "own", b"\r\n\r\nHi\r\n"), b"example.org"),
         # blank lines at the end, which simple canonicalisation removes

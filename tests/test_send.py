@@ -570,11 +570,11 @@ def test_dkim_signature_verifies(workdir: Path, tmp_path: Path, kind: str) -> No
             assert not dkim.verify(body_changed, dnsfunc=dns)
 
 
-def test_readers_of_one_edition_share_the_hash_of_its_opening_and_each_signature_holds(
+def test_messages_sharing_pieces_are_each_signed_as_their_own(
     tmp_path: Path,
 ) -> None:
-    # A compiled edition hands every reader the same bytes object for the body's opening:
-    # its hash state is kept and reused. Each signature must still be the reader's own.
+    # Readers' messages share bytes objects (a compiled edition's pieces): each signature
+    # must still be the reader's own, whole, and the same in one piece or in several.
     dkim = pytest.importorskip("dkim")
     pytest.importorskip("nacl")
     from newsletter.config import DkimSettings
