@@ -58,6 +58,12 @@ def _qp_piece(value: bytes) -> bytes:
     return _SOFT + value + _SOFT
 
 
+def _html_piece(url: str, text_piece: bytes) -> bytes:
+    """A link as the HTML part has it: the text part's piece, unless escaping changes it."""
+    escaped = html_escape_url(url)
+    return text_piece if escaped == url else _qp_piece(escaped.encode("ascii"))
+
+
 def dot_stuff(chunk: bytes) -> bytes:
     """SMTP transparency (RFC 5321 4.5.2); every chunk here starts at a line start."""
     chunk = chunk.replace(b"\r\n.", b"\r\n..")
@@ -127,6 +133,7 @@ class CompiledEdition:
         )
         unsub = recipient.unsubscribe_url.encode("ascii")
         prefs = recipient.preferences_url.encode("ascii")
+        text_unsub, text_prefs = _qp_piece(unsub), _qp_piece(prefs)
         return {
             TO: to_line,
             DATE: b"Date: " + date.encode("ascii") + _CRLF,
@@ -136,10 +143,10 @@ class CompiledEdition:
             + b">,\r\n <"
             + (recipient.unsubscribe_mailto or self.mailto).encode("ascii")
             + b">\r\n",
-            TEXT_UNSUB: _qp_piece(unsub),
-            TEXT_PREFS: _qp_piece(prefs),
-            HTML_UNSUB: _qp_piece(html_escape_url(recipient.unsubscribe_url).encode("ascii")),
-            HTML_PREFS: _qp_piece(html_escape_url(recipient.preferences_url).encode("ascii")),
+            TEXT_UNSUB: text_unsub,
+            TEXT_PREFS: text_prefs,
+            HTML_UNSUB: _html_piece(recipient.unsubscribe_url, text_unsub),
+            HTML_PREFS: _html_piece(recipient.preferences_url, text_prefs),
         }
 
     def render(self, recipient: Recipient, message_id: str, date: str | None = None) -> bytes:

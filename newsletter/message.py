@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address, HeaderRegistry, UniqueAddressHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .config import Identity
 from .editions import PREFERENCES_SENTINEL, UNSUBSCRIBE_SENTINEL
@@ -34,8 +33,7 @@ _HEADER_TYPES.map_to_type("list-id", UniqueAddressHeader)
 POLICY = policy.SMTP.clone(header_factory=_HEADER_TYPES)
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(NamedTuple):  # one a message: made in a third of a frozen dataclass's time
     email: str
     name: str
     unsubscribe_url: str

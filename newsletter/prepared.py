@@ -5,7 +5,6 @@ builds it)."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,8 +51,7 @@ class Prepared:
         if not subscriber_id or not domain:
             return links
         envid = bounce_token(self.secret, subscriber_id, self.issue_id, day_of(time.time()))
-        return dataclasses.replace(
-            links,
+        return links._replace(
             unsubscribe_mailto=unsubscribe_mailto(self.secret, domain, subscriber_id),
             envelope_from=f"{BOUNCE_LOCAL}+{envid}@{domain}",
             envid=envid,

@@ -30,7 +30,9 @@ class Reply(NamedTuple):  # not a frozen dataclass: three of these a message, bu
         return " ".join(line for line in self.lines if line)
 
     def __str__(self) -> str:
-        return f"{self.code} {self.text}".strip()
+        lines = self.lines
+        text = lines[0] if len(lines) == 1 else self.text  # one line, as most are
+        return f"{self.code} {text}".strip()
 
     @property
     def ok(self) -> bool:
@@ -89,6 +91,13 @@ class Client:
 
     def reply(self) -> Reply:
         """Read one (possibly multi-line) reply."""
+        buffer = self.buffer
+        end = buffer.find(b"\n")
+        if end > 3 and buffer[3:4] == b" " and buffer[:3] in _CODES:
+            # a one-line reply already read in whole, as most are: no call, no pattern
+            self.buffer = buffer[end + 1 :]
+            text = buffer[4:end].rstrip(b"\r").decode("utf-8", "replace").strip()
+            return Reply(int(buffer[:3]), (text,))
         line = self._line()
         if line[3:4] == b" " and line[:3] in _CODES:  # one line, as most are: no pattern
             return Reply(int(line[:3]), (line[4:].decode("utf-8", "replace").strip(),))

@@ -144,6 +144,7 @@ class OutboxTransport:
 # --- SMTP ------------------------------------------------------------------------------
 
 _UNSAFE_ADDRESS = re.compile(r"[\s<>]")
+_OK = {"MAIL": (250,), "RCPT": (250, 251), "DATA": (354,), "BDAT": (250,)}  # a phase's yes
 
 
 class SmtpConnection:
@@ -204,9 +205,8 @@ class SmtpConnection:
 
     def _refusal(self, replies: list[Reply], phases: tuple[str, ...]) -> SendFailure | None:
         """The first refusal among the envelope's replies, as the failure to raise."""
-        ok = {"MAIL": (250,), "RCPT": (250, 251), "DATA": (354,), "BDAT": (250,)}
         for reply, phase in zip(replies, phases, strict=False):
-            if reply.code not in ok[phase]:
+            if reply.code not in _OK[phase]:
                 if self.closed:
                     if reply.temporary or reply.code == 421:
                         return Deferred(str(reply), connection_lost=True)
@@ -265,7 +265,12 @@ class SmtpConnection:
 
     def end(self) -> str:
         """The second half: the replies to MAIL, RCPT and BDAT, and what they mean."""
-        return self._settle(self._replies(3))
+        replies = self._replies(3)
+        if len(replies) == 3:  # as nearly always: all three taken, said without the phases
+            mail, rcpt, message = replies
+            if mail.code == 250 and rcpt.code in _OK["RCPT"] and 200 <= message.code < 300:
+                return str(message)
+        return self._settle(replies)
 
     def _settle(self, replies: list[Reply]) -> str:
         """What the replies to a BDAT transaction say (MAIL, RCPT, then the message's)."""

@@ -317,3 +317,41 @@ def test_in_turns_a_session_is_opened_only_when_no_reply_is_waiting(workdir, mon
         assert passes.progress.sent == 10 and passes.progress.uncertain == 2
         assert {server.copies(p[0]) for p in people} == {1}
     assert len(seen) >= 3 and set(seen) == {0}, seen  # (the first, the refused, again)
+
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 13, 20, 31, 45, 60])
+def test_replies_read_alike_however_the_bytes_arrive(cut: int) -> None:
+    """A reply read whole from what came with the last one (the usual case: MAIL's, RCPT's
+    and the message's arrive together) reads as one that came in pieces."""
+    import socket
+
+    from newsletter.smtp import Garbled, Reply
+
+    wire = (
+        b"250 2.1.0 Ok\r\n250 2.1.5 caf\xc3\xa9  \r\n250-first\r\n250-\r\n250 last\r\n"
+        b"452 4.2.2 full\n250 \r\n999 what\r\n"
+    )
+    ours, theirs = socket.socketpair()
+    ours.settimeout(5)
+    theirs.sendall(wire[:cut])
+    rest = threading.Timer(0.05, theirs.sendall, (wire[cut:],))  # once the reading began
+    rest.start()
+    try:
+        client = Client(ours)
+        got = [client.reply() for _ in range(5)]
+        assert got == [
+            Reply(250, ("2.1.0 Ok",)),
+            Reply(250, ("2.1.5 café",)),
+            Reply(250, ("first", "", "last")),
+            Reply(452, ("4.2.2 full",)),
+            Reply(250, ("",)),
+        ]
+        assert [str(r) for r in got] == [
+            "250 2.1.0 Ok", "250 2.1.5 café", "250 first last", "452 4.2.2 full", "250"
+        ]  # fmt: skip
+        with pytest.raises(Garbled):
+            client.reply()
+    finally:
+        rest.join()
+        ours.close()
+        theirs.close()
