@@ -49,7 +49,7 @@ def copy_command(app: AppContext, source: Path) -> None:
     """Copy a SQLite list, whole (subscribers, their history and consent records, signups,
     sends and their ledgers, schedules, bounces, the archive's state), into the empty
     PostgreSQL database NEWSLETTER_DB names, in one transaction."""
-    from .store.copy import copy, set_aside
+    from .store.copy import copy
 
     settings = app.settings
     if not isinstance(settings.db_path, store.PgUrl):
@@ -64,11 +64,10 @@ def copy_command(app: AppContext, source: Path) -> None:
         if n:
             click.echo(f"  {table:<18} {n:>9,}")
     # from now on the list lives in PostgreSQL: what the old file took in would be lost
-    aside = set_aside(source)
     click.echo(
-        f"{source} is now {aside.name}: a command, serve or a timer still pointed at it stops "
-        f"instead of taking unsubscribes the copy would never see. Every host and service must "
-        f"use {into} (to use the file again, rename it back)"
+        f"{source} is now {copied.aside.name}: a command, serve or a timer still pointed at it "
+        "stops instead of taking unsubscribes the copy would never see. Every host and service "
+        f"must use {into} (to use the file again, rename it back)"
     )
     secret = source.with_name(source.name + ".secret")
     if not settings.secret and secret.is_file():

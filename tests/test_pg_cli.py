@@ -53,6 +53,24 @@ def test_a_url_without_a_database_name_is_refused(tmp_path: Path) -> None:
     assert "pw" not in line.replace("***", "")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ann:ab%zzSECRET@/news?host=/nowhere",
+        "postgresql://ann:SEC RET@/news?host=/nowhere",
+        "postgresql://ann:ab%00SECRET@/news?host=/nowhere",
+        "postgresql://ann@/news?host=/nowhere&password=ab%zzSECRET",
+    ],
+)
+def test_a_password_libpq_cannot_read_is_not_quoted_back(tmp_path: Path, url: str) -> None:
+    """libpq quotes the part of a URL it cannot read: here, the password."""
+    pytest.importorskip("psycopg")
+    line = one_error_line(newsletter(tmp_path, "subscribers", "count", NEWSLETTER_DB=url))
+    assert "SECRET" not in line and "SEC RET" not in line, line
+    assert line.startswith("error: NEWSLETTER_DB=postgresql://ann"), line
+    assert "cannot read the URL (" in line and "write % as %25 and a space as %20" in line
+
+
 def test_a_refused_login_names_the_setting_and_masks_the_password(pg_cluster, tmp_path) -> None:
     url = pg_cluster.url("postgres", pg_cluster.PASSWORD_USER, "not-the-password")
     result = newsletter(tmp_path, "subscribers", "count", NEWSLETTER_DB=url)
@@ -113,7 +131,7 @@ def test_without_psycopg_one_line_says_which_extra_to_install(
     line = one_error_line(newsletter(tmp_path, "subscribers", "count", NEWSLETTER_DB=pg_url))
     assert line == (
         "error: NEWSLETTER_DB names a PostgreSQL server, and psycopg is not installed: "
-        "pip install 'newsletter[postgres]'"
+        "install the tool's postgres extra (in its checkout: pip install -e '.[postgres]')"
     )
 
 
@@ -229,6 +247,27 @@ def test_db_copy_moves_a_whole_sqlite_list_into_an_empty_database(pg_url, tmp_pa
     assert "not empty (3 subscribers, " in line
     assert "db copy fills an empty database only" in line
     assert other.is_file()  # not set aside: nothing was copied
+
+
+def test_db_copy_refuses_a_file_a_send_is_running_on(pg_url, tmp_path) -> None:
+    """Its outcomes after the copy began would be missing from PostgreSQL: those readers
+    would be mailed again by the send resumed there."""
+    import os
+
+    from newsletter.ledger import send_lock
+
+    source = tmp_path / "news.db"
+    _a_whole_list(source)
+    with send_lock(source):
+        busy = newsletter(tmp_path, "db", "copy", "--from", str(source), NEWSLETTER_DB=pg_url)
+    assert one_error_line(busy) == (
+        f"error: {source}: a send is running on it (process {os.getpid()}); copy once it has "
+        "ended (or stop it: send resumes from PostgreSQL afterwards)"
+    )
+    assert source.is_file()  # neither copied nor set aside: the same copy works afterwards
+    result = newsletter(tmp_path, "db", "copy", "--from", str(source), NEWSLETTER_DB=pg_url)
+    assert result.exit_code == 0, result.output
+    assert not source.exists()
 
 
 def test_db_copy_needs_a_postgresql_target(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ MADE_WITH = {"list_identity"}
 @dataclass(frozen=True)
 class Copied:
     rows: dict[str, int]
+    aside: Path  # what the SQLite file is called now (see set_aside)
 
     @property
     def total(self) -> int:
@@ -89,20 +90,36 @@ def set_aside(source_path: Path) -> Path:
 
 
 def copy(source_path: Path, target_url: PgUrl) -> Copied:
-    """Copy every table of the SQLite file into the (empty) PostgreSQL database."""
+    """Copy every table of the SQLite file into the (empty) PostgreSQL database, then set
+    the file aside. Not while a send or a scheduled send runs on the file: its outcomes
+    after the copy began would be missing, and those readers mailed again. The file is read
+    in one write transaction: whatever else would change it meanwhile (a signup, an
+    unsubscribe from `serve`, which should be stopped first) waits for the copy to end."""
     from .. import db
+    from ..ledger import SendBusy, send_lock
     from . import connect
 
     _check_source(Path(source_path))
-    source = db.connect(source_path, create=False)
-    target = connect(target_url)
     try:
-        return _copy(source, source_path, target, target_url)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read it: {exc}", source_path) from None
-    finally:
-        source.close()
-        target.close()
+        with send_lock(source_path):
+            source = db.connect(source_path, create=False)
+            target = connect(target_url)
+            try:
+                with source.transaction():
+                    rows = _copy(source, source_path, target, target_url)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read it: {exc}", source_path) from None
+            finally:
+                source.close()
+                target.close()
+            return Copied(rows, set_aside(source_path))  # before any send may start on it
+    except SendBusy as exc:
+        holder = str(exc).partition("(")[2].partition(")")[0] or "another process"
+        raise StoreError(
+            f"a send is running on it ({holder}); copy once it has ended (or stop it: "
+            "send resumes from PostgreSQL afterwards)",
+            source_path,
+        ) from None
 
 
 def _check_source(path: Path) -> None:
@@ -144,7 +161,7 @@ def _check_source(path: Path) -> None:
         raise StoreError(problem, path)
 
 
-def _copy(source, source_path: Path, target, target_url: PgUrl) -> Copied:
+def _copy(source, source_path: Path, target, target_url: PgUrl) -> dict[str, int]:
     check_empty(target)
     rows: dict[str, int] = {}
     with target.transaction():
@@ -174,7 +191,7 @@ def _copy(source, source_path: Path, target, target_url: PgUrl) -> Copied:
                 " greatest(?::bigint, 1), ?::bigint > 0)",
                 (used, used),
             )
-    return Copied(rows)
+    return rows
 
 
 def _highest(source, table: str, column: str) -> int:

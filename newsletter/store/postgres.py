@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import StoreError
 from .errors import Busy, Conflict, DbError, Lost
-from .target import PgUrl, shown
+from .target import PgUrl, shown, without_password
 
 # pg_advisory_xact_lock key of the one-writer lock (any constant; the same on every host)
 WRITE_LOCK = 0x6E6C_7772_6974  # "nlwrit"
@@ -37,7 +37,7 @@ def _psycopg():
     except ImportError:
         raise StoreError(
             "NEWSLETTER_DB names a PostgreSQL server, and psycopg is not installed: "
-            "pip install 'newsletter[postgres]'"
+            "install the tool's postgres extra (in its checkout: pip install -e '.[postgres]')"
         ) from None
     return psycopg
 
@@ -135,7 +135,7 @@ class PgDb:
                 application_name="newsletter",
             )
         except psycopg.Error as exc:
-            problem = f"{shown(self.where)}: {_connect_problem(exc)}"
+            problem = f"{shown(self.where)}: {without_password(_connect_problem(exc), self.where)}"
             raise StoreError(problem, *self.where.origin) from None
         raw.row_factory = _row_factory
         # psycopg prepares a statement run often; PostgreSQL may then plan it once for any
@@ -256,6 +256,11 @@ def _connect_problem(exc: Exception) -> str:
     if any(w in low for w in ("connection refused", "no such file", "timeout", "timed out",
                               "could not connect", "network is unreachable")):  # fmt: skip
         return "cannot reach the server; check the host and port, and that it is running"
+    if "percent-encoded" in low or "unexpected spaces" in low:
+        return (
+            f"cannot read the URL ({text.splitlines()[-1]}); in it, write % as %25 and a "
+            "space as %20 (and / ? # @ : as %2F %3F %23 %40 %3A)"
+        )
     if "invalid" in low and ("dsn" in low or "uri" in low or "connection option" in low):
         return f"cannot read the URL ({text.splitlines()[-1]}); write postgresql://user@host/db"
     return text.splitlines()[-1] if text else type(exc).__name__
