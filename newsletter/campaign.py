@@ -27,15 +27,16 @@ from .build import build_issue
 from .config import Settings, format_duration
 from .delivery import Progress, RunResult, SendOptions, SendRun
 from .editions import EDITIONS
+from .errors import DeliveryError
 from .fastmime import compile_edition
 from .ledger import Ledger, SendState, State, unfinished
-from .prepared import Prepared, thaw
+from .prepared import KEY_CHECK, Prepared, thaw
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
 from .signing import signer_for
 from .stopping import shielded, terminating
 from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status
-from .tokens import signing_key
+from .tokens import key_check, signing_key
 from .transport import transport_for
 
 TEST_PREFIX = "[TEST] "
@@ -121,7 +122,8 @@ def start(
         store.recipients_query(include_lapsed=bool(options.get("include_lapsed"))),
         domain,
         str(prepared.issue_dir.resolve()),
-        {k: v for k, v in options.items() if k in KEPT_OPTIONS and v is not None},
+        {k: v for k, v in options.items() if k in KEPT_OPTIONS and v is not None}
+        | {KEY_CHECK: key_check(prepared.secret)},
         prepared.frozen(),
     )
     return count
@@ -141,7 +143,9 @@ def options_for(
     }
     keep = {k: kept[k] for k in KEPT_OPTIONS if kept.get(k) is not None}
     keep.update({k: given[k] for k in KEPT_OPTIONS if given.get(k) is not None})
-    chosen = {**defaults, **keep}
+    if KEY_CHECK in kept:  # (not an option: kept as the send started, for every host)
+        keep[KEY_CHECK] = kept[KEY_CHECK]
+    chosen = {**defaults, **{k: v for k, v in keep.items() if k in KEPT_OPTIONS}}
     options = SendOptions(
         concurrency=int(chosen["concurrency"]),  # type: ignore[call-overload]
         rate=float(chosen["rate"]),  # type: ignore[arg-type]
@@ -388,8 +392,13 @@ def run_due(
                 )
                 items.append(DueItem(issue_id, "refused", note))
                 continue
-            on_start(issue_id, "retrying")
             prepared = thaw(settings, issue_id, Path(info.issue_dir), frozen)
+            try:
+                prepared.refuse_another_key(info.options)
+            except DeliveryError as exc:
+                items.append(DueItem(issue_id, "refused", f"refused: {exc}"))
+                continue
+            on_start(issue_id, "retrying")
             options, _ = options_for(settings, info.options, {})
             passes = run(prepared, ledger, options)
             items.append(

@@ -561,6 +561,8 @@ def _resume(
     else:
         info = ledger.info()
         prepared = thaw(settings, issue_id, Path(info.issue_dir if info else issue_dir), frozen)
+    info = ledger.info()
+    prepared.refuse_another_key(info.options if info else {})
     again = f", {resend:,} of them uncertain (sent again)" if resend else ""
     click.echo(
         f"resuming issue {issue_id} via {prepared.transport.description}: "

@@ -132,7 +132,9 @@ def _next_step(state: SendState, counts: dict, issue_dir: Path) -> str | None:
     issue = issue_dir.as_posix()
     resume = f"run 'newsletter send {issue}' to resume"
     if state is SendState.HELD:
-        return f"held: stopped by Ctrl-C, {pending + deferred:,} left; {resume}"
+        # (Ctrl-C, or a pause after failures in a row: each worker's line above says which)
+        why = "stopped by Ctrl-C or paused (see the workers above)"
+        return f"held: {why}, {pending + deferred:,} left; {resume}"
     if state is SendState.ACTIVE and pending:
         return f"unfinished: {pending:,} not sent yet (paused, or the send died); {resume}"
     if state is SendState.ACTIVE and deferred:

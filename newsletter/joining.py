@@ -80,5 +80,6 @@ def prepare_join(settings: Settings, ledger: Ledger, issue_dir: Path) -> Prepare
             f"issue {ledger.issue_id}: its send is held (stopped by Ctrl-C, or by failures "
             f"in a row); resume it with: newsletter send {issue_dir} (not --join)"
         )
-    frozen = ledger.frozen()
-    return thaw(settings, ledger.issue_id, issue_dir, frozen)
+    prepared = thaw(settings, ledger.issue_id, issue_dir, ledger.frozen())
+    prepared.refuse_another_key(info.options)
+    return prepared

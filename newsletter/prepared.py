@@ -20,12 +20,14 @@ from .fastmime import CompiledEdition
 from .ledger import Delivery
 from .message import Recipient
 from .signing import Signer, signer_for
-from .tokens import make_token, preferences_url, signing_key, unsubscribe_url
+from .tokens import key_check, make_token, preferences_url, signing_key, unsubscribe_url
 from .transport import Transport, transport_for
 
 if TYPE_CHECKING:
     from .build import Build
     from .checks import Finding
+
+KEY_CHECK = "key_check"  # in a send's kept options: the key its links were signed with
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,17 @@ class Prepared:
             envelope_from=f"{BOUNCE_LOCAL}+{envid}@{domain}",
             envid=envid,
         )
+
+    def refuse_another_key(self, kept: Mapping[str, object]) -> None:
+        """Stop a host (joining, resuming, retrying) whose links would not be signed with
+        the key the send's first ones were: they would not work (different secrets)."""
+        started = kept.get(KEY_CHECK)
+        if started is not None and started != key_check(self.secret):
+            raise DeliveryError(
+                f"issue {self.issue_id}: its send started with another signing secret, so "
+                "the unsubscribe and preferences links sent from here would not work; set "
+                "NEWSLETTER_SECRET to the value the host that started it has"
+            )
 
     def personalise(self, delivery: Delivery) -> Recipient:
         return self.recipient(delivery.subscriber_id, delivery.email, delivery.name)

@@ -80,6 +80,11 @@ def list_key(secret: bytes, list_uid: str) -> bytes:
     return hmac.new(secret, _LIST_LABEL + list_uid.encode("ascii"), hashlib.sha256).digest()
 
 
+def key_check(key: bytes) -> str:
+    """Which key signs a send's links, as a send records it (a fingerprint, not the key)."""
+    return hmac.new(key, b"newsletter/key-check", hashlib.sha256).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class LinkKeys:
     """What signs a list's links now, and what signed them before lists had an id."""

@@ -206,8 +206,8 @@ def test_status_says_what_held_means_and_how_to_resume(workdir: Path) -> None:
     status = invoke(workdir, "status", f"issues/{DEMO_ISSUE}")
     assert status.exit_code == 0, status.output
     assert status.stdout.splitlines()[-1] == (
-        f"held: stopped by Ctrl-C, {8 - sent} left; run 'newsletter send issues/{DEMO_ISSUE}' "
-        "to resume"
+        f"held: stopped by Ctrl-C or paused (see the workers above), {8 - sent} left; "
+        f"run 'newsletter send issues/{DEMO_ISSUE}' to resume"
     )
     resumed = invoke(workdir, "send", f"issues/{DEMO_ISSUE}", "--yes", "--rate", "0")
     assert resumed.exit_code == 0, resumed.output

@@ -351,6 +351,27 @@ def test_ctrl_c_on_one_host_stops_that_host_not_the_send(workdir: Path, pg_url) 
     assert send_state(pg_url) == "done"
 
 
+def test_a_host_with_another_secret_cannot_join(workdir: Path, pg_url) -> None:
+    """The links it mailed would not work (the issue: 305 of 2,516 readers, unseen)."""
+    people = add(pg_url, 40)
+    handler = Handler()
+    with Server(handler) as server:
+        first = spawn(workdir, pg_url, server.port, "--rate", "40", "--workers", "1")
+        wait_for(lambda: handler.received)
+        env = {**env_for(pg_url, server.port), "NEWSLETTER_SECRET": "another-" + SECRET}
+        joined = run_cli("send", f"issues/{DEMO_ISSUE}", "--join", "--yes", cwd=workdir, env=env)
+        assert joined.returncode == 2, joined.stdout
+        assert joined.stderr.strip() == (
+            f"error: issue {DEMO_ISSUE}: its send started with another signing secret, so the "
+            "unsubscribe and preferences links sent from here would not work; set "
+            "NEWSLETTER_SECRET to the value the host that started it has"
+        )
+        code, _, err = finish(first)
+        assert code == 0, err
+        assert len(ledger_of(pg_url).workers()) == 1  # the refused host never took part
+    assert_nobody_twice(handler, people, pg_url)
+
+
 def test_join_after_the_send_ended_or_was_held_says_so_and_sends_nothing(workdir, pg_url):
     add(pg_url, 3)
     handler = Handler()

@@ -210,12 +210,34 @@ def test_a_send_pauses_after_too_many_failures_and_resumes(workdir: Path) -> Non
         status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
         [worker] = [line for line in status.stdout.splitlines() if " process " in line]
         assert worker.endswith("; paused (failures in a row, or no session with the server)")
+        held = status.stdout.strip().splitlines()[-1]  # not "stopped by Ctrl-C" alone
+        assert held.startswith("held: stopped by Ctrl-C or paused (see the workers above), 10 left")
         # resumed: the five other refusals are recorded, then the rest is delivered
         second = send(workdir, server.port, "--yes", "--concurrency", "1")
         assert second.returncode == 1, second.stderr
         assert {handler.copies(f"reader{i}@example.org") for i in range(25, 30)} == {1}
         assert len(handler.received) == 5
         assert set(handler.rcpt_attempts.values()) == {1}  # 550s are never retried
+
+
+def test_a_send_resumes_only_with_the_secret_it_started_with(workdir: Path) -> None:
+    """Links signed with another secret would not work: not one message goes with them."""
+    add_people(workdir, many(24))
+    handler = Handler(script={f"reader{i}@example.org": ["550"] for i in range(20)})
+    with Server(handler) as server:
+        first = send(workdir, server.port, "--yes", "--concurrency", "1")
+        assert first.returncode == 3 and len(handler.received) == 0  # paused: 20 refusals
+        other = send(workdir, server.port, "--yes", NEWSLETTER_SECRET="another-" + SECRET)
+        assert other.returncode == 2, other.stdout
+        assert other.stderr.strip().splitlines()[-1] == (
+            f"error: issue {DEMO_ISSUE}: its send started with another signing secret, so the "
+            "unsubscribe and preferences links sent from here would not work; set "
+            "NEWSLETTER_SECRET to the value the host that started it has"
+        )
+        assert len(handler.received) == 0 and len(handler.rcpt_attempts) == 20
+        again = send(workdir, server.port, "--yes")
+        assert again.returncode == 1, again.stderr  # (the 20 refused)
+        assert len(handler.received) == 4
 
 
 def _spawn_send(workdir: Path, port: int, *args: str) -> subprocess.Popen:
