@@ -174,12 +174,14 @@ def _overview(settings) -> None:
         return
     if every:
         counted = totals(settings.db_path)
-        columns = (State.SENT, State.PENDING, State.DEFERRED, State.FAILED, State.UNCERTAIN)
+        # `sending`: claimed, in flight now or held by a send that stopped (killed, cut off):
+        # status ISSUE tells which, and turns the latter uncertain
+        columns = (State.SENT, State.PENDING, State.SENDING, State.DEFERRED, State.FAILED,
+                   State.UNCERTAIN)  # fmt: skip
         rows = [("issue", "state", "started (UTC)", *(c.value for c in columns))]
         for issue_id, info in every:
             n = counted.get(issue_id, {})
-            pending = n.get(State.PENDING, 0) + n.get(State.SENDING, 0)
-            cells = [n.get(c, 0) if c is not State.PENDING else pending for c in columns]
+            cells = [n.get(c, 0) for c in columns]
             rows.append((issue_id, str(info.state), info.started_at[:16].replace("T", " "),
                          *(f"{v:,}" for v in cells)))  # fmt: skip
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -362,8 +362,8 @@ def test_status_without_an_issue_lists_every_send_and_what_is_scheduled(workdir:
         shutil.copytree(workdir / ISSUE, later)
         assert cli(env, "send", str(later), "--at", "2026-12-07 07:00", "--yes").exit_code == 0
         assert cli(env, "status").output.splitlines() == [
-            "issue    state  started (UTC)     sent  pending  deferred  failed  uncertain",
-            "2017-11  done   2026-12-07 01:00     3        0         0       0          0",
+            "issue    state  started (UTC)     sent  pending  sending  deferred  failed  uncertain",
+            "2017-11  done   2026-12-07 01:00     3        0        0         0       0          0",
             "scheduled: issue 2017-12 for 2026-12-07 07:00 EST (12:00 UTC) (schedule 1)",
             "details of one: newsletter status ISSUE",
         ]

@@ -956,3 +956,21 @@ def test_an_outbox_file_shows_the_envelope_sender(workdir: Path) -> None:
     (eml,) = (workdir / "outbox" / DEMO_ISSUE).glob("*.eml")
     first = eml.read_bytes().split(b"\r\n", 1)[0]
     assert first.startswith(b"Return-Path: <bounces+") and first.endswith(b"@bounce.example.org>")
+
+
+def test_the_overview_shows_claimed_rows_apart_from_those_never_tried(workdir: Path) -> None:
+    """Rows a send that stopped still holds may have arrived: never counted as pending."""
+    ids = add_people(workdir, many(5))
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:
+        people = [(n, email, "", "en") for email, n in ids.items()]
+        assert ledger.start(people, "example.org") == 5
+        assert len(ledger.claim("gone-worker", 2, 60.0).rows) == 2  # then the process died
+    finally:
+        ledger.close()
+    result = run_cli("status", cwd=workdir, env=env_for(workdir, 1))
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    cells = dict(zip(header.split()[-6:], row.split()[-6:], strict=True))
+    assert cells == {"sent": "0", "pending": "3", "sending": "2", "deferred": "0",
+                     "failed": "0", "uncertain": "0"}  # fmt: skip
