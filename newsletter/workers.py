@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
 import time
 from collections.abc import Callable
 from multiprocessing.sharedctypes import SynchronizedArray
@@ -88,7 +88,7 @@ class _Job:
     parent: int  # the process that started the worker
 
 
-def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> None:
+def _child(job: _Job, counts: SynchronizedArray, stop: Any, to_send: Any) -> None:
     """One worker process: thaw the frozen editions from the ledger, run one pass."""
     from .ledger import Ledger
 
@@ -137,7 +137,9 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, results: Any) -> Non
         outcome["error"] = f"a worker failed: {type(exc).__name__}: {exc}"
     if outcome.get("paused") or outcome.get("error"):
         stop.value = _OTHERS  # one worker's pause or failure stops the others
-    results.put(outcome)
+    with contextlib.suppress(OSError):  # the send is gone: nobody to tell
+        to_send.send(outcome)  # (its pipe back to the send)
+    to_send.close()
 
 
 class _StopWatcher:
@@ -177,7 +179,10 @@ def run_pass(
     ctx = multiprocessing.get_context("spawn")
     counts = ctx.Array("q", processes * len(_FIELDS), lock=False)
     stop = ctx.RawValue("b", 0)  # set (to why): every worker stops (see _StopWatcher)
-    results = ctx.Queue()
+    # each worker's outcome comes back on a pipe of its own, not a Queue: a Queue's locks
+    # are named semaphores, which a `send` killed outright leaves to multiprocessing's
+    # resource tracker, and it warned of them in two lines of its own
+    pipes = [ctx.Pipe(duplex=False) for _ in range(processes)]
     children = [
         ctx.Process(
             target=_child,
@@ -187,7 +192,7 @@ def run_pass(
                 ),  # fmt: skip
                 counts,
                 stop,
-                results,
+                pipes[n][1],
             ),
             name=f"send-worker-{n}",
         )
@@ -195,6 +200,9 @@ def run_pass(
     ]
     for child in children:
         child.start()
+    for _, sending_end in pipes:
+        sending_end.close()  # the worker's now: its end closing says it has ended
+    waiting = [reading_end for reading_end, _ in pipes]
     outcomes: list[dict[str, Any]] = []
     interrupted = terminated = False
 
@@ -211,17 +219,16 @@ def run_pass(
         return Progress(**dict(zip(_FIELDS, sums, strict=True)))
 
     def collect() -> None:
-        while len(outcomes) < processes:
-            try:
-                outcomes.append(results.get(timeout=0.2))
-            except queue.Empty:
+        while waiting:
+            ready = multiprocessing.connection.wait(waiting, timeout=0.2)
+            if not ready:
                 stopping()
                 on_progress(total())
-                if not any(c.is_alive() for c in children):
-                    with contextlib.suppress(queue.Empty):
-                        while True:  # what the last ones put before they ended
-                            outcomes.append(results.get(timeout=0.5))
-                    return
+            for pipe in ready:
+                with contextlib.suppress(EOFError, OSError):  # ended without a word: killed
+                    outcomes.append(pipe.recv())  # type: ignore[union-attr]
+                waiting.remove(pipe)  # type: ignore[arg-type]
+                pipe.close()  # type: ignore[union-attr]
 
     while True:
         try:

@@ -218,6 +218,10 @@ def test_workers_stop_when_the_send_that_started_them_is_killed(workdir: Path) -
             lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
             "the workers went on after the send was killed",
         )
+        # and nothing is said but what the send itself said before it died: no warning of
+        # multiprocessing's about what the killed send could not clean up
+        said = proc.stderr.read()  # (to its end: the resource tracker is the last to go)
+        assert "leaked" not in said and "Traceback" not in said, said
         rows = ledger_rows(workdir)
         assert rows[victim][0] is State.SENT  # finished and recorded
         # status tells the worker that was stopped (it held the message) from one that ran
