@@ -396,7 +396,8 @@ def run_due(
             try:
                 prepared.refuse_another_key(info.options)
             except DeliveryError as exc:
-                items.append(DueItem(issue_id, "refused", f"refused: {exc}"))
+                why = exc.message.removeprefix(f"issue {issue_id}: ")
+                items.append(DueItem(issue_id, "refused", f"refused: {why}"))
                 continue
             on_start(issue_id, "retrying")
             options, _ = options_for(settings, info.options, {})

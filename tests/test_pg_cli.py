@@ -60,13 +60,16 @@ def test_a_url_without_a_database_name_is_refused(tmp_path: Path) -> None:
         "postgresql://ann:SEC RET@/news?host=/nowhere",
         "postgresql://ann:ab%00SECRET@/news?host=/nowhere",
         "postgresql://ann@/news?host=/nowhere&password=ab%zzSECRET",
+        'postgresql://ann:ab"SE%zzCRET@/news?host=/nowhere',
+        'postgresql://ann:Tr0ub"SEC RET@/news?host=/nowhere',
+        'postgresql://ann@/news?host=/nowhere&password=x"SE%zzCRET',
     ],
 )
 def test_a_password_libpq_cannot_read_is_not_quoted_back(tmp_path: Path, url: str) -> None:
     """libpq quotes the part of a URL it cannot read: here, the password."""
     pytest.importorskip("psycopg")
     line = one_error_line(newsletter(tmp_path, "subscribers", "count", NEWSLETTER_DB=url))
-    assert "SECRET" not in line and "SEC RET" not in line, line
+    assert not any(part in line for part in ("SECRET", "SEC RET", "SE%zz", "CRET")), line
     assert line.startswith("error: NEWSLETTER_DB=postgresql://ann"), line
     assert "cannot read the URL (" in line and "write % as %25 and a space as %20" in line
 

@@ -353,7 +353,7 @@ def test_ctrl_c_on_one_host_stops_that_host_not_the_send(workdir: Path, pg_url) 
 
 def test_a_host_with_another_secret_cannot_join(workdir: Path, pg_url) -> None:
     """The links it mailed would not work (the issue: 305 of 2,516 readers, unseen)."""
-    people = add(pg_url, 40)
+    people = add(pg_url, 150)  # at 40 a second: still sending when the other host comes
     handler = Handler()
     with Server(handler) as server:
         first = spawn(workdir, pg_url, server.port, "--rate", "40", "--workers", "1")

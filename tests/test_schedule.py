@@ -338,6 +338,25 @@ def test_a_message_deferred_past_retry_for_fails_as_expired(workdir: Path) -> No
         assert "failed     reader1@example.org: expired after 10 min" in status.output
 
 
+def test_due_retries_nothing_with_another_secret_than_the_send_started_with(workdir) -> None:
+    add_people(workdir, many(2))
+    slow = "reader1@example.org"
+    handler = Handler(script={slow: ["451"]})
+    with Server(handler) as server, time_machine.travel(at("2026-12-07 07:00"), tick=False) as t:
+        env = env_for(workdir, server.port)
+        assert cli(env, "send", ISSUE, "--yes").exit_code == 4  # one deferred
+        t.shift(3600)
+        other = cli({**env, "NEWSLETTER_SECRET": "another-" + env["NEWSLETTER_SECRET"]}, "due")
+        assert other.exit_code == 1, other.output
+        assert (
+            "issue 2017-11: refused: its send started with another signing "
+            "secret, so the unsubscribe and preferences links sent from here would not work"
+        ) in other.output
+        assert ledger_rows(workdir)[slow][0] is State.DEFERRED and handler.copies(slow) == 0
+        assert cli(env, "due").exit_code == 0  # with the right one, it goes
+        assert handler.copies(slow) == 1
+
+
 def test_due_in_a_folder_without_the_database_says_so_and_makes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,7 @@ from newsletter.config import load_settings
 from newsletter.delivery import SendOptions, SendRun
 from newsletter.ledger import Ledger, State
 from newsletter.subscribers import SqliteStore
-from newsletter.tokens import read_token, signing_key
+from newsletter.tokens import key_check, read_token, signing_key
 
 from .conftest import DEMO_ISSUE, clean_env, run_cli
 from .smtp_server import Handler, Server, accept_only
@@ -235,9 +235,16 @@ def test_a_send_resumes_only_with_the_secret_it_started_with(workdir: Path) -> N
             "NEWSLETTER_SECRET to the value the host that started it has"
         )
         assert len(handler.received) == 0 and len(handler.rcpt_attempts) == 20
-        again = send(workdir, server.port, "--yes")
+        again = send(workdir, server.port, "--yes", "--concurrency", "2")  # options rewritten
         assert again.returncode == 1, again.stderr  # (the 20 refused)
         assert len(handler.received) == 4
+    settings = load_settings(None, environ=env_for(workdir, 1))
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:  # what the next host to resume or join is checked against is still there
+        kept = ledger.info().options
+        assert kept["concurrency"] == 2 and kept["key_check"] == key_check(signing_key(settings))
+    finally:
+        ledger.close()
 
 
 def _spawn_send(workdir: Path, port: int, *args: str) -> subprocess.Popen:

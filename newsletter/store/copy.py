@@ -93,8 +93,9 @@ def copy(source_path: Path, target_url: PgUrl) -> Copied:
     """Copy every table of the SQLite file into the (empty) PostgreSQL database, then set
     the file aside. Not while a send or a scheduled send runs on the file: its outcomes
     after the copy began would be missing, and those readers mailed again. The file is read
-    in one write transaction: whatever else would change it meanwhile (a signup, an
-    unsubscribe from `serve`, which should be stopped first) waits for the copy to end."""
+    in one transaction, so the copy is of one moment. A `serve` must be stopped first: what
+    it would write meanwhile waits for that transaction, then goes into the file set aside,
+    unseen by PostgreSQL."""
     from .. import db
     from ..ledger import SendBusy, send_lock
     from . import connect
@@ -114,7 +115,7 @@ def copy(source_path: Path, target_url: PgUrl) -> Copied:
                 target.close()
             return Copied(rows, set_aside(source_path))  # before any send may start on it
     except SendBusy as exc:
-        holder = str(exc).partition("(")[2].partition(")")[0] or "another process"
+        holder = exc.message.partition("(")[2].partition(")")[0] or "another process"
         raise StoreError(
             f"a send is running on it ({holder}); copy once it has ended (or stop it: "
             "send resumes from PostgreSQL afterwards)",

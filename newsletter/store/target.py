@@ -42,25 +42,25 @@ def mask(url: str) -> str:
 
 
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-_QUOTED = re.compile(r'"[^"]*"')
 
 
 def without_password(text: str, url: str) -> str:
     """libpq's words about `url` without its password. A URL libpq cannot read comes back
     quoted in part, password and all (`invalid percent-encoded token: "ab%zz..."`, a space
     in it: `unexpected spaces found in "..."`): when the URL holds a password, whatever
-    libpq quotes is hidden, and so is the password itself, as written or decoded."""
+    libpq quotes is hidden (first to last quote: a password may hold one), and so is the
+    password itself, as written or decoded."""
     user, at, _ = url.partition("://")[2].rpartition("@")
     hidden = [user.partition(":")[2]] if at and ":" in user else []
     hidden += [m.group(0).partition("=")[2] for m in _QUERY_PASSWORD.finditer(url)]
     hidden = [h for h in hidden if h]
     if not hidden:
         return text
-    text = _QUOTED.sub('"***"', text)
     for secret in sorted({*hidden, *map(unquote, hidden)}, key=len, reverse=True):
         if secret:
             text = text.replace(secret, "***")
-    return text
+    first, last = text.find('"'), text.rfind('"')
+    return text[:first] + '"***"' + text[last + 1 :] if first < last else text
 
 
 def looks_like_a_connection(value: str) -> bool:
