@@ -33,10 +33,11 @@ from .errors import DeliveryError, NewsletterError, shown_dir
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock, unreachable
 from .normalise import check_email
-from .prepared import Prepared, thaw
+from .prepared import KEY_CHECK, Prepared, thaw
 from .schedule import DEFAULT_GRACE, MAX_GRACE, Book, parse_when
 from .stopping import Terminated, carry_on_after_hangup, shielded, stop_gently_on_sigterm
 from .subscribers import edition_for, open_store
+from .tokens import key_check
 from .transport import SendFailure
 
 DEFAULT_LEASE = SendOptions().lease
@@ -374,6 +375,7 @@ def send(
                 return
             info = ledger.info()
             options, keep = campaign.options_for(settings, info.options if info else {}, given)
+            keep.setdefault(KEY_CHECK, key_check(prepared.secret))  # (a send begun before)
             ledger.set_options(keep)
             if lease is not None:
                 options = dataclasses.replace(options, lease=lease)

@@ -247,6 +247,21 @@ def test_a_send_resumes_only_with_the_secret_it_started_with(workdir: Path) -> N
         ledger.close()
 
 
+def test_a_send_begun_without_a_key_check_gets_one_when_resumed(workdir: Path) -> None:
+    add_people(workdir, many(24))
+    handler = Handler(script={f"reader{i}@example.org": ["550"] for i in range(20)})
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:
+        with Server(handler) as server:
+            assert send(workdir, server.port, "--yes", "--concurrency", "1").returncode == 3
+            ledger.set_options({"concurrency": 1})  # as a send begun by an earlier version
+            assert send(workdir, server.port, "--yes").returncode == 1
+        settings = load_settings(None, environ=env_for(workdir, 1))
+        assert ledger.info().options["key_check"] == key_check(signing_key(settings))
+    finally:
+        ledger.close()
+
+
 def _spawn_send(workdir: Path, port: int, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}", "--yes", *args],
