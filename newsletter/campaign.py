@@ -13,6 +13,7 @@ bench/send.py call these same functions.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -235,6 +236,14 @@ def _passes(
                     signer=prepared.signer,
                 ).run()
             _add(passes.progress, result.progress)
+            if result.lapsed and not (result.interrupted or result.paused):
+                left = ledger.count_due()
+                if left:  # (else the others sent it all: nothing to say)
+                    result = dataclasses.replace(result, paused=(
+                        f"paused: a process was frozen or cut off for longer than its lease "
+                        f"({format_duration(options.lease)}), and {left:,} message(s) are "
+                        "left; run send again to resume"
+                    ))  # fmt: skip
             if result.interrupted or result.paused:
                 passes.interrupted, passes.paused = result.interrupted, result.paused
                 passes.terminated = result.terminated

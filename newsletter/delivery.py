@@ -113,6 +113,9 @@ class RunResult:
     held: bool = False
     interrupted: bool = False  # Ctrl-C, or SIGTERM (then `terminated` too)
     terminated: bool = False  # SIGTERM: stopped as on Ctrl-C, but the send is not held
+    # a worker stopped at its lease (frozen, or cut off from the database): if the others
+    # did not send what was left, the pass ends paused (campaign), not quietly
+    lapsed: bool = False
 
 
 Personalise = Callable[[Delivery], Recipient]
@@ -229,6 +232,7 @@ class SendRun:
         )
         self.paced = bool(self.limiter.interval or self.limiter.cap)  # see paced()
         self.lease_until = 0.0  # by this process's monotonic clock, with a margin
+        self.lease_ran_out = False
         self.errors: list[BaseException] = []
         self.all_done = threading.Event()
         self.live_workers = 0
@@ -426,6 +430,18 @@ class SendRun:
 
     # --- one message -----------------------------------------------------------------------
 
+    def _lapsed(self) -> bool:
+        """Whether this worker may begin nothing more: it was told to stop, or it was frozen
+        or cut off past its lease by its own clock (its rows may be someone else's now: the
+        pass says so, see RunResult.lapsed)."""
+        if self.stop.is_set():
+            return True
+        if time.monotonic() < self.lease_until:
+            return False
+        self.lease_ran_out = True
+        self.stop.set()
+        return True
+
     def _outgoing(self, delivery: Delivery) -> Outgoing:
         return outgoing(
             self.editions[delivery.edition],
@@ -521,9 +537,7 @@ class SendRun:
                     conn = self.sessions.open(self.stop)
                     if conn is None:
                         break
-                if time.monotonic() >= self.lease_until or self.stop.is_set():
-                    # frozen or cut off past our lease: its rows may be someone else's
-                    self.stop.set()
+                if self._lapsed():
                     break
                 if message is None or getattr(conn, "owed", None) is not message:
                     message = self._outgoing(delivery)
@@ -612,8 +626,7 @@ class SendRun:
                             self._threads_instead(conn, held.pop())
                             return
                         first = False
-                    if time.monotonic() >= self.lease_until or self.stop.is_set():
-                        self.stop.set()  # frozen or cut off past our lease (see _thread)
+                    if self._lapsed():
                         over = True
                         break
                     conn = slots[i]
@@ -765,4 +778,5 @@ class SendRun:
             interrupted=interrupted,
             terminated=terminated,
             held=self.held,
+            lapsed=self.lease_ran_out,
         )

@@ -394,9 +394,11 @@ class Ledger:
     def recover(self) -> int:
         """Rows left in `sending` by a run that died: they may have been delivered.
 
-        On SQLite the send lock says no other send runs, so every such row is a dead run's.
-        On PostgreSQL other hosts may be sending this issue now: only rows whose lease has
-        run out are theirs no longer (the same as `reap`)."""
+        On SQLite the send lock says no other send runs, but not that no worker of one does:
+        a `send` killed outright leaves its workers finishing the messages in flight, for a
+        moment. Their rows are left to them while they run and their lease holds; every
+        other such row is a dead run's. On PostgreSQL other hosts may be sending this issue
+        now: only rows whose lease has run out are theirs no longer (the same as `reap`)."""
         if self.pg:
             # and at once those of workers of this machine whose process is gone (killed)
             gone = [
@@ -412,11 +414,18 @@ class Ledger:
                 else 0
             )
             return dropped + self.reap()
+        running = [
+            r["worker"]
+            for r in self.workers()
+            if r["finished_at"] is None and process_alive(r["host"], r["pid"], r["machine"])
+        ]
         with self._tx() as conn:
             cur = conn.execute(
                 f"UPDATE {self._rows_in(State.SENDING)} SET state = 'uncertain', updated_at = ?,"
-                f" last_reply = '{STOPPED}' WHERE issue_id = ? AND state = 'sending'",
-                (store.stamp(), self.issue_id),
+                f" last_reply = '{STOPPED}' WHERE issue_id = ? AND state = 'sending'"
+                f" AND (owner NOT IN ({','.join('?' * len(running))}) OR owner IS NULL"
+                " OR lease_until < ?)",
+                (store.stamp(), self.issue_id, *running, time.time()),
             )
             return cur.rowcount
 

@@ -126,6 +126,7 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, to_send: Any) -> Non
                 held=result.held,
                 interrupted=result.interrupted,
                 terminated=result.terminated,
+                lapsed=result.lapsed,
             )
         finally:
             ledger.close()
@@ -256,4 +257,5 @@ def run_pass(
         held=any(o.get("held") for o in outcomes),
         interrupted=interrupted or any(o.get("interrupted") for o in outcomes),
         terminated=terminated or any(o.get("terminated") for o in outcomes),
+        lapsed=any(o.get("lapsed") for o in outcomes),
     )

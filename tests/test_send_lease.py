@@ -40,6 +40,7 @@ def _send(
     options: SendOptions,
     personalise: Callable[[Delivery, Callable[[Delivery], object]], object],
     on_run: Callable[[SendRun], None] = lambda run: None,
+    results: list | None = None,
 ) -> dict[str, State]:
     """One pass over the demo issue; `personalise(delivery, ours)` wraps the real one.
     Returns each reader's state in the ledger afterwards."""
@@ -57,7 +58,9 @@ def _send(
             options,
         )
         on_run(run)
-        run.run()
+        result = run.run()
+        if results is not None:
+            results.append(result)
         return {d.email: d.state for d in ledger.in_state(*State)}
     finally:
         ledger.close()
@@ -97,12 +100,16 @@ def test_a_worker_woken_past_its_lease_begins_nothing_more_whoever_runs_first(
                 time.sleep(2.5)
         return ours(delivery)
 
+    results: list = []
     try:
         with ScriptedServer(Script(extensions=("PIPELINING", "CHUNKING"))) as server:
-            states = _send(workdir, server, SendOptions(concurrency=2), personalise)
+            states = _send(
+                workdir, server, SendOptions(concurrency=2), personalise, results=results
+            )
             stored = sorted(rcpt for rcpt, _ in server.stored)
     finally:
         clock.close()
+    assert results[0].lapsed  # said: the pass is paused if what was left was not sent
     assert stored == sorted(order[:3])  # the third was past its check: it goes, no other
     assert states[order[2]] is State.UNCERTAIN  # reaped under it: its outcome is refused
     assert {states[r] for r in order[3:]} <= {State.PENDING, State.UNCERTAIN}
@@ -187,3 +194,32 @@ def test_every_message_begun_in_a_turn_is_ended_and_recorded_when_a_mark_fails(
         ledger.close()
     assert stored == sorted(order)
     assert {r: states[r] for r in order} == dict.fromkeys(order, State.SENT), calls
+
+
+def test_recover_leaves_running_workers_their_rows_and_takes_the_dead_ones(workdir) -> None:
+    """`send` killed outright leaves its workers finishing their messages in flight: a
+    `status` or `send` run meanwhile must not call those rows uncertain (they were being
+    delivered, or were about to be given back), only a gone worker's, or a lapsed lease's."""
+    import os
+    import socket
+    import subprocess
+
+    ids = add_people(workdir, many(6))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has now
+    ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+    try:
+        ledger.start([(n, email, "", "en") for email, n in ids.items()], "example.org")
+        host = socket.gethostname()
+        ledger.join("alive", host, os.getpid())
+        ledger.join("dead", host, gone.pid)
+        ledger.join("frozen", host, os.getpid())
+        alive = ledger.claim("alive", 2, 60.0).rows
+        dead = ledger.claim("dead", 2, 60.0).rows
+        frozen = ledger.claim("frozen", 2, 60.0, now=time.time() - 120).rows  # lapsed
+        assert ledger.recover() == 4
+        states = {d.subscriber_id: d.state for d in ledger.in_state(*State)}
+        assert {states[d.subscriber_id] for d in alive} == {State.SENDING}
+        assert {states[d.subscriber_id] for d in dead + frozen} == {State.UNCERTAIN}
+    finally:
+        ledger.close()

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from newsletter.delivery import SendOptions
 from newsletter.ledger import Ledger, State
 from newsletter.subscribers import SqliteStore
@@ -277,6 +279,35 @@ def test_a_worker_frozen_past_its_lease_sends_nothing_more_when_it_wakes(workdir
         ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
         assert sum(w["sent"] for w in ledger.workers()) == sent
         ledger.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_send_frozen_past_its_lease_says_it_paused(workdir: Path, workers: str) -> None:
+    """A whole send frozen (SIGSTOP to its group: a suspended machine) wakes past its lease:
+    it starts nothing more and, most of the list unsent, says so: exit 3, not a quiet 0."""
+    add_people(workdir, many(300))
+    handler = Slow(delay=0.01)
+    with Server(handler) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}", "--yes",
+             "--workers", workers, "--concurrency", "2", "--lease", "2"],
+            cwd=workdir, env=env_for(workdir, server.port), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        _wait_for(lambda: len(handler.received) >= 10, "the send never got going")
+        os.killpg(proc.pid, signal.SIGSTOP)
+        time.sleep(4)  # twice the lease
+        os.killpg(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, (out, err)
+    assert re.search(
+        r"paused: a process was frozen or cut off for longer than its lease \(2 s\), and "
+        r"[\d,]+ message\(s\) are left; run send again to resume",
+        err,
+    ), err
+    rows = ledger_rows(workdir)
+    assert sum(r[0] is State.PENDING for r in rows.values()) > 0
+    assert max(handler.copies(a) for a, _, _ in many(300)) == 1
 
 
 def test_batch_sets_how_many_rows_a_worker_claims_and_stays_with_the_send(
