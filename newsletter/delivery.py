@@ -226,10 +226,11 @@ class SendRun:
         self.in_flight = 0
         self.failures_in_row = 0
         self.sessions = Sessions(transport, options.connect_patience)
-        sent_last_hour = ledger.sent_since(HOUR) if options.hourly_cap else 0
-        self.limiter = limiter or Limiter(
-            options.rate, options.hourly_cap, share_of(sent_last_hour, options.part)
-        )
+        # what went in the last hour counts against the cap from when it went (a worker
+        # takes its share of them, every n-th); only the last `cap` of them can hold any back
+        slot, n = options.part
+        last_hour = ledger.sent_within(HOUR, n * options.hourly_cap) if options.hourly_cap else []
+        self.limiter = limiter or Limiter(options.rate, options.hourly_cap, last_hour[slot::n])
         self.paced = bool(self.limiter.interval or self.limiter.cap)  # see paced()
         self.lease_until = 0.0  # by this process's monotonic clock, with a margin
         self.lease_ran_out = False

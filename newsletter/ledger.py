@@ -854,14 +854,18 @@ class Ledger:
             return "deliveries"
         return f"deliveries INDEXED BY deliveries_{states[0].value}"
 
-    def sent_since(self, seconds: float) -> int:
-        """Messages sent from this database within the last `seconds` (every issue)."""
-        since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)).isoformat(
-            timespec="seconds"
+    def sent_within(self, seconds: float, most: int) -> list[float]:
+        """How long ago, in seconds, each of the last `most` messages sent from this database
+        within the last `seconds` (every issue) was sent, the longest ago first."""
+        now = dt.datetime.now(dt.UTC)
+        since = store.stamp(now - dt.timedelta(seconds=seconds))
+        rows = self._read(
+            "SELECT updated_at FROM deliveries WHERE state = 'sent' AND updated_at >= ?"
+            " ORDER BY updated_at DESC LIMIT ?",
+            (since, most),
         )
-        return self._read(
-            "SELECT count(*) FROM deliveries WHERE state = 'sent' AND updated_at >= ?", (since,)
-        )[0][0]
+        ages = [(now - dt.datetime.fromisoformat(r[0])).total_seconds() for r in rows]
+        return [max(0.0, age) for age in reversed(ages)]
 
 
 # A row given back unattempted (its message never reached a server), fenced on its owner.

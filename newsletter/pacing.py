@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .transport import ConnectFailure, Connection, Transport
 
@@ -16,7 +16,9 @@ MAX_CONNECT_BACKOFF = 60.0
 class Limiter:
     """Spaces messages `1/rate` apart and keeps an hourly cap over a rolling hour."""
 
-    def __init__(self, rate: float, hourly_cap: int, sent_last_hour: int):
+    def __init__(self, rate: float, hourly_cap: int, sent_ago: Sequence[float] = ()):
+        """`sent_ago`: how long ago each message already counted against the cap went, in
+        seconds, the longest ago first."""
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.cap = hourly_cap
         self.lock = threading.Lock()
@@ -24,7 +26,7 @@ class Limiter:
         self.note = ""  # why messages are held back now, for the progress line
         now = time.monotonic()
         # what was sent in the last hour before this run counts against the cap
-        self.stamps: collections.deque[float] = collections.deque([now] * sent_last_hour)
+        self.stamps: collections.deque[float] = collections.deque(now - a for a in sent_ago)
 
     def wait(self, stop: threading.Event, pointless: Callable[[], bool] = lambda: False) -> bool:
         """Block until a message may go; False if the run is stopping, or if `pointless()`

@@ -412,3 +412,37 @@ def test_a_send_started_by_the_previous_version_resumes_after_the_upgrade(workdi
         assert resumed.returncode == 0, resumed.stderr
         assert "rebuilt from the files now" in resumed.stdout
         assert [server.handler.copies(p[0]) for p in people] == [0, 1, 1]
+
+
+def test_the_hourly_cap_counts_what_went_before_from_when_it_went(workdir: Path) -> None:
+    """Messages sent 59 minutes ago free their places in a minute, not in an hour: they
+    were all counted as sent at the start of the run."""
+    import datetime as dt
+    import threading
+
+    from newsletter import store
+    from newsletter.pacing import Limiter
+
+    ids = add_people(workdir, many(5))
+    ledger = Ledger(workdir / "news.db", "earlier")
+    try:
+        ledger.start([(n, email, "", "en") for email, n in ids.items()], "example.org")
+        now = dt.datetime.now(dt.UTC)
+        ago = {1: 3599, 2: 3000, 3: 60, 4: 7200}  # seconds; the fifth is never sent
+        with ledger._tx() as conn:
+            for n, seconds in ago.items():
+                conn.execute(
+                    "UPDATE deliveries SET state = 'sent', updated_at = ? WHERE subscriber_id = ?",
+                    (store.stamp(now - dt.timedelta(seconds=seconds)), n),
+                )
+        got = ledger.sent_within(3600, 10)
+        assert [round(a, -1) for a in got] == [3600, 3000, 60]  # the longest ago first
+        assert [round(a, -1) for a in ledger.sent_within(3600, 2)] == [3000, 60]  # the last 2
+    finally:
+        ledger.close()
+    # a cap of 2 with one place taken 3599.5 s ago: it is free in half a second
+    stop = threading.Event()
+    threading.Timer(10, stop.set).start()  # (an hour's wait would be cut off here: a fail)
+    limiter = Limiter(0, 2, [3599.5, 60.0])
+    assert limiter.wait(stop) is True
+    stop.set()
