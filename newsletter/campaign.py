@@ -262,9 +262,10 @@ def _passes(
                 break
     finally:
         passes.elapsed = time.monotonic() - started
-        if ledger.pg and not (passes.interrupted or passes.paused):
+        if not ledger.pg or not (passes.interrupted or passes.paused):
             # what hosts killed meanwhile held: this machine's at once, others' once their
-            # lease lapsed (as any claim does); else the send would wait on them for ever
+            # lease lapsed (as any claim does); else the send would wait on them for ever.
+            # On SQLite, what this send's killed workers held: said now, not at the next run
             passes.orphans = ledger.recover()
         if passes.held and not ledger.live_workers(2 * options.lease):
             # (held only when nobody else sends it: Ctrl-C on one of several hosts stops

@@ -173,6 +173,11 @@ def test_a_worker_killed_mid_send_costs_at_most_its_claims(workdir: Path) -> Non
         # and could not record (those readers are uncertain, below)
         said = int(out.rpartition(" sent in ")[0].rpartition("\n")[2].replace(",", ""))
         assert said == sum(r[0] is State.SENT for r in ledger_rows(workdir).values()), out
+        # what the killed one held is uncertain now, in the table and in a line: not pending
+        held = sum(r[0] is State.UNCERTAIN for r in ledger_rows(workdir).values())
+        assert 1 <= held <= SendOptions(concurrency=2).k, out
+        assert f"{held:,} message(s) held by sending processes that are gone (killed?)" in out
+        assert not any(r[0] is State.SENDING for r in ledger_rows(workdir).values())
         # status tells the dead worker from the one that finished, before its lease lapses
         status = run_cli("status", f"issues/{DEMO_ISSUE}", cwd=workdir, env=env_for(workdir, 1))
         shares = {int(line.split(" process ")[1].split(":")[0]): line
