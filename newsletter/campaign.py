@@ -171,6 +171,9 @@ class Passes:
     interrupted: bool = False  # Ctrl-C or SIGTERM: the messages in flight were finished
     terminated: bool = False  # SIGTERM (a service stopped): not held, `due` resumes it
     held: bool = False  # stopped by Ctrl-C or by failures in a row: only `send` resumes it
+    # Ctrl-C while waiting for retries (--wait): only the waiting stopped; the send is left
+    # as a send without --wait leaves it, its retries to `due`
+    stopped_waiting: bool = False
     elapsed: float = 0.0
     # PostgreSQL: rows that sending processes now gone held, turned uncertain at the end
     orphans: int = 0
@@ -258,7 +261,7 @@ def _passes(
                     passes.interrupted = passes.terminated = terminating()
                     break
             except KeyboardInterrupt:
-                passes.interrupted = passes.held = True
+                passes.stopped_waiting = True
                 break
     finally:
         passes.elapsed = time.monotonic() - started

@@ -690,6 +690,9 @@ def _run_and_report(prepared: Prepared, ledger: Ledger, options, wait: bool) -> 
             again = "Not held: newsletter due (the timer) or send resumes it"
         why = " (terminated)" if passes.terminated else ""
         click.echo(f"stopped{why}; the messages in flight were finished. {again}", err=True)
+    if passes.stopped_waiting:
+        click.echo("stopped waiting (Ctrl-C); the send is not held: its retries are due's, "
+                   "or the next send's", err=True)  # fmt: skip
     report = campaign.report(ledger)
     try:
         _say_counts(prepared, report, passes, skipped_before, others)

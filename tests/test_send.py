@@ -16,7 +16,7 @@ import pytest
 from newsletter import campaign
 from newsletter.config import load_settings
 from newsletter.delivery import SendOptions, SendRun
-from newsletter.ledger import Ledger, State
+from newsletter.ledger import Ledger, SendState, State
 from newsletter.subscribers import SqliteStore
 from newsletter.tokens import key_check, read_token, signing_key
 
@@ -759,6 +759,45 @@ def test_a_deferred_message_waits_for_the_next_send_or_for_wait(workdir):
         assert "waiting (--wait)" in final.stdout
         assert handler.rcpt_attempts["reader2@example.org"] == 3
         assert handler.copies("reader2@example.org") == 1
+    assert set(ledger_states(workdir).values()) == {State.SENT}
+
+
+def test_ctrl_c_while_waiting_for_retries_leaves_them_to_due(workdir: Path) -> None:
+    add_people(workdir, many(3))
+    handler = Handler(script={"reader2@example.org": ["451"]})
+    with Server(handler) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", f"issues/{DEMO_ISSUE}", "--yes",
+             "--wait"],
+            cwd=workdir, env=env_for(workdir, server.port, NEWSLETTER_RETRY_BACKOFF="1h"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        seen = ""
+        while "waiting (--wait)" not in seen and proc.poll() is None:
+            seen += proc.stdout.readline()  # type: ignore[union-attr]
+        assert "waiting (--wait)" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        # as if sent without --wait: exit 4 (deferred), the send not held, nothing lost
+        assert proc.returncode == 4, err
+        assert "stopped waiting (Ctrl-C); the send is not held" in err
+        assert "let 'newsletter due' retry them" in err
+        assert "Traceback" not in err
+        ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+        info = ledger.info()
+        ledger.close()
+        assert info is not None and info.state is SendState.ACTIVE
+        assert ledger_states(workdir)["reader2@example.org"] is State.DEFERRED
+        # its hour is up: the timer's `due` retries it
+        db = __import__("sqlite3").connect(workdir / "news.db")
+        with db:
+            db.execute("UPDATE deliveries SET next_attempt = 0 WHERE state = 'deferred'")
+        db.close()
+        due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
+        assert due.returncode == 0, due.stdout + due.stderr
+        assert handler.copies("reader2@example.org") == 1
+        for n in (0, 1):
+            assert handler.copies(f"reader{n}@example.org") == 1
     assert set(ledger_states(workdir).values()) == {State.SENT}
 
 
