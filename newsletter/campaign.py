@@ -412,7 +412,7 @@ def run_due(
                 why = exc.message.removeprefix(f"issue {issue_id}: ")
                 items.append(DueItem(issue_id, "refused", f"refused: {why}"))
                 continue
-            on_start(issue_id, "retrying")
+            on_start(issue_id, _what_is_due(ledger, now))
             options, _ = options_for(settings, info.options, {})
             passes = run(prepared, ledger, options)
             items.append(
@@ -429,6 +429,16 @@ def run_due(
         finally:
             ledger.close()
     return items
+
+
+def _what_is_due(ledger: Ledger, now: float) -> str:
+    """What `due` takes up in a send begun earlier: its unsent rest (stopped by SIGTERM, or
+    cut off), its retries, or both."""
+    pending = sum(n for (_, state), n in ledger.counts().items() if state is State.PENDING)
+    retries = ledger.count_due(now) - pending
+    said = [f"{n:,} {what}" for n, what in ((pending, "not yet sent"), (retries, "deferred, due "
+            "for a retry")) if n > 0]  # fmt: skip
+    return ("resuming: " if pending else "retrying: ") + ", ".join(said)
 
 
 def _start_scheduled(

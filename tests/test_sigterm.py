@@ -102,7 +102,9 @@ def test_sigterm_finishes_the_message_in_flight_and_due_resumes(workdir, workers
         assert stopped in ends and set(ends) <= {stopped, "finished"}, status.stdout
         due = run_cli("due", cwd=workdir, env=env_for(workdir, server.port))
         assert due.returncode == 0, due.stderr
-        assert f"issue {DEMO_ISSUE}: retrying" in due.stdout
+        # what SIGTERM left is resumed, not "retried": nothing was deferred
+        unsent = sum(state is State.PENDING for state in states.values())
+        assert f"issue {DEMO_ISSUE}: resuming: {unsent} not yet sent\n" in due.stdout
         for address, _, _ in people:
             assert handler.copies(address) == 1, address
     assert set(ledger_states(workdir).values()) == {State.SENT}
