@@ -33,6 +33,7 @@ from .errors import DeliveryError, NewsletterError, shown_dir
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock, unreachable
 from .normalise import check_email
+from .pacing import HOUR
 from .prepared import KEY_CHECK, Prepared, thaw
 from .schedule import DEFAULT_GRACE, MAX_GRACE, Book, parse_when
 from .stopping import Terminated, carry_on_after_hangup, shielded, stop_gently_on_sigterm
@@ -379,14 +380,17 @@ def send(
             ledger.set_options(keep)
             if lease is not None:
                 options = dataclasses.replace(options, lease=lease)
-            _say_options(options, ledger.count_due())
+            _say_options(options, ledger)
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()
 
 
-def _say_options(options: SendOptions, due: int) -> None:
-    """What this run goes with, on one line; with --workers 0 (auto), how many that makes."""
+def _say_options(options: SendOptions, ledger: Ledger) -> None:
+    """What this run goes with, on one line; with --workers 0 (auto), how many that makes.
+    And when its hourly cap is reached already, when the first message may go: the
+    progress line has nothing to show until then."""
+    due = ledger.count_due()
     rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
     cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
     from .workers import AUTO_MIN_MESSAGES, how_many, share  # (only for a send)
@@ -405,6 +409,13 @@ def _say_options(options: SendOptions, due: int) -> None:
     first = share(options, n, 0) if n > 1 else options
     claims = "a row claimed as each may go" if paced(first) else f"claims of {first.k} rows"
     click.echo(f"{processes}, {connections}, {rate}, {cap}, {claims}")
+    went = ledger.sent_within(HOUR, options.hourly_cap) if options.hourly_cap and due else []
+    if len(went) >= options.hourly_cap > 0:
+        click.echo(
+            f"the hourly cap of {options.hourly_cap:,} is reached ({len(went):,} message(s) "
+            f"went in the last hour): the next may go in about "
+            f"{format_duration(max(1.0, HOUR - went[0]))}"
+        )
 
 
 def _say_newcomers(settings, ledger: Ledger) -> None:
@@ -458,7 +469,7 @@ def _join(
                 f"joining the send of issue {issue_id} via {prepared.transport.description}: "
                 f"{ledger.count_due():,} message(s) due (as frozen when it started)"
             )
-            _say_options(options, ledger.count_due())
+            _say_options(options, ledger)
             _run(prepared, ledger, options, wait)
         finally:
             ledger.close()

@@ -3,7 +3,9 @@ permanent failures, crashes and resume, TLS, login, DKIM."""
 
 from __future__ import annotations
 
+import os
 import re
+import select
 import signal
 import ssl
 import subprocess
@@ -260,6 +262,19 @@ def test_a_send_begun_without_a_key_check_gets_one_when_resumed(workdir: Path) -
         assert ledger.info().options["key_check"] == key_check(signing_key(settings))
     finally:
         ledger.close()
+
+
+def _read_until(proc: subprocess.Popen, wanted: bytes, timeout: float) -> bytes:
+    """What `proc` wrote on stdout until `wanted` appeared, or until `timeout` seconds."""
+    seen, deadline = b"", time.monotonic() + timeout
+    fd = proc.stdout.fileno()  # type: ignore[union-attr]
+    while wanted not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
 
 
 def _spawn_send(workdir: Path, port: int, *args: str) -> subprocess.Popen:
@@ -871,6 +886,17 @@ def test_hourly_cap_holds_the_rest_back_until_resumed(workdir: Path) -> None:
         states = ledger_states(workdir)
         assert sum(s is State.SENT for s in states.values()) == 3
         assert sum(s is State.PENDING for s in states.values()) == 2
+        # resumed within the hour: it says at once that, and for how long, nothing can go
+        proc = _spawn_send(workdir, server.port, "--hourly-cap", "3")
+        seen = _read_until(proc, b"hourly cap of 3 is reached", 30)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        said = (seen + out).decode()
+        assert re.search(
+            r"^the hourly cap of 3 is reached \(3 message\(s\) went in the last hour\): the "
+            r"next may go in about (59|60) min$", said, re.M
+        ), said  # fmt: skip
+        assert len(server.handler.received) == 3
 
 
 def test_the_one_click_link_in_a_delivered_message_works_against_serve(workdir: Path) -> None:
