@@ -322,7 +322,7 @@ def send(
     settings = app.settings
     if at_text is not None:  # a time refused before anything is made (the signing secret)
         parse_when(at_text, settings.timezone, time.time())
-    for warning in settings.smtp.warnings:  # once per run, not once per connection
+    for warning in settings.warnings:  # once per run, not once per connection
         click.echo(f"warning: {warning}", err=True)
     given = {
         "concurrency": concurrency,

@@ -211,6 +211,44 @@ class Settings:
     bounces: BounceSettings = BounceSettings("", None)
     unknown: tuple[str, ...] = ()  # "where: NAME is not a setting...", for the CLI to warn
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What is weak in these settings for sending, one line each: said before a send."""
+        return self.smtp.warnings + _unaligned(self.dkim, self.identity.from_addr)
+
+
+def _unaligned(dkim: DkimSettings, from_addr: Mapping[str, str]) -> tuple[str, ...]:
+    """A DKIM domain that DMARC will not take for the From addresses' (RFC 7489 3.1.1).
+
+    Relaxed alignment wants both under the same registered domain, which only the Public
+    Suffix List knows; two domains whose last two labels differ are under different ones
+    whatever it says, so this never warns wrongly (it says nothing of a.co.uk and b.co.uk)."""
+    if not dkim.enabled:
+        return ()
+    signer = _last_two(dkim.domain)
+    off = [
+        f"{addr} ({PREFIX}FROM_{lang.upper()})"
+        for lang, addr in from_addr.items()
+        if _last_two(addr.rpartition("@")[2]) not in (signer, None)
+    ]
+    if not off:
+        return ()
+    return (
+        f"{PREFIX}DKIM_DOMAIN={dkim.domain} does not align with the From address"
+        f"{'es' if len(off) > 1 else ''} {' and '.join(off)}: receivers that check DMARC "
+        "ignore a signature of another domain, and may refuse these messages or file them as "
+        "spam; sign with the From domain or a name under it",
+    )
+
+
+def _last_two(domain: str) -> str | None:
+    """The last two labels of a domain in ASCII, lowercase; None if it cannot be told."""
+    try:
+        ascii_domain = domain.strip().rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    return ".".join(ascii_domain.split(".")[-2:])
+
 
 def load_settings(
     env_file: Path | str | None = ".env",

@@ -629,6 +629,32 @@ def test_dkim_signature_verifies(workdir: Path, tmp_path: Path, kind: str) -> No
             assert not dkim.verify(body_changed, dnsfunc=dns)
 
 
+def test_a_dkim_domain_dmarc_would_not_align_with_from_is_warned_of(workdir, tmp_path) -> None:
+    key, _ = _dkim_key(tmp_path, "ed25519")
+    add_people(workdir)
+    dkim = {"NEWSLETTER_DKIM_KEY": str(key), "NEWSLETTER_DKIM_SELECTOR": "news2017"}
+    addresses = {"NEWSLETTER_FROM_EN": "news@example.org",
+                 "NEWSLETTER_FROM_FR": "nouvelles@lists.example.org"}  # fmt: skip
+
+    def warnings(domain: str, **more: str) -> list[str]:
+        result = send(workdir, 1, "--dry-run", **{**dkim, **addresses, **more},
+                      NEWSLETTER_DKIM_DOMAIN=domain)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+
+    # relaxed alignment: the same registered domain, whichever name under it signs
+    assert warnings("example.org") == warnings("mail.example.org") == []
+    assert warnings("example.com") == [
+        "warning: NEWSLETTER_DKIM_DOMAIN=example.com does not align with the From addresses "
+        "news@example.org (NEWSLETTER_FROM_EN) and nouvelles@lists.example.org "
+        "(NEWSLETTER_FROM_FR): receivers that check DMARC ignore a signature of another "
+        "domain, and may refuse these messages or file them as spam; sign with the From "
+        "domain or a name under it"
+    ]
+    (only,) = warnings("example.org", NEWSLETTER_FROM_FR="nouvelles@example.net")
+    assert "align with the From address nouvelles@example.net (NEWSLETTER_FROM_FR):" in only
+
+
 def test_messages_sharing_pieces_are_each_signed_as_their_own(
     tmp_path: Path,
 ) -> None:
