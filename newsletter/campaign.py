@@ -31,6 +31,7 @@ from .editions import EDITIONS
 from .errors import DeliveryError
 from .fastmime import compile_edition
 from .ledger import Ledger, SendState, State, unfinished
+from .pacing import HOUR
 from .prepared import KEY_CHECK, Prepared, thaw
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
@@ -252,11 +253,13 @@ def _passes(
                 passes.terminated = result.terminated
                 passes.held = (result.interrupted and not result.terminated) or result.held
                 break
-            next_retry = ledger.next_retry()
-            if not wait or next_retry is None:
+            if not wait:
                 break
-            on_wait(next_retry, report(ledger).total(State.DEFERRED))
-            try:
+            try:  # (from here on, Ctrl-C stops only the waiting, even as it is announced)
+                next_retry = ledger.next_retry()
+                if next_retry is None:
+                    break
+                on_wait(next_retry, report(ledger).total(State.DEFERRED))
                 if not _sleep_until(next_retry, stop):
                     passes.interrupted = passes.terminated = terminating()
                     break
@@ -412,8 +415,8 @@ def run_due(
                 why = exc.message.removeprefix(f"issue {issue_id}: ")
                 items.append(DueItem(issue_id, "refused", f"refused: {why}"))
                 continue
-            on_start(issue_id, _what_is_due(ledger, now))
             options, _ = options_for(settings, info.options, {})
+            on_start(issue_id, _what_is_due(ledger, now, options.hourly_cap))
             passes = run(prepared, ledger, options)
             items.append(
                 DueItem(
@@ -431,14 +434,28 @@ def run_due(
     return items
 
 
-def _what_is_due(ledger: Ledger, now: float) -> str:
+def cap_note(ledger: Ledger, cap: int) -> str:
+    """When the hourly cap is reached already, in about how long the next message may go
+    (else ""): the progress line has nothing to show until then, up to an hour."""
+    went = ledger.sent_within(HOUR, cap) if cap else []
+    if len(went) < cap or not cap:
+        return ""
+    wait = format_duration(max(1.0, HOUR - went[0]))
+    return f"the hourly cap of {cap:,} is reached: the next message may go in about {wait}"
+
+
+def _what_is_due(ledger: Ledger, now: float, cap: int) -> str:
     """What `due` takes up in a send begun earlier: its unsent rest (stopped by SIGTERM, or
-    cut off), its retries, or both."""
+    cut off), its retries, or both; and when its hourly cap holds it back."""
     pending = sum(n for (_, state), n in ledger.counts().items() if state is State.PENDING)
-    retries = ledger.count_due(now) - pending
-    said = [f"{n:,} {what}" for n, what in ((pending, "not yet sent"), (retries, "deferred, due "
-            "for a retry")) if n > 0]  # fmt: skip
-    return ("resuming: " if pending else "retrying: ") + ", ".join(said)
+    retries = max(0, ledger.count_due(now) - pending)
+    if pending:
+        said = f"resuming: {pending:,} not yet sent"
+        said += f", {retries:,} deferred due for a retry" if retries else ""
+    else:  # (due came for a reason: rows due now; were none left, it says so plainly)
+        said = f"retrying {retries:,} deferred message(s)" if retries else "resuming"
+    note = cap_note(ledger, cap)
+    return f"{said}; {note}" if note else said
 
 
 def _start_scheduled(

@@ -33,7 +33,6 @@ from .errors import DeliveryError, NewsletterError, shown_dir
 from .exits import EXIT_TABLE, Exit
 from .ledger import Ledger, SendState, State, send_lock, unreachable
 from .normalise import check_email
-from .pacing import HOUR
 from .prepared import KEY_CHECK, Prepared, thaw
 from .schedule import DEFAULT_GRACE, MAX_GRACE, Book, parse_when
 from .stopping import Terminated, carry_on_after_hangup, shielded, stop_gently_on_sigterm
@@ -409,13 +408,9 @@ def _say_options(options: SendOptions, ledger: Ledger) -> None:
     first = share(options, n, 0) if n > 1 else options
     claims = "a row claimed as each may go" if paced(first) else f"claims of {first.k} rows"
     click.echo(f"{processes}, {connections}, {rate}, {cap}, {claims}")
-    went = ledger.sent_within(HOUR, options.hourly_cap) if options.hourly_cap and due else []
-    if len(went) >= options.hourly_cap > 0:
-        click.echo(
-            f"the hourly cap of {options.hourly_cap:,} is reached ({len(went):,} message(s) "
-            f"went in the last hour): the next may go in about "
-            f"{format_duration(max(1.0, HOUR - went[0]))}"
-        )
+    note = campaign.cap_note(ledger, options.hourly_cap) if due else ""
+    if note:
+        click.echo(note)
 
 
 def _say_newcomers(settings, ledger: Ledger) -> None:
@@ -702,8 +697,8 @@ def _run_and_report(prepared: Prepared, ledger: Ledger, options, wait: bool) -> 
         why = " (terminated)" if passes.terminated else ""
         click.echo(f"stopped{why}; the messages in flight were finished. {again}", err=True)
     if passes.stopped_waiting:
-        click.echo("stopped waiting (Ctrl-C); the send is not held: its retries are due's, "
-                   "or the next send's", err=True)  # fmt: skip
+        click.echo("stopped waiting (Ctrl-C); nothing is lost: 'newsletter due' (the timer) or "
+                   "the next 'send' retries the deferred messages", err=True)  # fmt: skip
     report = campaign.report(ledger)
     try:
         _say_counts(prepared, report, passes, skipped_before, others)

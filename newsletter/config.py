@@ -223,31 +223,44 @@ def _unaligned(dkim: DkimSettings, from_addr: Mapping[str, str]) -> tuple[str, .
     Relaxed alignment wants both under the same registered domain, which only the Public
     Suffix List knows; two domains whose last two labels differ are under different ones
     whatever it says, so this never warns wrongly (it says nothing of a.co.uk and b.co.uk)."""
-    if not dkim.enabled:
+    signer = _last_two(dkim.domain) if dkim.enabled else None
+    if signer is None:  # (not signing, or a domain the signature could not carry anyway)
         return ()
-    signer = _last_two(dkim.domain)
-    off = [
-        f"{addr} ({PREFIX}FROM_{lang.upper()})"
-        for lang, addr in from_addr.items()
-        if _last_two(addr.rpartition("@")[2]) not in (signer, None)
-    ]
+    named = {lang: (addr, _last_two(addr.rpartition("@")[2])) for lang, addr in from_addr.items()}
+    off = [f"{addr} ({PREFIX}FROM_{lang.upper()})"
+           for lang, (addr, domain) in named.items() if domain not in (signer, None)]  # fmt: skip
     if not off:
         return ()
+    harm = (
+        "receivers that check DMARC do not count a signature of another domain, and may "
+        "refuse these messages or file them as spam"
+    )
+    domains = {domain for _, domain in named.values() if domain}
+    if len(domains) > 1:  # no one DKIM domain can do for both
+        return (
+            f"the From addresses are under different domains ({' and '.join(sorted(domains))}) "
+            f"and messages are signed for one ({PREFIX}DKIM_DOMAIN={dkim.domain}), so those "
+            f"from {' and '.join(off)} are not: {harm}; put both From addresses under one domain",
+        )
+    (domain,) = domains
     return (
-        f"{PREFIX}DKIM_DOMAIN={dkim.domain} does not align with the From address"
-        f"{'es' if len(off) > 1 else ''} {' and '.join(off)}: receivers that check DMARC "
-        "ignore a signature of another domain, and may refuse these messages or file them as "
-        "spam; sign with the From domain or a name under it",
+        f"{PREFIX}DKIM_DOMAIN={dkim.domain} does not match the From address"
+        f"{'es' if len(off) > 1 else ''} {' and '.join(off)}: {harm}; set "
+        f"{PREFIX}DKIM_DOMAIN={domain} (or a name under it, such as mail.{domain}) and publish "
+        "the key's DNS record there",
     )
 
 
 def _last_two(domain: str) -> str | None:
-    """The last two labels of a domain in ASCII, lowercase; None if it cannot be told."""
+    """The last two labels of a domain in ASCII, lowercase, converted as addresses are
+    (IDNA 2008 with UTS 46, email_validator's); None if it cannot be."""
+    import idna  # (email_validator's own, so always there; ~5 ms, only when signing)
+
     try:
-        ascii_domain = domain.strip().rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        ascii_domain = idna.encode(domain.strip().rstrip("."), uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
         return None
-    return ".".join(ascii_domain.split(".")[-2:])
+    return ".".join(ascii_domain.lower().split(".")[-2:])
 
 
 def load_settings(
@@ -379,17 +392,24 @@ def load_settings(
             "NEWSLETTER_SMTP_ALLOW_CLEARTEXT_LOGIN=true)",
         )
 
-    for lang in LANGUAGES:
-        if not _plain_address(get(f"FROM_{lang.upper()}")):
-            raise fail(f"FROM_{lang.upper()}", "must be a plain address, e.g. news@example.org")
+    # Headers and SMTP take ASCII: a non-ASCII domain is written in its IDNA form, as a
+    # reader's is; a non-ASCII local part would need SMTPUTF8, which this newsletter lacks
+    address: dict[str, str] = {}
+    for name, example in (("FROM_EN", "news"), ("FROM_FR", "breves"), ("REPLY_TO", "editors")):
+        value = get(name)
+        if name == "REPLY_TO" and not value:
+            continue
+        address[name] = _ascii_address(value) if _plain_address(value) else ""
+        if not address[name]:
+            raise fail(
+                name, f"must be a plain address, ASCII before the @, e.g. {example}@example.org"
+            )
     # Shown in headers (From, List-Id) or in every page of the message: one line of text.
     for name in ("FROM_NAME", "TITLE", "ORG"):
         for lang in LANGUAGES:
             text(f"{name}_{lang.upper()}")
     text("POSTAL_ADDRESS", 400)
 
-    if get("REPLY_TO") and not _plain_address(get("REPLY_TO")):
-        raise fail("REPLY_TO", "must be a plain address, e.g. editors@example.org")
     if get("LIST_ID") and not DNS_NAME.fullmatch(get("LIST_ID")):
         raise fail("LIST_ID", "must look like a domain name, e.g. news.example.org")
     dkim = {name: get(f"DKIM_{name}") for name in ("KEY", "SELECTOR", "DOMAIN")}
@@ -475,15 +495,15 @@ def load_settings(
         title={lang: get(f"TITLE_{lang.upper()}") for lang in LANGUAGES},
         org={lang: get(f"ORG_{lang.upper()}") for lang in LANGUAGES},
         from_name={lang: get(f"FROM_NAME_{lang.upper()}") for lang in LANGUAGES},
-        from_addr={lang: get(f"FROM_{lang.upper()}") for lang in LANGUAGES},
-        reply_to=get("REPLY_TO"),
+        from_addr={lang: address[f"FROM_{lang.upper()}"] for lang in LANGUAGES},
+        reply_to=address.get("REPLY_TO", ""),
         postal_address=get("POSTAL_ADDRESS"),
-        list_id=get("LIST_ID") or _default_list_id(parts.hostname or "", get("FROM_EN")),
+        list_id=get("LIST_ID") or _default_list_id(parts.hostname or "", address["FROM_EN"]),
         postal={
             "en": get("POSTAL_ADDRESS"),
             "fr": get("POSTAL_ADDRESS_FR") or get("POSTAL_ADDRESS"),
         },
-        contact={lang: contact or get(f"FROM_{lang.upper()}") for lang in LANGUAGES},
+        contact={lang: contact or address[f"FROM_{lang.upper()}"] for lang in LANGUAGES},
     )
     return Settings(
         identity=identity,
@@ -646,6 +666,22 @@ def _env_lines(path: Path) -> dict[str, int]:
 def _plain_address(address: str) -> bool:
     """An address with nothing a header could take for the end of a line or of an address."""
     return "@" in address and not (_CONTROL.search(address) or any(c in address for c in "<> \t,"))
+
+
+def _ascii_address(address: str) -> str:
+    """The address with its domain in ASCII (IDNA 2008, UTS 46, as a reader's gets), or ""
+    when it cannot be written in ASCII."""
+    local, _, domain = address.rpartition("@")
+    if not local.isascii() or not domain:
+        return ""
+    if domain.isascii():
+        return address
+    import idna  # (email_validator's own)
+
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except (idna.IDNAError, UnicodeError):
+        return ""
 
 
 def _plain_base_url(url: str) -> bool:

@@ -100,6 +100,11 @@ BAD_SETTINGS = {
         {"NEWSLETTER_REPLY_TO": "editors\x1c@example.org"},
         "error: NEWSLETTER_REPLY_TO='editors\\x1c@example.org': must be a plain address",
     ),
+    "1: a sender address that needs SMTPUTF8": (
+        {"NEWSLETTER_FROM_FR": "brèves@example.org"},
+        "error: NEWSLETTER_FROM_FR='brèves@example.org': must be a plain address, ASCII before "
+        "the @, e.g. breves@example.org",
+    ),
     "1: a control character in the title": (
         {"NEWSLETTER_TITLE_FR": "Brè\x1cves"},
         "error: NEWSLETTER_TITLE_FR='Brè\\x1cves': must be one line of text, with no control",
@@ -191,7 +196,8 @@ def built():
     [
         ("https://News.Example.org/list", "news@example.org", "news.example.org"),
         ("http://127.0.0.1:8000", "news@example.org", "news.example.org"),
-        ("http://[::1]:8000", "Comité.News@example.net", "comit-news.example.net"),
+        ("http://[::1]:8000", "Comite_News@example.net", "comite-news.example.net"),
+        ("http://[::1]:8000", "news+list@exämple.net", "news-list.xn--exmple-cua.net"),
         ("http://localhost:8000", "bulletin@example.com", "bulletin.example.com"),
     ],
 )

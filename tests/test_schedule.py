@@ -303,7 +303,7 @@ def test_greylisting_longer_than_the_old_30_s_window_loses_nobody(workdir: Path)
             t.move_to(dt.datetime.fromtimestamp(next_at - 1, dt.UTC))
             assert cli(env, "due").output == ""  # a second early: nothing
             t.shift(1)
-            assert "issue 2017-11: retrying: 1 deferred, due for a retry" in cli(env, "due").output
+            assert "issue 2017-11: retrying 1 deferred message(s)\n" in cli(env, "due").output
         assert waits == [60, 120, 240, 480, 960, 1920]  # 62 min in all, far past 30 s
         assert ledger_rows(workdir)[slow][:2] == (State.SENT, 7)
         assert handler.copies(slow) == 1
@@ -386,3 +386,43 @@ def test_status_without_an_issue_lists_every_send_and_what_is_scheduled(workdir:
             "scheduled: issue 2017-12 for 2026-12-07 07:00 EST (12:00 UTC) (schedule 1)",
             "details of one: newsletter status ISSUE",
         ]
+
+
+def test_due_says_what_it_takes_up_and_when_the_hourly_cap_holds_it(workdir: Path) -> None:
+    import sqlite3
+
+    from .test_send import _read_until
+
+    add_people(workdir, many(5))
+    handler = Handler(script={"reader1@example.org": ["451"]})
+    with Server(handler) as server:
+        env = env_for(workdir, server.port)
+        assert cli(env, "send", ISSUE, "--yes").exit_code == 4  # reader1 deferred
+        db = sqlite3.connect(workdir / "news.db")
+        with db:  # as if cut off before two were sent; reader1's retry due
+            db.execute("UPDATE deliveries SET state = 'pending', attempts = 0 "
+                       "WHERE email IN ('reader2@example.org', 'reader3@example.org')")  # fmt: skip
+            db.execute("UPDATE deliveries SET next_attempt = 0 WHERE state = 'deferred'")
+        ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+        info = ledger.info()
+        assert info is not None
+        # a cap of 2 an hour, kept with the send: two went a moment ago, so nothing may go
+        ledger.set_options({**info.options, "hourly_cap": 2})
+        ledger.close()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "due"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        said = _read_until(proc, b"reached", 30).decode()
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        assert (
+            "issue 2017-11: resuming: 2 not yet sent, 1 deferred due for a retry; the hourly "
+            "cap of 2 is reached: the next message may go in about 59 min" in said
+        ), said
+        assert handler.copies("reader2@example.org") == 1  # its first copy only
+        db.close()
