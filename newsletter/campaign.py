@@ -36,7 +36,7 @@ from .prepared import KEY_CHECK, Prepared, thaw
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
 from .signing import signer_for
-from .stopping import shielded, terminating
+from .stopping import ctrl_c_noted, shielded, terminating
 from .subscribers import EDITION_FOR_LANGUAGE, SqliteStore, Status
 from .tokens import key_check, signing_key
 from .transport import transport_for
@@ -216,38 +216,21 @@ def _passes(
     ledger.set_state(SendState.ACTIVE)
     try:
         while True:
-            processes = workers.how_many(
-                options.workers, ledger.count_due(), options.concurrency, options.hourly_cap
-            )
-            result: RunResult
-            if processes > 1:
-                result = workers.run_pass(
-                    prepared.settings,
-                    prepared.issue_id,
-                    prepared.issue_dir,
-                    options,
-                    processes,
-                    on_progress,
+            # Ctrl-C: a pass takes it up itself while it sends; between passes it is noted,
+            # so that no database call is cut in two, and taken up here
+            with ctrl_c_noted() as pressed:
+                processes = workers.how_many(
+                    options.workers, ledger.count_due(), options.concurrency, options.hourly_cap
                 )
-            else:
-                result = SendRun(
-                    ledger,
-                    prepared.transport,
-                    prepared.editions,
-                    prepared.personalise,
-                    options,
-                    on_progress=on_progress,
-                    signer=prepared.signer,
-                ).run()
-            _add(passes.progress, result.progress)
-            if result.lapsed and not (result.interrupted or result.paused):
-                left = ledger.count_due()
-                if left:  # (else the others sent it all: nothing to say)
-                    result = dataclasses.replace(result, paused=(
-                        f"paused: a process was frozen or cut off for longer than its lease "
-                        f"({format_duration(options.lease)}), and {left:,} message(s) are "
-                        "left; run send again to resume"
-                    ))  # fmt: skip
+            if pressed:  # nothing claimed yet
+                passes.interrupted = passes.held = True
+                break
+            result = _pass(prepared, ledger, options, on_progress, processes)
+            with ctrl_c_noted() as pressed:
+                _add(passes.progress, result.progress)
+                result = _lapsed(result, ledger, options)
+            if pressed:
+                result = dataclasses.replace(result, interrupted=True)
             if result.interrupted or result.paused:
                 passes.interrupted, passes.paused = result.interrupted, result.paused
                 passes.terminated = result.terminated
@@ -255,11 +238,17 @@ def _passes(
                 break
             if not wait:
                 break
-            try:  # (from here on, Ctrl-C stops only the waiting, even as it is announced)
+            # from here on, Ctrl-C stops only the waiting, even as the wait is announced
+            with ctrl_c_noted() as pressed:
                 next_retry = ledger.next_retry()
-                if next_retry is None:
-                    break
-                on_wait(next_retry, report(ledger).total(State.DEFERRED))
+                if next_retry is not None:
+                    on_wait(next_retry, report(ledger).total(State.DEFERRED))
+            if pressed:
+                passes.stopped_waiting = True
+                break
+            if next_retry is None:
+                break
+            try:
                 if not _sleep_until(next_retry, stop):
                     passes.interrupted = passes.terminated = terminating()
                     break
@@ -273,7 +262,7 @@ def _passes(
             # lease lapsed (as any claim does); else the send would wait on them for ever.
             # On SQLite, what this send's killed workers held: said now, not at the next run
             passes.orphans = ledger.recover()
-        if passes.held and not ledger.live_workers(2 * options.lease):
+        if passes.held and _left(ledger) and not ledger.live_workers(2 * options.lease):
             # (held only when nobody else sends it: Ctrl-C on one of several hosts stops
             # that host, not the send)
             ledger.set_state(SendState.HELD)
@@ -283,10 +272,57 @@ def _passes(
     return passes
 
 
+def _pass(
+    prepared: Prepared,
+    ledger: Ledger,
+    options: SendOptions,
+    on_progress: Callable[[Progress], None],
+    processes: int,
+) -> RunResult:
+    """One pass over the ledger, by `processes` worker processes or in this one."""
+    if processes > 1:
+        return workers.run_pass(
+            prepared.settings,
+            prepared.issue_id,
+            prepared.issue_dir,
+            options,
+            processes,
+            on_progress,
+        )
+    return SendRun(
+        ledger,
+        prepared.transport,
+        prepared.editions,
+        prepared.personalise,
+        options,
+        on_progress=on_progress,
+        signer=prepared.signer,
+    ).run()
+
+
+def _lapsed(result: RunResult, ledger: Ledger, options: SendOptions) -> RunResult:
+    """A pass whose process was frozen past its lease, with rows left: paused, saying so."""
+    if not result.lapsed or result.interrupted or result.paused:
+        return result
+    left = ledger.count_due()
+    if not left:  # the others sent it all: nothing to say
+        return result
+    return dataclasses.replace(result, paused=(
+        f"paused: a process was frozen or cut off for longer than its lease "
+        f"({format_duration(options.lease)}), and {left:,} message(s) are left; run send "
+        "again to resume"
+    ))  # fmt: skip
+
+
+def _left(ledger: Ledger) -> set[State]:
+    """The states of rows still to send, in flight or to retry."""
+    left = {s for (_, s), n in ledger.counts().items() if n}
+    return left & {State.PENDING, State.SENDING, State.DEFERRED}
+
+
 def end_if_done(ledger: Ledger) -> bool:
     """Mark the send done when no row is left to send, in flight or to retry."""
-    left = {s for (_, s), n in ledger.counts().items() if n}
-    if left & {State.PENDING, State.SENDING, State.DEFERRED}:
+    if _left(ledger):
         return False
     ledger.set_state(SendState.DONE)
     return True

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -222,45 +222,63 @@ def _unaligned(dkim: DkimSettings, from_addr: Mapping[str, str]) -> tuple[str, .
 
     Relaxed alignment wants both under the same registered domain, which only the Public
     Suffix List knows; two domains whose last two labels differ are under different ones
-    whatever it says, so this never warns wrongly (it says nothing of a.co.uk and b.co.uk)."""
+    whatever it says, so this never warns wrongly (it says nothing of a.co.uk and b.co.uk).
+    The fix it names is the From addresses' own domain (their common part), never a
+    shorter name that could be a public suffix (co.uk)."""
     signer = _last_two(dkim.domain) if dkim.enabled else None
-    if signer is None:  # (not signing, or a domain the signature could not carry anyway)
+    if signer is None:  # not signing
         return ()
-    named = {lang: (addr, _last_two(addr.rpartition("@")[2])) for lang, addr in from_addr.items()}
-    off = [f"{addr} ({PREFIX}FROM_{lang.upper()})"
-           for lang, (addr, domain) in named.items() if domain not in (signer, None)]  # fmt: skip
+    froms = {f"{PREFIX}FROM_{lang.upper()}": addr for lang, addr in from_addr.items()}
+    domains = {name: _ascii_domain(addr.rpartition("@")[2]) for name, addr in froms.items()}
+    off = [name for name, domain in domains.items() if _last_two(domain) not in (signer, None)]
     if not off:
         return ()
     harm = (
         "receivers that check DMARC do not count a signature of another domain, and may "
         "refuse these messages or file them as spam"
     )
-    domains = {domain for _, domain in named.values() if domain}
-    if len(domains) > 1:  # no one DKIM domain can do for both
+    shown = " and ".join(f"{froms[name]} ({name})" for name in off)
+    groups = {_last_two(domain) for domain in domains.values()} - {None}
+    if len(groups) == 1:  # every From address under one domain: sign for it
+        common = _common_suffix(domains.values())
         return (
-            f"the From addresses are under different domains ({' and '.join(sorted(domains))}) "
-            f"and messages are signed for one ({PREFIX}DKIM_DOMAIN={dkim.domain}), so those "
-            f"from {' and '.join(off)} are not: {harm}; put both From addresses under one domain",
+            f"{PREFIX}DKIM_DOMAIN={dkim.domain} does not match the From address"
+            f"{'es' if len(off) > 1 else ''} {shown}: {harm}; set {PREFIX}DKIM_DOMAIN={common} "
+            f"(or a name under it, such as mail.{common}) and publish the key's DNS record there",
         )
-    (domain,) = domains
+    if len(off) < len(froms):  # the DKIM domain is the others' own: move this one under it
+        kept = _common_suffix(d for name, d in domains.items() if name not in off)
+        return (
+            f"the From address {shown} is not under the domain messages are signed for "
+            f"({PREFIX}DKIM_DOMAIN={dkim.domain}): {harm}; set {off[0]} to an address under "
+            f"{kept}",
+        )
     return (
-        f"{PREFIX}DKIM_DOMAIN={dkim.domain} does not match the From address"
-        f"{'es' if len(off) > 1 else ''} {' and '.join(off)}: {harm}; set "
-        f"{PREFIX}DKIM_DOMAIN={domain} (or a name under it, such as mail.{domain}) and publish "
-        "the key's DNS record there",
+        f"{PREFIX}DKIM_DOMAIN={dkim.domain} matches none of the From addresses {shown}, "
+        f"which are under different domains: {harm}; put the From addresses under one "
+        f"domain and set {PREFIX}DKIM_DOMAIN to it",
     )
 
 
 def _last_two(domain: str) -> str | None:
-    """The last two labels of a domain in ASCII, lowercase, converted as addresses are
-    (IDNA 2008 with UTS 46, email_validator's); None if it cannot be."""
-    import idna  # (email_validator's own, so always there; ~5 ms, only when signing)
-
-    try:
-        ascii_domain = idna.encode(domain.strip().rstrip("."), uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError):
+    """The last two labels of a domain, lowercase ASCII; None for an IP address or a name
+    that has no ASCII form."""
+    ascii_domain = _ascii_domain(domain.strip("[]"))
+    if not ascii_domain or ascii_domain.replace(".", "").isdigit() or ":" in ascii_domain:
         return None
-    return ".".join(ascii_domain.lower().split(".")[-2:])
+    return ".".join(ascii_domain.split(".")[-2:])
+
+
+def _common_suffix(domains: Iterable[str]) -> str:
+    """The labels the domains end with in common: lists.example.org, example.org ->
+    example.org."""
+    labels = [domain.split(".")[::-1] for domain in domains]
+    common = []
+    for parts in zip(*labels, strict=False):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    return ".".join(common[::-1])
 
 
 def load_settings(
@@ -396,14 +414,14 @@ def load_settings(
     # reader's is; a non-ASCII local part would need SMTPUTF8, which this newsletter lacks
     address: dict[str, str] = {}
     for name, example in (("FROM_EN", "news"), ("FROM_FR", "breves"), ("REPLY_TO", "editors")):
-        value = get(name)
-        if name == "REPLY_TO" and not value:
+        if name == "REPLY_TO" and not get(name):
             continue
-        address[name] = _ascii_address(value) if _plain_address(value) else ""
-        if not address[name]:
-            raise fail(
-                name, f"must be a plain address, ASCII before the @, e.g. {example}@example.org"
-            )
+        if not _plain_address(get(name)) or not get(name).rpartition("@")[0]:
+            raise fail(name, f"must be a plain address, e.g. {example}@example.org")
+        try:
+            address[name] = _ascii_address(get(name))
+        except ValueError as exc:
+            raise fail(name, str(exc)) from None
     # Shown in headers (From, List-Id) or in every page of the message: one line of text.
     for name in ("FROM_NAME", "TITLE", "ORG"):
         for lang in LANGUAGES:
@@ -503,7 +521,8 @@ def load_settings(
             "en": get("POSTAL_ADDRESS"),
             "fr": get("POSTAL_ADDRESS_FR") or get("POSTAL_ADDRESS"),
         },
-        contact={lang: contact or address[f"FROM_{lang.upper()}"] for lang in LANGUAGES},
+        # (shown to readers: as typed, not in its IDNA form)
+        contact={lang: contact or get(f"FROM_{lang.upper()}") for lang in LANGUAGES},
     )
     return Settings(
         identity=identity,
@@ -669,17 +688,34 @@ def _plain_address(address: str) -> bool:
 
 
 def _ascii_address(address: str) -> str:
-    """The address with its domain in ASCII (IDNA 2008, UTS 46, as a reader's gets), or ""
-    when it cannot be written in ASCII."""
+    """The address with its domain in ASCII (IDNA 2008, UTS 46, as a reader's gets), as
+    headers and SMTP want it; ValueError saying why when it cannot be."""
     local, _, domain = address.rpartition("@")
-    if not local.isascii() or not domain:
-        return ""
+    if not local.isascii():
+        raise ValueError(
+            "the part before the @ must be ASCII (anything else needs SMTPUTF8, which this "
+            "newsletter does not use); use another address"
+        )
+    ascii_domain = _ascii_domain(domain)
+    if not ascii_domain:
+        raise ValueError(
+            f"{domain} is not a domain name that can be written in ASCII (IDNA); check its "
+            "spelling, or write its xn-- form"
+        )
+    return f"{local}@{ascii_domain}"
+
+
+def _ascii_domain(domain: str) -> str:
+    """A domain name as DNS has it: lowercase ASCII, a non-ASCII one in its IDNA form; ""
+    when it has none. ASCII names are kept as given (some that DNS takes, `my--shop.com`,
+    IDNA 2008 would refuse)."""
+    domain = domain.strip().rstrip(".")
     if domain.isascii():
-        return address
-    import idna  # (email_validator's own)
+        return domain.lower()
+    import idna  # (email_validator's own; only for a name that needs it)
 
     try:
-        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+        return idna.encode(domain, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError):
         return ""
 

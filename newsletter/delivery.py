@@ -35,7 +35,7 @@ from .ledger import Delivery, Ledger, Outcome, State, Stopped
 from .message import Recipient
 from .pacing import HOUR, Limiter, Sessions
 from .signing import Signer
-from .stopping import shielded, terminating
+from .stopping import ctrl_c_deferred, ctrl_c_noted, shielded, terminating
 from .transport import (
     ConnectFailure,
     Connection,
@@ -736,8 +736,6 @@ class SendRun:
     def _run(self) -> RunResult:
         if terminating():  # SIGTERM came before this pass began: nothing claimed yet
             return RunResult(self.progress, interrupted=True, terminated=True)
-        self.ledger.join(self.worker, socket.gethostname(), os.getpid())
-        self.cursor = self.ledger.start_after(self.options.start)
         if self.paced or self.options.concurrency == 1:
             threads = [
                 threading.Thread(target=self._thread, name=f"send-{n}", daemon=True)
@@ -747,13 +745,16 @@ class SendRun:
             threads = [threading.Thread(target=self._turns, name="send-turns", daemon=True)]
         self.live_workers = len(threads)
         renewer = threading.Thread(target=self._renew, name="send-lease", daemon=True)
-        renewer.start()
-        for t in threads:
-            t.start()
         interrupted = terminated = False
         # Waiting on an Event, not Thread.join(): a join interrupted by Ctrl-C can leave
         # CPython (before 3.13) believing the thread has ended while it still sends.
         try:
+            with ctrl_c_deferred():  # (taken up below once every thread has started)
+                self.ledger.join(self.worker, socket.gethostname(), os.getpid())
+                self.cursor = self.ledger.start_after(self.options.start)
+                renewer.start()
+                for t in threads:
+                    t.start()
             while not self.all_done.wait(0.2):
                 if terminating() and not terminated:
                     # SIGTERM: as on Ctrl-C, the messages in flight finish and are recorded
@@ -764,13 +765,15 @@ class SendRun:
             interrupted = True
             self.stop.set()
             self.all_done.wait()
-        renewer.join()
-        with self.lock:
-            # what was claimed and never started goes back as it was
-            self.unsent.extend(d.subscriber_id for d in self.queue)
-            self.queue.clear()
-            self._flush_locked()
-        self._tally(True, self._stopped(interrupted, terminated))
+        with ctrl_c_noted() as pressed:  # (the outcomes are recorded whole)
+            renewer.join()
+            with self.lock:
+                # what was claimed and never started goes back as it was
+                self.unsent.extend(d.subscriber_id for d in self.queue)
+                self.queue.clear()
+                self._flush_locked()
+            interrupted = interrupted or bool(pressed)
+            self._tally(True, self._stopped(interrupted, terminated))
         for exc in self.errors:
             raise exc
         return RunResult(

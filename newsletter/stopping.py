@@ -62,6 +62,35 @@ def shielded() -> Iterator[None]:
         _shields[0] -= 1
 
 
+@contextlib.contextmanager
+def ctrl_c_noted() -> Iterator[list[int]]:
+    """A stretch Ctrl-C must not cut in two (threads half started, outcomes half recorded):
+    a Ctrl-C in it is only noted in the list it gives. Where Ctrl-C does not raise (a
+    worker process, another thread, someone else's handler), it changes nothing."""
+    pressed: list[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield pressed
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """As `ctrl_c_noted`, and a Ctrl-C noted is raised as KeyboardInterrupt once the stretch
+    ends, where the caller's handler takes it up."""
+    with ctrl_c_noted() as pressed:
+        yield
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def stop_with_parent(parent: int) -> None:
     """Linux: SIGTERM this process when `parent` dies. A worker process of a `send` killed
     with SIGKILL would otherwise go on mailing the list, unseen, after the person stopped it

@@ -35,6 +35,7 @@ from .prepared import thaw
 from .stopping import (
     Terminated,
     carry_on_after_hangup,
+    ctrl_c_deferred,
     stop_gently_on_sigterm,
     stop_with_parent,
     terminating,
@@ -199,13 +200,18 @@ def run_pass(
         )
         for n in range(processes)
     ]
-    for child in children:
-        child.start()
+    interrupted = terminated = False
+    try:
+        with ctrl_c_deferred():  # (not with some started and the others not)
+            for child in children:
+                child.start()
+    except KeyboardInterrupt:  # those that got it too finish their messages, then report
+        interrupted = True
+        stop.value = _INTERRUPTED
     for _, sending_end in pipes:
         sending_end.close()  # the worker's now: its end closing says it has ended
     waiting = [reading_end for reading_end, _ in pipes]
     outcomes: list[dict[str, Any]] = []
-    interrupted = terminated = False
 
     def stopping() -> None:
         nonlocal interrupted, terminated

@@ -102,8 +102,18 @@ BAD_SETTINGS = {
     ),
     "1: a sender address that needs SMTPUTF8": (
         {"NEWSLETTER_FROM_FR": "brèves@example.org"},
-        "error: NEWSLETTER_FROM_FR='brèves@example.org': must be a plain address, ASCII before "
-        "the @, e.g. breves@example.org",
+        "error: NEWSLETTER_FROM_FR='brèves@example.org': the part before the @ must be ASCII "
+        "(anything else needs SMTPUTF8, which this newsletter does not use)",
+    ),
+    "1: a reply-to domain with no ASCII form": (
+        {"NEWSLETTER_REPLY_TO": "editors@☃.example.org"},
+        "error: NEWSLETTER_REPLY_TO='editors@☃.example.org': ☃.example.org is not a domain "
+        "name that can be written in ASCII (IDNA)",
+    ),
+    "1: a sender address with nothing before the @": (
+        {"NEWSLETTER_FROM_EN": "@example.org"},
+        "error: NEWSLETTER_FROM_EN='@example.org': must be a plain address, e.g. "
+        "news@example.org",
     ),
     "1: a control character in the title": (
         {"NEWSLETTER_TITLE_FR": "Brè\x1cves"},

@@ -5,6 +5,7 @@ once give one copy each, and what was frozen is what goes (or the send says what
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import subprocess
 import sys
@@ -420,9 +421,9 @@ def test_due_says_what_it_takes_up_and_when_the_hourly_cap_holds_it(workdir: Pat
         proc.terminate()
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 143, err
-        assert (
-            "issue 2017-11: resuming: 2 not yet sent, 1 deferred due for a retry; the hourly "
-            "cap of 2 is reached: the next message may go in about 59 min" in said
-        ), said
+        assert re.search(
+            r"issue 2017-11: resuming: 2 not yet sent, 1 deferred due for a retry; the hourly "
+            r"cap of 2 is reached: the next message may go in about 5[89] min\n", said
+        ), said  # fmt: skip
         assert handler.copies("reader2@example.org") == 1  # its first copy only
         db.close()
