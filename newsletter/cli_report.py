@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from . import campaign
+from .config import format_duration
 from .content import not_an_issue
 from .errors import NewsletterError
 from .ledger import State
@@ -31,9 +32,12 @@ def counts_table(counts: dict[tuple[str, State], int]) -> str:
 
 
 def local_time(at: float) -> str:
+    """When a retry is due, and in how long: "(in 40 s)", "(in 1 h 5 min)", or "(due now)"
+    for a time already past (the next `send` or `due` takes it)."""
     local = dt.datetime.fromtimestamp(at).astimezone()
-    minutes = max(0, round((at - time.time()) / 60))
-    return f"{local:%Y-%m-%d %H:%M %Z} (in {minutes} min)"
+    left = at - time.time()
+    when = f"in {format_duration(left)}" if left >= 1 else "due now"
+    return f"{local:%Y-%m-%d %H:%M %Z} ({when})"
 
 
 def issue_id_of(issue_dir: Path) -> str:

@@ -45,14 +45,18 @@ def _due(settings: Settings) -> Exit:
     except SendBusy:
         click.echo("a send is running on this database; nothing to do until it ends")
         return Exit.OK
+    warned = []
+
+    def on_start(issue: str, what: str) -> None:
+        if not warned:  # as send does, once, and only when something goes (else quiet)
+            warned.append(True)
+            for warning in settings.warnings:
+                click.echo(f"warning: {warning}", err=True)
+        click.echo(f"issue {issue}: {what}")
+
     try:
         with open_store(settings) as store:
-            items = campaign.run_due(
-                settings,
-                store,
-                time.time(),
-                on_start=lambda issue, what: click.echo(f"issue {issue}: {what}"),
-            )
+            items = campaign.run_due(settings, store, time.time(), on_start=on_start)
     finally:
         lock.__exit__(None, None, None)
     worst = Exit.OK

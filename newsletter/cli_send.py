@@ -643,7 +643,8 @@ def _say_counts(
     skipped = report.total(State.SKIPPED) - skipped_before
     click.echo(
         f"{p.sent:,} sent in {passes.elapsed:.1f} s ({p.sent / max(passes.elapsed, 1e-6):,.0f}/s)"
-        f", {p.deferred:,} deferred, {p.failed:,} failed, {skipped:,} skipped (left meanwhile)"
+        f", {p.deferred:,} temporary refusal(s), {p.failed:,} failed, {skipped:,} skipped (left "
+        "meanwhile)"
     )
     say_refusals(passes)
     if passes.orphans:

@@ -246,12 +246,15 @@ def _unaligned(dkim: DkimSettings, from_addr: Mapping[str, str]) -> tuple[str, .
             f"{'es' if len(off) > 1 else ''} {shown}: {harm}; set {PREFIX}DKIM_DOMAIN={common} "
             f"(or a name under it, such as mail.{common}) and publish the key's DNS record there",
         )
-    if len(off) < len(froms):  # the DKIM domain is the others' own: move this one under it
+    if len(off) < len(froms):  # the DKIM domain is the others' own: either may move
         kept = _common_suffix(d for name, d in domains.items() if name not in off)
+        moved = _common_suffix(domains[name] for name in off)
+        others = " and ".join(name for name in froms if name not in off)
         return (
             f"the From address {shown} is not under the domain messages are signed for "
-            f"({PREFIX}DKIM_DOMAIN={dkim.domain}): {harm}; set {off[0]} to an address under "
-            f"{kept}",
+            f"({PREFIX}DKIM_DOMAIN={dkim.domain}): {harm}; set {' and '.join(off)} to an "
+            f"address under {kept}, or set {PREFIX}DKIM_DOMAIN={moved} and {others} to an "
+            f"address under it",
         )
     return (
         f"{PREFIX}DKIM_DOMAIN={dkim.domain} matches none of the From addresses {shown}, "
@@ -416,7 +419,8 @@ def load_settings(
     for name, example in (("FROM_EN", "news"), ("FROM_FR", "breves"), ("REPLY_TO", "editors")):
         if name == "REPLY_TO" and not get(name):
             continue
-        if not _plain_address(get(name)) or not get(name).rpartition("@")[0]:
+        local, _, domain = get(name).rpartition("@")
+        if not _plain_address(get(name)) or not local or not domain.strip("."):
             raise fail(name, f"must be a plain address, e.g. {example}@example.org")
         try:
             address[name] = _ascii_address(get(name))
@@ -444,10 +448,7 @@ def load_settings(
             )
         for name, example in (("SELECTOR", "news2017"), ("DOMAIN", "example.org")):
             if not DNS_NAME.fullmatch(dkim[name]) or len(dkim[name]) > 253:
-                raise fail(
-                    f"DKIM_{name}",
-                    f"must be a DNS name in ASCII (letters, digits, hyphens, dots), e.g. {example}",
-                )
+                raise fail(f"DKIM_{name}", _dns_name_problem(dkim[name], example))
     if get("SECRET") and len(get("SECRET")) < 16:
         raise fail("SECRET", "is too short to sign links safely; use 32 random characters")
 
@@ -498,7 +499,7 @@ def load_settings(
     if bounce_domain and not re.fullmatch(
         r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]{2,}", bounce_domain
     ):
-        raise fail("BOUNCE_DOMAIN", "must be a domain name, e.g. bounces.example.org")
+        raise fail("BOUNCE_DOMAIN", _dns_name_problem(bounce_domain, "bounces.example.org"))
     mailbox = None
     if get("BOUNCE_MAILBOX"):
         try:
@@ -703,6 +704,15 @@ def _ascii_address(address: str) -> str:
             "spelling, or write its xn-- form"
         )
     return f"{local}@{ascii_domain}"
+
+
+def _dns_name_problem(value: str, example: str) -> str:
+    """Why a name is not a DNS name in ASCII, with the fix: its IDNA form, when it has one."""
+    if not value.isascii() and _ascii_domain(value):
+        return f"must be written in ASCII, as DNS has it: {_ascii_domain(value)}"
+    if value.endswith("."):
+        return f"must not end with a dot: {value.rstrip('.')}"
+    return f"must be a DNS name in ASCII (letters, digits, hyphens, dots), e.g. {example}"
 
 
 def _ascii_domain(domain: str) -> str:

@@ -85,7 +85,21 @@ BAD_SETTINGS = {
     ),
     "1: a DKIM domain not in its ASCII form": (
         {**DKIM, "NEWSLETTER_DKIM_DOMAIN": "brèves.example.org"},
-        "error: NEWSLETTER_DKIM_DOMAIN='brèves.example.org': must be a DNS name in ASCII",
+        "error: NEWSLETTER_DKIM_DOMAIN='brèves.example.org': must be written in ASCII, as DNS "
+        "has it: xn--brves-5ra.example.org",
+    ),
+    "1: a DKIM domain ending with a dot": (
+        {**DKIM, "NEWSLETTER_DKIM_DOMAIN": "example.org."},
+        "error: NEWSLETTER_DKIM_DOMAIN='example.org.': must not end with a dot: example.org",
+    ),
+    "1: a bounce domain not in its ASCII form": (
+        {"NEWSLETTER_BOUNCE_DOMAIN": "rebonds.brèves.example.org"},
+        "error: NEWSLETTER_BOUNCE_DOMAIN='rebonds.brèves.example.org': must be written in "
+        "ASCII, as DNS has it: rebonds.xn--brves-5ra.example.org",
+    ),
+    "1: a sender address with nothing after the @": (
+        {"NEWSLETTER_FROM_EN": "news@"},
+        "error: NEWSLETTER_FROM_EN='news@': must be a plain address, e.g. news@example.org",
     ),
     "1: half a DKIM setup would send unsigned": (
         {**DKIM, "NEWSLETTER_DKIM_SELECTOR": ""},
@@ -112,8 +126,7 @@ BAD_SETTINGS = {
     ),
     "1: a sender address with nothing before the @": (
         {"NEWSLETTER_FROM_EN": "@example.org"},
-        "error: NEWSLETTER_FROM_EN='@example.org': must be a plain address, e.g. "
-        "news@example.org",
+        "error: NEWSLETTER_FROM_EN='@example.org': must be a plain address, e.g. news@example.org",
     ),
     "1: a control character in the title": (
         {"NEWSLETTER_TITLE_FR": "Brè\x1cves"},

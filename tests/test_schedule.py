@@ -427,3 +427,36 @@ def test_due_says_what_it_takes_up_and_when_the_hourly_cap_holds_it(workdir: Pat
         ), said  # fmt: skip
         assert handler.copies("reader2@example.org") == 1  # its first copy only
         db.close()
+
+
+def test_due_warns_of_weak_settings_when_it_sends_and_only_then(workdir, tmp_path) -> None:
+    from .test_send import _dkim_key
+
+    key, _ = _dkim_key(tmp_path, "ed25519")
+    add_people(workdir, many(2))
+    handler = Handler(script={"reader1@example.org": ["451"]})
+    with Server(handler) as server:
+        dkim = {"NEWSLETTER_DKIM_KEY": str(key), "NEWSLETTER_DKIM_SELECTOR": "news2017"}
+        env = env_for(workdir, server.port, NEWSLETTER_DKIM_DOMAIN="example.com", **dkim)
+        first = cli(env, "send", ISSUE, "--yes")
+        assert first.exit_code == 4, first.output
+        warning = "warning: NEWSLETTER_DKIM_DOMAIN=example.com does not match the From addresses"
+        assert warning in first.output
+        assert cli(env, "due").output == ""  # nothing due: quiet, warning and all
+        ledger = Ledger(workdir / "news.db", DEMO_ISSUE)
+        with ledger._tx() as conn:  # reader1's retry is due
+            conn.execute("UPDATE deliveries SET next_attempt = 0 WHERE state = 'deferred'")
+        ledger.close()
+        due = cli(env, "due")
+        assert due.output.count(warning) == 1, due.output
+        assert due.output.index(warning) < due.output.index("issue 2017-11: retrying 1")
+        assert handler.copies("reader1@example.org") == 1
+
+
+def test_a_retry_time_says_how_long_until_it_or_that_it_is_due() -> None:
+    from newsletter.cli_report import local_time
+
+    now = time.time()
+    assert local_time(now - 100).endswith("(due now)")  # was "(in 0 min)", a time past
+    assert re.search(r"\(in 2[45] s\)$", local_time(now + 25))  # was "(in 0 min)" too
+    assert re.search(r"\(in 1 h [56] min\)$", local_time(now + 3960))

@@ -668,7 +668,8 @@ def test_a_dkim_domain_dmarc_would_not_align_with_from_is_warned_of(workdir, tmp
         "the domain messages are signed for (NEWSLETTER_DKIM_DOMAIN=example.org): receivers "
         "that check DMARC do not count a signature of another domain, and may refuse these "
         "messages or file them as spam; set NEWSLETTER_FROM_FR to an address under "
-        "example.org"
+        "example.org, or set NEWSLETTER_DKIM_DOMAIN=example.net and NEWSLETTER_FROM_EN to an "
+        "address under it"
     )
     (neither,) = warnings("example.com", NEWSLETTER_FROM_FR="nouvelles@example.net")
     assert neither.startswith("warning: NEWSLETTER_DKIM_DOMAIN=example.com matches none of ")
