@@ -14,6 +14,7 @@ bench/send.py call these same functions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from collections import Counter
@@ -31,7 +32,6 @@ from .editions import EDITIONS
 from .errors import DeliveryError
 from .fastmime import compile_edition
 from .ledger import Ledger, SendState, State, unfinished
-from .pacing import HOUR
 from .prepared import KEY_CHECK, Prepared, thaw
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
@@ -190,15 +190,18 @@ def run(
     on_progress: Callable[[Progress], None] = lambda p: None,
     wait: bool = False,
     on_wait: Callable[[float, int], None] = lambda at, n: None,
+    on_hold: Callable[[str], None] = lambda line: None,
     stop: threading.Event | None = None,
 ) -> Passes:
     """Passes over the ledger until nothing is due; with `wait`, until nothing is left.
 
     Between passes (only with `wait`) it sleeps until the next deferred message is due,
-    telling `on_wait(when, how_many)`; `stop` (or Ctrl-C) ends the wait.
+    telling `on_wait(when, how_many)`; `stop` (or Ctrl-C) ends the wait. Each time the
+    hourly cap begins to hold the send back, `on_hold` gets a line that says so.
     """
+    watch = _CapWatch(on_progress, on_hold, options.hourly_cap)
     with shielded():  # SIGTERM: recorded, the pass winds down, the state set as it ends
-        return _passes(prepared, ledger, options, on_progress, wait, on_wait, stop)
+        return _passes(prepared, ledger, options, watch, wait, on_wait, stop)
 
 
 def _passes(
@@ -398,6 +401,7 @@ def run_due(
     store: SqliteStore,
     now: float,
     on_start: Callable[[str, str], None] = lambda issue, what: None,
+    on_hold: Callable[[str, str], None] = lambda issue, line: None,
 ) -> list[DueItem]:
     """Start every schedule whose time has come, then retry what is due in every send.
 
@@ -409,7 +413,7 @@ def run_due(
         for schedule in book.due(now):
             if terminating():
                 return items
-            item = _start_scheduled(settings, store, book, schedule, now, on_start)
+            item = _start_scheduled(settings, store, book, schedule, now, on_start, on_hold)
             if item is not None:
                 items.append(item)
                 if item.passes is not None and item.passes.interrupted:
@@ -452,8 +456,9 @@ def run_due(
                 items.append(DueItem(issue_id, "refused", f"refused: {why}"))
                 continue
             options, _ = options_for(settings, info.options, {})
-            on_start(issue_id, _what_is_due(ledger, now, options.hourly_cap))
-            passes = run(prepared, ledger, options)
+            on_start(issue_id, _what_is_due(ledger, now))
+            held = functools.partial(on_hold, issue_id)
+            passes = run(prepared, ledger, options, on_hold=held)
             items.append(
                 DueItem(
                     issue_id,
@@ -470,19 +475,38 @@ def run_due(
     return items
 
 
-def cap_note(ledger: Ledger, cap: int) -> str:
-    """When the hourly cap is reached already, in about how long the next message may go
-    (else ""): the progress line has nothing to show until then, up to an hour."""
-    went = ledger.sent_within(HOUR, cap) if cap else []
-    if len(went) < cap or not cap:
-        return ""
-    wait = format_duration(max(1.0, HOUR - went[0]))
-    return f"the hourly cap of {cap:,} is reached: the next message may go in about {wait}"
+def _cap_line(cap: int, wait: float) -> str:
+    return (
+        f"the hourly cap of {cap:,} is reached: the next message may go in about "
+        f"{format_duration(max(1.0, wait))}"
+    )
 
 
-def _what_is_due(ledger: Ledger, now: float, cap: int) -> str:
+class _CapWatch:
+    """Passes the progress on, and says once, each time the hourly cap begins to hold the
+    send back, in about how long the next message may go: else a send in a log (a timer,
+    a redirect) sits silent, up to an hour. (Outcomes come from several threads.)"""
+
+    def __init__(self, on_progress: Callable[[Progress], None], on_hold: Callable[[str], None],
+                 cap: int) -> None:  # fmt: skip
+        self.on_progress, self.on_hold, self.cap = on_progress, on_hold, cap
+        self.held = False
+        self.lock = threading.Lock()
+
+    def __call__(self, progress: Progress) -> None:
+        self.on_progress(progress)
+        held = bool(progress.held_until)
+        with self.lock:
+            if held == self.held:
+                return
+            self.held = held
+        if held:
+            self.on_hold(_cap_line(self.cap, progress.held_until - time.time()))
+
+
+def _what_is_due(ledger: Ledger, now: float) -> str:
     """What `due` takes up in a send begun earlier: its unsent rest (stopped by SIGTERM, or
-    cut off), its retries, or both; and when its hourly cap holds it back."""
+    cut off), its retries, or both. (A cap that holds it back is said as the pass starts.)"""
     pending = sum(n for (_, state), n in ledger.counts().items() if state is State.PENDING)
     retries = max(0, ledger.count_due(now) - pending)
     if pending:
@@ -490,8 +514,7 @@ def _what_is_due(ledger: Ledger, now: float, cap: int) -> str:
         said += f", {retries:,} deferred due for a retry" if retries else ""
     else:  # (due came for a reason: rows due now; were none left, it says so plainly)
         said = f"retrying {retries:,} deferred message(s)" if retries else "resuming"
-    note = cap_note(ledger, cap)
-    return f"{said}; {note}" if note else said
+    return said
 
 
 def _start_scheduled(
@@ -501,6 +524,7 @@ def _start_scheduled(
     schedule: Schedule,
     now: float,
     on_start: Callable[[str, str], None],
+    on_hold: Callable[[str, str], None],
 ) -> DueItem | None:
     issue_id = schedule.issue_id
     late = now - schedule.at
@@ -539,7 +563,7 @@ def _start_scheduled(
         on_start(issue_id, "starting")
         start(store, ledger, prepared, schedule.options)
         options, _ = options_for(settings, schedule.options, {})
-        passes = run(prepared, ledger, options)
+        passes = run(prepared, ledger, options, on_hold=lambda line: on_hold(issue_id, line))
         return DueItem(
             issue_id,
             "started",

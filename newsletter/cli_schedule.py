@@ -56,7 +56,13 @@ def _due(settings: Settings) -> Exit:
 
     try:
         with open_store(settings) as store:
-            items = campaign.run_due(settings, store, time.time(), on_start=on_start)
+            items = campaign.run_due(
+                settings,
+                store,
+                time.time(),
+                on_start=on_start,
+                on_hold=lambda issue, line: click.echo(f"issue {issue}: {line}"),
+            )
     finally:
         lock.__exit__(None, None, None)
     worst = Exit.OK

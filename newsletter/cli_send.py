@@ -151,6 +151,12 @@ class _Bar:
         self.last = 0.0
         self.live = sys.stderr.isatty()
 
+    def hold(self, line: str) -> None:
+        """The hourly cap holds the send back: on a terminal the bar says so; elsewhere (a
+        log) this line, or the send would sit silent, up to an hour."""
+        if not self.live:
+            click.echo(line)
+
     def __call__(self, p: Progress, final: bool = False) -> None:
         now = time.monotonic()
         if not self.live or (now - self.last < 0.2 and not final):
@@ -162,9 +168,11 @@ class _Bar:
         width = 30
         filled = min(width, int(width * done / self.total)) if self.total else width
         bar = "#" * filled + "-" * (width - filled)
+        held = p.held_until - time.time()
+        note = f"hourly cap reached, next in {format_duration(max(1.0, held))}" if held > 0 else ""
         line = (
             f"\r[{bar}] {done:,}/{self.total:,} sent {p.sent:,} deferred {p.deferred:,}"
-            f" failed {p.failed:,} {rate:,.0f}/s left {left:,.0f} s {p.note}"
+            f" failed {p.failed:,} {rate:,.0f}/s left {left:,.0f} s {note}"
         )
         try:
             sys.stderr.write(line[:160].ljust(100) + ("\n" if final else ""))
@@ -387,8 +395,7 @@ def send(
 
 def _say_options(options: SendOptions, ledger: Ledger) -> None:
     """What this run goes with, on one line; with --workers 0 (auto), how many that makes.
-    And when its hourly cap is reached already, when the first message may go: the
-    progress line has nothing to show until then."""
+    (A cap reached already is said as the pass starts, by campaign.run's on_hold.)"""
     due = ledger.count_due()
     rate = f"rate {options.rate:g}/s" if options.rate else "no rate limit"
     cap = f"at most {options.hourly_cap:,} an hour" if options.hourly_cap else "no cap"
@@ -408,9 +415,6 @@ def _say_options(options: SendOptions, ledger: Ledger) -> None:
     first = share(options, n, 0) if n > 1 else options
     claims = "a row claimed as each may go" if paced(first) else f"claims of {first.k} rows"
     click.echo(f"{processes}, {connections}, {rate}, {cap}, {claims}")
-    note = campaign.cap_note(ledger, options.hourly_cap) if due else ""
-    if note:
-        click.echo(note)
 
 
 def _say_newcomers(settings, ledger: Ledger) -> None:
@@ -675,7 +679,13 @@ def _run_and_report(prepared: Prepared, ledger: Ledger, options, wait: bool) -> 
     skipped_before = report.total(State.SKIPPED)
     try:
         passes = campaign.run(
-            prepared, ledger, options, on_progress=bar, wait=wait, on_wait=waiting
+            prepared,
+            ledger,
+            options,
+            on_progress=bar,
+            wait=wait,
+            on_wait=waiting,
+            on_hold=bar.hold,
         )
     except NewsletterError as exc:
         if not ledger.pg or not unreachable(exc):

@@ -93,7 +93,7 @@ class Progress:
     deferred: int = 0
     uncertain: int = 0
     skipped: int = 0
-    note: str = ""
+    held_until: float = 0.0  # the hourly cap is reached: when the next may go (epoch s)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -341,7 +341,7 @@ class SendRun:
                 batch, self.outcomes, self.flushed_at = self.outcomes, [], now
         if batch:
             self._mark(batch)
-        self.progress.note = self.limiter.note
+        self.progress.held_until = self.limiter.held_until
         self.on_progress(self.progress)
 
     def _mark(self, batch: list[Outcome]) -> None:
@@ -756,6 +756,10 @@ class SendRun:
                 for t in threads:
                     t.start()
             while not self.all_done.wait(0.2):
+                if self.limiter.held_until != self.progress.held_until:
+                    # held back by the hourly cap, or let go: told now, not at the next outcome
+                    self.progress.held_until = self.limiter.held_until
+                    self.on_progress(self.progress)
                 if terminating() and not terminated:
                     # SIGTERM: as on Ctrl-C, the messages in flight finish and are recorded
                     interrupted = terminated = True

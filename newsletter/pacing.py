@@ -23,7 +23,8 @@ class Limiter:
         self.cap = hourly_cap
         self.lock = threading.Lock()
         self.next_slot = 0.0
-        self.note = ""  # why messages are held back now, for the progress line
+        # the hourly cap is reached: when (epoch seconds) the next message may go; else 0
+        self.held_until = 0.0
         now = time.monotonic()
         # what was sent in the last hour before this run counts against the cap
         self.stamps: collections.deque[float] = collections.deque(now - a for a in sent_ago)
@@ -41,14 +42,14 @@ class Limiter:
                         self.stamps.popleft()
                     if len(self.stamps) >= self.cap:
                         delay = self.stamps[0] + HOUR - now
-                        self.note = f"hourly cap of {self.cap} reached; waiting {delay:.0f} s"
+                        self.held_until = time.time() + delay
                     else:
                         delay = max(0.0, self.next_slot - now)
                         if delay == 0.0:
                             self.next_slot = max(now, self.next_slot) + self.interval
                             if self.cap:
                                 self.stamps.append(now)
-                            self.note = ""
+                            self.held_until = 0.0
                             return not stop.is_set()
                 else:
                     delay = max(0.0, self.next_slot - now)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -44,6 +45,9 @@ from .stopping import (
 # Below this many messages due, a send stays in one process: starting more costs more.
 AUTO_MIN_MESSAGES = 2000
 _FIELDS = ("sent", "failed", "deferred", "uncertain", "skipped")
+# each worker's place in the shared array: its counts, then until when (epoch seconds) the
+# hourly cap holds it back, 0 when it does not
+_SLOTS = len(_FIELDS) + 1
 # why the parent asks every worker to stop (its shared `stop` flag), and what status says
 _OTHERS, _INTERRUPTED, _TERMINATED = 1, 2, 3
 _TOLD = {
@@ -101,13 +105,16 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, to_send: Any) -> Non
         ledger = Ledger(job.settings.db_path, job.issue_id)
         try:
             prepared = thaw(job.settings, job.issue_id, Path(job.issue_dir), ledger.frozen())
-            base = job.slot * len(_FIELDS)
+            base = job.slot * _SLOTS
 
             def publish(recorded: Progress) -> None:
                 # at each commit of outcomes (the parent reads them five times a second):
                 # killed, the worker has told the parent of nothing the ledger does not have
                 for n, name in enumerate(_FIELDS):
                     counts[base + n] = getattr(recorded, name)
+
+            def held(progress: Progress) -> None:
+                counts[base + len(_FIELDS)] = math.ceil(progress.held_until)
 
             run = SendRun(
                 ledger,
@@ -117,6 +124,7 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, to_send: Any) -> Non
                 job.options,
                 signer=prepared.signer,
                 on_recorded=publish,
+                on_progress=held,
                 worker=worker_name(),
             )
             watcher = _StopWatcher(stop, run)
@@ -179,7 +187,7 @@ def run_pass(
     if terminating():  # SIGTERM came before this pass began: start no worker
         return RunResult(Progress(), interrupted=True, terminated=True)
     ctx = multiprocessing.get_context("spawn")
-    counts = ctx.Array("q", processes * len(_FIELDS), lock=False)
+    counts = ctx.Array("q", processes * _SLOTS, lock=False)
     stop = ctx.RawValue("b", 0)  # set (to why): every worker stops (see _StopWatcher)
     # each worker's outcome comes back on a pipe of its own, not a Queue: a Queue's locks
     # are named semaphores, which a `send` killed outright leaves to multiprocessing's
@@ -222,8 +230,11 @@ def run_pass(
             stop.value = _TERMINATED
 
     def total() -> Progress:
-        sums = [sum(counts[w * len(_FIELDS) + n] for w in range(processes)) for n in range(5)]
-        return Progress(**dict(zip(_FIELDS, sums, strict=True)))
+        sums = [sum(counts[w * _SLOTS + n] for w in range(processes)) for n in range(5)]
+        held = [counts[w * _SLOTS + len(_FIELDS)] for w in range(processes)]
+        return Progress(
+            **dict(zip(_FIELDS, sums, strict=True)), held_until=min(filter(None, held), default=0)
+        )
 
     def collect() -> None:
         while waiting:

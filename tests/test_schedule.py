@@ -422,8 +422,9 @@ def test_due_says_what_it_takes_up_and_when_the_hourly_cap_holds_it(workdir: Pat
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 143, err
         assert re.search(
-            r"issue 2017-11: resuming: 2 not yet sent, 1 deferred due for a retry; the hourly "
-            r"cap of 2 is reached: the next message may go in about 5[89] min\n", said
+            r"^issue 2017-11: resuming: 2 not yet sent, 1 deferred due for a retry\n"
+            r"issue 2017-11: the hourly cap of 2 is reached: the next message may go in about "
+            r"5[89] min\n", said, re.M
         ), said  # fmt: skip
         assert handler.copies("reader2@example.org") == 1  # its first copy only
         db.close()

@@ -993,6 +993,10 @@ def test_hourly_cap_holds_the_rest_back_until_resumed(workdir: Path) -> None:
         proc = _spawn_send(
             workdir, server.port, "--hourly-cap", "3", "--concurrency", "2", "--lease", "2"
         )
+        # in a log (no terminal), it says when the cap begins to hold it back
+        held = _read_until(proc, b"hourly cap of 3 is reached", 60).decode()
+        assert re.search(r"^the hourly cap of 3 is reached: the next message may go in about "
+                         r"(5[89] min|1 h)$", held, re.M), held  # fmt: skip
         deadline = time.monotonic() + 60
         while len(server.handler.received) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)

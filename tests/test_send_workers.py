@@ -403,3 +403,21 @@ def test_a_hosts_workers_begin_spread_evenly_from_its_starting_point() -> None:
     assert [share(SendOptions(), 4, n).start for n in range(4)] == [0, 0.25, 0.5, 0.75]
     # a joining host's own point (random) shifts all of its workers alike
     assert [share(SendOptions(start=0.3), 2, n).start for n in range(2)] == [0.15, 0.65]
+
+
+def test_workers_held_back_by_the_hourly_cap_say_so_in_a_log(workdir: Path) -> None:
+    from .test_send import _read_until
+
+    add_people(workdir, many(6))
+    with Server(Handler()) as server:
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "2",
+                      "--hourly-cap", "4")  # fmt: skip
+        said = _read_until(proc, b"hourly cap of 4 is reached", 60).decode()
+        assert _workers(proc.pid), "the send did not run in worker processes"
+        _wait_for(lambda: len(server.handler.received) >= 4, "the first four did not go")
+        time.sleep(0.5)  # give a wrongly uncapped worker the time to send more
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        assert re.search(r"^the hourly cap of 4 is reached: the next message may go in about "
+                         r"(5[89] min|1 h)$", said, re.M), said  # fmt: skip
+        assert len(server.handler.received) == 4
