@@ -87,6 +87,17 @@ def ledger_states(workdir: Path) -> dict[str, State]:
         ledger.close()
 
 
+def _started(workdir: Path, port: int) -> tuple[Any, campaign.Prepared, Ledger]:
+    """The settings, the prepared issue and its ledger of a send started in this process, as
+    `send --yes` starts one, for the campaign's functions to run."""
+    settings = load_settings(None, environ=env_for(workdir, port))
+    prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
+    ledger = Ledger(settings.db_path, DEMO_ISSUE)
+    with SqliteStore(settings.db_path) as store:
+        campaign.start(store, ledger, prepared, {})
+    return settings, prepared, ledger
+
+
 @pytest.mark.parametrize("pipelining", [False, True])
 def test_each_subscriber_gets_the_edition_of_their_language(workdir: Path, pipelining) -> None:
     ids = add_people(workdir)
@@ -168,11 +179,7 @@ def test_temporary_failures_and_dropped_connections_end_with_everyone_once(workd
         }
     )
     with Server(handler) as server:
-        settings = load_settings(None, environ=env_for(workdir, server.port))
-        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
-        ledger = Ledger(settings.db_path, DEMO_ISSUE)
-        with SqliteStore(settings.db_path) as store:
-            campaign.start(store, ledger, prepared, {})
+        settings, prepared, ledger = _started(workdir, server.port)
         options = SendOptions(concurrency=3, retry_backoff=0.05)
         result = campaign.run(prepared, ledger, options, wait=True)
         assert result.paused is None
@@ -425,11 +432,7 @@ def test_a_worker_counts_only_the_outcomes_the_ledger_took(workdir: Path) -> Non
 def test_a_worker_told_to_start_midway_sends_from_there_then_the_first_ones(workdir: Path):
     ids = add_people(workdir, many(12))
     with Server(Handler()) as server:
-        settings = load_settings(None, environ=env_for(workdir, server.port))
-        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
-        ledger = Ledger(settings.db_path, DEMO_ISSUE)
-        with SqliteStore(settings.db_path) as store:
-            campaign.start(store, ledger, prepared, {})
+        settings, prepared, ledger = _started(workdir, server.port)
         options = SendOptions(concurrency=1, start=0.5)  # as workers.share gives worker 1 of 2
         SendRun(ledger, prepared.transport, prepared.editions, prepared.personalise, options).run()
         ledger.close()
@@ -892,11 +895,7 @@ def test_ctrl_c_as_a_wait_is_announced_or_between_passes_is_taken_up(workdir: Pa
     # the windows are exact here, not a race: SIGINT arrives inside each stretch
     add_people(workdir, many(3))
     with Server(Handler(script={"reader2@example.org": ["451"] * 3})) as server:
-        settings = load_settings(None, environ=env_for(workdir, server.port))
-        prepared = campaign.prepare(settings, workdir / "issues" / DEMO_ISSUE)
-        ledger = Ledger(settings.db_path, DEMO_ISSUE)
-        with SqliteStore(settings.db_path) as store:
-            campaign.start(store, ledger, prepared, {})
+        settings, prepared, ledger = _started(workdir, server.port)
         options = SendOptions(concurrency=1, retry_backoff=3600)
         # while --wait announces its wait: only the waiting stops, the send is not held
         passes = _run_taking_ctrl_c(
