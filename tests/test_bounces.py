@@ -421,7 +421,10 @@ def test_malformed_large_and_undecodable_messages_are_one_line_each(workdir: Pat
 def test_bounce_settings_are_checked_and_the_password_never_shown(workdir: Path):
     cases = {
         "NEWSLETTER_BOUNCE_MAILBOX": ("ftp://x@mail.example.org", "must start with imaps://"),
-        "NEWSLETTER_BOUNCE_DOMAIN": ("not a domain", "must be a DNS name in ASCII (letters, digits, hyphens, dots)"),
+        "NEWSLETTER_BOUNCE_DOMAIN": (
+            "not a domain",
+            "must be a DNS name in ASCII (letters, digits, hyphens, dots)",
+        ),
     }
     for name, (value, problem) in cases.items():
         result = bounces(workdir, "list", **{name: value})
