@@ -27,11 +27,12 @@ from .bounces.book import Book as BounceBook
 from .bounces.book import Recorded
 from .build import build_issue
 from .config import Settings, format_duration
-from .delivery import Progress, RunResult, SendOptions, SendRun
+from .delivery import Progress, RunResult, SendOptions, SendRun, share_of
 from .editions import EDITIONS
 from .errors import DeliveryError
 from .fastmime import compile_edition
 from .ledger import Ledger, SendState, State, unfinished
+from .pacing import HOUR
 from .prepared import KEY_CHECK, Prepared, thaw
 from .render import Templates
 from .schedule import Book, Schedule, ScheduleState, changed, format_when, inputs
@@ -199,9 +200,8 @@ def run(
     telling `on_wait(when, how_many)`; `stop` (or Ctrl-C) ends the wait. Each time the
     hourly cap begins to hold the send back, `on_hold` gets a line that says so.
     """
-    watch = _CapWatch(on_progress, on_hold, options.hourly_cap)
     with shielded():  # SIGTERM: recorded, the pass winds down, the state set as it ends
-        return _passes(prepared, ledger, options, watch, wait, on_wait, stop)
+        return _passes(prepared, ledger, options, on_progress, wait, on_wait, on_hold, stop)
 
 
 def _passes(
@@ -211,6 +211,7 @@ def _passes(
     on_progress: Callable[[Progress], None],
     wait: bool,
     on_wait: Callable[[float, int], None],
+    on_hold: Callable[[str], None],
     stop: threading.Event | None,
 ) -> Passes:
     stop = stop or threading.Event()
@@ -221,14 +222,29 @@ def _passes(
         while True:
             # Ctrl-C: a pass takes it up itself while it sends; between passes it is noted,
             # so that no database call is cut in two, and taken up here
+            watch = on_progress
+            if options.hourly_cap:  # (each pass its own: a hold said in one is new in the next)
+                watch = _CapWatch(on_progress, on_hold, options.hourly_cap)
             with ctrl_c_noted() as pressed:
                 processes = workers.how_many(
                     options.workers, ledger.count_due(), options.concurrency, options.hourly_cap
                 )
+                single = None if processes > 1 else _single(prepared, ledger, options, watch)
             if pressed:  # nothing claimed yet
                 passes.interrupted = passes.held = True
                 break
-            result = _pass(prepared, ledger, options, on_progress, processes)
+            if single is None:
+                result = workers.run_pass(
+                    prepared.settings,
+                    prepared.issue_id,
+                    prepared.issue_dir,
+                    options,
+                    processes,
+                    watch,
+                    _last_hour(ledger, options, processes),
+                )
+            else:
+                result = single.run()
             with ctrl_c_noted() as pressed:
                 _add(passes.progress, result.progress)
                 result = _lapsed(result, ledger, options)
@@ -275,23 +291,23 @@ def _passes(
     return passes
 
 
-def _pass(
+def _last_hour(ledger: Ledger, options: SendOptions, processes: int) -> list[float]:
+    """What went in the last hour, for the cap's parts (every n-th to each worker), as it
+    is before the workers begin: one started a moment after the others must not count
+    their first messages against its own part (with a cap of 11 split 6 + 5, 9 went and
+    the send sat held for an hour)."""
+    if not options.hourly_cap:
+        return []
+    return ledger.sent_within(HOUR, processes * share_of(options.hourly_cap, (0, processes)))
+
+
+def _single(
     prepared: Prepared,
     ledger: Ledger,
     options: SendOptions,
     on_progress: Callable[[Progress], None],
-    processes: int,
-) -> RunResult:
-    """One pass over the ledger, by `processes` worker processes or in this one."""
-    if processes > 1:
-        return workers.run_pass(
-            prepared.settings,
-            prepared.issue_id,
-            prepared.issue_dir,
-            options,
-            processes,
-            on_progress,
-        )
+) -> SendRun:
+    """A pass in this process (its sending threads), made ready to run."""
     return SendRun(
         ledger,
         prepared.transport,
@@ -300,7 +316,7 @@ def _pass(
         options,
         on_progress=on_progress,
         signer=prepared.signer,
-    ).run()
+    )
 
 
 def _lapsed(result: RunResult, ledger: Ledger, options: SendOptions) -> RunResult:
@@ -482,26 +498,42 @@ def _cap_line(cap: int, wait: float) -> str:
     )
 
 
+# A hold shorter than this is the cap's ordinary pace once an hour has gone (each message
+# waits for the one sent an hour earlier), not a silence worth a line
+_HOLD_WORTH_SAYING = 60.0
+# ...nor one that did not last this long: with workers, one held while the last messages of
+# the others go, or a held worker about to find nothing left
+_HOLD_STEADY = 3.0
+
+
 class _CapWatch:
-    """Passes the progress on, and says once, each time the hourly cap begins to hold the
-    send back, in about how long the next message may go: else a send in a log (a timer,
-    a redirect) sits silent, up to an hour. (Outcomes come from several threads.)"""
+    """Passes the progress on, and says once, each time the hourly cap holds a pass back
+    for long, in about how long the next message may go: else a send in a log (a timer, a
+    redirect) sits silent, up to an hour. Outcomes come from several threads; while held,
+    the pass reports its progress five times a second."""
 
     def __init__(self, on_progress: Callable[[Progress], None], on_hold: Callable[[str], None],
                  cap: int) -> None:  # fmt: skip
         self.on_progress, self.on_hold, self.cap = on_progress, on_hold, cap
-        self.held = False
+        self.since = 0.0  # when this hold was first seen (monotonic), 0 when not held
+        self.said = False  # this hold has had its line
         self.lock = threading.Lock()
 
     def __call__(self, progress: Progress) -> None:
         self.on_progress(progress)
-        held = bool(progress.held_until)
+        until = progress.held_until  # (once: another thread may change it)
+        if not until and not self.since:
+            return  # not held: what nearly every message sees
         with self.lock:
-            if held == self.held:
+            if not until:
+                self.since, self.said = 0.0, False
                 return
-            self.held = held
-        if held:
-            self.on_hold(_cap_line(self.cap, progress.held_until - time.time()))
+            now, wait = time.monotonic(), until - time.time()
+            self.since = self.since or now
+            if self.said or now - self.since < _HOLD_STEADY or wait < _HOLD_WORTH_SAYING:
+                return
+            self.said = True
+        self.on_hold(_cap_line(self.cap, wait))
 
 
 def _what_is_due(ledger: Ledger, now: float) -> str:

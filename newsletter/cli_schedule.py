@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import click
@@ -36,6 +37,11 @@ def due(app: AppContext) -> None:
         raise SystemExit(worst)
 
 
+def _say_held(issue: str, line: str) -> None:
+    with contextlib.suppress(OSError):  # (a log that cannot be written stops no send)
+        click.echo(f"issue {issue}: {line}")
+
+
 def _due(settings: Settings) -> Exit:
     # a timer started in the wrong folder would otherwise make an empty list and send nothing
     need_db(settings, "from a timer: check its WorkingDirectory")
@@ -61,7 +67,7 @@ def _due(settings: Settings) -> Exit:
                 store,
                 time.time(),
                 on_start=on_start,
-                on_hold=lambda issue, line: click.echo(f"issue {issue}: {line}"),
+                on_hold=_say_held,
             )
     finally:
         lock.__exit__(None, None, None)
@@ -78,7 +84,7 @@ def _due(settings: Settings) -> Exit:
         if item.action == "started":
             rebuild_archive(settings, item.issue_dir)
         p = item.passes.progress
-        line = f"issue {item.issue_id}: {p.sent:,} sent, {p.deferred:,} deferred"
+        line = f"issue {item.issue_id}: {p.sent:,} sent, {p.deferred:,} temporary refusal(s)"
         line += f", {p.failed:,} failed, {p.uncertain:,} uncertain"
         if item.report and item.report.next_retry is not None:
             line += f"; {item.report.total(State.DEFERRED):,} to retry, next "

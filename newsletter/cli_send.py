@@ -5,6 +5,7 @@ The send itself is `campaign`'s; this module only talks to the person at the ter
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -155,7 +156,8 @@ class _Bar:
         """The hourly cap holds the send back: on a terminal the bar says so; elsewhere (a
         log) this line, or the send would sit silent, up to an hour."""
         if not self.live:
-            click.echo(line)
+            with contextlib.suppress(OSError):  # (a log that cannot be written stops no send)
+                click.echo(line)
 
     def __call__(self, p: Progress, final: bool = False) -> None:
         now = time.monotonic()

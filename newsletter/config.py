@@ -253,8 +253,8 @@ def _unaligned(dkim: DkimSettings, from_addr: Mapping[str, str]) -> tuple[str, .
         return (
             f"the From address {shown} is not under the domain messages are signed for "
             f"({PREFIX}DKIM_DOMAIN={dkim.domain}): {harm}; set {' and '.join(off)} to an "
-            f"address under {kept}, or set {PREFIX}DKIM_DOMAIN={moved} and {others} to an "
-            f"address under it",
+            f"address under {kept}, or set {PREFIX}DKIM_DOMAIN={moved} (publishing the key's "
+            f"DNS record there) and {others} to an address under it",
         )
     return (
         f"{PREFIX}DKIM_DOMAIN={dkim.domain} matches none of the From addresses {shown}, "
@@ -435,6 +435,7 @@ def load_settings(
     if get("LIST_ID") and not DNS_NAME.fullmatch(get("LIST_ID")):
         raise fail("LIST_ID", "must look like a domain name, e.g. news.example.org")
     dkim = {name: get(f"DKIM_{name}") for name in ("KEY", "SELECTOR", "DOMAIN")}
+    dkim["DOMAIN"] = dkim["DOMAIN"].rstrip(".")  # (the same name: d= takes it without)
     if any(dkim.values()):
         missing = [name for name, value in dkim.items() if not value]
         if missing:  # else messages would go unsigned without a word
@@ -710,9 +711,10 @@ def _dns_name_problem(value: str, example: str) -> str:
     """Why a name is not a DNS name in ASCII, with the fix: its IDNA form, when it has one."""
     if not value.isascii() and _ascii_domain(value):
         return f"must be written in ASCII, as DNS has it: {_ascii_domain(value)}"
-    if value.endswith("."):
-        return f"must not end with a dot: {value.rstrip('.')}"
-    return f"must be a DNS name in ASCII (letters, digits, hyphens, dots), e.g. {example}"
+    return (
+        "must be a DNS name in ASCII: labels of letters, digits and hyphens between dots, "
+        f"e.g. {example}"
+    )
 
 
 def _ascii_domain(domain: str) -> str:

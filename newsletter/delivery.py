@@ -26,7 +26,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .config import format_duration
@@ -196,7 +196,12 @@ class SendRun:
         limiter: Limiter | None = None,
         worker: str | None = None,
         stop: threading.Event | None = None,
+        sent_ago: Sequence[float] | None = None,
     ):
+        """`sent_ago`: how long ago each of the last messages of the hour went, the longest
+        ago first, as the parent measured it before its workers began (else asked of the
+        ledger now: a worker started a moment after the others would count their messages
+        against its own part of the cap)."""
         self.signer = signer
         self.ledger = ledger
         self.transport = transport
@@ -229,7 +234,11 @@ class SendRun:
         # what went in the last hour counts against the cap from when it went (a worker
         # takes its share of them, every n-th); only the last `cap` of them can hold any back
         slot, n = options.part
-        last_hour = ledger.sent_within(HOUR, n * options.hourly_cap) if options.hourly_cap else []
+        last_hour = sent_ago
+        if last_hour is None:
+            last_hour = (
+                ledger.sent_within(HOUR, n * options.hourly_cap) if options.hourly_cap else []
+            )
         self.limiter = limiter or Limiter(options.rate, options.hourly_cap, last_hour[slot::n])
         self.paced = bool(self.limiter.interval or self.limiter.cap)  # see paced()
         self.lease_until = 0.0  # by this process's monotonic clock, with a margin
@@ -343,6 +352,16 @@ class SendRun:
             self._mark(batch)
         self.progress.held_until = self.limiter.held_until
         self.on_progress(self.progress)
+
+    def _tell_progress(self) -> None:
+        """From the main thread: a display that fails (a full disk, a closed pipe) stops
+        the pass as an error would, its messages in flight finished and recorded."""
+        try:
+            self.on_progress(self.progress)
+        except Exception as exc:  # noqa: BLE001 - raised once the threads have ended
+            with self.lock:
+                self.errors.append(exc)
+            self.stop.set()
 
     def _mark(self, batch: list[Outcome]) -> None:
         """Record outcomes taken out of the list, outside the lock; if that fails (the
@@ -756,10 +775,12 @@ class SendRun:
                 for t in threads:
                     t.start()
             while not self.all_done.wait(0.2):
-                if self.limiter.held_until != self.progress.held_until:
-                    # held back by the hourly cap, or let go: told now, not at the next outcome
-                    self.progress.held_until = self.limiter.held_until
-                    self.on_progress(self.progress)
+                held = self.limiter.held_until
+                if held or held != self.progress.held_until:
+                    # held back by the hourly cap (told five times a second, as no outcome
+                    # comes), or let go: told now, not at the next outcome
+                    self.progress.held_until = held
+                    self._tell_progress()
                 if terminating() and not terminated:
                     # SIGTERM: as on Ctrl-C, the messages in flight finish and are recorded
                     interrupted = terminated = True

@@ -56,9 +56,8 @@ class Limiter:
                     if delay == 0.0:
                         self.next_slot = max(now, self.next_slot) + self.interval
                         return not stop.is_set()
-            if stop.wait(min(delay, 1.0)):
-                return False
-            if delay > 1.0 and pointless():
+            if stop.wait(min(delay, 1.0)) or (delay > 1.0 and pointless()):
+                self.held_until = 0.0  # (no longer held: stopping)
                 return False
 
 

@@ -65,8 +65,9 @@ def shielded() -> Iterator[None]:
 @contextlib.contextmanager
 def ctrl_c_noted() -> Iterator[list[int]]:
     """A stretch Ctrl-C must not cut in two (threads half started, outcomes half recorded):
-    a Ctrl-C in it is only noted in the list it gives. Where Ctrl-C does not raise (a
-    worker process, another thread, someone else's handler), it changes nothing."""
+    a Ctrl-C in it is only noted in the list it gives. Outside the main thread, or where
+    Ctrl-C does not raise KeyboardInterrupt (ignored, someone else's handler), it changes
+    nothing."""
     pressed: list[int] = []
     if (
         threading.current_thread() is not threading.main_thread()

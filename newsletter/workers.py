@@ -23,7 +23,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ _FIELDS = ("sent", "failed", "deferred", "uncertain", "skipped")
 # each worker's place in the shared array: its counts, then until when (epoch seconds) the
 # hourly cap holds it back, 0 when it does not
 _SLOTS = len(_FIELDS) + 1
+_ENDED = -1  # (in that place: the worker's pass is over, whether held or not)
 # why the parent asks every worker to stop (its shared `stop` flag), and what status says
 _OTHERS, _INTERRUPTED, _TERMINATED = 1, 2, 3
 _TOLD = {
@@ -91,6 +92,10 @@ class _Job:
     options: SendOptions
     slot: int
     parent: int  # the process that started the worker
+    # the hour's messages as the parent saw them before any worker began: how long ago
+    # each went (the longest ago first), at `measured` (epoch seconds)
+    sent_ago: tuple[float, ...] = ()
+    measured: float = 0.0
 
 
 def _child(job: _Job, counts: SynchronizedArray, stop: Any, to_send: Any) -> None:
@@ -124,11 +129,15 @@ def _child(job: _Job, counts: SynchronizedArray, stop: Any, to_send: Any) -> Non
                 job.options,
                 signer=prepared.signer,
                 on_recorded=publish,
-                on_progress=held,
+                on_progress=held if job.options.hourly_cap else lambda p: None,
                 worker=worker_name(),
+                sent_ago=[ago + time.time() - job.measured for ago in job.sent_ago],
             )
             watcher = _StopWatcher(stop, run)
-            result = run.run()
+            try:
+                result = run.run()
+            finally:
+                counts[base + len(_FIELDS)] = _ENDED
             watcher.done = True
             outcome.update(
                 paused=result.paused,
@@ -181,36 +190,47 @@ def run_pass(
     options: SendOptions,
     processes: int,
     on_progress: Callable[[Progress], None] = lambda p: None,
+    sent_ago: Sequence[float] = (),
 ) -> RunResult:
-    """One pass over the ledger in `processes` worker processes; like SendRun.run."""
+    """One pass over the ledger in `processes` worker processes; like SendRun.run.
+    `sent_ago`: the last hour's messages, for the hourly cap (Ledger.sent_within), as
+    they were before the workers began."""
+    measured = time.time()
     # (called inside campaign.run's shielded(): SIGTERM is recorded, seen by stopping())
     if terminating():  # SIGTERM came before this pass began: start no worker
         return RunResult(Progress(), interrupted=True, terminated=True)
-    ctx = multiprocessing.get_context("spawn")
-    counts = ctx.Array("q", processes * _SLOTS, lock=False)
-    stop = ctx.RawValue("b", 0)  # set (to why): every worker stops (see _StopWatcher)
-    # each worker's outcome comes back on a pipe of its own, not a Queue: a Queue's locks
-    # are named semaphores, which a `send` killed outright leaves to multiprocessing's
-    # resource tracker, and it warned of them in two lines of its own
-    pipes = [ctx.Pipe(duplex=False) for _ in range(processes)]
-    children = [
-        ctx.Process(
-            target=_child,
-            args=(
-                _Job(
-                    settings, issue_id, str(issue_dir), share(options, processes, n), n, os.getpid()
-                ),  # fmt: skip
-                counts,
-                stop,
-                pipes[n][1],
-            ),
-            name=f"send-worker-{n}",
-        )
-        for n in range(processes)
-    ]
     interrupted = terminated = False
     try:
-        with ctrl_c_deferred():  # (not with some started and the others not)
+        with ctrl_c_deferred():  # (not with some made or started and the others not)
+            ctx = multiprocessing.get_context("spawn")
+            counts = ctx.Array("q", processes * _SLOTS, lock=False)
+            stop = ctx.RawValue("b", 0)  # set (to why): every worker stops (see _StopWatcher)
+            # each worker's outcome comes back on a pipe of its own, not a Queue: a Queue's
+            # locks are named semaphores, which a `send` killed outright leaves to
+            # multiprocessing's resource tracker, and it warned of them in two lines of its own
+            pipes = [ctx.Pipe(duplex=False) for _ in range(processes)]
+            children = [
+                ctx.Process(
+                    target=_child,
+                    args=(
+                        _Job(
+                            settings,
+                            issue_id,
+                            str(issue_dir),
+                            share(options, processes, n),
+                            n,
+                            os.getpid(),
+                            tuple(sent_ago),
+                            measured,
+                        ),
+                        counts,
+                        stop,
+                        pipes[n][1],
+                    ),
+                    name=f"send-worker-{n}",
+                )
+                for n in range(processes)
+            ]
             for child in children:
                 child.start()
     except KeyboardInterrupt:  # those that got it too finish their messages, then report
@@ -231,10 +251,10 @@ def run_pass(
 
     def total() -> Progress:
         sums = [sum(counts[w * _SLOTS + n] for w in range(processes)) for n in range(5)]
-        held = [counts[w * _SLOTS + len(_FIELDS)] for w in range(processes)]
-        return Progress(
-            **dict(zip(_FIELDS, sums, strict=True)), held_until=min(filter(None, held), default=0)
-        )
+        # held by the cap only when every worker still sending is: else messages still go
+        running = [h for w in range(processes) if (h := counts[w * _SLOTS + len(_FIELDS)]) >= 0]
+        held = min(running) if running and all(running) else 0
+        return Progress(**dict(zip(_FIELDS, sums, strict=True)), held_until=held)
 
     def collect() -> None:
         while waiting:

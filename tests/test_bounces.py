@@ -423,7 +423,7 @@ def test_bounce_settings_are_checked_and_the_password_never_shown(workdir: Path)
         "NEWSLETTER_BOUNCE_MAILBOX": ("ftp://x@mail.example.org", "must start with imaps://"),
         "NEWSLETTER_BOUNCE_DOMAIN": (
             "not a domain",
-            "must be a DNS name in ASCII (letters, digits, hyphens, dots)",
+            "must be a DNS name in ASCII: labels of letters, digits and hyphens between dots",
         ),
     }
     for name, (value, problem) in cases.items():

@@ -88,10 +88,6 @@ BAD_SETTINGS = {
         "error: NEWSLETTER_DKIM_DOMAIN='brèves.example.org': must be written in ASCII, as DNS "
         "has it: xn--brves-5ra.example.org",
     ),
-    "1: a DKIM domain ending with a dot": (
-        {**DKIM, "NEWSLETTER_DKIM_DOMAIN": "example.org."},
-        "error: NEWSLETTER_DKIM_DOMAIN='example.org.': must not end with a dot: example.org",
-    ),
     "1: a bounce domain not in its ASCII form": (
         {"NEWSLETTER_BOUNCE_DOMAIN": "rebonds.brèves.example.org"},
         "error: NEWSLETTER_BOUNCE_DOMAIN='rebonds.brèves.example.org': must be written in "
@@ -196,6 +192,11 @@ def test_a_signed_message_has_one_signature_and_no_other_new_header(workdir: Pat
         assert plain.keys()[0] == "Return-Path"
         assert signed.keys() == ["Return-Path", "DKIM-Signature", *plain.keys()[1:]]
         assert "Bcc" not in signed and "s=news2017;" in signed["DKIM-Signature"]
+
+
+def test_a_dkim_domain_written_with_its_final_dot_signs_for_the_same_name() -> None:
+    env = {**DKIM, "NEWSLETTER_DKIM_DOMAIN": "example.org."}
+    assert load_settings(None, environ=env).dkim.domain == "example.org"
 
 
 # --- 2: List-Id is built by the stdlib, whatever the sender's name holds ------------------

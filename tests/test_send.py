@@ -671,8 +671,8 @@ def test_a_dkim_domain_dmarc_would_not_align_with_from_is_warned_of(workdir, tmp
         "the domain messages are signed for (NEWSLETTER_DKIM_DOMAIN=example.org): receivers "
         "that check DMARC do not count a signature of another domain, and may refuse these "
         "messages or file them as spam; set NEWSLETTER_FROM_FR to an address under "
-        "example.org, or set NEWSLETTER_DKIM_DOMAIN=example.net and NEWSLETTER_FROM_EN to an "
-        "address under it"
+        "example.org, or set NEWSLETTER_DKIM_DOMAIN=example.net (publishing the key's DNS "
+        "record there) and NEWSLETTER_FROM_EN to an address under it"
     )
     (neither,) = warnings("example.com", NEWSLETTER_FROM_FR="nouvelles@example.net")
     assert neither.startswith("warning: NEWSLETTER_DKIM_DOMAIN=example.com matches none of ")
@@ -992,7 +992,7 @@ def test_hourly_cap_holds_the_rest_back_until_resumed(workdir: Path) -> None:
         proc = _spawn_send(
             workdir, server.port, "--hourly-cap", "3", "--concurrency", "2", "--lease", "2"
         )
-        # in a log (no terminal), it says when the cap begins to hold it back
+        # in a log (no terminal), it says when the cap begins to hold it back (once)
         held = _read_until(proc, b"hourly cap of 3 is reached", 60).decode()
         assert re.search(r"^the hourly cap of 3 is reached: the next message may go in about "
                          r"(5[89] min|1 h)$", held, re.M), held  # fmt: skip
@@ -1009,6 +1009,7 @@ def test_hourly_cap_holds_the_rest_back_until_resumed(workdir: Path) -> None:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
+        assert (held + out.decode()).count("hourly cap") == 1, held + out.decode()
         states = ledger_states(workdir)
         assert sum(s is State.SENT for s in states.values()) == 3
         assert sum(s is State.PENDING for s in states.values()) == 2
@@ -1187,3 +1188,23 @@ def test_the_overview_shows_claimed_rows_apart_from_those_never_tried(workdir: P
     cells = dict(zip(header.split()[-6:], row.split()[-6:], strict=True))
     assert cells == {"sent": "0", "pending": "3", "sending": "2", "deferred": "0",
                      "failed": "0", "uncertain": "0"}  # fmt: skip
+
+
+def test_the_cap_watch_says_a_long_hold_once_and_the_caps_pace_never(monkeypatch) -> None:
+    from newsletter.delivery import Progress
+
+    monkeypatch.setattr(campaign, "_HOLD_STEADY", 0.0)  # (3 s in a send: see the tests above)
+    said: list[str] = []
+    seen: list[Progress] = []
+    watch = campaign._CapWatch(seen.append, said.append, 100)
+    now = time.time()
+    for _ in range(5):  # the cap's pace after an hour: each message held a moment
+        watch(Progress(sent=1, held_until=now + 2))
+        watch(Progress(sent=1))
+    assert said == [] and len(seen) == 10  # (the progress itself always passed on)
+    for _ in range(5):  # held for most of an hour, reported five times a second
+        watch(Progress(held_until=now + 3000))
+    assert said == ["the hourly cap of 100 is reached: the next message may go in about 49 min"]
+    watch(Progress())
+    watch(Progress(held_until=now + 3000))  # let go, then held again: a new line
+    assert len(said) == 2

@@ -417,7 +417,23 @@ def test_workers_held_back_by_the_hourly_cap_say_so_in_a_log(workdir: Path) -> N
         _wait_for(lambda: len(server.handler.received) >= 4, "the first four did not go")
         time.sleep(0.5)  # give a wrongly uncapped worker the time to send more
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=30)
         assert re.search(r"^the hourly cap of 4 is reached: the next message may go in about "
                          r"(5[89] min|1 h)$", said, re.M), said  # fmt: skip
+        assert (said + out).count("hourly cap of 4 is reached") == 1, said + out
         assert len(server.handler.received) == 4
+
+
+def test_a_worker_at_its_part_of_the_cap_while_the_others_finish_says_nothing(workdir) -> None:
+    # a cap of 11 split 6 + 5: one worker may reach its 5 while the other sends the last
+    # messages; the send as a whole is never held, so no line says it is. (And the worker
+    # started a moment later does not count the other's first messages against its own
+    # part: it did, and with 9 sent the send sat held for an hour.)
+    add_people(workdir, many(10))
+    with Server(Handler()) as server:
+        proc = _spawn(workdir, server.port, "--workers", "2", "--concurrency", "2",
+                      "--hourly-cap", "11")  # fmt: skip
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "hourly cap" not in out, out
+        assert len(server.handler.received) == 10
