@@ -350,8 +350,7 @@ class SendRun:
                 batch, self.outcomes, self.flushed_at = self.outcomes, [], now
         if batch:
             self._mark(batch)
-        self.progress.held_until = self.limiter.held_until
-        self.on_progress(self.progress)
+        self.on_progress(self.progress)  # (held_until: the main loop keeps it, not each outcome)
 
     def _tell_progress(self) -> None:
         """From the main thread: a display that fails (a full disk, a closed pipe) stops
