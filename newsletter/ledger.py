@@ -122,6 +122,8 @@ class SendInfo:
 
 # The columns a Delivery is read from, in its order: every query that makes one selects
 # these (a claim returns them), and _delivery reads them by position.
+# a row a claim takes (SQLite; given `now`)
+_DUE = "state = 'pending' OR (state = 'deferred' AND next_attempt <= ?)"
 _CLAIMED = (
     "subscriber_id, email, name, edition, state, attempts, last_reply, message_id,"
     " next_attempt, first_attempt"
@@ -552,23 +554,29 @@ class Ledger:
             picked = conn.execute(
                 f"SELECT {_CLAIMED}, (SELECT s.status = 'active' FROM subscribers s"
                 " WHERE s.id = d.subscriber_id) FROM deliveries d WHERE issue_id = ?"
-                " AND subscriber_id > ? AND (state = 'pending' OR (state = 'deferred'"
-                " AND next_attempt <= ?)) ORDER BY subscriber_id LIMIT ?",
+                f" AND subscriber_id > ? AND ({_DUE}) ORDER BY subscriber_id LIMIT ?",
                 (self.issue_id, after, now, k),
             ).fetchall()
             if not picked:
                 return Claim([], 0, 0, recorded)
             claimed = [_taken(r, now) for r in picked if r[10]]
-            ids = [d.subscriber_id for d in claimed]
-            if ids:
+            left = [r[0] for r in picked if not r[10]]  # people who have left meanwhile
+            if claimed:
+                # Mostly every row picked is claimed: they are all the due rows from the
+                # first id to the last, and a range takes them at a fifth less CPU than a
+                # list of ids (which SQLite sorts into a temporary index first).
+                if left:
+                    which = f"IN ({','.join('?' * len(claimed))})"
+                    bounds = [d.subscriber_id for d in claimed]
+                else:
+                    which = f"BETWEEN ? AND ? AND ({_DUE})"
+                    bounds = [picked[0][0], picked[-1][0], now]
                 conn.execute(
                     "UPDATE deliveries SET state = 'sending', owner = ?, lease_until = ?,"
                     " attempts = attempts + 1, first_attempt = coalesce(first_attempt, ?),"
-                    " updated_at = ? WHERE issue_id = ?"
-                    f" AND subscriber_id IN ({','.join('?' * len(ids))})",
-                    (worker, now + lease, now, stamp, self.issue_id, *ids),
+                    f" updated_at = ? WHERE issue_id = ? AND subscriber_id {which}",
+                    (worker, now + lease, now, stamp, self.issue_id, *bounds),
                 )
-            left = [r[0] for r in picked if not r[10]]  # people who have left meanwhile
             if left:
                 conn.execute(
                     "UPDATE deliveries SET state = 'skipped', updated_at = ?,"
@@ -669,22 +677,26 @@ class Ledger:
     def _marked_sqlite(
         self, conn: Any, worker: str, outcomes: Sequence[Outcome], stamp: str
     ) -> int:
-        """One UPDATE for up to _MARKS_AT_ONCE outcomes, joined to them by key (VALUES): half
-        the CPU a row of one UPDATE an outcome (executemany). Returns the rows changed."""
+        """One UPDATE for each kind of outcome in the batch (its state and retry time: mostly
+        one, sent), by key, each row's reply picked by a CASE on its id: three quarters of
+        the CPU of joining the rows to a VALUES list, half of one UPDATE an outcome
+        (executemany). Returns the rows changed."""
+        kinds: dict[tuple[str, float], list[Outcome]] = {}
+        for o in outcomes:
+            kinds.setdefault((o.state, o.next_attempt), []).append(o)
         done = 0
-        for n in range(0, len(outcomes), _MARKS_AT_ONCE):
-            some = outcomes[n : n + _MARKS_AT_ONCE]
-            params: list[Any] = [stamp]
-            for o in some:
-                params += (o.subscriber_id, o.state.value, o.reply[:500], o.next_attempt)
-            done += conn.execute(
-                "UPDATE deliveries SET updated_at = ?, state = v.column2, last_reply = v.column3,"
-                " next_attempt = v.column4, owner = NULL, lease_until = NULL"
-                f" FROM (VALUES {','.join(['(?,?,?,?)'] * len(some))}) AS v"
-                " WHERE issue_id = ? AND subscriber_id = v.column1 AND +state = 'sending'"
-                " AND owner = ?",
-                (*params, self.issue_id, worker),
-            ).rowcount
+        for (state, next_attempt), alike in kinds.items():
+            for n in range(0, len(alike), _MARKS_AT_ONCE):
+                some = alike[n : n + _MARKS_AT_ONCE]
+                replies = [x for o in some for x in (o.subscriber_id, o.reply[:500])]
+                done += conn.execute(
+                    "UPDATE deliveries SET updated_at = ?, state = ?, next_attempt = ?,"
+                    " owner = NULL, lease_until = NULL, last_reply = CASE subscriber_id"
+                    f" {' '.join(['WHEN ? THEN ?'] * len(some))} END WHERE issue_id = ?"
+                    " AND +state = 'sending' AND owner = ?"
+                    f" AND subscriber_id IN ({','.join('?' * len(some))})",
+                    (stamp, state, next_attempt, *replies, self.issue_id, worker, *replies[::2]),
+                ).rowcount
         return done
 
     def release(self, worker: str, subscriber_ids: Iterable[int]) -> None:
@@ -918,7 +930,9 @@ def _pg_quoted(text: str) -> str:
 
 
 _IDS_AT_ONCE = 500  # ids in one SQLite statement (it takes 32,766 values since 3.32)
-_MARKS_AT_ONCE = _IDS_AT_ONCE // 4  # outcomes in one (four values each)
+# outcomes in one: each row's reply is looked for in a CASE of them all, so CPU a row grows
+# with their number (a fifth more at 125 than at 64)
+_MARKS_AT_ONCE = 64
 
 # The claim's own parts (see _PG_CLAIM below): the rows picked, and each made ours.
 _PG_PICK = f"""

@@ -352,23 +352,43 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
 
 
 def test_sqlite_claims_and_marks_each_row_by_key(tmp_path: Path) -> None:
-    # the outcomes go in one UPDATE joined to them (VALUES): each row found by its key
+    # the outcomes go in one UPDATE for each kind (state and retry time), each row found
+    # by its key and given its own reply; the claim takes its rows by a range of keys
     where = tmp_path / "list.db"
     _start(where, 30)
     ledger = Ledger(where, ISSUE)
     try:
         rows, cursor, _, _ = ledger.claim("a", 10, 60.0, 0)
-        done = [Outcome(d.subscriber_id, State.SENT, "250") for d in rows]
+        kinds = [(State.SENT, 0.0)] * 6 + [(State.DEFERRED, 5e9), (State.FAILED, 0.0)] * 2
+        done = [Outcome(d.subscriber_id, state, f"{d.subscriber_id} said {n}", retry)
+                for n, (d, (state, retry)) in enumerate(zip(rows, kinds, strict=True))]  # fmt: skip
+        done.pop()  # one still held: it stays sending
         claim, plans = _plans(
             ledger.conn, lambda: ledger.claim("a", 10, 60.0, cursor, outcomes=done)
         )
-        assert claim.recorded == {d.subscriber_id for d in rows} and len(claim.rows) == 10
+        assert claim.recorded == {o.subscriber_id for o in done} and len(claim.rows) == 10
+        stored = {
+            r[0]: tuple(r[1:])
+            for r in ledger.conn.execute(
+                "SELECT subscriber_id, state, last_reply, next_attempt FROM deliveries"
+                " WHERE issue_id = ?",
+                (ISSUE,),
+            )
+        }
     finally:
         ledger.close()
-    marks = [plan for sql, plan in plans.items() if "VALUES" in sql]
-    assert (
-        len(marks) == 1 and "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND " in (marks[0])
-    ), plans
+    for o in done:
+        assert stored[o.subscriber_id] == (o.state, o.reply, o.next_attempt), o
+    assert stored[rows[-1].subscriber_id][0] == State.SENDING
+    assert [stored[d.subscriber_id][0] for d in claim.rows] == [State.SENDING] * 10
+    marks = [plan for sql, plan in plans.items() if "CASE subscriber_id" in sql]
+    assert len(marks) == 3, plans  # sent, deferred (at one time), failed
+    for plan in marks:
+        assert "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND subscriber_id=?)" in plan
+    taken = [plan for sql, plan in plans.items() if "SET state = 'sending'" in sql]
+    assert taken == [
+        "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND subscriber_id>? AND subscriber_id<?)"
+    ], plans
     for sql, plan in plans.items():
         assert "SCAN d " not in f"{plan} " and "SCAN deliveries" not in plan, (sql, plan)
 
@@ -626,6 +646,8 @@ def test_an_unsubscribe_skips_the_pending_rows_in_the_same_commit(db_where) -> N
         # a person removed after the list was fixed is skipped by the claim itself
         assert [d.subscriber_id for d in claim.rows] == [ids[0], ids[2]]
         assert claim.skipped == 1
+        # by their ids: the one removed between them is not taken with them
+        assert {d.subscriber_id for d in ledger.in_state(State.SENDING)} == {ids[0], ids[2]}
     finally:
         ledger.close()
 
