@@ -383,8 +383,11 @@ def test_sqlite_claims_and_marks_each_row_by_key(tmp_path: Path) -> None:
     assert [stored[d.subscriber_id][0] for d in claim.rows] == [State.SENDING] * 10
     marks = [plan for sql, plan in plans.items() if "CASE subscriber_id" in sql]
     assert len(marks) == 3, plans  # sent, deferred (at one time), failed
-    for plan in marks:
-        assert "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND subscriber_id=?)" in plan
+    for plan in marks:  # ids close together: the range between the first and the last
+        assert (
+            "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND subscriber_id>? AND"
+            " subscriber_id<?)" in plan
+        ), plan
     taken = [plan for sql, plan in plans.items() if "SET state = 'sending'" in sql]
     assert taken == [
         "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND subscriber_id>? AND subscriber_id<?)"
@@ -632,6 +635,31 @@ def test_a_claim_the_server_rolls_back_in_a_deadlock_is_done_again(pg_url) -> No
         other.close()
         watch.close()
         ledger.close()
+
+
+def test_sqlite_marks_outcomes_far_apart_each_by_its_key(tmp_path: Path) -> None:
+    # a batch whose rows are far apart (a retry from the start of the list beside the rows
+    # of the end): each looked up by its key, not a walk over every row between them
+    where = tmp_path / "list.db"
+    _start(where, 60)
+    ledger = Ledger(where, ISSUE)
+    try:
+        first, _, _, _ = ledger.claim("a", 2, 60.0, 0)
+        last, _, _, _ = ledger.claim("a", 2, 60.0, first[-1].subscriber_id + 50)
+        ledger.claim("b", 3, 60.0, first[-1].subscriber_id)  # held by another between
+        done = [Outcome(d.subscriber_id, State.SENT, f"250 {d.subscriber_id}")
+                for d in first + last]  # fmt: skip
+        recorded, plans = _plans(ledger.conn, lambda: ledger.mark("a", done))
+        assert recorded == {o.subscriber_id for o in done}
+        assert {d.subscriber_id: d.last_reply for d in ledger.in_state(State.SENT)} == {
+            o.subscriber_id: o.reply for o in done
+        }
+        assert len(ledger.in_state(State.SENDING)) == 3  # b's, untouched
+    finally:
+        ledger.close()
+    (plan,) = [plan for sql, plan in plans.items() if "CASE subscriber_id" in sql]
+    assert "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND subscriber_id=?)" in plan
+    assert "subscriber_id>?" not in plan
 
 
 def test_an_unsubscribe_skips_the_pending_rows_in_the_same_commit(db_where) -> None:
