@@ -50,6 +50,13 @@ def _start(where, n: int) -> list[int]:
     return ids
 
 
+def _sqlite_ledger(tmp_path: Path, n: int) -> Ledger:
+    """The ledger of a send to n readers, in a SQLite file of its own."""
+    where = tmp_path / "list.db"
+    _start(where, n)
+    return Ledger(where, ISSUE)
+
+
 def _states(where) -> dict[State, int]:
     ledger = Ledger(where, ISSUE)
     try:
@@ -321,9 +328,7 @@ def _plans(conn, call: Callable[[], Any]) -> tuple[Any, dict[str, str]]:
 def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: Path) -> None:
     # what status and the end of a send ask for: without these indexes (or with SQLite's
     # planner choosing the primary key), each question walked every row of the issue
-    where = tmp_path / "list.db"
-    _start(where, 40)
-    ledger = Ledger(where, ISSUE)
+    ledger = _sqlite_ledger(tmp_path, 40)
     try:
         rows, _, _, _ = ledger.claim("a", 8, 60.0, 0, now=1000.0)
         states = [State.FAILED, State.UNCERTAIN, State.DEFERRED, State.SENT]
@@ -354,9 +359,7 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
 def test_sqlite_claims_and_marks_each_row_by_key(tmp_path: Path) -> None:
     # the outcomes go in one UPDATE for each kind (state and retry time), each row found
     # by its key and given its own reply; the claim takes its rows by a range of keys
-    where = tmp_path / "list.db"
-    _start(where, 30)
-    ledger = Ledger(where, ISSUE)
+    ledger = _sqlite_ledger(tmp_path, 30)
     try:
         rows, cursor, _, _ = ledger.claim("a", 10, 60.0, 0)
         kinds = [(State.SENT, 0.0)] * 6 + [(State.DEFERRED, 5e9), (State.FAILED, 0.0)] * 2
@@ -640,9 +643,7 @@ def test_a_claim_the_server_rolls_back_in_a_deadlock_is_done_again(pg_url) -> No
 def test_sqlite_marks_outcomes_far_apart_each_by_its_key(tmp_path: Path) -> None:
     # a batch whose rows are far apart (a retry from the start of the list beside the rows
     # of the end): each looked up by its key, not a walk over every row between them
-    where = tmp_path / "list.db"
-    _start(where, 60)
-    ledger = Ledger(where, ISSUE)
+    ledger = _sqlite_ledger(tmp_path, 60)
     try:
         first, _, _, _ = ledger.claim("a", 2, 60.0, 0)
         last, _, _, _ = ledger.claim("a", 2, 60.0, first[-1].subscriber_id + 50)
