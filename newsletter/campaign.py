@@ -177,6 +177,7 @@ class Passes:
     # as a send without --wait leaves it, its retries to `due`
     stopped_waiting: bool = False
     elapsed: float = 0.0
+    waited: float = 0.0  # of `elapsed`, asleep until retries were due (--wait)
     # PostgreSQL: rows that sending processes now gone held, turned uncertain at the end
     orphans: int = 0
     # refusals (5xx) classified as bounces once the passes ended: some took people off
@@ -267,6 +268,7 @@ def _passes(
                 break
             if next_retry is None:
                 break
+            asleep = time.monotonic()
             try:
                 if not _sleep_until(next_retry, stop):
                     passes.interrupted = passes.terminated = terminating()
@@ -274,6 +276,8 @@ def _passes(
             except KeyboardInterrupt:
                 passes.stopped_waiting = True
                 break
+            finally:
+                passes.waited += time.monotonic() - asleep
     finally:
         passes.elapsed = time.monotonic() - started
         if not ledger.pg or not (passes.interrupted or passes.paused):

@@ -647,10 +647,13 @@ def _say_counts(
     # who left during the send: skipped by a claim, or by their unsubscribe itself (which
     # marks their row at once, so no claim sees it)
     skipped = report.total(State.SKIPPED) - skipped_before
+    # the rate is of the time spent sending: not of the hours --wait slept until retries
+    rate = f"{p.sent / max(passes.elapsed - passes.waited, 1e-6):,.0f}/s"
+    if passes.waited:
+        rate = f"{passes.waited:.1f} s of it waiting for retries; {rate} while sending"
     click.echo(
-        f"{p.sent:,} sent in {passes.elapsed:.1f} s ({p.sent / max(passes.elapsed, 1e-6):,.0f}/s)"
-        f", {p.deferred:,} temporary refusal(s), {p.failed:,} failed, {skipped:,} skipped (left "
-        "meanwhile)"
+        f"{p.sent:,} sent in {passes.elapsed:.1f} s ({rate}), {p.deferred:,} temporary"
+        f" refusal(s), {p.failed:,} failed, {skipped:,} skipped (left meanwhile)"
     )
     say_refusals(passes)
     if passes.orphans:

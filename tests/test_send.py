@@ -834,6 +834,11 @@ def test_a_deferred_message_waits_for_the_next_send_or_for_wait(workdir):
         final = send(workdir, server.port, "--yes", "--wait", **backoff)
         assert final.returncode == 0, final.stdout + final.stderr
         assert "waiting (--wait)" in final.stdout
+        # its rate is of the time it sent, not of the time it slept until the retries
+        took, waited = map(float, re.search(
+            r"^1 sent in ([\d.]+) s \(([\d.]+) s of it waiting for retries; [\d,]+/s while"
+            r" sending\)", final.stdout, re.M).groups())  # type: ignore[union-attr]  # fmt: skip
+        assert 0.2 < waited <= took, final.stdout
         assert handler.rcpt_attempts["reader2@example.org"] == 3
         assert handler.copies("reader2@example.org") == 1
     assert set(ledger_states(workdir).values()) == {State.SENT}
