@@ -649,7 +649,7 @@ def _say_counts(
     skipped = report.total(State.SKIPPED) - skipped_before
     # the rate is of the time spent sending: not of the hours --wait slept until retries
     rate = f"{p.sent / max(passes.elapsed - passes.waited, 1e-6):,.0f}/s"
-    if passes.waited:
+    if passes.waited >= 0.05:  # (not a wait for a retry that was due already)
         rate = f"{passes.waited:.1f} s of it waiting for retries; {rate} while sending"
     click.echo(
         f"{p.sent:,} sent in {passes.elapsed:.1f} s ({rate}), {p.deferred:,} temporary"

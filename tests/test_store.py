@@ -357,13 +357,13 @@ def test_sqlite_finds_the_few_rows_in_one_state_through_its_own_index(tmp_path: 
 
 
 def test_sqlite_claims_and_marks_each_row_by_key(tmp_path: Path) -> None:
-    # the outcomes go in one UPDATE for each kind (state and retry time), each row found
-    # by its key and given its own reply; the claim takes its rows by a range of keys
+    # the outcomes go in one UPDATE for each state, each row found by its key and given
+    # its own reply and retry time; the claim takes its rows by a range of keys
     ledger = _sqlite_ledger(tmp_path, 30)
     try:
         rows, cursor, _, _ = ledger.claim("a", 10, 60.0, 0)
         kinds = [(State.SENT, 0.0)] * 6 + [(State.DEFERRED, 5e9), (State.FAILED, 0.0)] * 2
-        done = [Outcome(d.subscriber_id, state, f"{d.subscriber_id} said {n}", retry)
+        done = [Outcome(d.subscriber_id, state, f"{d.subscriber_id} said {n}", retry + n)
                 for n, (d, (state, retry)) in enumerate(zip(rows, kinds, strict=True))]  # fmt: skip
         done.pop()  # one still held: it stays sending
         claim, plans = _plans(
@@ -385,7 +385,7 @@ def test_sqlite_claims_and_marks_each_row_by_key(tmp_path: Path) -> None:
     assert stored[rows[-1].subscriber_id][0] == State.SENDING
     assert [stored[d.subscriber_id][0] for d in claim.rows] == [State.SENDING] * 10
     marks = [plan for sql, plan in plans.items() if "CASE subscriber_id" in sql]
-    assert len(marks) == 3, plans  # sent, deferred (at one time), failed
+    assert len(marks) == 3, plans  # sent, deferred (two retry times), failed
     for plan in marks:  # ids close together: the range between the first and the last
         assert (
             "SEARCH deliveries USING PRIMARY KEY (issue_id=? AND subscriber_id>? AND"
