@@ -120,10 +120,10 @@ class SendInfo:
     finished_at: str | None
 
 
+# A row a claim takes (SQLite; given `now`).
+_DUE = "state = 'pending' OR (state = 'deferred' AND next_attempt <= ?)"
 # The columns a Delivery is read from, in its order: every query that makes one selects
 # these (a claim returns them), and _delivery reads them by position.
-# a row a claim takes (SQLite; given `now`)
-_DUE = "state = 'pending' OR (state = 'deferred' AND next_attempt <= ?)"
 _CLAIMED = (
     "subscriber_id, email, name, edition, state, attempts, last_reply, message_id,"
     " next_attempt, first_attempt"
@@ -692,22 +692,21 @@ class Ledger:
                 ids = replies[::2]
                 retry, retries = "?", [some[0].next_attempt]
                 if any(o.next_attempt != retries[0] for o in some):  # deferred, each its own
-                    retry = f"CASE subscriber_id{' WHEN ? THEN ?' * len(some)} END"
+                    retry = _by_id(len(some))
                     retries = [x for o in some for x in (o.subscriber_id, o.next_attempt)]
                 lo, hi = min(ids), max(ids)
                 if hi - lo < 4 * len(ids):
                     # close together (mostly the rows of one claim): the rows between the
                     # first and last id are walked, the outcomes' picked by a CASE (a tenth
                     # less CPU than looking up each id of a list)
-                    which = "BETWEEN ? AND ? AND CASE subscriber_id"
-                    which += " WHEN ? THEN 1" * len(ids) + " END"
+                    which = f"BETWEEN ? AND ? AND {_by_id(len(ids), '1')}"
                     keys = [lo, hi, *ids]
                 else:
                     which, keys = f"IN ({','.join('?' * len(ids))})", ids
                 done += conn.execute(
                     f"UPDATE deliveries SET updated_at = ?, state = ?, next_attempt = {retry},"
-                    " owner = NULL, lease_until = NULL, last_reply = CASE subscriber_id"
-                    f"{' WHEN ? THEN ?' * len(some)} END WHERE issue_id = ?"
+                    f" owner = NULL, lease_until = NULL, last_reply = {_by_id(len(some))}"
+                    " WHERE issue_id = ?"
                     f" AND +state = 'sending' AND owner = ? AND subscriber_id {which}",
                     (stamp, state, *retries, *replies, self.issue_id, worker, *keys),
                 ).rowcount
@@ -941,6 +940,12 @@ def _pg_quoted(text: str) -> str:
     server that replied with one still gets its reply recorded, without it."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", "")
     return '"' + escaped + '"'
+
+
+def _by_id(n: int, then: str = "?") -> str:
+    """A value for each of n ids, picked by the row's id (its parameters: id, value, ...;
+    or ids alone, when `then` is a constant); NULL for an id not among them."""
+    return f"CASE subscriber_id{f' WHEN ? THEN {then}' * n} END"
 
 
 _IDS_AT_ONCE = 500  # ids in one SQLite statement (it takes 32,766 values since 3.32)
